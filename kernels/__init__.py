@@ -1,0 +1,1 @@
+"""igsearch_kernels: Triton kernels for step-reward RL (tree attention, fused log-prob gather, span-weighted GRPO loss)."""
