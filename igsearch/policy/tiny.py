@@ -1,0 +1,127 @@
+"""The tiny default policy: a byte-level BPE tokenizer trained on the world's text and a
+randomly initialised Qwen2-architecture model of a few million parameters (untied embeddings).
+
+Both are saved as a normal Hugging Face directory, so everything downstream (vLLM, transformers,
+the scorers) loads it exactly like a real Qwen2.5 checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from igsearch.data.prompts import ALL_TAGS
+
+IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
+
+#: Qwen-style chat template: the assistant turn starts after "<|im_start|>assistant\n".
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+#: Model shape of the default policy (about 5M parameters with a 4k vocabulary).
+TINY_MODEL_SHAPE = dict(
+    hidden_size=256,
+    intermediate_size=704,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=64,
+    max_position_embeddings=4096,
+)
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
+    """Train a byte-level BPE tokenizer on ``texts`` and wrap it as a ``PreTrainedTokenizerFast``.
+
+    The chat markers are special tokens; every protocol tag (``<search>``, ``</documents>``, ...)
+    is a single ordinary added token, so it survives decoding with ``skip_special_tokens`` and can
+    serve as a stop token. ``eos`` and ``pad`` are ``<|im_end|>`` / ``<|endoftext|>`` as in Qwen2.5.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    specials = [ENDOFTEXT, IM_START, IM_END]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(texts, trainer=trainer)
+    core.add_tokens([AddedToken(tag, normalized=False, special=False) for tag in ALL_TAGS])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        bos_token=None,
+        unk_token=None,
+        clean_up_tokenization_spaces=False,
+        model_max_length=TINY_MODEL_SHAPE["max_position_embeddings"],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(tokenizer, *, seed: int = 0, **shape):
+    """A randomly initialised ``Qwen2ForCausalLM`` sized for ``tokenizer`` (fp32, untied embeddings)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    dims = {"tie_word_embeddings": False, **TINY_MODEL_SHAPE, **shape}
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        rope_theta=10000.0,
+        rms_norm_eps=1e-6,
+        bos_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        pad_token_id=tokenizer.convert_tokens_to_ids(ENDOFTEXT),
+        torch_dtype="float32",
+        **dims,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    return model
+
+
+def save_policy(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+    """Save model + tokenizer as an HF directory, atomically (temp dir, then rename)."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def build_tiny_policy(world_dir: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int = 0,
+                      vocab_size: int = 4096) -> Path:
+    """Build the default policy for a world: tokenizer from the world's text, random tiny model."""
+    from igsearch.world import world_texts
+
+    tokenizer = build_tokenizer(world_texts(world_dir), vocab_size=vocab_size)
+    model = build_tiny_model(tokenizer, seed=seed)
+    return save_policy(model, tokenizer, out_dir)

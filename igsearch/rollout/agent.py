@@ -1,0 +1,236 @@
+"""The multi-turn search agent loop.
+
+For each question, G rollouts. Every turn, all open rollouts are continued in one engine call that
+stops at ``</search>`` or ``</answer>``; the queries of all rollouts that searched are retrieved in
+one batch; ``\\n<documents>...</documents>\\n`` is appended at the token level (what the policy
+wrote is never re-tokenised) with loss mask 0. After ``max_turns`` searches the policy gets one last
+turn in which a search is not answered. Malformed output ends that rollout with a recorded reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from igsearch.data.prompts import (
+    ANSWER_CLOSE, ANSWER_OPEN, REFINE_CLOSE, REFINE_OPEN, SEARCH_CLOSE, SEARCH_OPEN, PromptTemplate,
+    REFINE_TEMPLATE, format_documents,
+)
+from igsearch.rollout.engine import GenerationEngine, GenRequest, SamplingConfig
+from igsearch.rollout.trajectory import StepSpans, Trajectory
+
+
+@dataclass
+class RolloutConfig:
+    """Settings of the agent loop."""
+
+    rollouts_per_question: int = 4
+    max_turns: int = 3
+    topk: int = 3
+    max_new_tokens_per_turn: int = 128
+    max_response_tokens: int = 1024
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class RolloutTimings:
+    """Wall time spent in each phase of a batch of rollouts (seconds)."""
+
+    generation: float = 0.0
+    retrieval: float = 0.0
+    turns: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _single_token_id(tokenizer, text: str) -> int | None:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
+
+
+def token_char_offsets(tokenizer, ids: Sequence[int]) -> list[int]:
+    """``offsets[k]`` = number of characters of ``decode(ids[:k])``, for k in 0..len(ids)."""
+    offsets = [0]
+    for k in range(1, len(ids) + 1):
+        offsets.append(len(tokenizer.decode(ids[:k], skip_special_tokens=False)))
+    return offsets
+
+
+def char_span_to_tokens(offsets: list[int], start: int, end: int) -> tuple[int, int]:
+    """The smallest token span [a, b) whose characters cover [start, end) (offsets from token_char_offsets)."""
+    a = max(k for k in range(len(offsets)) if offsets[k] <= start)
+    a = min(a, len(offsets) - 1)
+    b = next((k for k in range(len(offsets)) if offsets[k] >= end), len(offsets) - 1)
+    return a, max(a, b)
+
+
+@dataclass
+class _Open:
+    """Book-keeping of one rollout while it runs."""
+
+    traj: Trajectory
+    index: int = 0
+    searches: int = 0
+    last_turn: bool = False
+    pending_refine_step: int | None = None
+    done: bool = False
+
+
+class SearchAgent:
+    """Runs batches of multi-turn search rollouts on an engine and a retriever."""
+
+    def __init__(self, engine: GenerationEngine, retriever, tokenizer, config: RolloutConfig | None = None,
+                 template: PromptTemplate = REFINE_TEMPLATE):
+        self.engine = engine
+        self.retriever = retriever
+        self.tokenizer = tokenizer
+        self.config = config or RolloutConfig()
+        self.template = template
+        stop_tags = [SEARCH_CLOSE, ANSWER_CLOSE]
+        ids = [_single_token_id(tokenizer, t) for t in stop_tags]
+        if all(i is not None for i in ids):
+            self.stop_ids, self.stop_strings = ids, []
+        else:
+            self.stop_ids, self.stop_strings = [], stop_tags
+        self.search_close_id = ids[0]
+        self.answer_close_id = ids[1]
+        self.eos_id = tokenizer.eos_token_id
+
+    # -- public -----------------------------------------------------------------------------
+    def run(self, prompts: Sequence[str], golds: Sequence[Sequence[str]] | None = None,
+            data_sources: Sequence[str] | None = None, *, seed: int | None = None,
+            rollouts_per_question: int | None = None) -> tuple[list[Trajectory], RolloutTimings]:
+        """Roll out ``G`` trajectories per prompt text; returns them grouped (question-major)."""
+        cfg = self.config
+        G = rollouts_per_question or cfg.rollouts_per_question
+        base_seed = cfg.seed if seed is None else seed
+        opens: list[_Open] = []
+        for q, prompt in enumerate(prompts):
+            prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            for _ in range(G):
+                traj = Trajectory(prompt_ids=list(prompt_ids), prompt_text=prompt, question_index=q,
+                                  golds=list(golds[q]) if golds is not None else [],
+                                  data_source=data_sources[q] if data_sources is not None else "")
+                opens.append(_Open(traj, index=len(opens)))
+        timings = RolloutTimings()
+        turn = 0
+        while True:
+            active = [o for o in opens if not o.done]
+            if not active:
+                break
+            self._generate_turn(active, base_seed, turn, timings)
+            searching = [o for o in active if not o.done and o.traj.steps and o.traj.steps[-1].documents == (-1, -1)]
+            self._retrieve_and_inject(searching, timings)
+            turn += 1
+            timings.turns = turn
+        for o in opens:
+            o.traj.response_text = self.tokenizer.decode(o.traj.response_ids, skip_special_tokens=False)
+            o.traj.check()
+        return [o.traj for o in opens], timings
+
+    # -- one turn ---------------------------------------------------------------------------
+    def _generate_turn(self, active: list[_Open], base_seed: int, turn: int, timings: RolloutTimings) -> None:
+        cfg = self.config
+        requests = []
+        for o in active:
+            budget = cfg.max_response_tokens - len(o.traj.response_ids)
+            requests.append(GenRequest(o.traj.prompt_ids + o.traj.response_ids,
+                                       max_tokens=max(1, min(cfg.max_new_tokens_per_turn, budget)),
+                                       seed=(base_seed * 1_000_003 + turn * 10_007 + o.index) % (2**31 - 1)))
+        sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p,
+                                  stop_token_ids=list(self.stop_ids), stop_strings=list(self.stop_strings))
+        t0 = time.perf_counter()
+        outputs = self.engine.generate(requests, sampling)
+        timings.generation += time.perf_counter() - t0
+        for o, out in zip(active, outputs):
+            self._absorb(o, out.token_ids, out.logprobs, out.finish_reason)
+
+    def _absorb(self, o: _Open, ids: list[int], logprobs: list[float], finish_reason: str) -> None:
+        """Append one turn of policy output and decide what happens next to this rollout."""
+        traj, cfg = o.traj, self.config
+        start = len(traj.response_ids)
+        traj.response_ids.extend(ids)
+        traj.loss_mask.extend([1] * len(ids))
+        traj.rollout_logprobs.extend(float(x) for x in logprobs)
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        offsets = None
+
+        def tok_span(a: int, b: int) -> tuple[int, int]:
+            nonlocal offsets
+            if offsets is None:
+                offsets = token_char_offsets(self.tokenizer, ids)
+            s, e = char_span_to_tokens(offsets, a, b)
+            return start + s, start + e
+
+        # The refine that follows the previous step's documents (first <refine> in this turn).
+        if o.pending_refine_step is not None:
+            r0 = text.find(REFINE_OPEN)
+            if r0 >= 0:
+                r1 = text.find(REFINE_CLOSE, r0)
+                if r1 >= 0:
+                    r_end = r1 + len(REFINE_CLOSE)
+                else:  # unclosed: ends at the next "\n<search>" / "\n<answer>" or the end of the turn
+                    cands = [p for p in (text.find("\n" + SEARCH_OPEN, r0), text.find("\n" + ANSWER_OPEN, r0)) if p >= 0]
+                    r_end = min(cands) if cands else len(text)
+                traj.steps[o.pending_refine_step].refine = tok_span(r0, r_end)
+            o.pending_refine_step = None
+
+        stripped = text.rstrip()
+        ended_by_eos = bool(ids) and ids[-1] == self.eos_id
+        if stripped.endswith(ANSWER_CLOSE):
+            a0 = text.rfind(ANSWER_OPEN)
+            if a0 < 0:
+                return self._finish(o, "malformed: </answer> without <answer>")
+            traj.answer = text[a0 + len(ANSWER_OPEN):text.rfind(ANSWER_CLOSE)].strip()
+            return self._finish(o, "answer")
+        if stripped.endswith(SEARCH_CLOSE) and finish_reason == "stop":
+            q0 = text.rfind(SEARCH_OPEN)
+            if q0 < 0:
+                return self._finish(o, "malformed: </search> without <search>")
+            query = text[q0 + len(SEARCH_OPEN):text.rfind(SEARCH_CLOSE)].strip()
+            if not query:
+                return self._finish(o, "malformed: empty search query")
+            if o.last_turn:
+                return self._finish(o, "max_turns")
+            traj.steps.append(StepSpans(query=tok_span(q0, len(stripped)), documents=(-1, -1), query_text=query))
+            o.searches += 1
+            return None
+        if len(traj.response_ids) >= cfg.max_response_tokens:
+            return self._finish(o, "max_tokens")
+        if finish_reason == "length":
+            return self._finish(o, "malformed: turn longer than max_new_tokens_per_turn without a closing tag")
+        if ended_by_eos:
+            return self._finish(o, "malformed: ended without an answer")
+        return self._finish(o, "malformed: stopped without a closing tag")
+
+    def _finish(self, o: _Open, reason: str) -> None:
+        o.traj.finish_reason = reason
+        o.done = True
+
+    # -- retrieval --------------------------------------------------------------------------
+    def _retrieve_and_inject(self, searching: list[_Open], timings: RolloutTimings) -> None:
+        if not searching:
+            return
+        queries = [o.traj.steps[-1].query_text for o in searching]
+        t0 = time.perf_counter()
+        results = self.retriever.retrieve(queries, self.config.topk)
+        timings.retrieval += time.perf_counter() - t0
+        for o, passages in zip(searching, results):
+            traj = o.traj
+            docs_text = format_documents(passages, self.template)
+            doc_ids = self.tokenizer(docs_text, add_special_tokens=False)["input_ids"]
+            room = self.config.max_response_tokens - len(traj.response_ids)
+            if len(doc_ids) >= room:
+                traj.steps.pop()
+                self._finish(o, "max_tokens")
+                continue
+            start = len(traj.response_ids)
+            traj.response_ids.extend(doc_ids)
+            traj.loss_mask.extend([0] * len(doc_ids))
+            traj.rollout_logprobs.extend([0.0] * len(doc_ids))
+            traj.steps[-1].documents = (start, start + len(doc_ids))
+            o.pending_refine_step = len(traj.steps) - 1 if self.template.uses_refine else None
+            if o.searches >= self.config.max_turns:
+                o.last_turn = True

@@ -1,0 +1,153 @@
+"""Oracle trajectories: the assistant text an ideal agent writes for a world question.
+
+For each hop the oracle searches ``"<subject> <relation word>"``, receives the documents the
+retriever really returns, writes the fact it reads in them inside ``<refine>`` (refine template),
+and follows that fact's object to the next hop; at the end it answers the last object::
+
+    <search> q1 </search>\\n<documents>...</documents>\\n<refine> f1 </refine>\\n
+    <search> q2 </search>...
+    <answer> a </answer>
+
+With ``query_noise`` p, each hop's query is corrupted with probability p (a near-miss entity taken
+from the retrieved titles, a misspelled name, or missing words). The oracle then writes what the
+documents say: a wrong entity's fact leads the chain astray (and the answer may be wrong); when the
+documents hold nothing about the subject it writes ``no relevant information`` and searches again
+with the clean query. With the search-r1 template there is no refine and documents use
+``<information>``. Noise draws are seeded (by default from the row id), so oracles are reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterable
+
+from ..data.prompts import (
+    ANSWER_CLOSE, ANSWER_OPEN, REFINE_CLOSE, REFINE_OPEN, REFINE_TEMPLATE, SEARCH_CLOSE,
+    SEARCH_OPEN, PromptTemplate, format_documents,
+)
+from .graph import RELATIONS
+from .passages import find_fact
+
+NO_INFORMATION = "no relevant information"
+_VOWELS = "aeiou"
+
+
+def _field(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, dict) else getattr(row, name)
+
+
+def _hops(row: Any) -> list[dict]:
+    hops = (_field(row, "extra_info") or {}).get("hops")
+    if not hops:
+        raise ValueError(f"row {_field(row, 'id')!r} has no extra_info['hops']; "
+                         "oracle responses exist only for world questions")
+    return hops
+
+
+def _title(contents: str) -> str:
+    return contents.partition("\n")[0].strip().strip('"')
+
+
+def _misspell(name: str, rng: random.Random) -> str:
+    """``name`` with one word changed by one edit (drop, swap or vowel change)."""
+    words = name.split()
+    candidates = [i for i, w in enumerate(words) if len(w) >= 4 and w not in ("of",)]
+    if not candidates:
+        return name
+    i = rng.choice(candidates)
+    word = words[i]
+    pos = rng.randrange(1, len(word) - 1)
+    edit = rng.choice(("drop", "swap", "vowel"))
+    if edit == "drop":
+        word = word[:pos] + word[pos + 1:]
+    elif edit == "swap":
+        word = word[:pos] + word[pos + 1] + word[pos] + word[pos + 2:]
+    else:
+        vowels = [j for j, ch in enumerate(word) if ch.lower() in _VOWELS]
+        if vowels:
+            j = rng.choice(vowels)
+            other = rng.choice([v for v in _VOWELS if v != word[j].lower()])
+            word = word[:j] + other + word[j + 1:]
+        else:
+            word = word[:pos] + word[pos + 1:]
+    words[i] = word
+    return " ".join(words)
+
+
+def corrupt_query(entity: str, relation: str, retriever, topk: int,
+                  rng: random.Random) -> tuple[str, str]:
+    """A corrupted query for ``relation`` of ``entity`` and the entity the agent believes it asked
+    about: ``(query, believed entity)``."""
+    word = RELATIONS[relation].word
+    kind = rng.choice(("wrong_entity", "misspell", "misspell", "missing_words"))
+    if kind == "wrong_entity":
+        # A near miss: another retrieved entity that has this relation too (another film's
+        # director, another city's country), so the wrong fact looks just like the right one.
+        near = []
+        for passage in retriever.retrieve([f"{entity} {word}"], topk + 5)[0]:
+            title = _title(passage.contents)
+            if title.lower() != entity.lower() and find_fact([passage.contents], relation, title):
+                near.append(title)
+        if near:
+            other = rng.choice(near)
+            return f"{other} {word}", other
+        kind = "misspell"
+    if kind == "misspell":
+        return f"{_misspell(entity, rng)} {word}", entity
+    return (word if rng.random() < 0.5 else entity), entity
+
+
+def _rng_for(row: Any, rng) -> random.Random:
+    if isinstance(rng, random.Random):
+        return rng
+    if rng is None:
+        return random.Random(f"oracle-{_field(row, 'id')}")
+    return random.Random(rng)
+
+
+def oracle_response(row, retriever, *, template: PromptTemplate = REFINE_TEMPLATE, topk: int = 3,
+                    query_noise: float = 0.0, rng=None) -> str:
+    """The assistant text of an ideal (or, with ``query_noise``, a noisy) agent for ``row``.
+
+    ``row`` is a world row (dict or :class:`~igsearch.data.loaders.QARow`) with
+    ``extra_info["hops"]``; ``rng`` is a ``random.Random``, a seed, or ``None`` (seeded by row id).
+    """
+    hops = _hops(row)
+    rng = _rng_for(row, rng)
+    parts: list[str] = []
+    entity = hops[0]["entity"]
+
+    def step(query: str) -> list[str]:
+        passages = retriever.retrieve([query], topk)[0]
+        parts.append(f"{SEARCH_OPEN} {query} {SEARCH_CLOSE}" + format_documents(passages, template))
+        return [p.contents for p in passages]
+
+    def refine(text: str) -> None:
+        if template.uses_refine:
+            parts.append(f"{REFINE_OPEN} {text} {REFINE_CLOSE}\n")
+
+    for hop in hops:
+        relation = hop["relation"]
+        word = RELATIONS[relation].word
+        clean_query = f"{entity} {word}"
+        query, believed = clean_query, entity
+        noisy = query_noise > 0 and rng.random() < query_noise
+        if noisy:
+            query, believed = corrupt_query(entity, relation, retriever, topk, rng)
+        found = find_fact(step(query), relation, believed)
+        if found is None and noisy:
+            refine(NO_INFORMATION)
+            found = find_fact(step(clean_query), relation, entity)
+        if found is None:  # even the clean query missed: the oracle still knows the world
+            refine(NO_INFORMATION)
+            entity = hop["answer"]
+            continue
+        fact, entity = found
+        refine(fact)
+    parts.append(f"{ANSWER_OPEN} {entity} {ANSWER_CLOSE}")
+    return "".join(parts)
+
+
+def oracle_texts(rows: Iterable, retriever, **kwargs) -> list[str]:
+    """:func:`oracle_response` for every row (same keyword arguments)."""
+    return [oracle_response(row, retriever, **kwargs) for row in rows]

@@ -1,0 +1,64 @@
+"""Tiny policies with known behaviour, for tests of the rollout loop and weight sync.
+
+``bigram_policy`` builds a real Qwen2 checkpoint whose transformer blocks are switched off
+(attention and MLP output projections are zero), so the next-token distribution depends only on
+the current token: logits = lm_head(norm(embed[token])). Choosing the embeddings and the LM head
+makes it follow a script of bigram transitions with near certainty, which lets a test drive real
+vLLM through searches deterministically.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from igsearch.policy.tiny import build_tiny_model, build_tokenizer
+
+WORLD_TEXTS = [
+    "Velmora Quist is a film directed by Arno Tesk. Arno Tesk was born in Dulmar.",
+    "Dulmar is a city in Oskaria. Brenna Fell founded Quorrin Works.",
+    "The book Sarn of Ilde was written by Teodor Vail, who is married to Mira Ost.",
+] * 40
+
+
+def small_tokenizer():
+    return build_tokenizer(WORLD_TEXTS, vocab_size=400)
+
+
+def bigram_policy(tokenizer, transitions: dict[str, str], *, tied: bool = False, margin: float = 40.0,
+                  seed: int = 0):
+    """A Qwen2ForCausalLM that, after token ``a``, emits token ``transitions[a]`` with prob ~1.
+
+    Keys and values are single tokens of ``tokenizer`` (raise if not). Tokens without a
+    transition get a near-uniform distribution over the vocabulary.
+    """
+    model = build_tiny_model(tokenizer, seed=seed, num_hidden_layers=1, hidden_size=128, intermediate_size=256,
+                             num_attention_heads=2, num_key_value_heads=1, head_dim=64,
+                             tie_word_embeddings=tied)
+    vocab, hidden = model.config.vocab_size, model.config.hidden_size
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        # one-hot-ish embedding per token (random unit directions), LM head maps direction -> next token
+        g = torch.Generator().manual_seed(seed)
+        emb = torch.randn(vocab, hidden, generator=g)
+        emb = emb / emb.norm(dim=-1, keepdim=True)
+        model.model.embed_tokens.weight.copy_(emb * hidden ** 0.5)
+        model.model.norm.weight.fill_(1.0)
+        for layer in model.model.layers:
+            layer.input_layernorm.weight.fill_(1.0)
+            layer.post_attention_layernorm.weight.fill_(1.0)
+        if not tied:
+            head = torch.randn(vocab, hidden, generator=g) * 0.01
+            for a, b in transitions.items():
+                ia, ib = _one(tokenizer, a), _one(tokenizer, b)
+                head[ib] += emb[ia] * margin / hidden ** 0.5
+            model.lm_head.weight.copy_(head)
+    return model
+
+
+def _one(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"{text!r} is {len(ids)} tokens, expected one: {tokenizer.convert_ids_to_tokens(ids)}")
+    return ids[0]
