@@ -1,5 +1,166 @@
-"""The `igsearch` command line (placeholder until the subcommands land)."""
+"""The ``igsearch`` command line.
+
+    igsearch world build --seed S --out DIR [--entities N]
+    igsearch retrieval serve --corpus FILE --port P [--retriever bm25|dense] [--index DIR]
+    igsearch policy build --world DIR --out DIR
+    igsearch eval --model DIR --data FILE [--retriever bm25|dense|URL] [--corpus FILE]
+    igsearch sft --model DIR --world DIR --out DIR
+    igsearch train --config FILE [--method ig|grpo] [--steps N] [--out DIR] [--resume DIR] [key=value ...]
+    igsearch demo [--out DIR] [--steps N] [--seed S]
+
+Every subcommand returns an exit code; expected failures (bad input, missing files, a dead
+retrieval server) print one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
 import sys
-def main(argv=None):
-    print("igsearch: no subcommands yet", file=sys.stderr)
-    return 2
+from pathlib import Path
+
+
+class CLIError(RuntimeError):
+    """An expected failure with a message meant for the user."""
+
+
+def _add_policy_commands(subparsers) -> None:
+    p = subparsers.add_parser("policy", help="build the tiny default policy")
+    sub = p.add_subparsers(dest="policy_cmd", required=True)
+    b = sub.add_parser("build", help="train a tokenizer on a world's text and build a random tiny Qwen2 policy")
+    b.add_argument("--world", required=True, help="world directory (from `igsearch world build`)")
+    b.add_argument("--out", required=True, help="output HF model directory")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--vocab-size", type=int, default=4096)
+    b.set_defaults(func=_run_policy_build)
+
+
+def _run_policy_build(args) -> int:
+    from igsearch.policy.tiny import build_tiny_policy
+
+    world = Path(args.world)
+    if not (world / "corpus.jsonl").exists():
+        raise CLIError(f"{world} is not a world directory (no corpus.jsonl); run `igsearch world build` first")
+    out = build_tiny_policy(world, args.out, seed=args.seed, vocab_size=args.vocab_size)
+    print(f"tiny policy written to {out}")
+    return 0
+
+
+def _add_eval_command(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="EM/F1 of a search agent on a QA file, per data_source")
+    p.add_argument("--model", required=True, help="local HF model directory")
+    p.add_argument("--data", required=True, help="QA rows (.jsonl or .parquet, Search-R1 or FlashRAG format)")
+    p.add_argument("--retriever", default="bm25", help="bm25 | dense | http(s)://host:port/retrieve")
+    p.add_argument("--corpus", default=None, help="corpus.jsonl (default: next to --data)")
+    p.add_argument("--index", default=None, help="index directory (default: next to the corpus)")
+    p.add_argument("--encoder", default=None, help="local HF encoder directory for --retriever dense")
+    p.add_argument("--engine", default="vllm", choices=["vllm", "hf"], help="generation engine")
+    p.add_argument("--template", default="refine", choices=["refine", "search-r1"])
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--max-turns", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=160, help="per turn")
+    p.add_argument("--max-response-tokens", type=int, default=1536)
+    p.add_argument("--out", default=None, help="run directory for eval.json (default runs/eval-<model name>)")
+    p.add_argument("--dtype", default="float32")
+    p.set_defaults(func=_run_eval)
+
+
+def make_engine(kind: str, model_dir, *, dtype: str = "float32", max_model_len: int = 4096, seed: int = 0):
+    """A generation engine on ``model_dir``: "vllm" or "hf" (transformers generate)."""
+    if kind == "vllm":
+        from igsearch.rollout.engine import VLLMEngine
+
+        return VLLMEngine(model_dir, dtype=dtype, max_model_len=max_model_len, seed=seed)
+    from igsearch.policy.load import load_policy
+    from igsearch.rollout.engine import HFEngine
+
+    model, tokenizer = load_policy(model_dir, dtype=dtype)
+    return HFEngine(model, tokenizer)
+
+
+def _run_eval(args) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from igsearch.data.loaders import load_qa
+    from igsearch.data.prompts import get_template
+    from igsearch.evaluation import evaluate, format_table
+    from igsearch.policy.load import check_model_dir, load_tokenizer
+    from igsearch.retrieval import load_retriever
+    from igsearch.rollout.agent import RolloutConfig
+    from igsearch.train.io import atomic_write_json
+
+    model_dir = check_model_dir(args.model)
+    rows = load_qa(args.data, limit=args.limit)
+    corpus = args.corpus or str(Path(args.data).parent / "corpus.jsonl")
+    if not args.retriever.startswith("http") and not Path(corpus).exists():
+        raise CLIError(f"corpus {corpus} not found; pass --corpus FILE")
+    retriever = load_retriever(args.retriever, corpus=corpus, index=args.index, encoder=args.encoder)
+    tokenizer = load_tokenizer(model_dir)
+    config = RolloutConfig(max_turns=args.max_turns, topk=args.topk, max_new_tokens_per_turn=args.max_new_tokens,
+                           max_response_tokens=args.max_response_tokens)
+    engine = make_engine(args.engine, model_dir, dtype=args.dtype)
+    console = Console()
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"eval {Path(args.data).name}", total=len(rows))
+        result = evaluate(engine, retriever, tokenizer, rows, template=get_template(args.template), config=config,
+                          progress=lambda done, total: bar.update(task, completed=done))
+    out = Path(args.out or f"runs/eval-{model_dir.name}")
+    path = atomic_write_json(out / "eval.json", {"model": str(model_dir), "data": str(args.data), **result.to_dict()})
+    console.print(format_table(result.metrics, f"{model_dir.name} on {Path(args.data).name} ({result.seconds:.0f} s)"))
+    console.print(f"results: {path}")
+    if hasattr(engine, "close"):
+        engine.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from igsearch.retrieval.cli import add_retrieval_commands
+    from igsearch.train.cli import add_sft_command, add_train_command
+    from igsearch.world.cli import add_world_commands
+
+    parser = argparse.ArgumentParser(prog="igsearch", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_world_commands(sub)
+    add_retrieval_commands(sub)
+    _add_policy_commands(sub)
+    _add_eval_command(sub)
+    add_sft_command(sub)
+    add_train_command(sub)
+    try:
+        from igsearch.demo import add_demo_command
+    except ImportError:
+        pass
+    else:
+        add_demo_command(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    from igsearch.data.loaders import DataError
+    from igsearch.policy.load import PolicyLoadError
+    from igsearch.retrieval.client import RetrievalError
+
+    args = build_parser().parse_args(argv)
+    expected = (CLIError, DataError, PolicyLoadError, RetrievalError, FileNotFoundError, ValueError)
+    try:
+        extra = _expected_errors()
+        return int(args.func(args) or 0)
+    except expected + extra as exc:
+        print(f"igsearch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"igsearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _expected_errors() -> tuple:
+    try:
+        from igsearch.train.config import ConfigError
+    except ImportError:
+        return ()
+    return (ConfigError,)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Advantage estimators (DESIGN.md section 4) behind a registry, so other step-reward methods plug in by name.
+
+An estimator maps an ``AdvantageInput`` (rewards, GRPO groups, optional step IG and the token span
+of each step's query) and an ``AdvantageConfig`` to an ``AdvantageOutput``: one advantage per
+sequence plus a span table of per-token additions. The per-token advantage it stands for is
+
+    A[i, k] = seq_adv[i] + beta * sum over spans (i, start, end, v) with start <= k < end of v
+
+which the loss kernel (``igsearch_kernels.span_advantage_loss``) applies without materialising
+[B, T]; ``per_token_advantages`` materialises it for tests and logging.
+
+Group statistics use the sample standard deviation (Bessel-corrected, ``ddof=1``), as the GRPO of
+verl / Search-R1 and TRL do (``torch.std``); a group with a single member has std 0 and therefore
+advantage 0 (no relative signal), and so has a group whose step IGs are all equal.
+
+Built-in estimators:
+
+- ``grpo``: trajectory-level GRPO, ``A_i = (R_i - mean_g R) / (std_g R + eps)`` (``scale="none"``:
+  ``R_i - mean_g R``); the span table is empty.
+- ``ig``: the same ``A_i`` plus, for every step t of rollout i with an IG value, a span over the
+  step's query tokens (``<search> ... </search>``) with value ``IGn[i, t]`` (or
+  ``IGn[i, t] / |span|`` with ``span_weight="inverse_length"``). ``IGn`` is the step IG z-scored over
+  all scored steps of the group (``ig_norm="group"``) or of the batch (``"batch"``) or left raw
+  (``"none"``), then clipped to ``[-ig_clip, ig_clip]``. Steps whose IG is None get no span.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+AdvantageEstimator = Callable[["AdvantageInput", "AdvantageConfig"], "AdvantageOutput"]
+
+_ESTIMATORS: dict[str, AdvantageEstimator] = {}
+
+
+def register_advantage_estimator(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
+    """Decorator registering ``fn(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput`` as ``name``.
+
+    Registering a name twice with a different function is an error (guards against silent
+    shadowing); re-registering the same function is allowed (module reloads).
+    """
+
+    def decorator(fn: AdvantageEstimator) -> AdvantageEstimator:
+        old = _ESTIMATORS.get(name)
+        if old is not None and _origin(old) != _origin(fn):
+            raise ValueError(f"advantage estimator {name!r} is already registered ({_origin(old)})")
+        _ESTIMATORS[name] = fn
+        return fn
+
+    return decorator
+
+
+def _origin(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def get_advantage_estimator(name: str) -> AdvantageEstimator:
+    """The estimator registered as ``name``; the error lists the registered names."""
+    try:
+        return _ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown advantage estimator {name!r}; registered: {sorted(_ESTIMATORS)}"
+        ) from None
+
+
+def list_advantage_estimators() -> list[str]:
+    return sorted(_ESTIMATORS)
+
+
+@dataclass
+class AdvantageConfig:
+    """Knobs of the advantage estimators (mirrored by the ``adv_*`` / ``ig_*`` fields of TrainConfig)."""
+
+    estimator: str = "ig"
+    #: "std": divide the centred group reward by (std + eps); "none": only centre it.
+    scale: str = "std"
+    eps: float = 1e-6
+    #: beta of DESIGN.md section 4; carried in the output and applied by the loss.
+    ig_beta: float = 0.5
+    #: "group" | "batch" | "none": how step IG is normalised before clipping.
+    ig_norm: str = "group"
+    #: c: IGn is clipped to [-c, c]; None disables clipping.
+    ig_clip: float | None = 2.0
+    #: "uniform": every query token gets IGn; "inverse_length": IGn / |span|.
+    span_weight: str = "uniform"
+
+
+@dataclass
+class AdvantageInput:
+    """What the estimators see of a batch of B rollouts.
+
+    ``rewards[i]``: trajectory reward R_i. ``group_ids[i]``: the GRPO group (question) of rollout i.
+    ``step_ig[i][t]``: IG of step t of rollout i, None when the step got no IG; ``step_ig`` is None
+    for methods without step rewards. ``query_spans[i][t]``: (start, end) of step t's
+    ``<search>...</search>`` tokens in the response, end exclusive. ``response_lengths[i]``: number
+    of response tokens (spans must lie inside).
+    """
+
+    rewards: Sequence[float]
+    group_ids: Sequence[int]
+    step_ig: Sequence[Sequence[float | None]] | None
+    query_spans: Sequence[Sequence[tuple[int, int]]]
+    response_lengths: Sequence[int]
+
+    def __post_init__(self) -> None:
+        b = len(self.rewards)
+        for name in ("group_ids", "query_spans", "response_lengths"):
+            if len(getattr(self, name)) != b:
+                raise ValueError(f"AdvantageInput: {b} rewards but {len(getattr(self, name))} {name}")
+        if self.step_ig is not None:
+            if len(self.step_ig) != b:
+                raise ValueError(f"AdvantageInput: {b} rewards but {len(self.step_ig)} step_ig rows")
+            for i, (igs, spans) in enumerate(zip(self.step_ig, self.query_spans)):
+                if len(igs) != len(spans):
+                    raise ValueError(
+                        f"AdvantageInput: rollout {i} has {len(igs)} step IG values but "
+                        f"{len(spans)} query spans"
+                    )
+        for i, (spans, n) in enumerate(zip(self.query_spans, self.response_lengths)):
+            for start, end in spans:
+                if not 0 <= start <= end <= n:
+                    raise ValueError(f"AdvantageInput: rollout {i} query span {(start, end)} outside [0, {n}]")
+
+    @classmethod
+    def from_trajectories(cls, trajectories, rewards, step_ig=None) -> "AdvantageInput":
+        """Build from ``igsearch.rollout.trajectory.Trajectory`` objects (group = question_index)."""
+        return cls(
+            rewards=list(rewards),
+            group_ids=[t.question_index for t in trajectories],
+            step_ig=None if step_ig is None else [list(x) for x in step_ig],
+            query_spans=[[tuple(s.query) for s in t.steps] for t in trajectories],
+            response_lengths=[len(t.response_ids) for t in trajectories],
+        )
+
+
+@dataclass
+class AdvantageOutput:
+    """Advantages in the form the loss consumes.
+
+    ``seq_adv``: float32 [B], A_i. ``spans``: int64 [S, 3] rows (sequence, start, end), end exclusive,
+    in response-token coordinates. ``span_values``: float32 [S], the per-token addition of each span
+    before ``beta``. ``beta``: the multiplier of the span values. ``stats``: scalars for logging.
+    """
+
+    seq_adv: torch.Tensor
+    spans: torch.Tensor
+    span_values: torch.Tensor
+    beta: float = 0.0
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.seq_adv.shape[0])
+
+
+def compute_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
+    """Run the estimator named by ``cfg.estimator``."""
+    return get_advantage_estimator(cfg.estimator)(inp, cfg)
+
+
+def per_token_advantages(out: AdvantageOutput, beta: float | None, T: int) -> torch.Tensor:
+    """Materialise A[i, k] = seq_adv[i] + beta * sum of the span values covering k, as float32 [B, T].
+
+    ``beta`` None uses ``out.beta``. Overlapping spans add up. The loss mask is not applied.
+    """
+    beta = out.beta if beta is None else beta
+    b = out.batch_size
+    device = out.seq_adv.device
+    adv = out.seq_adv.detach().to(torch.float32).reshape(b, 1).expand(b, T).clone()
+    if out.spans.numel() == 0:
+        return adv
+    spans = out.spans.to(device=device, dtype=torch.long)
+    if int(spans[:, 2].max()) > T:
+        raise ValueError(f"a span ends at {int(spans[:, 2].max())}, beyond T={T}")
+    # Difference array: +v at start, -v at end, then a running sum along the tokens.
+    delta = torch.zeros(b, T + 1, dtype=torch.float32, device=device)
+    values = out.span_values.detach().to(device=device, dtype=torch.float32) * beta
+    delta.index_put_((spans[:, 0], spans[:, 1]), values, accumulate=True)
+    delta.index_put_((spans[:, 0], spans[:, 2]), -values, accumulate=True)
+    return adv + delta.cumsum(dim=1)[:, :T]
+
+
+# ------------------------------------------------------------------------------------------------
+# Group statistics
+
+
+def _group_index(group_ids: Sequence[int]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        groups.setdefault(int(g), []).append(i)
+    return groups
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; 0 for fewer than two values)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var)
+
+
+def group_normalized_rewards(
+    rewards: Sequence[float], group_ids: Sequence[int], *, scale: str = "std", eps: float = 1e-6
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """GRPO advantages float32 [B]: (R_i - mean_g) / (std_g + eps), or R_i - mean_g with scale "none".
+
+    Also returns batch statistics: reward mean, share of groups whose rollouts all fail (max
+    reward <= 0) and share of groups with zero reward spread (no trajectory-level signal).
+    """
+    if scale not in ("std", "none"):
+        raise ValueError(f"unknown advantage scale {scale!r}; expected 'std' or 'none'")
+    adv = torch.zeros(len(rewards), dtype=torch.float32)
+    groups = _group_index(group_ids)
+    n_all_fail = n_flat = 0
+    for members in groups.values():
+        rs = [float(rewards[i]) for i in members]
+        mean, std = _mean_std(rs)
+        n_all_fail += max(rs) <= 0
+        n_flat += max(rs) == min(rs)
+        for i, r in zip(members, rs):
+            adv[i] = (r - mean) / (std + eps) if scale == "std" else r - mean
+    n_groups = max(len(groups), 1)
+    stats = {
+        "reward/mean": sum(map(float, rewards)) / max(len(rewards), 1),
+        "groups/all_fail_frac": n_all_fail / n_groups,
+        "groups/zero_spread_frac": n_flat / n_groups,
+        "adv/seq_abs_mean": float(adv.abs().mean()) if len(rewards) else 0.0,
+    }
+    return adv, stats
+
+
+def normalize_step_ig(
+    step_ig: Sequence[Sequence[float | None]],
+    group_ids: Sequence[int],
+    *,
+    norm: str = "group",
+    clip: float | None = 2.0,
+    eps: float = 1e-6,
+) -> tuple[list[list[float | None]], dict[str, float]]:
+    """IGn with the same layout as ``step_ig`` (None stays None), plus statistics.
+
+    ``norm="group"``: (IG - mean) / (std + eps) over all scored steps of the rollouts of a group;
+    ``"batch"``: the same over every scored step of the batch; ``"none"``: raw IG. Then clipped to
+    [-clip, clip] unless ``clip`` is None.
+    """
+    if norm not in ("group", "batch", "none"):
+        raise ValueError(f"unknown IG normalisation {norm!r}; expected 'group', 'batch' or 'none'")
+    for row in step_ig:
+        for v in row:
+            if v is not None and not math.isfinite(float(v)):
+                raise ValueError(f"step IG must be finite or None, got {v}")
+    if norm == "group":
+        pools = list(_group_index(group_ids).values())
+    elif norm == "batch":
+        pools = [list(range(len(step_ig)))]
+    else:
+        pools = []
+    out: list[list[float | None]] = [[None if v is None else float(v) for v in row] for row in step_ig]
+    for members in pools:
+        scored = [float(v) for i in members for v in step_ig[i] if v is not None]
+        if not scored:
+            continue
+        mean, std = _mean_std(scored)
+        for i in members:
+            out[i] = [None if v is None else (v - mean) / (std + eps) for v in out[i]]
+    raw = [float(v) for row in step_ig for v in row if v is not None]
+    n_clipped = 0
+    if clip is not None:
+        for row in out:
+            for t, v in enumerate(row):
+                if v is not None and abs(v) > clip:
+                    row[t] = max(-clip, min(clip, v))
+                    n_clipped += 1
+    normed = [v for row in out for v in row if v is not None]
+    n_steps = sum(len(row) for row in step_ig)
+    stats = {
+        "ig/mean": sum(raw) / len(raw) if raw else 0.0,
+        "ig/std": _mean_std(raw)[1] if raw else 0.0,
+        "ig/min": min(raw) if raw else 0.0,
+        "ig/max": max(raw) if raw else 0.0,
+        "ig/scored_steps": float(len(raw)),
+        "ig/scored_frac": len(raw) / n_steps if n_steps else 0.0,
+        "ig/positive_frac": sum(v > 0 for v in raw) / len(raw) if raw else 0.0,
+        "ig/norm_abs_mean": sum(abs(v) for v in normed) / len(normed) if normed else 0.0,
+        "ig/clip_frac": n_clipped / len(normed) if normed else 0.0,
+    }
+    return out, stats
+
+
+# ------------------------------------------------------------------------------------------------
+# Built-in estimators
+
+
+def _empty_spans() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.float32)
+
+
+@register_advantage_estimator("grpo")
+def grpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
+    """Trajectory-level GRPO: one advantage per rollout, no spans."""
+    seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.scale, eps=cfg.eps)
+    spans, values = _empty_spans()
+    return AdvantageOutput(seq_adv, spans, values, beta=0.0, stats=stats)
+
+
+@register_advantage_estimator("ig")
+def ig_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
+    """GRPO plus normalised step IG on the query tokens of each scored step."""
+    if inp.step_ig is None:
+        raise ValueError("the 'ig' advantage estimator needs step_ig (one list of IG values per rollout)")
+    if cfg.span_weight not in ("uniform", "inverse_length"):
+        raise ValueError(f"unknown span weighting {cfg.span_weight!r}; expected 'uniform' or 'inverse_length'")
+    seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.scale, eps=cfg.eps)
+    ign, ig_stats = normalize_step_ig(
+        inp.step_ig, inp.group_ids, norm=cfg.ig_norm, clip=cfg.ig_clip, eps=cfg.eps
+    )
+    stats.update(ig_stats)
+    rows: list[tuple[int, int, int]] = []
+    values: list[float] = []
+    for i, (row, spans) in enumerate(zip(ign, inp.query_spans)):
+        for v, (start, end) in zip(row, spans):
+            if v is None or end <= start:
+                continue
+            rows.append((i, int(start), int(end)))
+            values.append(v / (end - start) if cfg.span_weight == "inverse_length" else v)
+    if rows:
+        span_t = torch.tensor(rows, dtype=torch.long)
+        value_t = torch.tensor(values, dtype=torch.float32)
+    else:
+        span_t, value_t = _empty_spans()
+    stats["ig/span_tokens"] = float(sum(e - s for _, s, e in rows))
+    return AdvantageOutput(seq_adv, span_t, value_t, beta=float(cfg.ig_beta), stats=stats)

@@ -1,0 +1,134 @@
+"""Packed policy forward: many sequences in one row without padding, log-probs of their response tokens.
+
+Sequences are concatenated into rows of at most ``max_tokens_per_row`` tokens (a sequence longer than
+the budget gets a row of its own). With SDPA the mask makes attention cost O(row length^2), so on CPU
+a budget of a few thousand tokens is faster than one long row; flash-attn varlen has no such cost. Position ids restart at 0 for every sequence, so each sequence is
+encoded exactly as on its own:
+
+- with ``attn_implementation="flash_attention_2"`` (GPU + flash-attn), the segment boundaries go to
+  transformers' padding-free path (``cu_seq_lens_*``) and flash-attn runs varlen attention; no mask;
+- otherwise (``sdpa`` on CPU or GPU) a block-diagonal causal mask, 4-D bool [1, 1, L, L] with True =
+  may attend, keeps every sequence to itself.
+
+Only the hidden states at the positions that predict response tokens go through the LM head, via
+``igsearch_kernels.gather_logprobs`` (fused LM head + log-softmax + gather, no [tokens x vocab] tensor).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = ["pack_rows", "packed_token_logprobs", "pad_to_batch", "block_causal_mask"]
+
+
+def pack_rows(lengths: Sequence[int], max_tokens_per_row: int | None) -> list[list[int]]:
+    """Greedy in-order packing: lists of sequence indices whose lengths sum to <= the budget."""
+    rows: list[list[int]] = []
+    used = 0
+    for i, n in enumerate(lengths):
+        if rows and (max_tokens_per_row is None or used + n <= max_tokens_per_row):
+            rows[-1].append(i)
+            used += n
+        else:
+            rows.append([i])
+            used = n
+    return rows
+
+
+def block_causal_mask(lengths: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Bool [1, 1, L, L], L = sum(lengths): token q may attend to token k iff same sequence and k <= q."""
+    seg = torch.repeat_interleave(
+        torch.arange(len(lengths), device=device), torch.as_tensor(list(lengths), device=device)
+    )
+    pos = torch.arange(seg.numel(), device=device)
+    allowed = (seg[:, None] == seg[None, :]) & (pos[None, :] <= pos[:, None])
+    return allowed[None, None]
+
+
+def _uses_varlen_positions(model) -> bool:
+    impl = getattr(model.config, "_attn_implementation", None) or getattr(model.config, "attn_implementation", None)
+    return isinstance(impl, str) and impl.startswith("flash_attention")
+
+
+def _gather_logprobs(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    import igsearch_kernels
+
+    return igsearch_kernels.gather_logprobs(hidden, weight, targets, temperature=temperature)
+
+
+def packed_token_logprobs(
+    model,
+    sequences: Sequence[Sequence[int]],
+    *,
+    temperature: float = 1.0,
+    compute_from: Sequence[int] | None = None,
+    max_tokens_per_row: int | None = None,
+) -> list[torch.Tensor]:
+    """log p(token k | tokens < k) for k = compute_from[i] .. len_i - 1 of every sequence.
+
+    ``model``: a causal LM with ``model.model`` (the decoder returning hidden states) and
+    ``model.lm_head`` (no bias), e.g. Qwen2ForCausalLM. ``sequences``: token-id lists (prompt +
+    response). ``compute_from[i]``: index of the first scored token (the prompt length; default 1),
+    in [1, len_i]. Logits are divided by ``temperature`` (the sampling temperature of the rollouts).
+    Returns one float32 1-D tensor per sequence, of length len_i - compute_from[i], differentiable
+    w.r.t. the model parameters.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    lengths = [len(s) for s in sequences]
+    starts = [1] * len(sequences) if compute_from is None else [int(c) for c in compute_from]
+    if len(starts) != len(sequences):
+        raise ValueError(f"{len(sequences)} sequences but {len(starts)} compute_from entries")
+    for i, (n, c) in enumerate(zip(lengths, starts)):
+        if not 1 <= c <= n:
+            raise ValueError(f"sequence {i}: compute_from={c} outside [1, {n}] (length {n})")
+    device = next(model.parameters()).device
+    weight = model.lm_head.weight
+    results: list[torch.Tensor | None] = [None] * len(sequences)
+    for row in pack_rows(lengths, max_tokens_per_row):
+        row_lengths = [lengths[i] for i in row]
+        ids = torch.tensor([t for i in row for t in sequences[i]], dtype=torch.long, device=device)
+        positions = torch.cat([torch.arange(n, device=device) for n in row_lengths])
+        varlen: dict = {}
+        if _uses_varlen_positions(model):
+            # Give the segment boundaries explicitly (transformers' padding-free flash path) rather
+            # than have every layer infer them from the position ids.
+            mask = None
+            cu = torch.tensor([0] + row_lengths, device=device).cumsum(0).to(torch.int32)
+            longest = max(row_lengths)
+            varlen = dict(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
+        else:
+            mask = block_causal_mask(row_lengths, device=device)
+        hidden = model.model(
+            input_ids=ids[None], attention_mask=mask, position_ids=positions[None], use_cache=False, **varlen
+        ).last_hidden_state[0]
+        # Position p predicts token p + 1; the scored tokens of sequence i are offset+c .. offset+n-1.
+        pred_index = []
+        offset = 0
+        for i, n in zip(row, row_lengths):
+            pred_index.append(torch.arange(offset + starts[i] - 1, offset + n - 1, device=device))
+            offset += n
+        pred_index_t = torch.cat(pred_index)
+        h = hidden.index_select(0, pred_index_t)
+        targets = ids.index_select(0, pred_index_t + 1)
+        logp = _gather_logprobs(h, weight.to(h.dtype), targets, float(temperature)).to(torch.float32)
+        for i, part in zip(row, logp.split([lengths[i] - starts[i] for i in row])):
+            results[i] = part
+    return results  # type: ignore[return-value]
+
+
+def pad_to_batch(tensors: Sequence[torch.Tensor], value: float = 0.0, length: int | None = None) -> torch.Tensor:
+    """Right-pad 1-D tensors into [B, T] (T = ``length`` or the longest); keeps autograd."""
+    T = max((t.numel() for t in tensors), default=0) if length is None else length
+    if not tensors:
+        return torch.zeros(0, T)
+    out = []
+    for t in tensors:
+        if t.numel() > T:
+            raise ValueError(f"a tensor of length {t.numel()} does not fit T={T}")
+        out.append(torch.nn.functional.pad(t, (0, T - t.numel()), value=value))
+    return torch.stack(out)

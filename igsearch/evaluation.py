@@ -1,0 +1,94 @@
+"""Evaluate a search agent: roll out each question once (greedy), score EM and F1 of its answer.
+
+Results are grouped per ``data_source`` (hop count on the world) plus ``overall``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from igsearch.data.loaders import QARow
+from igsearch.data.metrics import exact_match, f1_score
+from igsearch.data.prompts import PromptTemplate, REFINE_TEMPLATE
+from igsearch.policy.load import chat_prompt
+from igsearch.rollout.agent import RolloutConfig, SearchAgent
+
+
+@dataclass
+class EvalResult:
+    """EM/F1 per data_source and overall, with one record per question."""
+
+    metrics: dict[str, dict[str, float]]
+    records: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics, "seconds": self.seconds, "records": self.records}
+
+
+def question_messages(row: QARow, template: PromptTemplate) -> list[dict]:
+    """The chat messages of a row: its own prompt when it has one, else the template's."""
+    if row.prompt:
+        return list(row.prompt)
+    return [{"role": "user", "content": template.render(row.question)}]
+
+
+def summarize(records: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Mean EM/F1, search count and count per data_source, plus ``overall``."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[r["data_source"]].append(r)
+        groups["overall"].append(r)
+    out = {}
+    for name in sorted(groups, key=lambda n: (n == "overall", n)):
+        rs = groups[name]
+        out[name] = {
+            "n": len(rs),
+            "em": sum(r["em"] for r in rs) / len(rs),
+            "f1": sum(r["f1"] for r in rs) / len(rs),
+            "searches": sum(r["searches"] for r in rs) / len(rs),
+            "malformed": sum(r["finish_reason"].startswith("malformed") for r in rs) / len(rs),
+        }
+    return out
+
+
+def evaluate(engine, retriever, tokenizer, rows: Sequence[QARow], *, template: PromptTemplate = REFINE_TEMPLATE,
+             config: RolloutConfig | None = None, batch_size: int = 64, progress=None) -> EvalResult:
+    """Greedy rollouts (temperature 0, one per question) and EM/F1 against the gold variants.
+
+    ``progress`` is an optional callable ``progress(done, total)`` called after every batch.
+    """
+    cfg = config or RolloutConfig()
+    cfg = RolloutConfig(**{**cfg.__dict__, "rollouts_per_question": 1, "temperature": 0.0})
+    agent = SearchAgent(engine, retriever, tokenizer, cfg, template=template)
+    records: list[dict] = []
+    t0 = time.perf_counter()
+    for lo in range(0, len(rows), batch_size):
+        batch = rows[lo:lo + batch_size]
+        prompts = [chat_prompt(tokenizer, question_messages(r, template)) for r in batch]
+        trajs, _ = agent.run(prompts, [r.golden_answers for r in batch], [r.data_source for r in batch])
+        for row, traj in zip(batch, trajs):
+            pred = traj.answer or ""
+            records.append({
+                "id": row.id, "data_source": row.data_source, "question": row.question,
+                "golden_answers": row.golden_answers, "prediction": traj.answer,
+                "em": exact_match(pred, row.golden_answers) if traj.answer is not None else 0.0,
+                "f1": f1_score(pred, row.golden_answers) if traj.answer is not None else 0.0,
+                "searches": len(traj.steps), "finish_reason": traj.finish_reason,
+                "response_tokens": len(traj.response_ids),
+            })
+        if progress is not None:
+            progress(len(records), len(rows))
+    return EvalResult(summarize(records), records, time.perf_counter() - t0)
+
+
+def format_table(metrics: dict[str, dict[str, float]], title: str = "") -> str:
+    """A markdown table of EM/F1 per data_source."""
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| data_source | n | EM | F1 | searches | malformed |", "|---|---:|---:|---:|---:|---:|"]
+    for name, m in metrics.items():
+        lines.append(f"| {name} | {m['n']} | {m['em']:.3f} | {m['f1']:.3f} | {m['searches']:.2f} | {m['malformed']:.2f} |")
+    return "\n".join(lines)

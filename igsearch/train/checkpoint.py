@@ -1,0 +1,265 @@
+"""Atomic training checkpoints: a crash at any moment leaves the previous checkpoint loadable.
+
+Layout under ``run_dir/checkpoints/``::
+
+    step_000010/
+        model/              save_pretrained (safetensors) + tokenizer when given
+        optimizer.pt        optimizer state_dict (and scheduler state_dict when given)
+        trainer_state.pt    step, RNG states (python, numpy, torch, cuda), extra
+        config.json         the run configuration
+    latest                  text file with the name of the newest complete checkpoint
+
+A checkpoint is written into a hidden temporary folder next to its final place, every file is
+fsynced, then the folder is renamed into place (``os.replace``, atomic on one file system) and only
+then is ``latest`` rewritten (atomically). A crash before the rename leaves a ``.tmp-*`` folder that
+``latest_checkpoint`` ignores (and the next save removes); a crash after it leaves a complete
+checkpoint. Only the last ``keep`` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from igsearch.train.io import atomic_write_json, atomic_write_text, fsync_dir
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+STATE_FILE = "trainer_state.pt"
+OPTIMIZER_FILE = "optimizer.pt"
+CONFIG_FILE = "config.json"
+MODEL_DIR = "model"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+_TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was expected."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def rng_states() -> dict[str, Any]:
+    """The states of every random generator a run draws from."""
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore the generators captured by ``rng_states``."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (so the rename publishes durable contents)."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(dirpath)
+
+
+def _config_dict(config: Any) -> Any:
+    if config is None:
+        return None
+    if hasattr(config, "to_dict"):
+        return config.to_dict()
+    if isinstance(config, dict):
+        return config
+    import dataclasses
+
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    raise TypeError(f"cannot serialise a config of type {type(config).__name__}")
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    model,
+    optimizer: torch.optim.Optimizer | None,
+    config: Any = None,
+    extra: dict[str, Any] | None = None,
+    *,
+    tokenizer=None,
+    scheduler=None,
+    keep: int | None = 3,
+) -> Path:
+    """Write the checkpoint of ``step`` atomically and point ``latest`` at it; returns its folder.
+
+    ``model`` is saved with ``save_pretrained`` (safetensors), ``tokenizer`` with its own
+    ``save_pretrained`` into the same folder, ``config`` as JSON (``to_dict()`` / dataclass / dict),
+    ``extra`` (any torch-serialisable dict: data cursor, running stats) with the RNG states.
+    Keeps the ``keep`` most recent checkpoints (None keeps all).
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    name = checkpoint_name(step)
+    final = root / name
+    for stale in root.glob(f"{_TMP_PREFIX}*"):  # left by an earlier crash
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f"{_TMP_PREFIX}{name}-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        model.save_pretrained(tmp / MODEL_DIR, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / MODEL_DIR)
+        if optimizer is not None or scheduler is not None:
+            torch.save(
+                {
+                    "optimizer": None if optimizer is None else optimizer.state_dict(),
+                    "scheduler": None if scheduler is None else scheduler.state_dict(),
+                },
+                tmp / OPTIMIZER_FILE,
+            )
+        atomic_write_json(tmp / CONFIG_FILE, _config_dict(config))
+        torch.save({"step": int(step), "rng": rng_states(), "extra": extra or {}}, tmp / STATE_FILE)
+        _fsync_tree(tmp)
+        if final.exists():  # re-saving a step: move the old one aside, never delete it first
+            old = root / f"{_TMP_PREFIX}old-{name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(root / LATEST, name + "\n")
+    if keep is not None:
+        _prune(root, keep, protect=name)
+    return final
+
+
+def _complete(path: Path) -> bool:
+    return (path / STATE_FILE).is_file() and (path / MODEL_DIR).is_dir()
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first (temporary folders excluded)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and p.is_dir() and _complete(p):
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def _prune(root: Path, keep: int, protect: str) -> None:
+    ckpts = list_checkpoints(root.parent)
+    for p in ckpts[: max(len(ckpts) - max(keep, 1), 0)]:
+        if p.name != protect:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint of ``run_dir``: the one ``latest`` names when it is complete,
+    else the highest complete ``step_*`` folder; None when there is none."""
+    root = Path(run_dir) / CHECKPOINTS
+    pointer = root / LATEST
+    if pointer.is_file():
+        name = pointer.read_text(encoding="utf-8").strip()
+        if _STEP_DIR.match(name) and _complete(root / name):
+            return root / name
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def resolve_checkpoint(path_or_run_dir: str | os.PathLike) -> Path:
+    """A checkpoint folder from either itself or a run folder (its latest checkpoint)."""
+    p = Path(path_or_run_dir)
+    if _complete(p):
+        return p
+    found = latest_checkpoint(p)
+    if found is None:
+        raise CheckpointError(f"{p}: no complete checkpoint found (expected {p}/{CHECKPOINTS}/step_*/)")
+    return found
+
+
+def _load_model_weights(model, model_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{model_dir}: no *.safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    result = model.load_state_dict(state, strict=False)
+    # save_pretrained drops parameters tied to another one (e.g. lm_head.weight = embed_tokens.weight);
+    # those are restored through the tie, anything else missing is an error.
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded_ptrs = {params[k].data_ptr() for k in state if k in params}
+    missing = [k for k in result.missing_keys if k not in params or params[k].data_ptr() not in loaded_ptrs]
+    missing = [k for k in missing if k in params]  # buffers (rotary tables) are rebuilt by the model
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"{model_dir}: weights do not match the model (missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]})"
+        )
+
+
+def load_checkpoint(
+    path_or_run_dir: str | os.PathLike,
+    model=None,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    scheduler=None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Restore weights into ``model``, state into ``optimizer`` / ``scheduler`` and the RNG states.
+
+    ``path_or_run_dir`` is a checkpoint folder or a run folder (its latest checkpoint). Returns
+    ``{"step", "config", "extra", "path", "model_dir"}`` (``config`` as the saved dict).
+    """
+    import json
+
+    path = resolve_checkpoint(path_or_run_dir)
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    if model is not None:
+        _load_model_weights(model, path / MODEL_DIR)
+    if optimizer is not None or scheduler is not None:
+        opt_file = path / OPTIMIZER_FILE
+        if not opt_file.is_file():
+            raise CheckpointError(f"{path}: no optimizer state ({OPTIMIZER_FILE}) to resume from")
+        opt_state = torch.load(opt_file, map_location="cpu", weights_only=False)
+        if optimizer is not None:
+            if opt_state["optimizer"] is None:
+                raise CheckpointError(f"{path}: the checkpoint has no optimizer state")
+            optimizer.load_state_dict(opt_state["optimizer"])
+        if scheduler is not None and opt_state.get("scheduler") is not None:
+            scheduler.load_state_dict(opt_state["scheduler"])
+    if restore_rng:
+        set_rng_states(state["rng"])
+    config_file = path / CONFIG_FILE
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else None
+    return {
+        "step": int(state["step"]),
+        "config": config,
+        "extra": state.get("extra", {}),
+        "path": path,
+        "model_dir": path / MODEL_DIR,
+    }

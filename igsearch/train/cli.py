@@ -1,0 +1,136 @@
+"""Argument parsing of ``igsearch sft`` and ``igsearch train`` (wired into ``igsearch.cli``).
+
+Each ``add_*_command(subparsers)`` adds a subcommand whose ``func(args) -> int`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _hops(text: str) -> tuple[int, ...]:
+    try:
+        hops = tuple(int(h) for h in text.split(",") if h.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected hop counts like 1,2,3, got {text!r}") from None
+    if not hops or any(h < 1 for h in hops):
+        raise argparse.ArgumentTypeError(f"expected hop counts like 1,2,3, got {text!r}")
+    return hops
+
+
+def _probability(text: str) -> float:
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return p
+
+
+def add_sft_command(subparsers) -> argparse.ArgumentParser:
+    """``igsearch sft --model DIR|tiny --world DIR --out DIR [--steps N] [--query-noise P] [--hops 1,2] ...``"""
+    p = subparsers.add_parser(
+        "sft",
+        help="warm-start the policy on oracle trajectories of the world",
+        description="Supervised warm start on oracle search trajectories (search the right entity, "
+        "refine the right fact, answer). Injected documents are never trained on.",
+    )
+    p.add_argument("--model", required=True,
+                   help="HF policy directory to fine-tune, or 'tiny' to build the tiny default policy for the world first")
+    p.add_argument("--world", required=True, help="world directory (corpus.jsonl, train.jsonl)")
+    p.add_argument("--out", required=True, help="output HF directory (written atomically)")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    p.add_argument("--batch-size", type=int, default=16, help="trajectories per step (default 16)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, cosine decay (default 1e-3)")
+    p.add_argument("--warmup-steps", type=int, default=10, help="linear warm-up steps (default 10)")
+    p.add_argument("--query-noise", type=_probability, default=0.2,
+                   help="probability that a hop's query is corrupted (default 0.2)")
+    p.add_argument("--hops", type=_hops, default=(1, 2, 3), help="hop counts of the questions seen, e.g. 1,2 (default 1,2,3)")
+    p.add_argument("--max-len", type=int, default=1024, help="max tokens per trajectory (default 1024)")
+    p.add_argument("--template", default="refine", choices=["refine", "search-r1"], help="prompt template")
+    p.add_argument("--topk", type=int, default=3, help="passages per search (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_sft_command)
+    return p
+
+
+def run_sft_command(args) -> int:
+    from igsearch.train.sft import run_sft
+
+    model = Path(args.model)
+    if args.model == "tiny":
+        from igsearch.policy.tiny import build_tiny_policy
+
+        model = Path(args.out).with_name(Path(args.out).name + "-init")
+        print(f"building the tiny default policy for {args.world} in {model}", file=sys.stderr)
+        build_tiny_policy(args.world, model, seed=args.seed)
+    out = run_sft(
+        model, args.world, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        query_noise=args.query_noise, hops=args.hops, max_len=args.max_len, seed=args.seed,
+        template=args.template, topk=args.topk, warmup_steps=args.warmup_steps, device=args.device,
+        progress=not args.no_progress,
+    )
+    print(out)
+    return 0
+
+
+def add_train_command(subparsers) -> argparse.ArgumentParser:
+    """``igsearch train --config FILE [--method ig|grpo] [--steps N] [--out DIR] [--resume DIR] [key=value ...]``"""
+    from igsearch.train.config import describe_config
+
+    p = subparsers.add_parser(
+        "train",
+        help="GRPO training with or without step information gain",
+        description="GRPO on vLLM rollouts; method ig adds step information gain to the query tokens.",
+        epilog="Any config field can be overridden as key=value. Fields:\n" + describe_config(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", default=None, help="YAML preset, e.g. configs/tiny-cpu.yaml (default: built-in defaults)")
+    p.add_argument("--method", default=None, help="advantage estimator: ig | grpo | a registered name (overrides the config)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (overrides the config)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<config name>-<method>)")
+    p.add_argument("--resume", default=None, help="run or checkpoint directory to continue from")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=1e-6 ig_beta=0.3")
+    p.set_defaults(func=run_train_command)
+    return p
+
+
+def parse_train_args(args) -> tuple:
+    """(TrainConfig, out_dir, resume) from parsed ``igsearch train`` arguments; ConfigError on bad input."""
+    from igsearch.train.config import load_config
+
+    overrides = list(args.overrides)
+    if args.method is not None:
+        overrides.append(f"method={args.method}")
+    if args.steps is not None:
+        overrides.append(f"steps={args.steps}")
+    cfg = load_config(args.config, overrides)
+    resume = Path(args.resume) if args.resume else None
+    if args.out is not None:
+        out = Path(args.out)
+    elif resume is not None:
+        # a run directory continues in place; a checkpoint directory continues in its run
+        out = resume.parent.parent if resume.parent.name == "checkpoints" else resume
+    else:
+        name = Path(args.config).stem if args.config else "default"
+        out = Path("runs") / f"{name}-{cfg.method}"
+    return cfg, out, resume
+
+
+def run_train_command(args) -> int:
+    from igsearch.train.config import ConfigError
+
+    try:
+        cfg, out, resume = parse_train_args(args)
+    except ConfigError as e:
+        print(f"igsearch train: {e}", file=sys.stderr)
+        return 2
+    from igsearch.train import trainer  # written by the lead; imported lazily (pulls in vLLM)
+
+    trainer.train(cfg, out, resume=resume)
+    return 0

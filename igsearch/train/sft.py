@@ -1,0 +1,261 @@
+"""SFT warm start: teach the policy the search protocol on oracle trajectories of the world.
+
+For every training question (restricted to the chosen hop counts) the oracle
+(``igsearch.world.oracle_response``) writes what an ideal agent does: search the right entity,
+refine the right fact from the documents the retriever really returns, answer. With
+``query_noise`` p each hop's query is corrupted with probability p, so the warm-started policy
+learns imperfect searching (and recovery) and RL has something to fix on multi-hop questions.
+
+Each example is tokenised the way the rollouts build it: the chat-templated prompt on its own, then
+the response in segments, every ``\\n<documents>...</documents>\\n`` block tokenised separately with
+loss mask 0 (injected by the environment, never trained on), everything else with loss mask 1,
+then ``<|im_end|>``. The loss is the mean negative log-likelihood over mask-1 response tokens,
+computed with the packed forward (``igsearch.algo.packing``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from igsearch.data.prompts import PromptTemplate, get_template
+
+
+@dataclass
+class SFTExample:
+    """One tokenised oracle trajectory: ``ids`` = prompt + response (+ eos); ``loss_mask`` covers the
+    response tokens (``len(ids) - prompt_len`` entries), 1 = written by the policy, 0 = injected."""
+
+    ids: list[int]
+    prompt_len: int
+    loss_mask: list[int]
+    hops: int
+    row_id: str = ""
+
+
+def split_injected(text: str, template: PromptTemplate) -> list[tuple[str, bool]]:
+    """Cut a response into (segment, injected) pieces; injected = a ``\\n<documents>...</documents>\\n`` block."""
+    pattern = re.compile(
+        r"\n" + re.escape(template.docs_open) + r".*?" + re.escape(template.docs_close) + r"\n", re.DOTALL
+    )
+    pieces: list[tuple[str, bool]] = []
+    pos = 0
+    for m in pattern.finditer(text):
+        if m.start() > pos:
+            pieces.append((text[pos:m.start()], False))
+        pieces.append((m.group(0), True))
+        pos = m.end()
+    if pos < len(text):
+        pieces.append((text[pos:], False))
+    return pieces
+
+
+def _row_hops(row) -> int:
+    return len((row.extra_info or {}).get("hops", []))
+
+
+def prompt_text(tokenizer, row, template: PromptTemplate) -> str:
+    """The chat-templated prompt of ``row``: its own messages when they use ``template``, else the
+    question rendered with ``template``; ends with the assistant header."""
+    rendered = template.render(row.question)
+    messages = row.prompt if row.prompt and row.prompt[-1].get("content") == rendered else None
+    messages = messages or [{"role": "user", "content": rendered}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def tokenize_example(tokenizer, prompt: str, response: str, template: PromptTemplate, *,
+                     max_len: int | None = None) -> tuple[list[int], int, list[int]] | None:
+    """(ids, prompt_len, response loss mask) or None when the prompt alone does not fit ``max_len``.
+
+    Responses longer than ``max_len`` are cut at the end."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    response_ids: list[int] = []
+    mask: list[int] = []
+    for piece, injected in split_injected(response, template):
+        ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+        response_ids += ids
+        mask += [0 if injected else 1] * len(ids)
+    if tokenizer.eos_token_id is not None:
+        response_ids.append(tokenizer.eos_token_id)
+        mask.append(1)
+    if max_len is not None:
+        if len(prompt_ids) + 1 > max_len:
+            return None
+        keep = max_len - len(prompt_ids)
+        response_ids, mask = response_ids[:keep], mask[:keep]
+    return prompt_ids + response_ids, len(prompt_ids), mask
+
+
+def build_sft_examples(
+    rows: Sequence,
+    tokenizer,
+    retriever,
+    *,
+    template: str | PromptTemplate = "refine",
+    topk: int = 3,
+    query_noise: float = 0.0,
+    hops: Sequence[int] = (1, 2, 3),
+    max_len: int | None = 1024,
+    seed: int = 0,
+) -> list[SFTExample]:
+    """Oracle trajectories for the rows with the given hop counts, tokenised with their loss masks."""
+    from igsearch.world import oracle_response
+
+    tmpl = get_template(template) if isinstance(template, str) else template
+    wanted = set(int(h) for h in hops)
+    examples = []
+    for row in rows:
+        n_hops = _row_hops(row)
+        if n_hops not in wanted:
+            continue
+        rng = random.Random(f"sft-{seed}-{row.id}")
+        response = oracle_response(row, retriever, template=tmpl, topk=topk, query_noise=query_noise, rng=rng)
+        tokenized = tokenize_example(tokenizer, prompt_text(tokenizer, row, tmpl), response, tmpl, max_len=max_len)
+        if tokenized is None:
+            continue
+        ids, prompt_len, mask = tokenized
+        examples.append(SFTExample(ids, prompt_len, mask, n_hops, str(row.id)))
+    return examples
+
+
+def sft_loss(model, examples: Sequence[SFTExample], *, max_tokens_per_row: int | None = 1024) -> torch.Tensor:
+    """Mean negative log-likelihood over the mask-1 response tokens of ``examples`` (scalar, with grad).
+
+    ``max_tokens_per_row``: packing budget. With SDPA and a block-diagonal mask attention costs
+    O(row length^2), so on CPU short rows are faster; with flash-attn varlen on GPU, pack more.
+    """
+    from igsearch.algo.packing import packed_token_logprobs
+
+    logps = packed_token_logprobs(
+        model, [e.ids for e in examples], compute_from=[e.prompt_len for e in examples],
+        max_tokens_per_row=max_tokens_per_row,
+    )
+    device = logps[0].device
+    masks = [torch.tensor(e.loss_mask, dtype=torch.float32, device=device) for e in examples]
+    total = sum((-(lp * m)).sum() for lp, m in zip(logps, masks))
+    count = sum(m.sum() for m in masks)
+    return total / count.clamp_min(1.0)
+
+
+def cosine_schedule(optimizer, total_steps: int, warmup_steps: int = 0):
+    """LambdaLR: linear warm-up, then cosine decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _load_policy(model_dir: Path, device: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{model_dir}: no model here (expected an HF directory with config.json); build the tiny "
+            "default with `igsearch sft --model tiny ...` or pass a Qwen2.5 directory"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    return model.to(device), tokenizer
+
+
+def run_sft(
+    model_dir,
+    world_dir,
+    out_dir,
+    *,
+    steps: int = 300,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    query_noise: float = 0.2,
+    hops: Sequence[int] = (1, 2, 3),
+    max_len: int = 1024,
+    seed: int = 0,
+    retriever=None,
+    template: str = "refine",
+    topk: int = 3,
+    warmup_steps: int = 10,
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+    device: str = "cpu",
+    max_tokens_per_forward: int = 1024,
+    split: str = "train",
+    progress: bool = True,
+) -> Path:
+    """Fine-tune the policy in ``model_dir`` on oracle trajectories of ``world_dir`` and save it
+    (model + tokenizer, atomically) to ``out_dir``; returns ``out_dir``.
+
+    ``hops``: hop counts of the questions seen; ``query_noise``: probability of a corrupted query per
+    hop; ``retriever`` defaults to BM25 over the world's corpus. Writes ``sft_summary.json`` in
+    ``out_dir`` with the settings and the loss at the start and the end.
+    """
+    from igsearch.data.loaders import load_qa
+    from igsearch.policy.tiny import save_policy
+    from igsearch.train.io import atomic_write_json
+    from igsearch.train.logging import TrainProgress
+
+    model_dir, world_dir, out_dir = Path(model_dir), Path(world_dir), Path(out_dir)
+    rows_path = world_dir / f"{split}.jsonl"
+    if not rows_path.is_file():
+        raise FileNotFoundError(f"{rows_path}: no {split} split; build the world first (igsearch world)")
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model, tokenizer = _load_policy(model_dir, device)
+    if retriever is None:
+        from igsearch.retrieval.bm25 import BM25Retriever
+
+        retriever = BM25Retriever.from_corpus(world_dir / "corpus.jsonl")
+    examples = build_sft_examples(
+        load_qa(rows_path), tokenizer, retriever, template=template, topk=topk,
+        query_noise=query_noise, hops=hops, max_len=max_len, seed=seed,
+    )
+    if not examples:
+        raise ValueError(f"{rows_path}: no questions with {list(hops)} hops fit max_len={max_len}")
+
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    scheduler = cosine_schedule(optimizer, steps, warmup_steps)
+    order: list[int] = []
+    losses: list[float] = []
+    with TrainProgress(steps, description="sft", disable=not progress) as bar:
+        for step in range(1, steps + 1):
+            batch = []
+            while len(batch) < min(batch_size, len(examples)):
+                if not order:
+                    order = list(range(len(examples)))
+                    rng.shuffle(order)
+                batch.append(examples[order.pop()])
+            loss = sft_loss(model, batch, max_tokens_per_row=max_tokens_per_forward)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"SFT loss is {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.update(step, {"loss": loss.item()})
+    model.eval()
+    save_policy(model, tokenizer, out_dir)
+    window = max(1, min(10, len(losses) // 5))
+    atomic_write_json(out_dir / "sft_summary.json", {
+        "model": str(model_dir), "world": str(world_dir), "steps": steps, "batch_size": batch_size,
+        "lr": lr, "query_noise": query_noise, "hops": list(hops), "max_len": max_len, "seed": seed,
+        "template": template, "topk": topk, "examples": len(examples),
+        "loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window,
+    })
+    return out_dir

@@ -1,0 +1,158 @@
+"""Checkpoints: full round trip (weights, optimizer, RNG), atomic writes, crash safety."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from igsearch.train import checkpoint as ck
+from igsearch.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from igsearch.train.io import atomic_write_json, atomic_write_text
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.Qwen2Config(
+        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, intermediate_size=48, tie_word_embeddings=False,
+    )
+    return transformers.Qwen2ForCausalLM(cfg)
+
+
+def _train_step(model, opt):
+    ids = torch.randint(0, 64, (2, 8))
+    loss = model(ids, labels=ids).loss
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def test_round_trip_restores_weights_optimizer_rng_and_next_loss(tmp_path):
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    _train_step(model, opt)
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    path = save_checkpoint(tmp_path, 1, model, opt, config={"lr": 1e-3}, extra={"cursor": 17})
+    assert path.name == "step_000001" and latest_checkpoint(tmp_path) == path
+    expect = (random.random(), float(np.random.rand()), torch.rand(1).item())
+    next_loss = _train_step(model, opt)
+
+    model2 = _model(seed=99)
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-3)
+    info = load_checkpoint(tmp_path, model2, opt2)
+    assert info["step"] == 1 and info["extra"] == {"cursor": 17} and info["config"] == {"lr": 1e-3}
+    assert (random.random(), float(np.random.rand()), torch.rand(1).item()) == expect
+    assert _train_step(model2, opt2) == pytest.approx(next_loss, abs=1e-6)
+
+
+def test_keeps_last_k_and_ignores_temp_dirs(tmp_path):
+    model = _model()
+    for step in (1, 2, 3, 4):
+        save_checkpoint(tmp_path, step, model, None, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000003", "step_000004"]
+    # a half-written folder and a stale pointer are ignored
+    (tmp_path / "checkpoints" / ".tmp-step_000005-1").mkdir()
+    (tmp_path / "checkpoints" / "step_000009").mkdir()  # incomplete: no state, no model
+    assert latest_checkpoint(tmp_path).name == "step_000004"
+    atomic_write_text(tmp_path / "checkpoints" / "latest", "step_000009\n")
+    assert latest_checkpoint(tmp_path).name == "step_000004"
+    assert latest_checkpoint(tmp_path / "nothing") is None
+    with pytest.raises(ck.CheckpointError, match="no complete checkpoint"):
+        load_checkpoint(tmp_path / "nothing", model)
+
+
+def test_exception_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    save_checkpoint(tmp_path, 1, model, opt)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _train_step(model, opt)
+
+    real_save = torch.save
+
+    def failing_save(obj, f, *a, **kw):
+        if str(f).endswith(ck.STATE_FILE):
+            raise OSError("disk full")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(ck.torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, 2, model, opt)
+    monkeypatch.undo()
+    assert latest_checkpoint(tmp_path).name == "step_000001"
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+    fresh = _model(seed=3)
+    assert load_checkpoint(tmp_path, fresh, torch.optim.AdamW(fresh.parameters()))["step"] == 1
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_sigkill_while_saving_leaves_loadable_checkpoint(tmp_path):
+    """A process killed (SIGKILL) in the middle of writing step 2 leaves step 1 valid."""
+    marker = tmp_path / "writing"
+    script = textwrap.dedent(f"""
+        import time, torch, transformers
+        from pathlib import Path
+        from igsearch.train import checkpoint as ck
+        torch.manual_seed(0)
+        cfg = transformers.Qwen2Config(vocab_size=64, hidden_size=32, num_hidden_layers=1,
+            num_attention_heads=2, num_key_value_heads=1, intermediate_size=48)
+        model = transformers.Qwen2ForCausalLM(cfg)
+        opt = torch.optim.AdamW(model.parameters())
+        ck.save_checkpoint({str(tmp_path)!r}, 1, model, opt)
+        real = ck._fsync_tree
+        def stall(root):
+            real(root)
+            Path({str(marker)!r}).write_text("x")
+            time.sleep(60)
+        ck._fsync_tree = stall
+        ck.save_checkpoint({str(tmp_path)!r}, 2, model, opt)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 90
+        while not marker.exists():
+            assert proc.poll() is None, "the child exited before reaching the stall"
+            assert time.time() < deadline, "the child never reached the stall"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    ckpt = latest_checkpoint(tmp_path)
+    assert ckpt is not None and ckpt.name == "step_000001"
+    assert any(p.name.startswith(".tmp-step_000002") for p in (tmp_path / "checkpoints").iterdir())
+    model = _model(seed=1)
+    assert load_checkpoint(tmp_path, model, torch.optim.AdamW(model.parameters()))["step"] == 1
+    # the next save clears the debris
+    save_checkpoint(tmp_path, 2, model, None)
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_tied_embeddings_restored_through_the_tie(tmp_path):
+    torch.manual_seed(0)
+    cfg = transformers.Qwen2Config(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   num_key_value_heads=1, intermediate_size=48, tie_word_embeddings=True)
+    model = transformers.Qwen2ForCausalLM(cfg)
+    save_checkpoint(tmp_path, 3, model, None)
+    torch.manual_seed(1)
+    other = transformers.Qwen2ForCausalLM(cfg)
+    load_checkpoint(tmp_path / "checkpoints" / "step_000003", other)
+    assert torch.equal(other.lm_head.weight, model.lm_head.weight)
+    assert other.lm_head.weight.data_ptr() == other.model.embed_tokens.weight.data_ptr()
+
+
+def test_atomic_write_helpers(tmp_path):
+    p = atomic_write_json(tmp_path / "a" / "r.json", {"x": 1, "p": Path("q"), "t": torch.tensor(2.5)})
+    assert p.read_text() == '{\n  "x": 1,\n  "p": "q",\n  "t": 2.5\n}\n'
+    atomic_write_text(p, "new")
+    assert p.read_text() == "new" and len(list(p.parent.iterdir())) == 1

@@ -1,0 +1,106 @@
+"""TrainConfig: presets load, overrides are typed by the field, errors name the file and the field."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from igsearch.train.config import ConfigError, TrainConfig, coerce_value, describe_config, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_every_field_is_documented():
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("help"), f"field {f.name} has no help text"
+    assert "ig_beta" in describe_config()
+
+
+def test_tiny_preset_loads_and_is_small():
+    cfg = load_config(CONFIGS / "tiny-cpu.yaml")
+    assert cfg.method == "ig" and cfg.device == "cpu"
+    assert cfg.questions_per_step * cfg.rollouts_per_question <= 64
+    assert cfg.topk == 3 and cfg.max_turns == 3
+
+
+def test_gpu_preset_has_search_r1_settings_and_needs_model_path(tmp_path):
+    path = CONFIGS / "qwen2.5-3b-gpu.yaml"
+    with pytest.raises(ConfigError, match=r"qwen2.5-3b-gpu.yaml: field 'model_path': not set"):
+        load_config(path)
+    cfg = load_config(path, ["model_path=/models/Qwen2.5-3B", "train_data=x.parquet"])
+    assert cfg.lr == 1e-6 and isinstance(cfg.lr, float)
+    assert (cfg.rollouts_per_question, cfg.topk, cfg.max_turns) == (5, 3, 4)
+    assert (cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.loss_agg) == (0.2, 0.2, 0.001, "token-mean")
+
+
+def test_overrides_are_typed_by_field():
+    cfg = load_config(CONFIGS / "tiny-cpu.yaml", [
+        "lr=3e-5", "steps=7", "vllm_enforce_eager=false", "method=grpo", "ig_clip=none",
+        "--rollouts-per-question=6", "model_path=/x",
+    ])
+    assert cfg.lr == 3e-5 and cfg.steps == 7 and cfg.vllm_enforce_eager is False
+    assert cfg.method == "grpo" and cfg.ig_clip is None and cfg.rollouts_per_question == 6
+    assert cfg.model_path == "/x"
+
+
+def test_coerce_lists_and_optionals():
+    assert coerce_value("1,2,3", list[int]) == [1, 2, 3]
+    assert coerce_value("[1, 2]", list[int]) == [1, 2]
+    assert coerce_value([1.0, "2"], list[float]) == [1.0, 2.0]
+    assert coerce_value("null", int | None) is None
+    assert coerce_value("1e-6", float) == 1e-6
+
+
+def test_type_error_names_file_and_field(tmp_path):
+    bad = tmp_path / "x.yaml"
+    bad.write_text("model_path: m\nlr: abc\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert str(e.value) == f"{bad}: field 'lr': expected a float, got 'abc'"
+    bad.write_text("model_path: m\nsteps: 2.5\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: field 'steps': expected an int, got 2.5"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"override 'tensorboard=maybe': field 'tensorboard': expected a bool"):
+        load_config(None, ["model_path=m", "tensorboard=maybe"])
+
+
+def test_unknown_field_lists_close_matches(tmp_path):
+    bad = tmp_path / "x.yaml"
+    bad.write_text("model_path: m\nrollouts_per_questions: 5\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: unknown field 'rollouts_per_questions'; did you mean 'rollouts_per_question'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="unknown field 'klcoef'; did you mean 'kl_coef'"):
+        load_config(None, ["model_path=m", "klcoef=0.1"])
+
+
+def test_value_checks_and_malformed_input(tmp_path):
+    with pytest.raises(ConfigError, match="field 'loss_agg': expected one of"):
+        load_config(None, ["model_path=m", "loss_agg=mean"])
+    with pytest.raises(ConfigError, match="field 'rollouts_per_question'"):
+        load_config(None, ["model_path=m", "rollouts_per_question=1"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(None, ["lr"])
+    p = tmp_path / "list.yaml"
+    p.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml: expected a mapping"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_save_round_trip(tmp_path):
+    cfg = load_config(CONFIGS / "tiny-cpu.yaml", ["lr=2e-5", "ig_clip=none"])
+    cfg.save(tmp_path / "c.yaml")
+    cfg.save(tmp_path / "c.json")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    assert json.loads((tmp_path / "c.json").read_text()) == cfg.to_dict()
+    assert TrainConfig.from_dict(json.loads((tmp_path / "c.json").read_text())) == cfg
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_sub_configs():
+    cfg = load_config(None, ["model_path=m", "ig_beta=0.3", "method=grpo", "loss_agg=seq-mean-token-sum"])
+    adv = cfg.advantage_config()
+    assert adv.estimator == "grpo" and adv.ig_beta == 0.3
+    assert cfg.loss_config().agg == "seq-mean-token-sum"

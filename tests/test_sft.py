@@ -1,0 +1,111 @@
+"""SFT warm start: document tokens are masked out, the loss on oracle data goes down, CLI parsing."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from igsearch.data.prompts import DOCS_CLOSE, DOCS_OPEN, REFINE_TEMPLATE
+from igsearch.train.sft import build_sft_examples, run_sft, sft_loss, split_injected
+
+SMALL = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=12)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from igsearch.policy.tiny import build_tiny_model, build_tokenizer, save_policy
+    from igsearch.retrieval.bm25 import BM25Retriever
+    from igsearch.world import build_world, world_texts
+
+    root = tmp_path_factory.mktemp("sft")
+    world_dir = root / "world"
+    build_world(world_dir, seed=0, n_entities=80, parquet=False)
+    tokenizer = build_tokenizer(world_texts(world_dir), vocab_size=600)
+    model = build_tiny_model(tokenizer, seed=0, **SMALL)
+    model_dir = save_policy(model, tokenizer, root / "init")
+    retriever = BM25Retriever.from_corpus(world_dir / "corpus.jsonl")
+    return world_dir, model_dir, tokenizer, retriever
+
+
+def test_split_injected():
+    text = "<search> a </search>\n<documents>\nDoc 1 x\n</documents>\n<refine> f </refine>\n<answer> y </answer>"
+    pieces = split_injected(text, REFINE_TEMPLATE)
+    assert [inj for _, inj in pieces] == [False, True, False]
+    assert "".join(p for p, _ in pieces) == text
+    assert pieces[1][0] == "\n<documents>\nDoc 1 x\n</documents>\n"
+
+
+def test_document_tokens_are_masked(world):
+    from igsearch.data.loaders import load_qa
+
+    world_dir, _, tokenizer, retriever = world
+    rows = load_qa(world_dir / "train.jsonl")
+    examples = build_sft_examples(rows, tokenizer, retriever, query_noise=0.3, hops=(2, 3), max_len=None)
+    assert examples and {e.hops for e in examples} <= {2, 3}
+    docs_open = tokenizer.convert_tokens_to_ids(DOCS_OPEN)
+    docs_close = tokenizer.convert_tokens_to_ids(DOCS_CLOSE)
+    for e in examples[:20]:
+        response = e.ids[e.prompt_len:]
+        assert len(response) == len(e.loss_mask)
+        inside = False
+        for tok, m in zip(response, e.loss_mask):
+            if tok == docs_open:
+                inside = True
+            if inside or tok in (docs_open, docs_close):
+                assert m == 0  # the tags and everything between them are injected
+            if tok == docs_close:
+                inside = False
+        masked_text = tokenizer.decode([t for t, m in zip(response, e.loss_mask) if m == 0])
+        trained_text = tokenizer.decode([t for t, m in zip(response, e.loss_mask) if m == 1])
+        assert "Doc 1(Title:" in masked_text and "Doc 1(Title:" not in trained_text
+        assert "<search>" in trained_text and "<answer>" in trained_text
+        assert response[-1] == tokenizer.eos_token_id and e.loss_mask[-1] == 1
+
+
+def test_sft_lowers_oracle_loss(world, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from igsearch.data.loaders import load_qa
+
+    world_dir, model_dir, tokenizer, retriever = world
+    rows = load_qa(world_dir / "train.jsonl")
+    held = build_sft_examples(rows[:8], tokenizer, retriever, max_len=320)
+    before_model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa")
+    with torch.no_grad():
+        before = sft_loss(before_model, held).item()
+    out = run_sft(model_dir, world_dir, tmp_path / "sft", steps=20, batch_size=6, lr=3e-3,
+                  query_noise=0.2, hops=(1, 2), max_len=320, seed=0, retriever=retriever,
+                  warmup_steps=3, progress=False)
+    summary = json.loads((out / "sft_summary.json").read_text())
+    assert summary["loss_last"] < summary["loss_first"]
+    after_model = AutoModelForCausalLM.from_pretrained(out, attn_implementation="sdpa")
+    with torch.no_grad():
+        after = sft_loss(after_model, held).item()
+    assert after < before - 0.5, (before, after)
+    assert (out / "tokenizer.json").is_file()
+
+
+def test_missing_model_dir_is_a_clear_error(world, tmp_path):
+    world_dir, _, _, retriever = world
+    with pytest.raises(FileNotFoundError, match="no model here"):
+        run_sft(tmp_path / "nope", world_dir, tmp_path / "o", steps=1, retriever=retriever, progress=False)
+
+
+def test_cli_parsing(tmp_path):
+    from igsearch.train.cli import add_sft_command, add_train_command, parse_train_args
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd")
+    add_sft_command(sub)
+    add_train_command(sub)
+    a = parser.parse_args(["sft", "--model", "m", "--world", "w", "--out", "o", "--hops", "1,2", "--query-noise", "0.3"])
+    assert a.hops == (1, 2) and a.query_noise == 0.3 and a.func.__name__ == "run_sft_command"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sft", "--model", "m", "--world", "w", "--out", "o", "--query-noise", "2"])
+    a = parser.parse_args(["train", "--config", "configs/tiny-cpu.yaml", "--method", "grpo", "--steps", "3",
+                           "--resume", str(tmp_path / "run" / "checkpoints" / "step_000002"), "lr=2e-5"])
+    cfg, out, resume = parse_train_args(a)
+    assert (cfg.method, cfg.steps, cfg.lr) == ("grpo", 3, 2e-5)
+    assert out == tmp_path / "run" and resume.name == "step_000002"
