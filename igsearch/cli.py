@@ -30,7 +30,7 @@ def _add_policy_commands(subparsers) -> None:
     b.add_argument("--world", required=True, help="world directory (from `igsearch world build`)")
     b.add_argument("--out", required=True, help="output HF model directory")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--vocab-size", type=int, default=4096)
+    b.add_argument("--vocab-size", type=int, default=3072)
     b.set_defaults(func=_run_policy_build)
 
 

@@ -24,12 +24,15 @@ def small_tokenizer():
     return build_tokenizer(WORLD_TEXTS, vocab_size=400)
 
 
-def bigram_policy(tokenizer, transitions: dict[str, str], *, tied: bool = False, margin: float = 40.0,
-                  seed: int = 0):
-    """A Qwen2ForCausalLM that, after token ``a``, emits token ``transitions[a]`` with prob ~1.
+def bigram_policy(tokenizer, transitions: dict[str, str | list[str]], *, tied: bool = False,
+                  margin: float = 40.0, seed: int = 0, leak: float = 0.0):
+    """A Qwen2ForCausalLM that, after token ``a``, emits token ``transitions[a]`` with prob ~1
+    (or, for a list, one of its tokens with equal probability).
 
     Keys and values are single tokens of ``tokenizer`` (raise if not). Tokens without a
-    transition get a near-uniform distribution over the vocabulary.
+    transition get a near-uniform distribution over the vocabulary. ``leak`` > 0 keeps the blocks'
+    output projections at that (small) scale instead of zero, so that predictions also depend a
+    little on the context (needed for non-zero information gain) while the script still dominates.
     """
     model = build_tiny_model(tokenizer, seed=seed, num_hidden_layers=1, hidden_size=128, intermediate_size=256,
                              num_attention_heads=2, num_key_value_heads=1, head_dim=64,
@@ -37,8 +40,8 @@ def bigram_policy(tokenizer, transitions: dict[str, str], *, tied: bool = False,
     vocab, hidden = model.config.vocab_size, model.config.hidden_size
     with torch.no_grad():
         for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
+            layer.self_attn.o_proj.weight.mul_(leak)
+            layer.mlp.down_proj.weight.mul_(leak)
         # one-hot-ish embedding per token (random unit directions), LM head maps direction -> next token
         g = torch.Generator().manual_seed(seed)
         emb = torch.randn(vocab, hidden, generator=g)
@@ -50,9 +53,10 @@ def bigram_policy(tokenizer, transitions: dict[str, str], *, tied: bool = False,
             layer.post_attention_layernorm.weight.fill_(1.0)
         if not tied:
             head = torch.randn(vocab, hidden, generator=g) * 0.01
-            for a, b in transitions.items():
-                ia, ib = _one(tokenizer, a), _one(tokenizer, b)
-                head[ib] += emb[ia] * margin / hidden ** 0.5
+            for a, targets in transitions.items():
+                ia = _one(tokenizer, a)
+                for b in [targets] if isinstance(targets, str) else targets:
+                    head[_one(tokenizer, b)] += emb[ia] * margin / hidden ** 0.5
             model.lm_head.weight.copy_(head)
     return model
 

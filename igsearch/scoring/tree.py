@@ -1,0 +1,337 @@
+"""The tree scorer: forward every distinct prefix once, in a tree-masked packed batch.
+
+All sequences ``context + continuation[:-1]`` of a batch go into one token trie (``trie.py``).
+Each trie node's tokens are forwarded once; a token attends to its own node causally and to every
+ancestor node, at position ids equal to its depth, so every sequence sees exactly what it would
+see on its own. Logits are computed only at the positions that predict continuation tokens.
+
+Two paths behind :func:`score_tree`:
+
+- generic (any HF causal LM): one ``model(...)`` call per chunk with a 4-D boolean mask
+  [1, 1, T, T] and explicit ``position_ids`` (needs ``attn_implementation="sdpa"``). Chunks are
+  groups of sequences (in trie order) whose union of trie nodes fits ``max_tokens_per_forward``;
+  an ancestor shared by two chunks is forwarded in both (counted in ``tokens_forwarded``).
+- fast (Qwen2 / Llama families): runs the decoder layers itself. The trie is cut into runs of
+  nodes in preorder of at most ``max_tokens_per_forward`` tokens; each run attends to the cached
+  keys/values of its ancestors from earlier runs, so every trie token is forwarded exactly once.
+  Inside a run, attention is computed per block of ``query_block`` query tokens against only the
+  keys that block may see (torch SDPA), so it costs about T x (path depth + block) rather than the
+  T x T of a dense tree mask. With ``use_kernels`` the run's attention is
+  ``igsearch_kernels.tree_attention`` (runs without earlier ancestors) and the LM head +
+  log-softmax + gather is ``igsearch_kernels.gather_logprobs``; otherwise the gather is a
+  row-chunked torch version that never holds more than ``_LOGIT_ROWS x vocab`` logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import ScoreOutput, ScoreRequest, finish_result
+from .trie import PackedTrie, build_trie
+
+_LOGIT_ROWS = 512
+_FAST_MODEL_TYPES = ("qwen2", "llama")
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _scored_positions(requests: list[ScoreRequest], trie: PackedTrie, which: list[int]):
+    """For requests ``which`` (sequence k of ``trie`` is request which[k]): packed index and target
+    of every continuation token. Returns (index long [P], target long [P], owner list of
+    (request, offset, length))."""
+    idx, tgt, owner = [], [], []
+    offset = 0
+    for k, r in enumerate(which):
+        req = requests[r]
+        c, n = len(req.context_ids), len(req.continuation_ids)
+        idx.append(trie.seq_index[k][c - 1 : c - 1 + n])
+        tgt.append(torch.as_tensor([int(t) for t in req.continuation_ids], dtype=torch.long))
+        owner.append((r, offset, n))
+        offset += n
+    return torch.cat(idx), torch.cat(tgt), owner
+
+
+def _unique_pairs(index: torch.Tensor, target: torch.Tensor):
+    """Distinct (index, target) pairs: returns (uniq_index [U], uniq_target [U], inverse [P])."""
+    key = index * (int(target.max()) + 1) + target
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    base = int(target.max()) + 1
+    return uniq // base, uniq % base, inverse
+
+
+def _torch_gather_logprobs(hidden, weight, bias, targets):
+    """log softmax(hidden @ weight.T + bias)[targets], row-chunked; float32 [M]."""
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for lo in range(0, hidden.shape[0], _LOGIT_ROWS):
+        logits = F.linear(hidden[lo : lo + _LOGIT_ROWS], weight, bias).float()
+        lp = torch.log_softmax(logits, dim=-1)
+        out[lo : lo + _LOGIT_ROWS] = lp.gather(-1, targets[lo : lo + _LOGIT_ROWS, None])[:, 0]
+    return out
+
+
+def _kernels():
+    try:
+        import igsearch_kernels as K
+    except Exception:  # pragma: no cover - the kernels package is optional here
+        return None
+    return K if hasattr(K, "tree_attention") and hasattr(K, "gather_logprobs") else None
+
+
+def _scatter_results(requests, owner, logp_per_pair, out: list):
+    for r, off, n in owner:
+        out[r] = finish_result(requests[r], logp_per_pair[off : off + n])
+
+
+# ----------------------------------------------------------------------------- generic path
+
+
+def _group_sequences(trie: PackedTrie, budget: int) -> list[list[int]]:
+    """Sequences (in trie order) grouped so each group's union of trie tokens is <= budget."""
+    order = sorted(range(len(trie.seq_index)), key=lambda s: int(trie.seq_index[s][-1]))
+    lengths = (trie.node_start[1:] - trie.node_start[:-1]).tolist()
+    groups, cur, seen, size = [], [], set(), 0
+    for s in order:
+        nodes = torch.unique_consecutive(trie.node_of_token[trie.seq_index[s]]).tolist()
+        new = sum(lengths[n] for n in nodes if n not in seen)
+        if cur and size + new > budget:
+            groups.append(cur)
+            cur, seen, size = [], set(), 0
+            new = sum(lengths[n] for n in nodes)
+        cur.append(s)
+        seen.update(nodes)
+        size += new
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def _score_generic(requests, model, seqs, budget, out: ScoreOutput):
+    device = next(model.parameters()).device
+    full = build_trie(seqs)
+    for group in _group_sequences(full, budget):
+        trie = build_trie([seqs[s] for s in group])
+        index, target, owner = _scored_positions(requests, trie, group)
+        u_idx, u_tgt, inverse = _unique_pairs(index, target)
+        rows, row_of_pair = torch.unique(u_idx, return_inverse=True)
+        mask = trie.attention_mask()[None, None].to(device)
+        logits = model(
+            input_ids=trie.tokens[None].to(device),
+            attention_mask=mask,
+            position_ids=trie.positions[None].to(device),
+            logits_to_keep=rows.to(device),
+            use_cache=False,
+        ).logits[0]  # [R, V]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        pair_lp = logp[row_of_pair.to(device), u_tgt.to(device)]
+        _scatter_results(requests, owner, pair_lp[inverse.to(device)], out.results)
+        out.tokens_forwarded += trie.n_tokens
+        out.padded_tokens += trie.n_tokens
+        out.n_forwards += 1
+
+
+# ----------------------------------------------------------------------------- fast path
+
+
+def fast_path_supported(model) -> bool:
+    """True for Qwen2/Llama-family HF models whose layers this module can run itself."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) not in _FAST_MODEL_TYPES:
+        return False
+    base = getattr(model, "model", None)
+    if base is None or not hasattr(base, "layers") or not hasattr(base, "rotary_emb"):
+        return False
+    if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+        return False
+    attn = base.layers[0].self_attn
+    return not hasattr(attn, "q_norm") and hasattr(attn, "q_proj")
+
+
+def _node_runs(trie: PackedTrie, budget: int) -> list[tuple[int, int]]:
+    """Contiguous preorder node ranges [lo, hi) of at most ``budget`` tokens (or one node)."""
+    starts = trie.node_start.tolist()
+    runs, lo = [], 0
+    for n in range(1, trie.n_nodes + 1):
+        if n == trie.n_nodes or (starts[n + 1] - starts[lo] > budget):
+            runs.append((lo, n))
+            lo = n
+    return runs
+
+
+def _apply_rope(q, k, cos, sin):
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    return apply_rotary_pos_emb(q, k, cos, sin)
+
+
+def _sdpa_tree(q, k, v, mask, scale):
+    """q [1,Hq,Tq,D], k/v [1,Hkv,Tk,D], mask [Tq,Tk] (bool, or additive float) -> [1,Hq,Tq,D]."""
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask[None, None], scale=scale, enable_gqa=k.shape[1] != q.shape[1]
+    )
+
+
+def _query_blocks(trie: PackedTrie, prev: torch.Tensor, t_lo: int, t_hi: int, q_block: int, device, dtype):
+    """Key selection for the query blocks of the run [t_lo, t_hi).
+
+    The run's key universe is ``prev`` (ancestor tokens forwarded by earlier runs, cached) followed
+    by the run's own tokens. For a block [a, b) the keys are the universe tokens before b whose node
+    is an ancestor of (or is) a node in the block. Returns [(a, b, key_index into the universe,
+    additive mask [b - a, n_keys] in ``dtype``: 0 where allowed, -inf elsewhere)].
+    The masks are built once per run and shared by all layers.
+    """
+    run = torch.arange(t_lo, t_hi, device=device)
+    uni = torch.cat([prev, run])
+    uni_node = trie.node_of_token.to(device)[uni]
+    uni_pos = trie.positions.to(device)[uni]
+    ancestry = trie.ancestry.to(device)
+    n_prev = prev.numel()
+    blocks = []
+    for a in range(t_lo, t_hi, q_block):
+        b = min(a + q_block, t_hi)
+        q_node = uni_node[n_prev + a - t_lo : n_prev + b - t_lo]
+        q_pos = uni_pos[n_prev + a - t_lo : n_prev + b - t_lo]
+        anc = ancestry[torch.unique(q_node)].any(0)  # [N]: nodes some block token may see
+        limit = n_prev + b - t_lo
+        keys = anc[uni_node[:limit]].nonzero()[:, 0]
+        allowed = ancestry[q_node][:, uni_node[keys]] & (uni_pos[keys][None, :] <= q_pos[:, None])
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, float("-inf"))
+        blocks.append((a - t_lo, b - t_lo, keys, mask))
+    return blocks
+
+
+def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreOutput):
+    """Layer-by-layer forward of the packed trie, one run of nodes (<= budget tokens) at a time.
+
+    Inside a run, all tokens go through each layer together (big matmuls); attention is computed
+    per query block of ``q_block`` tokens against only the keys that block may see, so the cost is
+    about T x (ancestor depth + q_block) instead of T x T for a dense tree mask.
+    """
+    device = next(model.parameters()).device
+    base = model.model
+    layers = base.layers
+    cfg = model.config
+    D = layers[0].self_attn.head_dim
+    n_kv, n_q = cfg.num_key_value_heads, cfg.num_attention_heads
+    kernels = _kernels() if use_kernels else None
+
+    trie = build_trie(seqs)
+    index, target, owner = _scored_positions(requests, trie, list(range(len(requests))))
+    u_idx, u_tgt, inverse = _unique_pairs(index, target)
+    rows, row_of_pair = torch.unique(u_idx, return_inverse=True)  # packed indices needing logits
+    hidden_rows = None
+
+    runs = _node_runs(trie, budget)
+    starts = trie.node_start
+    keep_kv = len(runs) > 1
+    if keep_kv:
+        k_store = [torch.empty(trie.n_tokens, n_kv, D, dtype=model.dtype, device=device) for _ in layers]
+        v_store = [torch.empty_like(k_store[0]) for _ in layers]
+    tokens, positions = trie.tokens.to(device), trie.positions.to(device)
+
+    for n_lo, n_hi in runs:
+        t_lo, t_hi = int(starts[n_lo]), int(starts[n_hi])
+        tc = t_hi - t_lo
+        # Ancestor nodes forwarded by earlier runs: their cached k/v join this run's keys.
+        outer = trie.ancestry[n_lo:n_hi, :n_lo].any(0).nonzero()[:, 0].tolist()
+        prev = (
+            torch.cat([torch.arange(int(starts[a]), int(starts[a + 1])) for a in outer]).to(device)
+            if outer
+            else torch.empty(0, dtype=torch.long, device=device)
+        )
+        use_tree_kernel = kernels is not None and not outer
+        if use_tree_kernel:
+            local_anc = trie.ancestry[n_lo:n_hi, n_lo:n_hi].to(device)
+            local_node = trie.node_of_token[t_lo:t_hi].to(device) - n_lo
+        else:
+            blocks = _query_blocks(trie, prev, t_lo, t_hi, q_block, device, model.dtype)
+
+        x = base.embed_tokens(tokens[t_lo:t_hi])[None]  # [1, Tc, d]
+        cos, sin = base.rotary_emb(x, positions[t_lo:t_hi][None])
+        for li, layer in enumerate(layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(1, tc, n_q, D).transpose(1, 2)
+            k = attn.k_proj(h).view(1, tc, n_kv, D).transpose(1, 2)
+            v = attn.v_proj(h).view(1, tc, n_kv, D).transpose(1, 2)
+            q, k = _apply_rope(q, k, cos, sin)
+            k, v = k[0].transpose(0, 1), v[0].transpose(0, 1)  # [Tc, Hkv, D]
+            if keep_kv:
+                k_store[li][t_lo:t_hi] = k
+                v_store[li][t_lo:t_hi] = v
+            if use_tree_kernel:
+                o = kernels.tree_attention(q[0].transpose(0, 1), k, v, local_node, local_anc, scale=attn.scaling)
+            else:
+                kk = torch.cat([k_store[li].index_select(0, prev), k]) if outer else k  # [Tprev + Tc, Hkv, D]
+                vv = torch.cat([v_store[li].index_select(0, prev), v]) if outer else v
+                kk, vv = kk.transpose(0, 1).contiguous(), vv.transpose(0, 1).contiguous()  # [Hkv, Tk, D]
+                o = torch.empty(1, n_q, tc, D, dtype=q.dtype, device=device)
+                for a, b, keys, mask in blocks:
+                    o[:, :, a:b] = _sdpa_tree(
+                        q[:, :, a:b], kk.index_select(1, keys)[None], vv.index_select(1, keys)[None],
+                        mask, attn.scaling,
+                    )
+                o = o.transpose(1, 2)
+            x = x + attn.o_proj(o.reshape(1, tc, n_q * D))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        x = base.norm(x)[0]
+        sel = (rows >= t_lo) & (rows < t_hi)
+        if sel.any():
+            if hidden_rows is None:
+                hidden_rows = torch.empty(rows.numel(), x.shape[-1], dtype=x.dtype, device=device)
+            hidden_rows[sel.to(device)] = x[rows[sel].to(device) - t_lo]
+        out.tokens_forwarded += tc
+        out.padded_tokens += tc
+        out.n_forwards += 1
+
+    head = model.get_output_embeddings()
+    hidden_pairs = hidden_rows[row_of_pair.to(device)]
+    tgt = u_tgt.to(device)
+    if kernels is not None:
+        pair_lp = kernels.gather_logprobs(hidden_pairs, head.weight, tgt, bias=head.bias).float()
+    else:
+        pair_lp = _torch_gather_logprobs(hidden_pairs, head.weight, head.bias, tgt)
+    _scatter_results(requests, owner, pair_lp[inverse.to(device)], out.results)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def score_tree(
+    requests: list[ScoreRequest],
+    model,
+    *,
+    max_tokens_per_forward: int = 4096,
+    query_block: int = 256,
+    fast_path: bool | str = "auto",
+    use_kernels: bool | str = "auto",
+) -> ScoreOutput:
+    """Score ``requests`` with prefix sharing. See the module docstring.
+
+    ``max_tokens_per_forward``: tokens per forward (generic) or per run of nodes (fast path).
+    ``query_block``: fast path query-block size for the sparse tree attention.
+    ``fast_path``: "auto" (use it when :func:`fast_path_supported`), True (require it), False.
+    ``use_kernels``: "auto" (the Triton kernels when the model is on CUDA and they import), True,
+    False (torch SDPA + chunked torch log-softmax).
+    """
+    out = ScoreOutput(results=[None] * len(requests), n_sequences=len(requests))
+    if not requests:
+        return out
+    seqs = [r.input_ids for r in requests]
+    supported = fast_path_supported(model)
+    if fast_path is True and not supported:
+        raise ValueError(
+            f"tree scorer: fast path requested but model type "
+            f"{getattr(model.config, 'model_type', '?')!r} is not one of {_FAST_MODEL_TYPES}"
+        )
+    if fast_path and supported:
+        if use_kernels == "auto":
+            use_kernels = next(model.parameters()).is_cuda
+        _score_fast(requests, model, seqs, max_tokens_per_forward, query_block, bool(use_kernels), out)
+        out.extra["path"] = "fast"
+        out.extra["kernels"] = bool(use_kernels and _kernels() is not None)
+    else:
+        _score_generic(requests, model, seqs, max_tokens_per_forward, out)
+        out.extra["path"] = "generic"
+    return out

@@ -1,0 +1,348 @@
+"""The GRPO / IG-Search training loop (DESIGN.md §4), nanoGPT style: one function per phase.
+
+Per step: sample questions -> G rollouts each on the engine (vLLM) with batched retrieval ->
+rewards (EM) -> step IG under the rollout weights (pi_old) when the estimator uses it ->
+advantages from the registry -> packed policy log-probs (``gather_logprobs``) -> span-weighted PPO
+loss (``span_advantage_loss``) -> AdamW -> weight sync into the engine. Checkpoints are atomic;
+``resume`` continues exactly: question sampling, rollout seeds and counterfactual draws are all
+functions of (seed, step), and the RNG states are restored from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from igsearch.algo.advantages import AdvantageInput, compute_advantages, get_advantage_estimator
+from igsearch.algo.loss import policy_loss
+from igsearch.algo.packing import packed_token_logprobs, pad_to_batch
+from igsearch.algo.rewards import trajectory_rewards
+from igsearch.data.loaders import DataError, QARow, load_qa
+from igsearch.data.metrics import exact_match
+from igsearch.data.prompts import get_template
+from igsearch.evaluation import evaluate, question_messages
+from igsearch.policy.load import chat_prompt, check_model_dir
+from igsearch.rollout.agent import RolloutConfig, SearchAgent
+from igsearch.rollout.trajectory import Trajectory
+from igsearch.train.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from igsearch.train.config import TrainConfig
+from igsearch.train.io import atomic_write_json, atomic_write_text
+from igsearch.train.logging import RunLogger, TrainProgress
+
+#: estimators that consume step IG (others skip the IG phase entirely)
+STEP_IG_ESTIMATORS = {"ig"}
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot continue; the message says why and what was saved."""
+
+
+@dataclass
+class StepResult:
+    """What one training step produced (metrics for the log, trajectories for debugging)."""
+
+    metrics: dict
+    trajectories: list[Trajectory] = field(default_factory=list)
+
+
+def resolve_paths(cfg: TrainConfig) -> dict[str, Path]:
+    """Model, train/eval data and corpus paths of a config, with clear errors for missing ones."""
+    model = check_model_dir(cfg.model_path)
+    world = Path(cfg.world_dir) if cfg.world_dir else None
+
+    def pick(explicit, name):
+        if explicit:
+            return Path(explicit)
+        if world is None:
+            raise DataError(f"config: field {name!r}: not set and no world_dir to take it from")
+        return world / {"train_data": "train.jsonl", "eval_data": "dev.jsonl", "corpus_path": "corpus.jsonl"}[name]
+
+    paths = {"model": model, "train": pick(cfg.train_data, "train_data"), "eval": pick(cfg.eval_data, "eval_data")}
+    if cfg.retriever in ("bm25", "dense"):
+        paths["corpus"] = pick(cfg.corpus_path, "corpus_path")
+        if not paths["corpus"].exists():
+            raise DataError(f"{paths['corpus']}: corpus not found (build the world with `igsearch world build`)")
+    for key in ("train", "eval"):
+        if not paths[key].exists():
+            raise DataError(f"{paths[key]}: {key} data not found")
+    return paths
+
+
+def make_retriever(cfg: TrainConfig, paths: dict):
+    from igsearch.retrieval import load_retriever
+    from igsearch.retrieval.client import RetrievalClient
+
+    if cfg.retriever == "http":
+        if not cfg.retriever_url:
+            raise DataError("config: field 'retriever_url': needed for retriever=http")
+        return RetrievalClient(cfg.retriever_url, timeout=cfg.retriever_timeout_s)
+    return load_retriever(cfg.retriever, corpus=paths.get("corpus"), index=cfg.index_path)
+
+
+def make_engine(cfg: TrainConfig, model_dir: Path, model, tokenizer):
+    """The rollout engine: vLLM on ``model_dir`` (the weights the run starts from) or transformers."""
+    if cfg.engine == "hf":
+        from igsearch.rollout.engine import HFEngine
+
+        return HFEngine(model, tokenizer)
+    from igsearch.rollout.engine import VLLMEngine
+
+    max_len = cfg.vllm_max_model_len or (cfg.max_prompt_tokens + cfg.max_response_tokens + 64)
+    kwargs = {}
+    if not torch.cuda.is_available():
+        kwargs["kv_cache_memory_bytes"] = int(cfg.vllm_cpu_kvcache_gb * (1 << 30))
+    else:
+        kwargs["gpu_memory_utilization"] = cfg.vllm_gpu_memory_utilization
+    return VLLMEngine(model_dir, dtype=cfg.dtype, max_model_len=max_len, seed=cfg.seed,
+                      enforce_eager=cfg.vllm_enforce_eager, **kwargs)
+
+
+def sample_questions(n_rows: int, k: int, seed: int, step: int) -> list[int]:
+    """Indices of the questions of ``step``: a pure function of (seed, step), so resuming is exact."""
+    rng = random.Random(f"questions-{seed}-{step}")
+    return rng.sample(range(n_rows), min(k, n_rows))
+
+
+class Trainer:
+    """Holds the policy, optimizer, engine and retriever of one run."""
+
+    def __init__(self, cfg: TrainConfig, out_dir, *, resume=None):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        get_advantage_estimator(cfg.method)  # fail early on an unknown method
+        self.paths = resolve_paths(cfg)
+        self.template = get_template(cfg.template)
+        self.rows = load_qa(self.paths["train"])
+        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                                   else ("cpu" if cfg.device == "auto" else cfg.device))
+        torch.manual_seed(cfg.seed)
+        from igsearch.policy.load import load_policy
+
+        start_dir = self.paths["model"]
+        self.start_step = 0
+        ckpt = None
+        if resume is not None:
+            ckpt = resolve_checkpoint(resume)
+            start_dir = ckpt / "model"
+        self.model, self.tokenizer = load_policy(start_dir, dtype=cfg.dtype, device=str(self.device))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+        if ckpt is not None:
+            info = load_checkpoint(ckpt, self.model, self.optimizer)
+            self.start_step = info["step"]
+        self.ref_model = None
+        if cfg.kl_coef > 0:
+            self.ref_model, _ = load_policy(self.paths["model"], dtype=cfg.dtype, device=str(self.device))
+            self.ref_model.eval().requires_grad_(False)
+        self.retriever = make_retriever(cfg, self.paths)
+        self.engine = make_engine(cfg, start_dir, self.model, self.tokenizer)
+        self.agent = SearchAgent(self.engine, self.retriever, self.tokenizer, RolloutConfig(
+            rollouts_per_question=cfg.rollouts_per_question, max_turns=cfg.max_turns, topk=cfg.topk,
+            max_new_tokens_per_turn=cfg.max_new_tokens_per_turn, max_response_tokens=cfg.max_response_tokens,
+            max_doc_tokens=cfg.max_doc_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed), template=self.template)
+        self.logger = RunLogger(self.out, tensorboard=cfg.tensorboard)
+        if self.start_step:
+            self.logger.truncate_after(self.start_step)
+        cfg.save(self.out / "config.yaml")
+
+    # ------------------------------------------------------------------ phases
+    def rollout(self, step: int):
+        idx = sample_questions(len(self.rows), self.cfg.questions_per_step, self.cfg.seed, step)
+        rows = [self.rows[i] for i in idx]
+        prompts = [chat_prompt(self.tokenizer, question_messages(r, self.template)) for r in rows]
+        trajs, timings = self.agent.run(prompts, [r.golden_answers for r in rows], [r.data_source for r in rows],
+                                        seed=self.cfg.seed * 100_003 + step)
+        return rows, trajs, timings
+
+    def step_information_gain(self, trajs: list[Trajectory], step: int):
+        """Step IG of every rollout under the current weights (= pi_old: no update has happened yet)."""
+        from igsearch.ig import compute_information_gain
+
+        self.model.eval()
+        with torch.no_grad():
+            res = compute_information_gain(
+                [t.text for t in trajs], [t.golds for t in trajs], self.model, self.tokenizer,
+                n_random=self.cfg.ig_n_random, head_tokens=self.cfg.ig_head_tokens,
+                head_weight=self.cfg.ig_head_weight, max_gold_variants=self.cfg.ig_max_gold_variants,
+                max_context_tokens=self.cfg.ig_max_context_tokens, seed=self.cfg.seed * 7919 + step,
+                scorer=self.cfg.ig_scorer, prompt_texts=[t.prompt_text for t in trajs])
+        step_ig = []
+        for t, igs in zip(trajs, res.step_ig):
+            # IG parses the text; the rollout recorded token spans. They agree step for step unless
+            # the text was cut mid-step, in which case the unmatched steps get no IG.
+            igs = list(igs)[:len(t.steps)]
+            step_ig.append(igs + [None] * (len(t.steps) - len(igs)))
+        return step_ig, res.stats
+
+    def policy_logprobs(self, model, trajs: list[Trajectory], *, grad: bool) -> torch.Tensor:
+        """log pi(response token | prefix) for every response token: float32 [B, T] (0 past the end)."""
+        seqs = [t.prompt_ids + t.response_ids for t in trajs]
+        with torch.set_grad_enabled(grad):
+            lps = packed_token_logprobs(model, seqs, temperature=self.cfg.temperature,
+                                        compute_from=[len(t.prompt_ids) for t in trajs],
+                                        max_tokens_per_row=self.cfg.max_tokens_per_forward)
+        return pad_to_batch(lps)
+
+    def update(self, trajs, adv, step: int) -> dict:
+        """PPO epochs x mini-batches of AdamW steps on the span-weighted loss; returns loss stats."""
+        cfg = self.cfg
+        B = len(trajs)
+        T = max(1, max(len(t.response_ids) for t in trajs))
+        mask = pad_to_batch([torch.tensor(t.loss_mask, dtype=torch.float32) for t in trajs], length=T)
+        old = pad_to_batch([torch.tensor(t.rollout_logprobs, dtype=torch.float32) for t in trajs], length=T)
+        ref = None
+        if self.ref_model is not None:
+            ref = self.policy_logprobs(self.ref_model, trajs, grad=False).to(self.device)
+        order = list(range(B))
+        stats_acc: dict[str, list[float]] = defaultdict(list)
+        self.model.train()
+        for _ in range(cfg.ppo_epochs):
+            for part in range(cfg.mini_batches):
+                sel = order[part::cfg.mini_batches]
+                if not sel:
+                    continue
+                sub = [trajs[i] for i in sel]
+                logp = self.policy_logprobs(self.model, sub, grad=True)
+                Tm = logp.shape[1]
+                sub_adv = adv.select(sel) if hasattr(adv, "select") else adv
+                loss, stats = policy_loss(logp, old[sel, :Tm].to(self.device), mask[sel, :Tm].to(self.device),
+                                          sub_adv, cfg, ref_logp=None if ref is None else ref[sel, :Tm])
+                if not torch.isfinite(loss):
+                    path = self.save_batch(trajs, step, "nan")
+                    raise TrainingError(f"step {step}: loss is {loss.item()}; the batch is saved in {path}. "
+                                        f"Last checkpoint: {latest_checkpoint(self.out)}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                       cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                self.optimizer.step()
+                stats_acc["loss"].append(loss.item())
+                stats_acc["grad_norm"].append(float(gnorm))
+                for k, v in stats.items():
+                    if isinstance(v, (int, float)) and k != "loss":
+                        stats_acc[k if "/" in k else f"loss/{k}"].append(float(v))
+        self.model.eval()
+        return {k: sum(v) / len(v) for k, v in stats_acc.items()}
+
+    def save_batch(self, trajs, step: int, tag: str) -> Path:
+        path = self.out / f"batch_step{step:06d}_{tag}.jsonl"
+        lines = [json.dumps({"prompt": t.prompt_text, "response": t.response_text, "golds": t.golds,
+                             "finish_reason": t.finish_reason, "answer": t.answer}) for t in trajs]
+        atomic_write_text(path, "\n".join(lines) + "\n")
+        return path
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, step: int) -> StepResult:
+        cfg = self.cfg
+        t_step = time.perf_counter()
+        rows, trajs, timings = self.rollout(step)
+        rewards = trajectory_rewards(trajs, format_penalty=cfg.format_penalty)
+        t0 = time.perf_counter()
+        step_ig, ig_stats = (None, {})
+        if cfg.method in STEP_IG_ESTIMATORS:
+            step_ig, ig_stats = self.step_information_gain(trajs, step)
+        t_ig = time.perf_counter() - t0
+        adv = compute_advantages(AdvantageInput.from_trajectories(trajs, rewards, step_ig), cfg.advantage_config())
+        t0 = time.perf_counter()
+        self.model.train()
+        loss_stats = self.update(trajs, adv, step)
+        t_update = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.engine.sync_weights(self.model)
+        t_sync = time.perf_counter() - t0
+        metrics = batch_metrics(trajs, rewards, cfg.rollouts_per_question)
+        metrics.update(loss_stats)
+        metrics.update({k if "/" in k else f"adv/{k}": v for k, v in adv.stats.items()
+                        if isinstance(v, (int, float)) and k not in metrics})
+        for k in ("ig_mean", "ig_std", "ig_pos_frac", "real_mean", "baseline_mean", "tokens_forwarded"):
+            if k in ig_stats and ig_stats[k] is not None:
+                metrics[f"ig/{k.removeprefix('ig_')}"] = ig_stats[k]
+        # the update phase includes the packed forward; log-probs are reported separately by the
+        # packing code's own timer when available, else folded into update
+        metrics.update({"time/generation": timings.generation, "time/retrieval": timings.retrieval,
+                        "time/ig": t_ig, "time/update": t_update, "time/sync": t_sync,
+                        "time/step": time.perf_counter() - t_step})
+        return StepResult(metrics, trajs)
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        cfg = self.cfg
+        last_saved = self.start_step
+        step = self.start_step
+        try:
+            with TrainProgress(cfg.steps, initial=self.start_step, description=f"train[{cfg.method}]") as bar:
+                for step in range(self.start_step + 1, cfg.steps + 1):
+                    result = self.train_step(step)
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        self.logger.log(step, result.metrics)
+                    bar.update(step, result.metrics)
+                    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                        self.checkpoint(step)
+                        last_saved = step
+        except KeyboardInterrupt:
+            print(f"interrupted at step {step}; last checkpoint: step {last_saved} in {self.out / 'checkpoints'}")
+            raise
+        finally:
+            self.logger.close()
+        return {"steps": cfg.steps, "out": str(self.out)}
+
+    def checkpoint(self, step: int) -> Path:
+        return save_checkpoint(self.out, step, self.model, self.optimizer, self.cfg, tokenizer=self.tokenizer,
+                               keep=self.cfg.keep_checkpoints)
+
+    def evaluate(self, rows: list[QARow] | None = None, limit: int | None = None):
+        """Greedy EM/F1 on the eval split with the current weights (already synced into the engine)."""
+        rows = rows if rows is not None else load_qa(self.paths["eval"], limit=limit or self.cfg.eval_questions)
+        return evaluate(self.engine, self.retriever, self.tokenizer, rows, template=self.template, config=RolloutConfig(
+            max_turns=self.cfg.max_turns, topk=self.cfg.topk, max_new_tokens_per_turn=self.cfg.max_new_tokens_per_turn,
+            max_response_tokens=self.cfg.max_response_tokens, max_doc_tokens=self.cfg.max_doc_tokens))
+
+    def close(self) -> None:
+        if hasattr(self.engine, "close"):
+            self.engine.close()
+
+
+def batch_metrics(trajs: list[Trajectory], rewards: list[float], group_size: int) -> dict:
+    """Reward, EM, share of all-fail groups, searches, lengths and finish reasons of one batch."""
+    ems = [exact_match(t.answer, t.golds) if t.answer is not None else 0.0 for t in trajs]
+    groups: dict[int, list[float]] = defaultdict(list)
+    for t, e in zip(trajs, ems):
+        groups[t.question_index].append(e)
+    n = max(1, len(trajs))
+    out = {
+        "reward/mean": sum(rewards) / n,
+        "em/mean": sum(ems) / n,
+        "groups/all_fail_frac": sum(all(e == 0 for e in g) for g in groups.values()) / max(1, len(groups)),
+        "rollout/searches": sum(len(t.steps) for t in trajs) / n,
+        "rollout/response_tokens": sum(len(t.response_ids) for t in trajs) / n,
+        "rollout/malformed_frac": sum(t.malformed for t in trajs) / n,
+        "rollout/answered_frac": sum(t.finish_reason == "answer" for t in trajs) / n,
+    }
+    by_source: dict[str, list[float]] = defaultdict(list)
+    for t, e in zip(trajs, ems):
+        by_source[t.data_source or "all"].append(e)
+    for src, vals in by_source.items():
+        out[f"em/{src}"] = sum(vals) / len(vals)
+    return out
+
+
+def train(cfg: TrainConfig, out_dir, *, resume=None) -> dict:
+    """Run (or resume) training as configured; writes checkpoints, metrics and a final eval."""
+    trainer = Trainer(cfg, out_dir, resume=resume)
+    try:
+        summary = trainer.run()
+        if cfg.eval_questions > 0:
+            res = trainer.evaluate()
+            atomic_write_json(Path(out_dir) / "eval.json", {"step": cfg.steps, **res.to_dict()})
+            summary["eval"] = res.metrics
+        return summary
+    finally:
+        trainer.close()

