@@ -10,7 +10,8 @@ Each example is tokenised the way the rollouts build it: the chat-templated prom
 the response in segments, every ``\\n<documents>...</documents>\\n`` block tokenised separately with
 loss mask 0 (injected by the environment, never trained on), everything else with loss mask 1,
 then ``<|im_end|>``. The loss is the mean negative log-likelihood over mask-1 response tokens,
-computed with the packed forward (``igsearch.algo.packing``).
+computed on length-bucketed padded micro-batches (CPU / SDPA) or with the packed varlen forward
+(``igsearch.algo.packing``, flash-attn); the output layer only runs on the trained positions.
 """
 
 from __future__ import annotations
@@ -124,23 +125,72 @@ def build_sft_examples(
     return examples
 
 
-def sft_loss(model, examples: Sequence[SFTExample], *, max_tokens_per_row: int | None = 1024) -> torch.Tensor:
+def bucket_batches(lengths: Sequence[int], max_tokens: int | None) -> list[list[int]]:
+    """Group indices into length-sorted micro-batches whose padded size (rows x longest) fits
+    ``max_tokens`` (a sequence longer than the budget gets a micro-batch of its own; None = one)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and (max_tokens is None or (len(groups[-1]) + 1) * lengths[i] <= max_tokens):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _uses_varlen(model) -> bool:
+    impl = getattr(model.config, "_attn_implementation", None) or getattr(model.config, "attn_implementation", None)
+    return isinstance(impl, str) and impl.startswith("flash_attention")
+
+
+def _padded_nll_sum(model, examples: Sequence[SFTExample], pad_id: int) -> tuple[torch.Tensor, int]:
+    """Sum of the NLL over the mask-1 response tokens of ``examples`` from one right-padded batch.
+
+    Right padding with plain causal attention is exact for the real tokens (they never see the
+    padding), so no mask is passed and SDPA takes its fast causal path; the output layer runs only
+    on the scored positions."""
+    device = next(model.parameters()).device
+    T = max(len(e.ids) for e in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    scored = torch.zeros((len(examples), T), dtype=torch.bool)  # position p predicts token p + 1
+    for i, e in enumerate(examples):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)
+        scored[i, e.prompt_len - 1 : len(e.ids) - 1] = torch.tensor(e.loss_mask, dtype=torch.bool)
+    targets = ids[:, 1:][scored[:, :-1]].to(device)
+    ids, scored = ids.to(device), scored.to(device)
+    hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state
+    logits = model.lm_head(hidden[scored]).float()
+    return torch.nn.functional.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+
+
+def sft_loss(model, examples: Sequence[SFTExample], *, max_tokens_per_row: int | None = 2048) -> torch.Tensor:
     """Mean negative log-likelihood over the mask-1 response tokens of ``examples`` (scalar, with grad).
 
-    ``max_tokens_per_row``: packing budget. With SDPA and a block-diagonal mask attention costs
-    O(row length^2), so on CPU short rows are faster; with flash-attn varlen on GPU, pack more.
+    With SDPA (CPU, or GPU without flash-attn): length-bucketed right-padded micro-batches of at most
+    ``max_tokens_per_row`` padded tokens each, plain causal attention (a block-diagonal packing mask
+    costs O(row length^2) and disables the fast kernel). With flash-attn: the packed varlen forward
+    (``igsearch.algo.packing``) with rows of ``max_tokens_per_row`` tokens.
     """
-    from igsearch.algo.packing import packed_token_logprobs
+    if _uses_varlen(model):
+        from igsearch.algo.packing import packed_token_logprobs
 
-    logps = packed_token_logprobs(
-        model, [e.ids for e in examples], compute_from=[e.prompt_len for e in examples],
-        max_tokens_per_row=max_tokens_per_row,
-    )
-    device = logps[0].device
-    masks = [torch.tensor(e.loss_mask, dtype=torch.float32, device=device) for e in examples]
-    total = sum((-(lp * m)).sum() for lp, m in zip(logps, masks))
-    count = sum(m.sum() for m in masks)
-    return total / count.clamp_min(1.0)
+        logps = packed_token_logprobs(
+            model, [e.ids for e in examples], compute_from=[e.prompt_len for e in examples],
+            max_tokens_per_row=max_tokens_per_row,
+        )
+        device = logps[0].device
+        masks = [torch.tensor(e.loss_mask, dtype=torch.float32, device=device) for e in examples]
+        total = sum((-(lp * m)).sum() for lp, m in zip(logps, masks))
+        count = sum(m.sum() for m in masks)
+        return total / count.clamp_min(1.0)
+    pad_id = model.config.pad_token_id
+    pad_id = 0 if pad_id is None else int(pad_id)
+    total, count = None, 0
+    for group in bucket_batches([len(e.ids) for e in examples], max_tokens_per_row):
+        nll, n = _padded_nll_sum(model, [examples[i] for i in group], pad_id)
+        total = nll if total is None else total + nll
+        count += n
+    return total / max(1, count)
 
 
 def cosine_schedule(optimizer, total_steps: int, warmup_steps: int = 0):
