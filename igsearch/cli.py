@@ -155,11 +155,18 @@ def main(argv=None) -> int:
 
 
 def _expected_errors() -> tuple:
-    try:
-        from igsearch.train.config import ConfigError
+    """Error types of the training stack that carry a user-facing message."""
+    from igsearch.train.checkpoint import CheckpointError
+    from igsearch.train.config import ConfigError
+
+    errors = [ConfigError, CheckpointError]
+    try:  # the trainer imports vLLM-side modules lazily; keep the CLI usable without them
+        from igsearch.train.trainer import TrainingError
     except ImportError:
-        return ()
-    return (ConfigError,)
+        pass
+    else:
+        errors.append(TrainingError)
+    return tuple(errors)
 
 
 if __name__ == "__main__":

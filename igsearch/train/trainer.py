@@ -197,7 +197,15 @@ class Trainer:
         B = len(trajs)
         T = max(1, max(len(t.response_ids) for t in trajs))
         mask = pad_to_batch([torch.tensor(t.loss_mask, dtype=torch.float32) for t in trajs], length=T)
-        old = pad_to_batch([torch.tensor(t.rollout_logprobs, dtype=torch.float32) for t in trajs], length=T)
+        t_fwd = 0.0
+        if cfg.temperature == 1.0:
+            # the engine's sampling log-probs are pi_old's (weight sync is checked to 1e-4 in the tests)
+            old = pad_to_batch([torch.tensor(t.rollout_logprobs, dtype=torch.float32) for t in trajs], length=T)
+        else:  # vLLM reports log-probs before temperature scaling: recompute them under pi_old
+            t0 = time.perf_counter()
+            old = self.policy_logprobs(self.model, trajs, grad=False)
+            old = torch.nn.functional.pad(old, (0, T - old.shape[1]))
+            t_fwd += time.perf_counter() - t0
         ref = None
         if self.ref_model is not None:
             ref = self.policy_logprobs(self.ref_model, trajs, grad=False).to(self.device)
@@ -210,7 +218,9 @@ class Trainer:
                 if not sel:
                     continue
                 sub = [trajs[i] for i in sel]
+                t0 = time.perf_counter()
                 logp = self.policy_logprobs(self.model, sub, grad=True)
+                t_fwd += time.perf_counter() - t0
                 Tm = logp.shape[1]
                 sub_adv = adv.select(sel) if hasattr(adv, "select") else adv
                 loss, stats = policy_loss(logp, old[sel, :Tm].to(self.device), mask[sel, :Tm].to(self.device),
@@ -230,7 +240,9 @@ class Trainer:
                     if isinstance(v, (int, float)) and k != "loss":
                         stats_acc[k if "/" in k else f"loss/{k}"].append(float(v))
         self.model.eval()
-        return {k: sum(v) / len(v) for k, v in stats_acc.items()}
+        out = {k: sum(v) / len(v) for k, v in stats_acc.items()}
+        out["time/logprobs"] = t_fwd
+        return out
 
     def save_batch(self, trajs, step: int, tag: str) -> Path:
         path = self.out / f"batch_step{step:06d}_{tag}.jsonl"
@@ -259,16 +271,17 @@ class Trainer:
         self.engine.sync_weights(self.model)
         t_sync = time.perf_counter() - t0
         metrics = batch_metrics(trajs, rewards, cfg.rollouts_per_question)
+        t_logprobs = loss_stats.pop("time/logprobs", 0.0)
         metrics.update(loss_stats)
         metrics.update({k if "/" in k else f"adv/{k}": v for k, v in adv.stats.items()
                         if isinstance(v, (int, float)) and k not in metrics})
         for k in ("ig_mean", "ig_std", "ig_pos_frac", "real_mean", "baseline_mean", "tokens_forwarded"):
             if k in ig_stats and ig_stats[k] is not None:
                 metrics[f"ig/{k.removeprefix('ig_')}"] = ig_stats[k]
-        # the update phase includes the packed forward; log-probs are reported separately by the
-        # packing code's own timer when available, else folded into update
+        # time/logprobs: the packed policy forward(s); time/update: backward + optimizer (+ ref forward)
         metrics.update({"time/generation": timings.generation, "time/retrieval": timings.retrieval,
-                        "time/ig": t_ig, "time/update": t_update, "time/sync": t_sync,
+                        "time/ig": t_ig, "time/logprobs": t_logprobs, "time/update": t_update - t_logprobs,
+                        "time/sync": t_sync,
                         "time/step": time.perf_counter() - t_step})
         return StepResult(metrics, trajs)
 
