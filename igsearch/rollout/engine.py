@@ -62,13 +62,16 @@ def _vllm_cpu_defaults() -> dict:
     """Engine arguments that vLLM's CPU backend needs on a small machine.
 
     On the CPU backend ``gpu_memory_utilization`` reserves that share of the NUMA node's memory,
-    which fails when other processes hold memory; a fixed KV-cache size avoids it.
+    which fails when other processes hold memory; a fixed KV-cache size avoids it. vllm-cpu 0.32
+    also crashes ("CPU Generator does not use offset") when a seeded request's prefill is split
+    into chunks, so the batch token budget is made large enough that a turn's prompts are never
+    chunked.
     """
     import torch
 
     if torch.cuda.is_available():
         return {}
-    return {"gpu_memory_utilization": 0.2, "kv_cache_memory_bytes": 1 << 30}
+    return {"gpu_memory_utilization": 0.2, "kv_cache_memory_bytes": 1 << 30, "max_num_batched_tokens": 1 << 17}
 
 
 class VLLMEngine:

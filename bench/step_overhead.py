@@ -1,0 +1,443 @@
+"""IG overhead per training step: the trajectory baseline (GRPO) vs IG-Search (tree and naive scorer).
+
+Same config, same seed, same process, same questions. What "same" means here (the design choice):
+
+- ONE Trainer (one policy, one vLLM engine). Three Trainers would need three vLLM engines, too heavy
+  on a CPU, and three separate runs would see different rollouts as soon as the weights diverge.
+- Per step s: the rollout (generation + retrieval) runs ONCE; it does not depend on the method, so
+  its measured time is charged to every method. Then, for each method in a rotating order (the
+  order shifts by one every step so that no method is always first or last), the policy weights AND
+  the AdamW state are restored to the snapshot taken after the rollout, and the method's own phases
+  run and are timed on the same rollouts: step IG (IG-Search only, with the tree or the naive
+  scorer), advantages, the update (packed log-probs + span-weighted PPO loss + AdamW, i.e. "update
+  incl. log-probs") and the weight sync into the engine. So every method pays generation,
+  retrieval, update and sync, and only the IG phase differs (plus the noise of re-timing the
+  update). The run then continues from the weights after the IG-Search (tree) update (restored and
+  synced, untimed, when that method was not the last in the rotation).
+- Step time of a method = rollout wall time (shared) + rewards + IG + advantages + update + sync.
+  Overhead = (mean step time of the method / mean step time of GRPO - 1) x 100, over the timed
+  steps (the first ``--warmup`` steps are run but not counted: first-call overheads).
+- The tree and naive scorers give the same IG (checked: max |difference| is reported), so the two
+  IG-Search updates see the same advantages; the naive row shows what IG would cost without the
+  shared-prefix packing.
+
+Presets:
+- ``--quick`` (default on a CPU): a small world, the tiny policy after a short SFT warm start
+  (``--sft-steps``, default 40; the untrained policy rarely emits ``<search>``, and with no search
+  IG costs nothing, which would flatter IG), configs/tiny-cpu.yaml settings, a few steps.
+  Minutes on a laptop CPU; the numbers are CPU numbers.
+- ``--preset gpu``: configs/qwen2.5-3b-gpu.yaml settings (bf16, lr, KL, clip, G=5, 4 turns, 500
+  tokens a turn, ...) on a random-weight Qwen2.5-3B-shaped model built from a config (no
+  download; vocabulary of Qwen2.5, tokenizer of the world since Qwen's is not on the machine),
+  warm-started by a short bf16 SFT on the world's oracle trajectories so that rollouts search; the
+  retriever is BM25 over the world (no retrieval server), and ``--questions`` questions per step
+  (default 64, the preset's 512 is out of reach of a short benchmark). Needs CUDA; refuses to run
+  on a CPU.
+
+    python bench/step_overhead.py --quick
+    python bench/step_overhead.py --preset gpu
+
+Writes bench/results/step_overhead-<device>.json and prints a markdown table; the last line is
+``overhead_tree=<percent> overhead_naive=<percent>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+#: (label, method, scorer)
+METHODS = [("grpo", "grpo", None), ("ig-tree", "ig", "tree"), ("ig-naive", "ig", "naive")]
+CONTINUE_WITH = "ig-tree"
+PHASES = ("generation", "retrieval", "rollout_other", "ig", "update", "sync", "other")
+
+#: Qwen2.5-3B (config.json of Qwen/Qwen2.5-3B)
+QWEN25_3B_SHAPE = dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                       num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1_000_000.0,
+                       rms_norm_eps=1e-6, tie_word_embeddings=True, vocab_size=151936)
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return "GPU " + torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU {line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"CPU {platform.processor()}"
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def snapshot(trainer) -> dict:
+    """Model weights and optimizer state, copied to host memory."""
+    return {"model": _to_cpu(trainer.model.state_dict()), "optim": _to_cpu(trainer.optimizer.state_dict())}
+
+
+def restore(trainer, snap: dict) -> None:
+    trainer.model.load_state_dict(snap["model"])
+    trainer.optimizer.load_state_dict(snap["optim"])  # moves the state to the parameters' device
+
+
+def _sync_cuda():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------- one benchmark step
+
+
+def bench_step(trainer, step: int, order: list[tuple]) -> dict:
+    """Rollout once, then every method's IG / advantage / update / sync phases on those rollouts."""
+    from igsearch.algo.advantages import AdvantageInput, compute_advantages
+    from igsearch.algo.rewards import trajectory_rewards
+    from igsearch.train.trainer import batch_metrics
+
+    cfg = trainer.cfg
+    _sync_cuda()
+    t0 = time.perf_counter()
+    rows, trajs, timings = trainer.rollout(step)
+    t_rollout = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rewards = trajectory_rewards(trajs, format_penalty=cfg.format_penalty)
+    t_rewards = time.perf_counter() - t0
+    shared = {"generation": timings.generation, "retrieval": timings.retrieval,
+              "rollout_other": max(0.0, t_rollout - timings.generation - timings.retrieval)}
+    snap = snapshot(trainer)
+    keep = None
+    out = {"step": step, "order": [m[0] for m in order], "methods": {},
+           "batch": batch_metrics(trajs, rewards, cfg.rollouts_per_question)}
+    igs = {}
+    saved_method, saved_scorer = cfg.method, cfg.ig_scorer
+    try:
+        for label, method, scorer in order:
+            restore(trainer, snap)
+            cfg.method = method
+            step_ig, ig_stats, t_ig = None, {}, 0.0
+            if scorer is not None:
+                cfg.ig_scorer = scorer
+                _sync_cuda()
+                t0 = time.perf_counter()
+                step_ig, ig_stats = trainer.step_information_gain(trajs, step)
+                _sync_cuda()
+                t_ig = time.perf_counter() - t0
+                igs[label] = step_ig
+            t0 = time.perf_counter()
+            adv = compute_advantages(AdvantageInput.from_trajectories(trajs, rewards, step_ig), cfg.advantage_config())
+            t_adv = time.perf_counter() - t0
+            _sync_cuda()
+            t0 = time.perf_counter()
+            trainer.model.train()
+            loss_stats = trainer.update(trajs, adv, step)
+            _sync_cuda()
+            t_update = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            trainer.engine.sync_weights(trainer.model)
+            _sync_cuda()
+            t_sync = time.perf_counter() - t0
+            phases = {**shared, "ig": t_ig, "update": t_update, "sync": t_sync, "other": t_rewards + t_adv}
+            out["methods"][label] = {"phases": phases, "step": sum(phases.values()),
+                                     "grad_norm": loss_stats.get("grad_norm"),
+                                     "ig_tokens_forwarded": ig_stats.get("tokens_forwarded")}
+            if label == CONTINUE_WITH:
+                keep = snapshot(trainer) if label != order[-1][0] else None
+        if keep is not None:  # continue from the IG-Search (tree) weights; untimed
+            restore(trainer, keep)
+            trainer.engine.sync_weights(trainer.model)
+    finally:
+        cfg.method, cfg.ig_scorer = saved_method, saved_scorer
+    diffs = [abs(a - b) for ra, rb in zip(igs.get("ig-tree", []), igs.get("ig-naive", []))
+             for a, b in zip(ra, rb) if a is not None and b is not None]
+    out["max_ig_diff_tree_naive"] = max(diffs) if diffs else 0.0
+    out["steps_scored"] = len(diffs)
+    return out
+
+
+def summarize(steps: list[dict]) -> dict:
+    labels = [m[0] for m in METHODS]
+    summary = {}
+    for label in labels:
+        rows = [s["methods"][label] for s in steps]
+        summary[label] = {
+            "step_mean": statistics.fmean(r["step"] for r in rows),
+            "step_std": statistics.pstdev([r["step"] for r in rows]) if len(rows) > 1 else 0.0,
+            "phases": {p: statistics.fmean(r["phases"][p] for r in rows) for p in PHASES},
+        }
+    base = summary["grpo"]["step_mean"]
+    for label in labels:
+        summary[label]["overhead_pct"] = (summary[label]["step_mean"] / base - 1.0) * 100.0
+        # per-step ratios too, to show their spread
+        ratios = [s["methods"][label]["step"] / s["methods"]["grpo"]["step"] - 1.0 for s in steps]
+        summary[label]["overhead_pct_per_step"] = [100.0 * r for r in ratios]
+    return summary
+
+
+def table(summary: dict) -> str:
+    head = ("| method | generation s | retrieval s | rollout other s | IG s | update (incl. log-probs) s | "
+            "sync s | other s | step s | overhead vs GRPO |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for label, s in summary.items():
+        p = s["phases"]
+        lines.append(f"| {label} | {p['generation']:.2f} | {p['retrieval']:.2f} | {p['rollout_other']:.2f} | "
+                     f"{p['ig']:.2f} | {p['update']:.2f} | {p['sync']:.2f} | {p['other']:.3f} | "
+                     f"{s['step_mean']:.2f} ± {s['step_std']:.2f} | {s['overhead_pct']:+.1f}% |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- setups
+
+
+def setup_quick(args, root: Path):
+    """Small world, tiny policy after a short SFT, configs/tiny-cpu.yaml settings."""
+    from igsearch.policy.tiny import build_tiny_policy
+    from igsearch.train.config import load_config
+    from igsearch.train.sft import run_sft
+    from igsearch.world import build_world
+
+    world = root / "world"
+    build_world(world, seed=args.seed, n_entities=args.entities)
+    init = build_tiny_policy(world, root / "policy-init", seed=args.seed)
+    model = init
+    if args.sft_steps > 0:
+        t0 = time.perf_counter()
+        model = run_sft(init, world, root / "sft", steps=args.sft_steps, batch_size=8, lr=3e-3, query_noise=0.25,
+                        hops=(1, 2, 3), topk=3, max_len=1024, seed=args.seed, progress=False)
+        print(f"[step_overhead] SFT warm start: {args.sft_steps} steps in {time.perf_counter() - t0:.0f}s", flush=True)
+    overrides = [f"model_path={model}", f"world_dir={world}", f"seed={args.seed}", "method=ig", "ig_scorer=tree",
+                 f"questions_per_step={args.questions or 8}", "eval_questions=0", "tensorboard=false",
+                 f"steps={args.steps + args.warmup}", *args.overrides]
+    return load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
+
+
+def build_random_policy(world: Path, out: Path, *, shape: dict, seed: int = 0, dtype=torch.bfloat16,
+                        device: str = "cuda") -> Path:
+    """A random-weight Qwen2 model of ``shape`` with the world's tokenizer, saved as an HF directory."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from igsearch.policy.tiny import ENDOFTEXT, IM_END, build_tokenizer, save_policy
+    from igsearch.world import world_texts
+
+    tok = build_tokenizer(world_texts(world))
+    dims = dict(shape)
+    dims["vocab_size"] = max(dims.get("vocab_size", 0), len(tok))
+    config = Qwen2Config(bos_token_id=tok.convert_tokens_to_ids(ENDOFTEXT), eos_token_id=tok.convert_tokens_to_ids(IM_END),
+                         pad_token_id=tok.convert_tokens_to_ids(ENDOFTEXT), torch_dtype=str(dtype).removeprefix("torch."),
+                         **dims)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Qwen2ForCausalLM(config).to(dtype)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    path = save_policy(model, tok, out)
+    del model
+    return path
+
+
+def short_sft(model_dir: Path, world: Path, out: Path, *, steps: int, lr: float, batch_size: int = 8,
+              dtype=torch.bfloat16, device: str = "cuda", seed: int = 0) -> Path:
+    """A few AdamW steps on oracle trajectories in ``dtype`` with gradient checkpointing (so a 3B model
+    fits next to nothing else); only meant to make a random policy emit the tags, not to train it."""
+    import random
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from igsearch.data.loaders import load_qa
+    from igsearch.policy.tiny import save_policy
+    from igsearch.retrieval.bm25 import BM25Retriever
+    from igsearch.train.sft import build_sft_examples, sft_loss
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").to(device)
+    model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+    examples = build_sft_examples(load_qa(world / "train.jsonl"), tok, BM25Retriever.from_corpus(world / "corpus.jsonl"),
+                                  query_noise=0.25, max_len=1024, seed=seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    rng = random.Random(seed)
+    model.train()
+    for step in range(1, steps + 1):
+        loss = sft_loss(model, rng.sample(examples, min(batch_size, len(examples))), max_tokens_per_row=4096)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step == 1 or step % 10 == 0 or step == steps:
+            print(f"[step_overhead] sft step {step}/{steps}: loss {loss.item():.3f}", flush=True)
+    model.config.use_cache = True
+    model.gradient_checkpointing_disable()
+    model.eval()
+    path = save_policy(model, tok, out)
+    del model, opt
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return path
+
+
+def setup_gpu(args, root: Path):
+    """configs/qwen2.5-3b-gpu.yaml settings on a random-weight Qwen2.5-3B-shaped model (see module doc)."""
+    from igsearch.train.config import load_config
+    from igsearch.world import build_world
+
+    world = root / "world"
+    build_world(world, seed=args.seed, n_entities=args.entities)
+    init = build_random_policy(world, root / "policy-init", shape=QWEN25_3B_SHAPE, seed=args.seed)
+    model = init
+    if args.sft_steps > 0:
+        model = short_sft(init, world, root / "sft", steps=args.sft_steps, lr=args.sft_lr, seed=args.seed)
+    overrides = [f"model_path={model}", f"world_dir={world}", "train_data=none", "eval_data=none",
+                 "retriever=bm25", "retriever_url=none", f"seed={args.seed}", "method=ig", "ig_scorer=tree",
+                 f"questions_per_step={args.questions or 64}", "eval_questions=0", "tensorboard=false",
+                 f"steps={args.steps + args.warmup}", *args.overrides]
+    return load_config(ROOT / "configs" / "qwen2.5-3b-gpu.yaml", overrides)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=["quick", "gpu"], default="quick",
+                    help="quick: tiny policy on the CPU (default); gpu: Qwen2.5-3B shape, configs/qwen2.5-3b-gpu.yaml")
+    ap.add_argument("--quick", action="store_true", help="same as --preset quick")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (default 5 quick, 3 gpu)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed first steps (default 1)")
+    ap.add_argument("--questions", type=int, default=None, help="questions per step (default 8 quick = the preset, 64 gpu)")
+    ap.add_argument("--entities", type=int, default=None, help="world size (default 300 quick, the default world gpu)")
+    ap.add_argument("--sft-steps", type=int, default=None,
+                    help="SFT warm-start steps so that rollouts search (default 40 quick, 60 gpu; 0 = untrained)")
+    ap.add_argument("--sft-lr", type=float, default=1e-4, help="learning rate of the gpu preset's bf16 SFT")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads of the policy (default 1: on a shared CPU, oversubscribed OpenMP "
+                         "threads make timings meaningless; 0 = torch's choice)")
+    ap.add_argument("--work-dir", default=None, help="where world/policy/run go (default: a temp dir, removed)")
+    ap.add_argument("--out", default=None, help="JSON path (default bench/results/step_overhead-<device>.json)")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.preset = "quick"
+    gpu = args.preset == "gpu"
+    args.steps = args.steps if args.steps is not None else (3 if gpu else 5)
+    args.entities = args.entities if args.entities is not None else (None if gpu else 300)
+    args.sft_steps = args.sft_steps if args.sft_steps is not None else (60 if gpu else 40)
+    if args.steps < 1 or args.warmup < 0:
+        ap.error("--steps must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.preset == "gpu" and not torch.cuda.is_available():
+        print("step_overhead: --preset gpu needs a CUDA GPU and none is visible (torch.cuda.is_available() "
+              "is False); on a CPU run `python bench/step_overhead.py --quick`.", file=sys.stderr)
+        return 2
+    if args.threads and not torch.cuda.is_available():
+        torch.set_num_threads(args.threads)
+    from igsearch.train.trainer import Trainer
+
+    tmp = None
+    if args.work_dir:
+        root = Path(args.work_dir)
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="step_overhead-")
+        root = Path(tmp.name)
+    t_setup = time.perf_counter()
+    cfg = setup_gpu(args, root) if args.preset == "gpu" else setup_quick(args, root)
+    device = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    trainer = Trainer(cfg, root / "run")
+    if cfg.gradient_checkpointing and hasattr(trainer.model, "gradient_checkpointing_enable"):
+        # TrainConfig.gradient_checkpointing is not applied by the Trainer itself (yet)
+        trainer.model.gradient_checkpointing_enable()
+    setup_s = time.perf_counter() - t_setup
+    steps = []
+    try:
+        for i, step in enumerate(range(1, args.warmup + args.steps + 1)):
+            k = i % len(METHODS)
+            order = METHODS[k:] + METHODS[:k]
+            t0 = time.perf_counter()
+            rec = bench_step(trainer, step, order)
+            rec["warmup"] = step <= args.warmup
+            rec["wall_s"] = time.perf_counter() - t0
+            steps.append(rec)
+            m = rec["methods"]
+            print(f"[step_overhead] step {step}{' (warm-up)' if rec['warmup'] else ''}: "
+                  + ", ".join(f"{lab} {m[lab]['step']:.2f}s (ig {m[lab]['phases']['ig']:.2f}s)" for lab, _, _ in METHODS)
+                  + f"; searches/rollout {rec['batch']['rollout/searches']:.2f}, steps scored {rec['steps_scored']}, "
+                  f"max |IG tree-naive| {rec['max_ig_diff_tree_naive']:.1e}", flush=True)
+    finally:
+        trainer.close()
+    timed = [s for s in steps if not s["warmup"]]
+    summary = summarize(timed)
+    searches = statistics.fmean(s["batch"]["rollout/searches"] for s in timed)
+    dev = device_name(device)
+    notes = ("one Trainer; per step the rollout runs once and its time is charged to every method; for each "
+             "method (rotating order) weights and AdamW state are restored, then IG (IG-Search only), "
+             "advantages, update (packed log-probs + loss + AdamW) and weight sync are timed on the same "
+             "rollouts; training continues from the IG-Search (tree) update")
+    if args.preset == "gpu":
+        notes += ("; gpu preset: random-weight Qwen2.5-3B shape with the world's tokenizer, short bf16 SFT so "
+                  "that rollouts search, BM25 over the synthetic world instead of the e5 server, "
+                  f"{cfg.questions_per_step} questions per step instead of 512")
+    else:
+        notes += "; CPU figures (tiny policy, short SFT warm start, configs/tiny-cpu.yaml); the CPU is shared, so times are noisy"
+    if searches < 0.5:
+        notes += f"; WARNING: only {searches:.2f} searches per rollout: IG has little to score, the overhead is flattered"
+    result = {
+        "benchmark": "step_overhead",
+        "time": datetime.now(timezone.utc).isoformat(),
+        "device": dev,
+        "preset": args.preset,
+        "torch": torch.__version__,
+        "config": cfg.to_dict(),
+        "timed_steps": args.steps,
+        "warmup_steps": args.warmup,
+        "setup_s": setup_s,
+        "searches_per_rollout": searches,
+        "max_ig_diff_tree_naive": max(s["max_ig_diff_tree_naive"] for s in timed),
+        "notes": notes,
+        "summary": summary,
+        "steps": steps,
+        "paper_overhead_pct": 6.4,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", dev.lower()).strip("-")
+    out = Path(args.out) if args.out else RESULTS / f"step_overhead-{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    if tmp is not None:
+        tmp.cleanup()
+    print(f"\nIG overhead per training step, {dev}, preset {args.preset}, {cfg.questions_per_step} questions x "
+          f"{cfg.rollouts_per_question} rollouts, {args.steps} timed steps (+{args.warmup} warm-up), "
+          f"{searches:.2f} searches per rollout. Paper: +6.4%. JSON: {out}\n")
+    print(table(summary))
+    print(f"overhead_tree={summary['ig-tree']['overhead_pct']:.1f} overhead_naive={summary['ig-naive']['overhead_pct']:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The benchmark scripts import, parse their arguments and refuse clearly what they cannot do
+(no training here: a few seconds)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def run(*args, timeout=60):
+    return subprocess.run([*args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_runs_as_a_script():
+    # one script end to end in a fresh interpreter (the others: in process below, to stay fast)
+    res = run(sys.executable, str(BENCH / "step_overhead.py"), "--help")
+    assert res.returncode == 0, res.stderr
+    assert "--quick" in res.stdout and "--steps" in res.stdout
+
+
+@pytest.mark.parametrize("script", ["kernels", "ig_scoring", "step_overhead", "replicate"])
+def test_import_and_help_in_process(script, capsys):
+    mod = load(script)
+    main = getattr(mod, "main")
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "--quick" in capsys.readouterr().out
+
+
+def test_step_overhead_arguments():
+    mod = load("step_overhead")
+    a = mod.parse_args(["--quick"])
+    assert a.preset == "quick" and a.steps >= 1 and a.sft_steps > 0 and a.entities
+    g = mod.parse_args(["--preset", "gpu", "--steps", "2", "lr=1e-6"])
+    assert g.preset == "gpu" and g.steps == 2 and g.overrides == ["lr=1e-6"] and g.entities is None
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--preset", "tpu"])
+    assert mod.table(mod.summarize([_fake_step(1.0, 1.1, 1.5)])).count("\n") == 4
+
+
+def _fake_step(grpo, tree, naive):
+    def m(total):
+        phases = dict.fromkeys(load("step_overhead").PHASES, 0.0)
+        phases["update"] = total
+        return {"phases": phases, "step": total}
+    return {"methods": {"grpo": m(grpo), "ig-tree": m(tree), "ig-naive": m(naive)}}
+
+
+def test_step_overhead_summary_overhead():
+    mod = load("step_overhead")
+    s = mod.summarize([_fake_step(2.0, 2.2, 3.0), _fake_step(2.0, 2.2, 3.0)])
+    assert s["grpo"]["overhead_pct"] == pytest.approx(0.0)
+    assert s["ig-tree"]["overhead_pct"] == pytest.approx(10.0)
+    assert s["ig-naive"]["overhead_pct"] == pytest.approx(50.0)
+
+
+def test_replicate_arguments():
+    mod = load("replicate")
+    q = mod.parse_args(["--quick"])
+    assert q.quick and q.seeds == [0] and q.steps <= 5
+    f = mod.parse_args(["--seeds", "3,4", "--steps", "7", "--sft-steps", "0"])
+    assert f.seeds == [3, 4] and f.steps == 7 and f.sft_steps == 0 and f.test_questions > q.test_questions
+    assert mod.mean_spread([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "min": 1.0, "max": 3.0, "n": 2}
+
+
+@no_cuda
+def test_step_overhead_gpu_preset_refuses_without_cuda():
+    res = run(sys.executable, str(BENCH / "step_overhead.py"), "--preset", "gpu", timeout=30)
+    assert res.returncode != 0
+    assert "CUDA" in res.stderr and "--quick" in res.stderr
+
+
+@no_cuda
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_suite_refuses_without_cuda(tmp_path):
+    syntax = run("bash", "-n", str(BENCH / "gpu_suite.sh"))
+    assert syntax.returncode == 0, syntax.stderr
+    res = subprocess.run(["bash", str(BENCH / "gpu_suite.sh"), str(tmp_path / "out")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30, env={**__import__("os").environ, "PYTHON": sys.executable})
+    assert res.returncode == 2 and "no CUDA GPU" in res.stderr
+    assert not (tmp_path / "out").exists()
