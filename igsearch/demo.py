@@ -87,7 +87,7 @@ def run_demo(args) -> int:
                                           "method": args.method, "steps": args.steps, "seed": args.seed})
     report = render_report(before.metrics, after.metrics, timings, plots, args)
     atomic_write_text(out / "report.md", report)
-    console.print(report)
+    print(report, flush=True)
     console.print(f"[bold green]report: {out / 'report.md'}")
     return 0
 

@@ -22,3 +22,12 @@ class Retriever(Protocol):
     def retrieve(self, queries: Sequence[str], topk: int) -> list[list[Passage]]:
         """For each query, the ``topk`` best passages, best first (fewer if the corpus is smaller)."""
         ...
+
+
+def check_retrieve_args(queries, topk: int, corpus_size: int) -> int:
+    """Validate a ``retrieve`` call; returns the number of passages to return per query."""
+    if isinstance(queries, str):
+        raise TypeError("queries must be a sequence of strings, not one string")
+    if topk < 1:
+        raise ValueError(f"topk must be at least 1, got {topk}")
+    return min(int(topk), corpus_size)

@@ -14,7 +14,7 @@ import bm25s
 import numpy as np
 
 from ..data.loaders import load_corpus
-from .base import Passage
+from .base import Passage, check_retrieve_args
 from .index_store import corpus_fingerprint, is_fresh, write_index_atomically
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,9 @@ class BM25Retriever:
 
     def retrieve(self, queries: Sequence[str], topk: int) -> list[list[Passage]]:
         """For each query the ``topk`` passages with the highest BM25 score, best first."""
-        if isinstance(queries, str):
-            raise TypeError("queries must be a sequence of strings, not one string")
+        k = check_retrieve_args(queries, topk, len(self.ids))
         if not queries:
             return []
-        if topk < 1:
-            raise ValueError(f"topk must be at least 1, got {topk}")
-        k = min(int(topk), len(self.ids))
         tokens = bm25s.tokenize(list(queries), lower=True, stopwords=_STOPWORDS,
                                 return_ids=False, show_progress=False)
         docs, scores = self.model.retrieve(tokens, k=k, show_progress=False, n_threads=1)

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data.loaders import load_corpus
-from .base import Passage
+from .base import Passage, check_retrieve_args
 from .index_store import corpus_fingerprint, is_fresh, write_index_atomically
 
 log = logging.getLogger(__name__)
@@ -143,13 +143,9 @@ class DenseRetriever:
 
     def retrieve(self, queries: Sequence[str], topk: int) -> list[list[Passage]]:
         """For each query the ``topk`` passages with the highest cosine similarity, best first."""
-        if isinstance(queries, str):
-            raise TypeError("queries must be a sequence of strings, not one string")
+        k = check_retrieve_args(queries, topk, len(self.ids))
         if not queries:
             return []
-        if topk < 1:
-            raise ValueError(f"topk must be at least 1, got {topk}")
-        k = min(int(topk), len(self.ids))
         vectors = self.encoder.encode(list(queries), prefix=self.query_prefix)
         scores, idx = self.index.search(vectors, k)
         return [
