@@ -1,7 +1,7 @@
 """IG scoring benchmark: the tree scorer against the naive scorer, same inputs, same process.
 
-Batches of world-like rollouts (G rollouts x Q questions, a fixed or mixed number of search steps,
-N random counterfactuals per step) are scored by ``compute_information_gain`` with both scorers,
+Batches of world rollouts (G rollouts x Q questions, a fixed or mixed number of search steps, N
+random counterfactuals per step) are scored by ``compute_information_gain`` with both scorers,
 under the tiny policy shape and a ~0.5B Qwen2.5 shape (random weights). Reported per case:
 tokens forwarded (real, non-pad), wall time, peak memory and the max |IG difference| between the
 two scorers.
@@ -10,9 +10,15 @@ Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the phase; on t
 process resident-set high-water mark (Linux VmHWM, reset through /proc/self/clear_refs before the
 phase) minus the resident set before it, i.e. the extra memory the phase needed.
 
-The rollouts are synthetic but shaped like oracle rollouts of the world with query noise: the
-rollouts of a group share the prompt, often the first query (and so its documents and refine),
-and differ after a noisy query. Each documents block holds 3 passages of 40-70 words.
+The rollouts are oracle rollouts of the synthetic world (seed 0, built in a temporary directory;
+BM25 retrieval, top 3, refine template) with query noise 0.35, one ``random.Random`` per rollout:
+each text is the chat prompt of a train question plus ``oracle_response``. The G rollouts of a
+question are distinct; they share the prompt and often their first steps, and differ after a noisy
+query (a near-miss entity, a misspelling, missing words; a query that finds nothing adds a clean
+retry step). "3 steps" keeps only rollouts of 3-hop questions with exactly 3 ``<documents>``
+blocks; "1-4 steps" cycles through 3-, 1- and 2-hop questions and keeps rollouts of 1 to 4 steps.
+The tiny policy and the tokenizer are the project's own (``igsearch.policy.tiny``, tokenizer
+trained on the world's text); the 0.5B shape has Qwen2.5's 151936-entry vocabulary.
 
     python bench/ig_scoring.py --quick    # a few minutes on a laptop CPU
 The last line is ``tokens_ratio=<naive/tree> time_ratio=<naive/tree> max_ig_diff=<value>`` for the
@@ -23,12 +29,15 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import platform
 import random
 import re
 import sys
+import tempfile
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,122 +45,115 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from igsearch.data.prompts import ALL_TAGS, REFINE_TEMPLATE  # noqa: E402
+from igsearch.data.prompts import DOCS_OPEN, REFINE_TEMPLATE  # noqa: E402
 from igsearch.ig import compute_information_gain  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SYLLABLES = ["ka", "lo", "mer", "tis", "an", "vel", "dor", "si", "ru", "pen", "ost", "ya", "bri", "gal", "zum"]
-RELATIONS = ["founder", "birthplace", "capital", "spouse", "employer", "river", "author", "director"]
-FILLER = ("is a known place that lies near the old road and was described in many records from the "
-          "northern archives where scholars wrote about its history trade people and customs over "
-          "several centuries with notes on weather harvests festivals and notable families").split()
+WORLD_SEED = 0
+QUERY_NOISE = 0.35
+TOPK = 3
 
 
-# ----------------------------------------------------------------------------- synthetic world rollouts
+# ----------------------------------------------------------------------------- world rollouts
 
 
-def _name(rng):
-    return " ".join(
-        "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
-        for _ in range(rng.randint(1, 2))
-    )
+def load_world(seed=WORLD_SEED):
+    """Build the world of ``seed`` in a temporary directory; return (train rows by hop count,
+    BM25 retriever, tokenizer trained on the world's text)."""
+    from igsearch.data.loaders import load_qa
+    from igsearch.policy.tiny import build_tokenizer
+    from igsearch.retrieval.bm25 import BM25Retriever
+    from igsearch.world import build_world, world_texts
+
+    with tempfile.TemporaryDirectory(prefix="ig_scoring-world-") as tmp:
+        world = Path(tmp)
+        build_world(world, seed, parquet=False)
+        retriever = BM25Retriever.from_corpus(world / "corpus.jsonl")
+        rows = load_qa(world / "train.jsonl")
+        tokenizer = build_tokenizer(world_texts(world))
+    by_hops: dict[int, list] = {}
+    for row in rows:
+        by_hops.setdefault(len(row.extra_info["hops"]), []).append(row)
+    return by_hops, retriever, tokenizer
 
 
-def _passage(rng, subject):
-    words = rng.sample(FILLER, k=min(len(FILLER), rng.randint(30, 45)))
-    rel, obj = rng.choice(RELATIONS), _name(rng)
-    return f"{subject}\nThe {rel} of {subject} is {obj}. {subject} " + " ".join(words) + "."
+def make_rollouts(world, tokenizer, G, Q, steps, *, skip=0, noise=QUERY_NOISE, max_tries=64):
+    """G distinct oracle rollouts for each of Q world questions; returns (texts, golds, step counts).
 
-
-def _docs_text(passages):
-    lines = []
-    for rank, p in enumerate(passages, 1):
-        title, _, body = p.partition("\n")
-        lines.append(f"Doc {rank}(Title: {title}) {body}")
-    return "<documents>\n" + "\n".join(lines) + "\n</documents>"
-
-
-def make_rollouts(G, Q, steps, seed=0, noise=0.35):
-    """G rollouts for each of Q questions. ``steps``: an int, or (lo, hi) drawn per rollout.
-
-    Returns (texts, golds). A clean hop's query (and documents, refine) is the same for every
-    rollout of the group; a noisy hop gets its own query, documents and refine.
+    ``steps``: an int (questions with that many hops, rollouts with exactly that many steps) or
+    (lo, hi) (questions cycling through the hop counts lo..hi the world has, the most hops first,
+    then the fewest, ...; rollouts of lo to hi steps). The first ``skip`` questions of each hop
+    count are left out (the warm-up uses them). A question that does not give G such rollouts in
+    ``max_tries`` draws is skipped.
     """
-    rng = random.Random(seed)
-    texts, golds = [], []
-    for q in range(Q):
-        chain = [_name(rng) for _ in range(5)]
-        question = f"What is the {rng.choice(RELATIONS)} of the {rng.choice(RELATIONS)} of {chain[0]}"
-        prompt = (
-            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-            + REFINE_TEMPLATE.render(question) + "<|im_end|>\n<|im_start|>assistant\n"
-        )
-        clean = []
-        for h in range(4):
-            passages = [_passage(rng, chain[h])] + [_passage(rng, _name(rng)) for _ in range(2)]
-            clean.append((f"{chain[h]} {rng.choice(RELATIONS)}", _docs_text(passages),
-                          f"The fact: {chain[h]} leads to {chain[h + 1]}."))
-        gold = chain[-1]
-        for g in range(G):
-            n = steps if isinstance(steps, int) else rng.randint(*steps)
-            body = "<think> I should search. </think>\n"
-            for h in range(n):
-                if rng.random() < noise:
-                    wrong = _name(rng)
-                    passages = [_passage(rng, wrong) for _ in range(3)]
-                    query, docs, refine = f"{wrong} {rng.choice(RELATIONS)}", _docs_text(passages), "no relevant information"
-                else:
-                    query, docs, refine = clean[h]
-                body += f"<search> {query} </search>\n{docs}\n<refine> {refine} </refine>\n"
-            texts.append(prompt + body + f"<answer> {gold} </answer><|im_end|>")
-            golds.append([gold, gold.split()[0]])
-    return texts, golds
+    from igsearch.world import oracle_response
+
+    by_hops, retriever = world
+    lo, hi = (steps, steps) if isinstance(steps, int) else steps
+    hops = [h for h in sorted(by_hops) if lo <= h <= hi] if lo < hi else [lo]
+    # extremes first (3, 1, 2 hops), so that even two questions span the range of step counts
+    hop_cycle = itertools.cycle([hops[-1 - i // 2] if i % 2 == 0 else hops[i // 2] for i in range(len(hops))])
+    pools = {h: iter(rows[skip:]) for h, rows in by_hops.items()}
+    texts, golds, counts = [], [], []
+    while len(texts) < G * Q:
+        row = next(pools[next(hop_cycle)], None)
+        if row is None:
+            raise ValueError(f"the world has too few questions for {Q} groups of {G} rollouts "
+                             f"of {steps} steps")
+        group = {}
+        for k in range(max_tries):
+            rng = random.Random(f"ig-bench-{row.id}-{k}")
+            response = oracle_response(row, retriever, template=REFINE_TEMPLATE, topk=TOPK,
+                                       query_noise=noise, rng=rng)
+            n = response.count(DOCS_OPEN)
+            if lo <= n <= hi and response not in group:
+                group[response] = n
+                if len(group) == G:
+                    break
+        if len(group) < G:
+            continue
+        prompt = tokenizer.apply_chat_template(row.prompt, tokenize=False, add_generation_prompt=True)
+        for response, n in group.items():
+            texts.append(prompt + response)
+            golds.append(list(row.golden_answers))
+            counts.append(n)
+    return texts, golds, counts
 
 
 # ----------------------------------------------------------------------------- models
 
 
-def build_tokenizer(texts):
-    try:
-        from igsearch.policy.tiny import build_tokenizer as lead_builder
-
-        return lead_builder(texts, vocab_size=4096)
-    except ImportError:  # pragma: no cover - fallback while the policy module is missing
-        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-        from transformers import PreTrainedTokenizerFast
-
-        core = Tokenizer(models.BPE())
-        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        core.decoder = decoders.ByteLevel()
-        core.train_from_iterator(texts, trainers.BpeTrainer(
-            vocab_size=4096, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-        core.add_tokens([AddedToken(t, normalized=False) for t in ALL_TAGS])
-        return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-
-
 SHAPES = {
-    "tiny": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=64, vocab_size=None),
     "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                          num_attention_heads=14, num_key_value_heads=2, head_dim=64, vocab_size=151936),
 }
+DIM_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "head_dim", "vocab_size")
 
 
 def build_model(shape, tokenizer, layers=None, dtype=torch.float32, device="cpu"):
+    """``tiny``: the project's tiny policy (``build_tiny_model``); otherwise a shape of SHAPES.
+    Random weights, no gradients, eval mode, sdpa attention (what the tree scorer needs)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    dims = dict(SHAPES[shape])
-    dims["vocab_size"] = dims["vocab_size"] or len(tokenizer)
-    if layers:
-        dims["num_hidden_layers"] = layers
-    cfg = Qwen2Config(max_position_embeddings=8192, tie_word_embeddings=(shape != "tiny"), **dims)
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = Qwen2ForCausalLM(cfg)
+    cut = {"num_hidden_layers": layers} if layers else {}
+    if shape == "tiny":
+        from igsearch.policy.tiny import build_tiny_model
+
+        with torch.device(device):
+            model = build_tiny_model(tokenizer, seed=0, **cut)
+        model.config._attn_implementation = "sdpa"
+    else:
+        dims = {**SHAPES[shape], **cut}
+        dims["vocab_size"] = dims["vocab_size"] or len(tokenizer)
+        cfg = Qwen2Config(max_position_embeddings=8192, tie_word_embeddings=True, **dims)
+        cfg._attn_implementation = "sdpa"
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = Qwen2ForCausalLM(cfg)
     for p in model.parameters():  # default init std 0.02 is fine; keep logits in a sane range
         p.requires_grad_(False)
+    dims = {k: getattr(model.config, k) for k in DIM_KEYS}
     return model.to(dtype).eval(), dims
 
 
@@ -241,7 +243,7 @@ def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats):
 def table(rows, mem_label):
     head = ("| model | case | rollouts | steps scored | tokens naive | tokens tree | tokens ratio | "
             f"time naive s | time tree s | time ratio | {mem_label} naive | {mem_label} tree | max IG diff |")
-    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|" + "---|" * (head.count("|") - 1)]
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['case']} | {r['rollouts']} | {r['steps_scored']} | "
@@ -281,8 +283,9 @@ def main(argv=None):
     if not args.skip_large:
         cases += large
 
-    all_texts = [make_rollouts(G, Q, s, seed=7)[0] for _, _, _, G, Q, s in cases]
-    tokenizer = build_tokenizer([t for ts in all_texts for t in ts])
+    by_hops, retriever, tokenizer = load_world()
+    world = (by_hops, retriever)
+    warm_t, warm_g, _ = make_rollouts(world, tokenizer, 2, 1, 1)  # skip=1 below: cases use other questions
     rows, models = [], {}
     headline = None
     for (shape, layers, name, G, Q, steps) in cases:
@@ -292,15 +295,16 @@ def main(argv=None):
             gc.collect()
             models[key] = build_model(shape, tokenizer, layers, dtype, device)
             model, dims = models[key]
-            warm_t, warm_g = make_rollouts(2, 1, 1, seed=1)
             for scorer in ("naive", "tree"):  # warm-up: first-call overheads out of the timings
                 compute_information_gain(warm_t, warm_g, model, tokenizer, scorer=scorer, seed=0)
         model, dims = models[key]
-        texts, golds = make_rollouts(G, Q, steps, seed=7)
+        texts, golds, counts = make_rollouts(world, tokenizer, G, Q, steps, skip=1)
         row = run_case(name, model, tokenizer, texts, golds, args.n_random, device, repeats=1)
         row["model"] = shape + (f" ({dims['num_hidden_layers']} layers)" if layers else "")
-        row["shape"] = {k: v for k, v in dims.items()}
+        row["shape"] = dims
         row["G"], row["Q"], row["steps"] = G, Q, steps
+        row["step_counts"] = {str(k): v for k, v in sorted(Counter(counts).items())}
+        row["mean_rollout_tokens"] = sum(len(tokenizer(t)["input_ids"]) for t in texts) / len(texts)
         rows.append(row)
         print(f"[ig_scoring] {row['model']} {name}: tokens {row['tokens_ratio']:.2f}x, "
               f"time {row['time_ratio']:.2f}x, max IG diff {row['max_ig_diff']:.2e}", flush=True)
@@ -315,6 +319,8 @@ def main(argv=None):
         "dtype": args.dtype,
         "quick": quick,
         "n_random": args.n_random,
+        "rollouts": {"world_seed": WORLD_SEED, "split": "train", "query_noise": QUERY_NOISE, "topk": TOPK,
+                     "template": "refine", "tokenizer_vocab": len(tokenizer)},
         "memory_metric": mem_label,
         "torch": torch.__version__,
         "notes": ("naive = every sequence on its own, left-padded micro-batches (sorted by length), "
