@@ -31,7 +31,6 @@ import argparse
 import gc
 import itertools
 import json
-import platform
 import random
 import re
 import sys
@@ -44,6 +43,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import device_name  # noqa: E402
 
 from igsearch.data.prompts import DOCS_OPEN, REFINE_TEMPLATE  # noqa: E402
 from igsearch.ig import compute_information_gain  # noqa: E402
@@ -196,18 +197,6 @@ def measure(fn, device):
     secs = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else _hwm_kib() * 1024
     return out, secs, max(0, peak - base) / 2**20
-
-
-def device_name(device):
-    if device == "cuda":
-        return "GPU " + torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU {line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return f"CPU {platform.processor()}"
 
 
 def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats):

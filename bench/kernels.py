@@ -25,7 +25,6 @@ import argparse
 import gc
 import json
 import math
-import platform
 import re
 import statistics
 import sys
@@ -36,6 +35,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import device_name  # noqa: E402
 
 from igsearch_kernels import (  # noqa: E402
     build_tree_ancestry,
@@ -53,20 +54,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # ----------------------------------------------------------------------------- timing
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return "GPU " + torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {cpu} ({torch.get_num_threads()} threads)"
 
 
 def timed(fn, device: str, reps: int) -> float:

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("grpo", "ig")
-from step_overhead import device_name  # noqa: E402
+from benchutil import device_name  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- all-fail probe

@@ -15,7 +15,6 @@ from igsearch_kernels import (
     gather_logprobs,
     gather_logprobs_reference,
     span_advantage_loss,
-    span_advantage_loss_reference,
     tree_attention,
     tree_token_mask,
 )

@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import torch
-
 from igsearch.scoring import ScoreRequest, score
 
 from .context import build_context

@@ -11,7 +11,6 @@ functions of (seed, step), and the RNG states are restored from the checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections import defaultdict
