@@ -237,7 +237,7 @@ def run_sft(
     weight_decay: float = 0.0,
     grad_clip: float = 1.0,
     device: str = "cpu",
-    max_tokens_per_forward: int = 1024,
+    max_tokens_per_forward: int = 2048,
     split: str = "train",
     progress: bool = True,
 ) -> Path:
