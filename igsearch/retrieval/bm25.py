@@ -1,5 +1,8 @@
 """BM25 retrieval with bm25s: the default retriever.
 
+bm25s is imported where it is used: it imports numba/llvmlite, and vLLM's CPU workers fail to
+start when llvmlite is loaded in a script that they re-import (spawned workers run its imports).
+
 The index is built once and saved next to the corpus (``<corpus dir>/bm25_index``); later calls load
 it, and rebuild it when the corpus or the BM25 settings changed.
 """
@@ -10,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import bm25s
 import numpy as np
 
 from ..data.loaders import load_corpus
@@ -24,13 +26,15 @@ _STOPWORDS = "en"
 
 
 def _tokenize(texts: Sequence[str]):
+    import bm25s
+
     return bm25s.tokenize(list(texts), lower=True, stopwords=_STOPWORDS, show_progress=False)
 
 
 class BM25Retriever:
     """Ranks passages by BM25 (Lucene variant) over lowercased word tokens without stopwords."""
 
-    def __init__(self, ids: list[str], contents: list[str], model: bm25s.BM25):
+    def __init__(self, ids: list[str], contents: list[str], model):
         if len(ids) != len(contents):
             raise ValueError(f"{len(ids)} ids but {len(contents)} passages")
         self.ids = ids
@@ -42,6 +46,8 @@ class BM25Retriever:
         """An in-memory index over ``docs`` (``{"id", "contents"}`` records)."""
         if not docs:
             raise ValueError("cannot index an empty corpus")
+        import bm25s
+
         model = bm25s.BM25(k1=k1, b=b)
         model.index(_tokenize([d["contents"] for d in docs]), show_progress=False)
         return cls([d["id"] for d in docs], [d["contents"] for d in docs], model)
@@ -63,6 +69,8 @@ class BM25Retriever:
             "stopwords": _STOPWORDS,
         }
         if is_fresh(index_dir, meta):
+            import bm25s
+
             model = bm25s.BM25.load(str(index_dir), show_progress=False)
             return cls([d["id"] for d in docs], [d["contents"] for d in docs], model)
         log.info("building the BM25 index of %s in %s", corpus_path, index_dir)
@@ -80,6 +88,8 @@ class BM25Retriever:
         k = check_retrieve_args(queries, topk, len(self.ids))
         if not queries:
             return []
+        import bm25s
+
         tokens = bm25s.tokenize(list(queries), lower=True, stopwords=_STOPWORDS,
                                 return_ids=False, show_progress=False)
         docs, scores = self.model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
