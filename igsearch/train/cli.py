@@ -102,15 +102,23 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
 
 def parse_train_args(args) -> tuple:
     """(TrainConfig, out_dir, resume) from parsed ``igsearch train`` arguments; ConfigError on bad input."""
-    from igsearch.train.config import load_config
+    from igsearch.train.config import ConfigError, load_config
 
     overrides = list(args.overrides)
     if args.method is not None:
         overrides.append(f"method={args.method}")
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")
-    cfg = load_config(args.config, overrides)
     resume = Path(args.resume) if args.resume else None
+    config_path = args.config
+    if config_path is None and resume is not None:
+        # resuming without --config: the run's own saved config
+        run_dir = resume.parent.parent if resume.parent.name == "checkpoints" else resume
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"{run_dir}: no config.yaml to resume with; pass --config FILE")
+        config_path = str(saved)
+    cfg = load_config(config_path, overrides)
     if args.out is not None:
         out = Path(args.out)
     elif resume is not None:

@@ -1,0 +1,35 @@
+"""`igsearch train` argument handling: config files, overrides, resuming without --config."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from igsearch.train.cli import parse_train_args
+from igsearch.train.config import ConfigError, load_config
+
+
+def args(**kw):
+    base = dict(config=None, method=None, steps=None, out=None, resume=None, overrides=[])
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_resume_without_config_uses_the_runs_saved_config(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    load_config(None, ["model_path=/models/x", "lr=0.0025", "method=grpo"]).save(run / "config.yaml")
+    cfg, out, resume = parse_train_args(args(resume=str(run / "checkpoints" / "step_000004"), steps=9))
+    assert cfg.lr == 0.0025 and cfg.method == "grpo" and cfg.steps == 9
+    assert out == run and resume.name == "step_000004"
+
+
+def test_resume_of_a_folder_without_config_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        parse_train_args(args(resume=str(tmp_path)))
+
+
+def test_method_and_steps_flags_override_the_preset(tmp_path):
+    cfg, out, _ = parse_train_args(args(config="configs/tiny-cpu.yaml", method="grpo", steps=3))
+    assert cfg.method == "grpo" and cfg.steps == 3 and out.name == "tiny-cpu-grpo"
