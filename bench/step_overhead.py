@@ -359,9 +359,6 @@ def main(argv=None) -> int:
     cfg = setup_gpu(args, root) if args.preset == "gpu" else setup_quick(args, root)
     device = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     trainer = Trainer(cfg, root / "run")
-    if cfg.gradient_checkpointing and hasattr(trainer.model, "gradient_checkpointing_enable"):
-        # TrainConfig.gradient_checkpointing is not applied by the Trainer itself (yet)
-        trainer.model.gradient_checkpointing_enable()
     setup_s = time.perf_counter() - t_setup
     steps = []
     try:

@@ -36,10 +36,24 @@ def load_tokenizer(path: str | os.PathLike):
     return tokenizer
 
 
-def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str = "cpu"):
-    """Load ``(model, tokenizer)`` from a local HF directory with SDPA attention.
+def resolve_attn_implementation(name: str, device: str) -> str:
+    """``auto`` -> flash_attention_2 on CUDA when flash-attn is installed, else sdpa."""
+    if name != "auto":
+        return name
+    if str(device).startswith("cuda"):
+        import importlib.util
 
-    ``dtype`` is a torch dtype name ("float32", "bfloat16", "float16").
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str = "cpu",
+                attn_implementation: str = "sdpa"):
+    """Load ``(model, tokenizer)`` from a local HF directory.
+
+    ``dtype`` is a torch dtype name ("float32", "bfloat16", "float16"); ``attn_implementation`` is
+    "sdpa", "flash_attention_2", "eager" or "auto" (see ``resolve_attn_implementation``).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -49,7 +63,8 @@ def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str 
         torch_dtype = getattr(torch, dtype)
     except AttributeError:
         raise PolicyLoadError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16") from None
-    model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype, attn_implementation="sdpa")
+    attn = resolve_attn_implementation(attn_implementation, device)
+    model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype, attn_implementation=attn)
     model.to(device)
     return model, load_tokenizer(p)
 

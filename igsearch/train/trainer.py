@@ -131,7 +131,10 @@ class Trainer:
         if resume is not None:
             ckpt = resolve_checkpoint(resume)
             start_dir = ckpt / "model"
-        self.model, self.tokenizer = load_policy(start_dir, dtype=cfg.dtype, device=str(self.device))
+        self.model, self.tokenizer = load_policy(start_dir, dtype=cfg.dtype, device=str(self.device),
+                                                 attn_implementation=cfg.attn_implementation)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                            betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
         if ckpt is not None:
@@ -139,7 +142,8 @@ class Trainer:
             self.start_step = info["step"]
         self.ref_model = None
         if cfg.kl_coef > 0:
-            self.ref_model, _ = load_policy(self.paths["model"], dtype=cfg.dtype, device=str(self.device))
+            self.ref_model, _ = load_policy(self.paths["model"], dtype=cfg.dtype, device=str(self.device),
+                                            attn_implementation=cfg.attn_implementation)
             self.ref_model.eval().requires_grad_(False)
         self.retriever = make_retriever(cfg, self.paths)
         self.engine = make_engine(cfg, start_dir, self.model, self.tokenizer)
