@@ -281,8 +281,8 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 3 steps, small world, short SFT")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick 0)")
     ap.add_argument("--steps", type=int, default=None, help="GRPO steps per run (default 120; --quick 3)")
-    ap.add_argument("--sft-steps", type=int, default=None, help="SFT warm-start steps (default 150; --quick 30)")
-    ap.add_argument("--questions", type=int, default=None, help="questions per step (default 8; --quick 4)")
+    ap.add_argument("--sft-steps", type=int, default=None, help="SFT warm-start steps (default 700, as the demo; --quick 30)")
+    ap.add_argument("--questions", type=int, default=None, help="questions per step (default 16, as the demo; --quick 4)")
     ap.add_argument("--test-questions", type=int, default=None, help="test questions evaluated (default 300; --quick 24)")
     ap.add_argument("--eval-every", type=int, default=None,
                     help="also evaluate on test every N steps (default 40; --quick: at the end only)")
@@ -298,8 +298,8 @@ def parse_args(argv=None):
     q = args.quick
     args.seeds = [int(s) for s in (args.seeds or ("0" if q else "0,1,2")).split(",") if s.strip()]
     args.steps = args.steps if args.steps is not None else (3 if q else 120)
-    args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else 150)
-    args.questions = args.questions if args.questions is not None else (4 if q else 8)
+    args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else 700)
+    args.questions = args.questions if args.questions is not None else (4 if q else 16)
     args.test_questions = args.test_questions if args.test_questions is not None else (24 if q else 300)
     args.entities = args.entities if args.entities is not None else (300 if q else None)
     args.eval_every = args.eval_every if args.eval_every is not None else (0 if q else 40)
@@ -313,7 +313,7 @@ def main(argv=None) -> int:
     if args.threads and not torch.cuda.is_available():
         torch.set_num_threads(args.threads)
     from igsearch.data.loaders import load_qa
-    from igsearch.demo import DEMO_SFT
+    from igsearch.demo import DEMO_RL_OVERRIDES, DEMO_SFT
     from igsearch.policy.tiny import build_tiny_policy
     from igsearch.train.sft import run_sft
     from igsearch.world import build_world
@@ -340,7 +340,8 @@ def main(argv=None) -> int:
     config_rollouts = None
     for seed in args.seeds:
         for method in METHODS:
-            overrides = [f"model_path={sft}", f"world_dir={world}", f"eval_data={world / 'test.jsonl'}",
+            overrides = [*DEMO_RL_OVERRIDES, f"model_path={sft}", f"world_dir={world}",
+                         f"eval_data={world / 'test.jsonl'}",
                          f"steps={args.steps}", f"seed={seed}", f"method={method}", f"checkpoint_every={args.steps}",
                          f"questions_per_step={args.questions}", "eval_questions=0", "tensorboard=false",
                          "keep_checkpoints=1", *args.overrides]
