@@ -22,7 +22,15 @@ function of (seed, step)). Reported:
   The probe costs one extra forward + backward over the all-fail rollouts per step.
 
     python bench/replicate.py --quick          # smoke test: 1 seed, few steps, minutes
-    python bench/replicate.py                  # 3 seeds x 2 methods x 120 steps, ~2 h on a 2-core CPU
+    python bench/replicate.py                  # 3 seeds x 2 methods x 120 steps, one process
+
+    # the same on 2 cores in about half the time: one warm start, one process per method, then merge
+    python bench/replicate.py --setup-only --threads 2
+    python bench/replicate.py --methods grpo & python bench/replicate.py --methods ig & wait
+    python bench/replicate.py --report-only
+
+Runs already recorded in the work dir (runs/replicate/<method>-seed<seed>/replicate_record.json)
+with the same settings are reused, not retrained.
 
 Writes bench/results/replication.{md,json} and replication_*.png (``--quick``: replication-quick.*,
 a smoke test, not a result). The last line is ``em_grpo=<mean> em_ig=<mean>`` (test EM, overall).
@@ -49,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("grpo", "ig")
 from benchutil import device_name  # noqa: E402
+from igsearch.train.io import atomic_write_text  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- all-fail probe
@@ -293,6 +302,12 @@ def parse_args(argv=None):
                          "threads make timings meaningless; 0 = torch's choice)")
     ap.add_argument("--work-dir", default=None, help="world/SFT/runs (default runs/replicate; --quick a temp dir)")
     ap.add_argument("--out", default=None, help="output prefix (default bench/results/replication[-quick])")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated advantage estimators to train (default grpo,ig). Two processes with "
+                         "--methods grpo and --methods ig share one --work-dir; a last --report-only call merges")
+    ap.add_argument("--setup-only", action="store_true", help="build the world and the SFT warm start, then stop")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: report from the runs already recorded in --work-dir")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides")
     args = ap.parse_args(argv)
     q = args.quick
@@ -303,20 +318,58 @@ def parse_args(argv=None):
     args.test_questions = args.test_questions if args.test_questions is not None else (24 if q else 300)
     args.entities = args.entities if args.entities is not None else (300 if q else None)
     args.eval_every = args.eval_every if args.eval_every is not None else (0 if q else 40)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.methods:
+        ap.error("--methods is empty")
     if not args.seeds or args.steps < 1 or args.sft_steps < 0:
         ap.error("need at least one seed, --steps >= 1 and --sft-steps >= 0")
     return args
+
+
+def prepare(args, root: Path, test_limit: int):
+    """World, tiny policy and SFT warm start under ``root``; reused when ``root/setup.json`` matches.
+
+    Returns (world_dir, sft_dir, manifest, test_rows, setup_seconds); ``test_limit`` 0 loads no test rows."""
+    from igsearch.data.loaders import load_qa
+    from igsearch.demo import DEMO_SFT
+    from igsearch.policy.tiny import build_tiny_policy
+    from igsearch.train.sft import run_sft
+    from igsearch.world import build_world
+
+    t0 = time.perf_counter()
+    world = root / "world"
+    key = {"world_seed": args.world_seed, "entities": args.entities, "sft_steps": args.sft_steps}
+    setup_file = root / "setup.json"
+    setup = json.loads(setup_file.read_text()) if setup_file.exists() else None
+    if setup and setup.get("key") == key:
+        print(f"[replicate] reusing the world and warm start in {root} ({setup_file.name} matches)", flush=True)
+        manifest, sft = setup["manifest"], Path(setup["sft"])
+    else:
+        manifest = build_world(world, seed=args.world_seed, n_entities=args.entities)
+        init = build_tiny_policy(world, root / "policy-init", seed=args.world_seed)
+        sft_kw = {k: v for k, v in DEMO_SFT.items() if k != "steps"}
+        sft = run_sft(init, world, root / "sft", steps=args.sft_steps, seed=args.world_seed, progress=False,
+                      **sft_kw) if args.sft_steps > 0 else init
+        atomic_write_text(setup_file, json.dumps({"key": key, "manifest": manifest, "sft": str(sft)}, default=str))
+    test_rows = load_qa(world / "test.jsonl", limit=test_limit) if test_limit else []
+    return world, Path(sft), manifest, test_rows, time.perf_counter() - t0
+
+
+def run_overrides(args, world: Path, sft: Path, method: str, seed: int) -> list[str]:
+    """The training config of one (method, seed): the demo's RL settings plus the benchmark's own."""
+    from igsearch.demo import DEMO_RL_OVERRIDES
+
+    return [*DEMO_RL_OVERRIDES, f"model_path={sft}", f"world_dir={world}", f"eval_data={world / 'test.jsonl'}",
+            f"steps={args.steps}", f"seed={seed}", f"method={method}", f"checkpoint_every={args.steps}",
+            f"questions_per_step={args.questions}", "eval_questions=0", "tensorboard=false",
+            "keep_checkpoints=1", *args.overrides]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads and not torch.cuda.is_available():
         torch.set_num_threads(args.threads)
-    from igsearch.data.loaders import load_qa
-    from igsearch.demo import DEMO_RL_OVERRIDES, DEMO_SFT
-    from igsearch.policy.tiny import build_tiny_policy
-    from igsearch.train.sft import run_sft
-    from igsearch.world import build_world
+    from igsearch.train.config import load_config
 
     tmp = None
     if args.work_dir or not args.quick:
@@ -326,33 +379,35 @@ def main(argv=None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="replicate-")
         root = Path(tmp.name)
     t_all = time.perf_counter()
-    world = root / "world"
-    manifest = build_world(world, seed=args.world_seed, n_entities=args.entities)
-    init = build_tiny_policy(world, root / "policy-init", seed=args.world_seed)
-    sft_kw = {k: v for k, v in DEMO_SFT.items() if k != "steps"}
-    sft = run_sft(init, world, root / "sft", steps=args.sft_steps, seed=args.world_seed, progress=False, **sft_kw) \
-        if args.sft_steps > 0 else init
-    test_rows = load_qa(world / "test.jsonl", limit=args.test_questions)
-    t_sft = time.perf_counter() - t_all
+    world, sft, manifest, test_rows, t_sft = prepare(args, root, args.test_questions)
+    if args.setup_only:
+        print(f"[replicate] setup done in {t_sft:.0f}s: {root}")
+        return 0
 
-    runs: dict = {m: {} for m in METHODS}
+    runs: dict = {m: {} for m in args.methods}
     start_metrics = None
     config_rollouts = None
     for seed in args.seeds:
-        for method in METHODS:
-            overrides = [*DEMO_RL_OVERRIDES, f"model_path={sft}", f"world_dir={world}",
-                         f"eval_data={world / 'test.jsonl'}",
-                         f"steps={args.steps}", f"seed={seed}", f"method={method}", f"checkpoint_every={args.steps}",
-                         f"questions_per_step={args.questions}", "eval_questions=0", "tensorboard=false",
-                         "keep_checkpoints=1", *args.overrides]
-            from igsearch.train.config import load_config
-
+        for method in args.methods:
+            overrides = run_overrides(args, world, sft, method, seed)
             config_rollouts = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides).rollouts_per_question
-            rec = train_one(args, overrides, root / f"{method}-seed{seed}", test_rows, eval_start=start_metrics is None)
+            record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
+            rec = json.loads(record_file.read_text()) if record_file.exists() else None
+            if rec is not None and rec.get("overrides") == overrides and rec.get("test_questions") == len(test_rows):
+                print(f"[replicate] reusing {record_file}", flush=True)
+                rec["evals"] = {int(k): v for k, v in rec["evals"].items()}
+            elif args.report_only:
+                raise SystemExit(f"replicate: --report-only but {record_file} is missing or was made with "
+                                 "other settings; run it first")
+            else:
+                rec = train_one(args, overrides, root / f"{method}-seed{seed}", test_rows,
+                                eval_start=start_metrics is None)
+                rec["start"] = rec["evals"].pop(0, None)
+                rec.update(overrides=overrides, test_questions=len(test_rows))
+                atomic_write_text(record_file, json.dumps(rec, indent=1, default=str))
             if start_metrics is None:
-                start_metrics = rec["evals"].pop(0)
+                start_metrics = rec.get("start")
             runs[method][seed] = rec
-            (root / f"{method}-seed{seed}" / "replicate_record.json").write_text(json.dumps(rec, indent=1, default=str))
 
     agg = aggregate(runs)
     prefix = Path(args.out) if args.out else RESULTS / ("replication-quick" if args.quick else "replication")
@@ -375,13 +430,14 @@ def main(argv=None) -> int:
         "total_s": time.perf_counter() - t_all,
         "plots": [p.name for p in png],
     }
-    prefix.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
+    atomic_write_text(prefix.with_suffix(".json"), json.dumps(result, indent=1, default=str))
     md = render(result, agg, png, start_metrics)
-    prefix.with_suffix(".md").write_text(md)
+    atomic_write_text(prefix.with_suffix(".md"), md)
     if tmp is not None:
         tmp.cleanup()
     print(f"\n{md}\nJSON: {prefix.with_suffix('.json')}  ({result['total_s'] / 60:.1f} min)")
-    print(f"em_grpo={agg['grpo']['test_em']['overall']['mean']:.3f} em_ig={agg['ig']['test_em']['overall']['mean']:.3f}")
+    line = " ".join(f"em_{m}={agg[m]['test_em']['overall']['mean']:.3f}" for m in agg)
+    print(line)
     return 0
 
 

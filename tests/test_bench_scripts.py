@@ -39,7 +39,7 @@ def test_help_runs_as_a_script():
     assert "--quick" in res.stdout and "--steps" in res.stdout
 
 
-@pytest.mark.parametrize("script", ["kernels", "ig_scoring", "step_overhead", "replicate"])
+@pytest.mark.parametrize("script", ["kernels", "ig_scoring", "step_overhead", "replicate", "ig_coefficients"])
 def test_import_and_help_in_process(script, capsys):
     mod = load(script)
     main = getattr(mod, "main")
@@ -82,6 +82,9 @@ def test_replicate_arguments():
     assert q.quick and q.seeds == [0] and q.steps <= 5
     f = mod.parse_args(["--seeds", "3,4", "--steps", "7", "--sft-steps", "0"])
     assert f.seeds == [3, 4] and f.steps == 7 and f.sft_steps == 0 and f.test_questions > q.test_questions
+    assert mod.parse_args(["--methods", "ig"]).methods == ["ig"]
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--methods", ","])
     assert mod.mean_spread([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "min": 1.0, "max": 3.0, "n": 2}
 
 
@@ -101,3 +104,27 @@ def test_gpu_suite_refuses_without_cuda(tmp_path):
                          text=True, timeout=30, env={**__import__("os").environ, "PYTHON": sys.executable})
     assert res.returncode == 2 and "no CUDA GPU" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _coefficient_batch():
+    # group 0 mixed: rollout 0 succeeds with a weak search step, rollouts 1-3 fail, rollout 3 with a
+    # strong one; group 1: every rollout fails, IG still differs between their steps.
+    return {"rewards": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "group_ids": [0, 0, 0, 0, 1, 1, 1, 1],
+            "step_ig": [[-0.5], [0.0], [0.1], [0.9], [0.2], [-0.2], [0.4], [-0.4]],
+            "query_spans": [[[1, 4]]] * 8, "lengths": [10] * 8}
+
+
+def test_ig_coefficients_effects_of_beta():
+    mod = load("ig_coefficients")
+    batch = [_coefficient_batch()]
+    small, large = mod.effects(batch, 0.1, None), mod.effects(batch, 2.0, None)
+    # A_success = 1.5 and A_fail = -0.5 (sample std); the weak step of the success turns negative only for large beta
+    assert small["success_punished"] == 0.0 and large["success_punished"] == 1.0
+    # the strong step of the failed rollout 3 turns positive for large beta only
+    assert small["failure_credited"] == 0.0 and 0.0 < large["failure_credited"] < 1.0
+    # the all-fail signal is linear in beta without clipping, and 0 steps are clipped
+    assert large["all_fail_signal"] == pytest.approx(20 * small["all_fail_signal"])
+    assert small["clip_frac"] == 0.0 and mod.effects(batch, 0.5, 0.5)["clip_frac"] > 0.0
+    picked = mod.choose([small, large])
+    assert picked is small  # large punishes the successful rollout's query
+    assert mod.ig_summary(batch)["success"]["mean"] == pytest.approx(-0.5)

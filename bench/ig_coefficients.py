@@ -1,0 +1,270 @@
+"""The measurement behind the defaults ig_beta=0.5 and ig_clip=2.0 (DESIGN.md section 4).
+
+The paper does not publish beta (weight of the step term) or c (clip of the normalised step IG).
+This benchmark samples rollouts of the SFT warm start (the replication's, in --work-dir), scores
+every step's IG with the tree scorer, and then, for each (beta, c) of a grid, builds the per-token
+advantages A_i + beta * IGn_{i,t} on the query tokens and measures what the step term does:
+
+- ``clip_frac``: share of scored steps whose group-normalised IG lies outside [-c, c].
+- ``success_punished``: share of the query tokens of *successful* rollouts (in groups with both
+  outcomes) whose advantage the step term turns negative: the step term overriding a correct answer.
+- ``failure_credited``: share of the query tokens of *failed* rollouts in mixed groups whose
+  advantage turns positive: a good search in a failed trajectory still gets credit (IG's purpose).
+- ``all_fail_signal``: mean |beta * IGn| on the query tokens of all-fail groups divided by the mean
+  |A_i| of rollouts in mixed groups: the signal IG gives where GRPO gives none, relative to the
+  signal GRPO gives where it has one.
+
+Also reported: mean raw IG of steps in successful vs failed rollouts (IG should be higher where the
+answer came out right) and the quantiles of the normalised IG.
+
+The rule the defaults follow (stated in the report): keep ``success_punished`` at or below 10% and
+``clip_frac`` at or below 5%, and within that take the largest all-fail signal.
+
+    python bench/ig_coefficients.py --quick    # tiny world, short SFT, minutes
+    python bench/ig_coefficients.py            # the replication's warm start, 8 x 16 questions x 4 rollouts
+
+Writes bench/results/ig_coefficients{-quick}.{json,md,png}; the last line is
+``beta=<b> clip=<c> success_punished=<x> all_fail_signal=<y>`` for the configured defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchutil import device_name  # noqa: E402
+from igsearch.train.io import atomic_write_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+BETAS = (0.1, 0.25, 0.5, 1.0, 2.0)
+CLIPS = (1.0, 2.0, 3.0, None)
+MAX_SUCCESS_PUNISHED = 0.10
+MAX_CLIP_FRAC = 0.05
+
+
+def sample_batches(args, root: Path) -> list[dict]:
+    """Rollouts + step IG of the warm start: one dict (rewards, group_ids, step_ig, query_spans, lengths) per batch."""
+    from replicate import prepare, run_overrides
+
+    from igsearch.algo.rewards import trajectory_rewards
+    from igsearch.train.config import load_config
+    from igsearch.train.trainer import Trainer
+
+    world, sft, _, _, _ = prepare(args, root, 0)
+    overrides = run_overrides(args, world, sft, "ig", args.seed)
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
+    trainer = Trainer(cfg, root / "ig-coefficients-probe")
+    batches = []
+    try:
+        for b in range(args.batches):
+            step = 10_000 + b  # question draws disjoint from the training steps' of the same seed
+            _, trajs, _ = trainer.rollout(step)
+            rewards = trajectory_rewards(trajs, format_penalty=cfg.format_penalty)
+            step_ig, _ = trainer.step_information_gain(trajs, step)
+            batches.append({
+                "rewards": [float(r) for r in rewards],
+                "group_ids": [t.question_index for t in trajs],
+                "step_ig": [list(x) for x in step_ig],
+                "query_spans": [[list(s.query) for s in t.steps] for t in trajs],
+                "lengths": [len(t.response_ids) for t in trajs],
+            })
+            print(f"[ig_coefficients] batch {b + 1}/{args.batches}: {len(trajs)} rollouts, reward "
+                  f"{statistics.fmean(rewards):.3f}", flush=True)
+    finally:
+        trainer.logger.close()
+        trainer.close()
+    return batches
+
+
+def effects(batches: list[dict], beta: float, clip: float | None, norm: str = "group") -> dict:
+    """What the step term does at (beta, clip): the shares and ratio described in the module docstring."""
+    from igsearch.algo.advantages import AdvantageConfig, AdvantageInput, compute_advantages
+
+    cfg = AdvantageConfig(estimator="ig", ig_beta=beta, ig_clip=clip, ig_norm=norm)
+    tok = {"success": [0, 0], "failure": [0, 0]}  # [flipped tokens, tokens]
+    all_fail_abs, mixed_abs, clipped, scored = [], [], 0.0, 0.0
+    for batch in batches:
+        inp = AdvantageInput(batch["rewards"], batch["group_ids"], batch["step_ig"],
+                             [[tuple(s) for s in row] for row in batch["query_spans"]], batch["lengths"])
+        out = compute_advantages(inp, cfg)
+        clipped += out.stats["ig/clip_frac"] * out.stats["ig/scored_steps"]
+        scored += out.stats["ig/scored_steps"]
+        groups: dict[int, list[int]] = {}
+        for i, g in enumerate(batch["group_ids"]):
+            groups.setdefault(g, []).append(i)
+        kind = {}
+        for members in groups.values():
+            ok = [batch["rewards"][i] > 0 for i in members]
+            label = "mixed" if any(ok) and not all(ok) else ("all_fail" if not any(ok) else "all_ok")
+            for i in members:
+                kind[i] = label
+                if label == "mixed":
+                    mixed_abs.append(abs(float(out.seq_adv[i])))
+        for (i, start, end), v in zip(out.spans.tolist(), out.span_values.tolist()):
+            n = end - start
+            step_term = beta * v
+            if kind[i] == "all_fail":
+                all_fail_abs.extend([abs(step_term)] * n)
+            elif kind[i] == "mixed":
+                a = float(out.seq_adv[i])
+                which = "success" if batch["rewards"][i] > 0 else "failure"
+                flipped = (a + step_term < 0) if which == "success" else (a + step_term > 0)
+                tok[which][0] += n * flipped
+                tok[which][1] += n
+    share = lambda k: tok[k][0] / tok[k][1] if tok[k][1] else float("nan")  # noqa: E731
+    mixed = statistics.fmean(mixed_abs) if mixed_abs else float("nan")
+    return {
+        "beta": beta, "clip": clip, "norm": norm,
+        "clip_frac": clipped / scored if scored else 0.0,
+        "success_punished": share("success"),
+        "failure_credited": share("failure"),
+        "all_fail_signal": (statistics.fmean(all_fail_abs) / mixed) if all_fail_abs and mixed_abs else float("nan"),
+        "query_tokens": {k: v[1] for k, v in tok.items()} | {"all_fail": len(all_fail_abs)},
+    }
+
+
+def ig_summary(batches: list[dict]) -> dict:
+    """Raw IG of scored steps in successful vs failed rollouts, and how many steps were scored."""
+    succ, fail, n_steps = [], [], 0
+    for b in batches:
+        for r, row in zip(b["rewards"], b["step_ig"]):
+            n_steps += len(row)
+            (succ if r > 0 else fail).extend(v for v in row if v is not None)
+    stat = lambda xs: {"n": len(xs), "mean": statistics.fmean(xs) if xs else None,  # noqa: E731
+                       "positive_frac": sum(v > 0 for v in xs) / len(xs) if xs else None}
+    return {"steps": n_steps, "success": stat(succ), "failure": stat(fail),
+            "rollouts": sum(len(b["rewards"]) for b in batches)}
+
+
+def choose(grid: list[dict]) -> dict | None:
+    """The row the stated rule picks: within the limits, the largest all-fail signal."""
+    ok = [g for g in grid if g["success_punished"] <= MAX_SUCCESS_PUNISHED and g["clip_frac"] <= MAX_CLIP_FRAC
+          and g["all_fail_signal"] == g["all_fail_signal"]]
+    return max(ok, key=lambda g: g["all_fail_signal"]) if ok else None
+
+
+def plot(grid: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+    for clip in CLIPS:
+        rows = [g for g in grid if g["clip"] == clip]
+        label = f"c={clip}" if clip is not None else "no clip"
+        for a, key in zip(ax, ("success_punished", "failure_credited", "all_fail_signal")):
+            a.plot([g["beta"] for g in rows], [g[key] for g in rows], marker="o", label=label)
+    ax[0].axhline(MAX_SUCCESS_PUNISHED, color="grey", ls="--", lw=1)
+    titles = ("query tokens of successful rollouts turned negative", "query tokens of failed rollouts turned positive",
+              "all-fail step signal / GRPO signal in mixed groups")
+    for a, t in zip(ax, titles):
+        a.set_xscale("log"), a.set_xlim(min(BETAS) * 0.8, max(BETAS) * 1.25), a.set_xlabel("beta"), a.set_title(t, fontsize=9), a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(result: dict) -> str:
+    s = result["ig"]
+    fmt = lambda x: "-" if x is None or x != x else f"{x:.3f}"  # noqa: E731
+    lines = []
+    if result["args"]["quick"]:
+        lines += ["> **SMOKE TEST (`--quick`)**: tiny world and a short warm start; not a measurement.", ""]
+    lines += [
+        "# Step-term coefficients: beta and the IG clip c", "",
+        f"{result['device']}, {result['time'][:10]}. {s['rollouts']} rollouts of the SFT warm start "
+        f"({result['args']['questions']} questions x 4 per batch, {result['args']['batches']} batches, "
+        f"temperature 1), {s['steps']} search steps. Group-normalised IG (DESIGN.md section 4).", "",
+        "| rollouts | scored steps | mean raw IG | share of steps with IG > 0 |", "|---|---:|---:|---:|",
+        f"| successful | {s['success']['n']} | {fmt(s['success']['mean'])} | {fmt(s['success']['positive_frac'])} |",
+        f"| failed | {s['failure']['n']} | {fmt(s['failure']['mean'])} | {fmt(s['failure']['positive_frac'])} |", "",
+        "| beta | c | steps clipped | successful query tokens turned negative | failed query tokens (mixed groups) "
+        "turned positive | all-fail signal / GRPO signal |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for g in result["grid"]:
+        mark = " **(default)**" if (g["beta"], g["clip"]) == tuple(result["defaults"]) else ""
+        lines.append(f"| {g['beta']}{mark} | {g['clip'] if g['clip'] is not None else 'none'} | {fmt(g['clip_frac'])} "
+                     f"| {fmt(g['success_punished'])} | {fmt(g['failure_credited'])} | {fmt(g['all_fail_signal'])} |")
+    pick = result["chosen"]
+    lines += ["", f"Rule: successful query tokens turned negative <= {MAX_SUCCESS_PUNISHED:.0%}, steps clipped <= "
+              f"{MAX_CLIP_FRAC:.0%}, then the largest all-fail signal.",
+              f"The rule picks beta={pick['beta']}, c={pick['clip']}." if pick else "No grid point meets the rule.",
+              "", f"![ig coefficients]({Path(result['plot']).name})"]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke test: tiny world, short SFT, 1 small batch")
+    ap.add_argument("--batches", type=int, default=None, help="rollout batches (default 8; --quick 1)")
+    ap.add_argument("--questions", type=int, default=None, help="questions per batch (default 16; --quick 4)")
+    ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps if the warm start is built (default 700)")
+    ap.add_argument("--entities", type=int, default=None)
+    ap.add_argument("--world-seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--work-dir", default=None, help="warm start dir (default runs/replicate, shared with replicate.py)")
+    ap.add_argument("--out", default=None, help="output prefix (default bench/results/ig_coefficients[-quick])")
+    args = ap.parse_args(argv)
+    q = args.quick
+    args.batches = args.batches or (1 if q else 8)
+    args.questions = args.questions or (4 if q else 16)
+    args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else 700)
+    args.entities = args.entities if args.entities is not None else (300 if q else None)
+    args.steps, args.overrides = 1, []  # what replicate.run_overrides reads
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads and not torch.cuda.is_available():
+        torch.set_num_threads(args.threads)
+    from igsearch.train.config import TrainConfig
+
+    tmp = None
+    if args.work_dir or not args.quick:
+        root = Path(args.work_dir or ROOT / "runs" / "replicate")
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="ig-coefficients-")
+        root = Path(tmp.name)
+    batches = sample_batches(args, root)
+    grid = [effects(batches, b, c) for c in CLIPS for b in BETAS]
+    defaults = (TrainConfig.ig_beta, TrainConfig.ig_clip)
+    prefix = Path(args.out) if args.out else RESULTS / ("ig_coefficients-quick" if args.quick else "ig_coefficients")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    png = prefix.with_suffix(".png")
+    plot(grid, png)
+    result = {"benchmark": "ig_coefficients", "time": datetime.now(timezone.utc).isoformat(),
+              "device": device_name("cuda" if torch.cuda.is_available() else "cpu"), "torch": torch.__version__,
+              "args": {"quick": args.quick, "batches": args.batches, "questions": args.questions,
+                       "sft_steps": args.sft_steps, "seed": args.seed},
+              "ig": ig_summary(batches), "grid": grid, "defaults": list(defaults), "chosen": choose(grid),
+              "plot": str(png), "batches": batches}
+    atomic_write_text(prefix.with_suffix(".json"), json.dumps(result, indent=1))
+    md = render(result)
+    atomic_write_text(prefix.with_suffix(".md"), md)
+    if tmp is not None:
+        tmp.cleanup()
+    d = next(g for g in grid if (g["beta"], g["clip"]) == defaults)
+    print(f"\n{md}")
+    print(f"beta={d['beta']} clip={d['clip']} success_punished={d['success_punished']:.3f} "
+          f"all_fail_signal={d['all_fail_signal']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
