@@ -8,6 +8,8 @@ advantages A_i + beta * IGn_{i,t} on the query tokens and measures what the step
 - ``clip_frac``: share of scored steps whose group-normalised IG lies outside [-c, c].
 - ``success_punished``: share of the query tokens of *successful* rollouts (in groups with both
   outcomes) whose advantage the step term turns negative: the step term overriding a correct answer.
+  ``success_punished_steps`` counts the same per search step (k of n), with a 95% Wilson upper
+  bound ``success_punished_ub`` (tokens of one step are not independent; steps are the sample).
 - ``failure_credited``: share of the query tokens of *failed* rollouts in mixed groups whose
   advantage turns positive: a good search in a failed trajectory still gets credit (IG's purpose).
 - ``all_fail_signal``: mean |beta * IGn| on the query tokens of all-fail groups divided by the mean
@@ -17,11 +19,14 @@ advantages A_i + beta * IGn_{i,t} on the query tokens and measures what the step
 Also reported: mean raw IG of steps in successful vs failed rollouts (IG should be higher where the
 answer came out right) and the quantiles of the normalised IG.
 
-The rule the defaults follow (stated in the report): keep ``success_punished`` at or below 10% and
-``clip_frac`` at or below 5%, and within that take the largest all-fail signal.
+The rule the defaults follow (stated in the report): c is the tightest clip of the grid that touches
+at most 5% of the steps (clip outliers only); beta is the largest whose ``success_punished_ub`` is
+at most 10% (the step term may credit searches of failed rollouts, but must not, beyond sampling
+noise, override the outcome of successful ones).
 
     python bench/ig_coefficients.py --quick    # tiny world, short SFT, minutes
     python bench/ig_coefficients.py            # the replication's warm start, 8 x 16 questions x 4 rollouts
+    python bench/ig_coefficients.py --from-json bench/results/ig_coefficients.json   # re-analyse, no sampling
 
 Writes bench/results/ig_coefficients{-quick}.{json,md,png}; the last line is
 ``beta=<b> clip=<c> success_punished=<x> all_fail_signal=<y>`` for the configured defaults.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -47,7 +53,7 @@ from igsearch.train.io import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-BETAS = (0.1, 0.25, 0.5, 1.0, 2.0)
+BETAS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.0)
 CLIPS = (1.0, 2.0, 3.0, None)
 MAX_SUCCESS_PUNISHED = 0.10
 MAX_CLIP_FRAC = 0.05
@@ -93,6 +99,7 @@ def effects(batches: list[dict], beta: float, clip: float | None, norm: str = "g
 
     cfg = AdvantageConfig(estimator="ig", ig_beta=beta, ig_clip=clip, ig_norm=norm)
     tok = {"success": [0, 0], "failure": [0, 0]}  # [flipped tokens, tokens]
+    steps = {"success": [0, 0], "failure": [0, 0]}  # [flipped steps, steps]
     all_fail_abs, mixed_abs, clipped, scored = [], [], 0.0, 0.0
     for batch in batches:
         inp = AdvantageInput(batch["rewards"], batch["group_ids"], batch["step_ig"],
@@ -122,12 +129,16 @@ def effects(batches: list[dict], beta: float, clip: float | None, norm: str = "g
                 flipped = (a + step_term < 0) if which == "success" else (a + step_term > 0)
                 tok[which][0] += n * flipped
                 tok[which][1] += n
+                steps[which][0] += int(flipped)
+                steps[which][1] += 1
     share = lambda k: tok[k][0] / tok[k][1] if tok[k][1] else float("nan")  # noqa: E731
     mixed = statistics.fmean(mixed_abs) if mixed_abs else float("nan")
     return {
         "beta": beta, "clip": clip, "norm": norm,
         "clip_frac": clipped / scored if scored else 0.0,
         "success_punished": share("success"),
+        "success_punished_steps": steps["success"],
+        "success_punished_ub": wilson_upper(*steps["success"]),
         "failure_credited": share("failure"),
         "all_fail_signal": (statistics.fmean(all_fail_abs) / mixed) if all_fail_abs and mixed_abs else float("nan"),
         "query_tokens": {k: v[1] for k, v in tok.items()} | {"all_fail": len(all_fail_abs)},
@@ -147,11 +158,23 @@ def ig_summary(batches: list[dict]) -> dict:
             "rollouts": sum(len(b["rewards"]) for b in batches)}
 
 
+def wilson_upper(k: int, n: int, z: float = 1.96) -> float:
+    """Upper end of the Wilson score interval of a proportion k/n (1.0 when n is 0)."""
+    if n == 0:
+        return 1.0
+    p = k / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + half) / (1 + z * z / n))
+
+
 def choose(grid: list[dict]) -> dict | None:
-    """The row the stated rule picks: within the limits, the largest all-fail signal."""
-    ok = [g for g in grid if g["success_punished"] <= MAX_SUCCESS_PUNISHED and g["clip_frac"] <= MAX_CLIP_FRAC
-          and g["all_fail_signal"] == g["all_fail_signal"]]
-    return max(ok, key=lambda g: g["all_fail_signal"]) if ok else None
+    """The row the stated rule picks: the tightest clip with clip_frac <= 5%, then the largest beta
+    whose success_punished_ub <= 10%. None when no row qualifies."""
+    clips = sorted({g["clip"] for g in grid if g["clip"] is not None and g["clip_frac"] <= MAX_CLIP_FRAC})
+    clip = clips[0] if clips else None
+    ok = [g for g in grid if g["clip"] == clip and g["success_punished_ub"] <= MAX_SUCCESS_PUNISHED]
+    return max(ok, key=lambda g: g["beta"]) if ok else None
 
 
 def plot(grid: list[dict], path: Path) -> None:
@@ -164,10 +187,10 @@ def plot(grid: list[dict], path: Path) -> None:
     for clip in CLIPS:
         rows = [g for g in grid if g["clip"] == clip]
         label = f"c={clip}" if clip is not None else "no clip"
-        for a, key in zip(ax, ("success_punished", "failure_credited", "all_fail_signal")):
+        for a, key in zip(ax, ("success_punished_ub", "failure_credited", "all_fail_signal")):
             a.plot([g["beta"] for g in rows], [g[key] for g in rows], marker="o", label=label)
     ax[0].axhline(MAX_SUCCESS_PUNISHED, color="grey", ls="--", lw=1)
-    titles = ("query tokens of successful rollouts turned negative", "query tokens of failed rollouts turned positive",
+    titles = ("successful search steps turned negative (95% upper bound)", "query tokens of failed rollouts turned positive",
               "all-fail step signal / GRPO signal in mixed groups")
     for a, t in zip(ax, titles):
         a.set_xscale("log"), a.set_xlim(min(BETAS) * 0.8, max(BETAS) * 1.25), a.set_xlabel("beta"), a.set_title(t, fontsize=9), a.legend(fontsize=8)
@@ -190,17 +213,20 @@ def render(result: dict) -> str:
         "| rollouts | scored steps | mean raw IG | share of steps with IG > 0 |", "|---|---:|---:|---:|",
         f"| successful | {s['success']['n']} | {fmt(s['success']['mean'])} | {fmt(s['success']['positive_frac'])} |",
         f"| failed | {s['failure']['n']} | {fmt(s['failure']['mean'])} | {fmt(s['failure']['positive_frac'])} |", "",
-        "| beta | c | steps clipped | successful query tokens turned negative | failed query tokens (mixed groups) "
-        "turned positive | all-fail signal / GRPO signal |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| beta | c | steps clipped | successful query tokens turned negative | successful search steps turned "
+        "negative (95% upper bound) | failed query tokens (mixed groups) turned positive | all-fail signal / GRPO "
+        "signal |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for g in result["grid"]:
         mark = " **(default)**" if (g["beta"], g["clip"]) == tuple(result["defaults"]) else ""
         lines.append(f"| {g['beta']}{mark} | {g['clip'] if g['clip'] is not None else 'none'} | {fmt(g['clip_frac'])} "
-                     f"| {fmt(g['success_punished'])} | {fmt(g['failure_credited'])} | {fmt(g['all_fail_signal'])} |")
+                     f"| {fmt(g['success_punished'])} | {g['success_punished_steps'][0]}/{g['success_punished_steps'][1]} "
+                     f"({fmt(g['success_punished_ub'])}) | {fmt(g['failure_credited'])} | {fmt(g['all_fail_signal'])} |")
     pick = result["chosen"]
-    lines += ["", f"Rule: successful query tokens turned negative <= {MAX_SUCCESS_PUNISHED:.0%}, steps clipped <= "
-              f"{MAX_CLIP_FRAC:.0%}, then the largest all-fail signal.",
+    lines += ["", f"Rule: c is the tightest clip that touches at most {MAX_CLIP_FRAC:.0%} of the steps; beta is the "
+              f"largest whose 95% upper bound on successful search steps turned negative is at most "
+              f"{MAX_SUCCESS_PUNISHED:.0%}.",
               f"The rule picks beta={pick['beta']}, c={pick['clip']}." if pick else "No grid point meets the rule.",
               "", f"![ig coefficients]({Path(result['plot']).name})"]
     return "\n".join(lines) + "\n"
@@ -217,6 +243,8 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--work-dir", default=None, help="warm start dir (default runs/replicate, shared with replicate.py)")
+    ap.add_argument("--from-json", default=None,
+                    help="re-analyse the rollouts stored in an earlier result JSON instead of sampling new ones")
     ap.add_argument("--out", default=None, help="output prefix (default bench/results/ig_coefficients[-quick])")
     args = ap.parse_args(argv)
     q = args.quick
@@ -241,7 +269,16 @@ def main(argv=None) -> int:
     else:
         tmp = tempfile.TemporaryDirectory(prefix="ig-coefficients-")
         root = Path(tmp.name)
-    batches = sample_batches(args, root)
+    if args.from_json:
+        try:
+            old = json.loads(Path(args.from_json).read_text())
+            batches, args_used = old["batches"], old["args"]
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"ig_coefficients: cannot read stored rollouts from {args.from_json}: {e}")
+        for k in ("batches", "questions", "sft_steps", "seed", "quick"):
+            setattr(args, k, args_used[k])
+    else:
+        batches = sample_batches(args, root)
     grid = [effects(batches, b, c) for c in CLIPS for b in BETAS]
     defaults = (TrainConfig.ig_beta, TrainConfig.ig_clip)
     prefix = Path(args.out) if args.out else RESULTS / ("ig_coefficients-quick" if args.quick else "ig_coefficients")

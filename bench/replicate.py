@@ -294,7 +294,7 @@ def parse_args(argv=None):
     ap.add_argument("--questions", type=int, default=None, help="questions per step (default 16, as the demo; --quick 4)")
     ap.add_argument("--test-questions", type=int, default=None, help="test questions evaluated (default 300; --quick 24)")
     ap.add_argument("--eval-every", type=int, default=None,
-                    help="also evaluate on test every N steps (default 40; --quick: at the end only)")
+                    help="also evaluate on test every N steps (default 20; --quick: at the end only)")
     ap.add_argument("--entities", type=int, default=None, help="world size (default: the default world; --quick 300)")
     ap.add_argument("--world-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1,
@@ -317,7 +317,7 @@ def parse_args(argv=None):
     args.questions = args.questions if args.questions is not None else (4 if q else 16)
     args.test_questions = args.test_questions if args.test_questions is not None else (24 if q else 300)
     args.entities = args.entities if args.entities is not None else (300 if q else None)
-    args.eval_every = args.eval_every if args.eval_every is not None else (0 if q else 40)
+    args.eval_every = args.eval_every if args.eval_every is not None else (0 if q else 20)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.methods:
         ap.error("--methods is empty")

@@ -125,6 +125,19 @@ def test_ig_coefficients_effects_of_beta():
     # the all-fail signal is linear in beta without clipping, and 0 steps are clipped
     assert large["all_fail_signal"] == pytest.approx(20 * small["all_fail_signal"])
     assert small["clip_frac"] == 0.0 and mod.effects(batch, 0.5, 0.5)["clip_frac"] > 0.0
-    picked = mod.choose([small, large])
-    assert picked is small  # large punishes the successful rollout's query
+    assert small["success_punished_steps"] == [0, 1] and large["success_punished_steps"] == [1, 1]
     assert mod.ig_summary(batch)["success"]["mean"] == pytest.approx(-0.5)
+
+
+def test_ig_coefficients_rule():
+    mod = load("ig_coefficients")
+    assert mod.wilson_upper(0, 83) == pytest.approx(1.96 ** 2 / (83 + 1.96 ** 2))
+    assert mod.wilson_upper(0, 0) == 1.0 and mod.wilson_upper(5, 10) > 0.5 > mod.wilson_upper(0, 10) - 0.3
+
+    def row(beta, clip, clip_frac, ub):
+        return {"beta": beta, "clip": clip, "clip_frac": clip_frac, "success_punished_ub": ub}
+
+    grid = [row(b, c, cf, ub) for c, cf in ((1.0, 0.3), (2.0, 0.02), (3.0, 0.0))
+            for b, ub in ((0.25, 0.02), (0.5, 0.05), (1.0, 0.2))]
+    assert (mod.choose(grid)["beta"], mod.choose(grid)["clip"]) == (0.5, 2.0)  # tightest clip <= 5%, then beta
+    assert mod.choose([row(0.5, 2.0, 0.02, 0.5)]) is None

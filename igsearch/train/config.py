@@ -120,9 +120,11 @@ class TrainConfig:
     # ---------------------------------------------------------------- advantages (DESIGN.md section 4)
     adv_scale: str = _f("std", "GRPO group advantage: std ((R - mean) / (std + eps)) | none (R - mean).")
     adv_eps: float = _f(1e-6, "Epsilon added to the group standard deviations.")
-    ig_beta: float = _f(0.5, "beta: weight of the normalised step IG added to the query-span tokens' advantage.")
+    ig_beta: float = _f(0.5, "beta: weight of the normalised step IG added to the query-span tokens' advantage "
+                             "(default measured by bench/ig_coefficients.py).")
     ig_norm: str = _f("group", "Step-IG normalisation: group (z-score per group) | batch (z-score per batch) | none.")
-    ig_clip: float | None = _f(2.0, "c: normalised step IG is clipped to [-c, c]; none disables clipping.")
+    ig_clip: float | None = _f(2.0, "c: normalised step IG is clipped to [-c, c]; none disables clipping "
+                                      "(default measured by bench/ig_coefficients.py).")
     span_weight: str = _f("uniform", "Weight of a query-span token: uniform (1) | inverse_length (1 / |span|).")
 
     # ---------------------------------------------------------------- IG scoring (DESIGN.md section 3)
