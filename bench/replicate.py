@@ -242,7 +242,61 @@ def plots(runs: dict, out_prefix: Path, start: dict | None = None) -> list[Path]
     return paths
 
 
-def render(result: dict, agg: dict, png: list[Path], start_metrics: dict | None) -> str:
+def paired_gaps(runs: dict, source: str) -> list[float]:
+    """Per seed: IG's final test EM minus GRPO's on ``source`` (same seed = same questions per step)."""
+    gaps = []
+    for seed in sorted(set(runs.get("grpo", {})) & set(runs.get("ig", {}))):
+        g, i = (runs[m][seed]["evals"][max(runs[m][seed]["evals"])] for m in ("grpo", "ig"))
+        if source in g and source in i:
+            gaps.append(i[source]["em"] - g[source]["em"])
+    return gaps
+
+
+def verdict(runs: dict, agg: dict) -> list[str]:
+    """The paper's three claims, judged on this run with a rule stated in the text."""
+    if not {"grpo", "ig"} <= set(runs):
+        return ["(both methods are needed to judge the claims)"]
+
+    def judge(gaps: list[float]) -> str:
+        if not gaps:
+            return "not measured"
+        if all(g > 0 for g in gaps):
+            return "held"
+        if all(g < 0 for g in gaps):
+            return "did not hold (GRPO ahead on every seed)"
+        return "not shown (the seeds disagree or tie)"
+
+    overall = paired_gaps(runs, "overall")
+    fmt = lambda gs: ", ".join(f"{g:+.3f}" for g in gs)  # noqa: E731
+    lines = [
+        "## The paper's claims on this run", "",
+        "Rule: a claim about EM *held* when IG-Search is ahead of GRPO on every seed (paired by seed: same "
+        "questions per step), *did not hold* when GRPO is ahead on every seed, *not shown* otherwise.", "",
+        f"1. IG-Search beats the trajectory baseline (overall test EM, IG minus GRPO per seed: {fmt(overall)}): "
+        f"**{judge(overall)}**.",
+    ]
+    hops = sorted(s for s in agg["ig"]["test_em"] if s != "overall")
+    per_hop = {s: paired_gaps(runs, s) for s in hops}
+    mean_gap = {s: statistics.fmean(g) for s, g in per_hop.items() if g}
+    single = [s for s in mean_gap if "1hop" in s]
+    multi = [s for s in mean_gap if "1hop" not in s]
+    if single and multi:
+        most = max(mean_gap, key=mean_gap.get)
+        held = judge(overall) == "held" and all(mean_gap[m] > mean_gap[single[0]] for m in multi)
+        lines.append("2. The gain is largest on multi-hop questions (mean gap per hop count: "
+                     + ", ".join(f"{s} {mean_gap[s]:+.3f}" for s in hops) + f"; largest: {most}): **"
+                     + ("held" if held else "did not hold" if judge(overall) == "held" else
+                        "not applicable (no overall gain)") + "**.")
+    g_ig, g_grpo = agg["ig"]["all_fail_grad_norm_mean"], agg["grpo"]["all_fail_grad_norm_mean"]
+    if g_ig is not None and g_grpo is not None:
+        ok = g_ig > 0 and g_grpo == 0
+        lines.append(f"3. IG-Search still gets a learning signal when every rollout of a group fails (mean gradient "
+                     f"norm from all-fail groups: IG {g_ig:.3g}, GRPO {g_grpo:.3g}): **{'held' if ok else 'did not hold'}** "
+                     "as a mechanism; whether that signal raises EM is claim 1.")
+    return lines + [""]
+
+
+def render(result: dict, agg: dict, png: list[Path], start_metrics: dict | None, runs: dict | None = None) -> str:
     a = result["args"]
     lines = []
     if a["quick"]:
@@ -265,6 +319,8 @@ def render(result: dict, agg: dict, png: list[Path], start_metrics: dict | None)
                  f"[{agg[m]['test_em'][s]['min']:.3f}, {agg[m]['test_em'][s]['max']:.3f}]" for m in agg]
         cells += [f"{agg[m]['test_searches'][s]['mean']:.2f}" for m in agg]
         lines.append(f"| {s} | {ws} | " + " | ".join(cells) + " |")
+    if runs is not None:
+        lines += [""] + verdict(runs, agg)[:-1]
     lines += ["", "## All-fail groups and the gradient they give", "",
               "| method | all-fail share (mean over steps) | all-fail groups / groups | "
               "grad norm from all-fail groups (mean over steps that had any) | mean abs per-token advantage there | "
@@ -431,7 +487,7 @@ def main(argv=None) -> int:
         "plots": [p.name for p in png],
     }
     atomic_write_text(prefix.with_suffix(".json"), json.dumps(result, indent=1, default=str))
-    md = render(result, agg, png, start_metrics)
+    md = render(result, agg, png, start_metrics, runs)
     atomic_write_text(prefix.with_suffix(".md"), md)
     if tmp is not None:
         tmp.cleanup()

@@ -141,3 +141,21 @@ def test_ig_coefficients_rule():
             for b, ub in ((0.25, 0.02), (0.5, 0.05), (1.0, 0.2))]
     assert (mod.choose(grid)["beta"], mod.choose(grid)["clip"]) == (0.5, 2.0)  # tightest clip <= 5%, then beta
     assert mod.choose([row(0.5, 2.0, 0.02, 0.5)]) is None
+
+
+def _final(em1, em2, overall):
+    return {"evals": {10: {"world_1hop": {"em": em1}, "world_2hop": {"em": em2}, "overall": {"em": overall}}}}
+
+
+def test_replicate_verdict_follows_the_stated_rule():
+    mod = load("replicate")
+    agg = {"ig": {"test_em": {"world_1hop": 0, "world_2hop": 0, "overall": 0}, "all_fail_grad_norm_mean": 0.1},
+           "grpo": {"all_fail_grad_norm_mean": 0.0}}
+    grpo = {0: _final(.2, .1, .15), 1: _final(.2, .1, .15)}
+    ahead = "\n".join(mod.verdict({"grpo": grpo, "ig": {0: _final(.21, .2, .2), 1: _final(.2, .15, .17)}}, agg))
+    assert "+0.050, +0.020): **held**" in ahead and "largest: world_2hop): **held**" in ahead
+    mixed = "\n".join(mod.verdict({"grpo": grpo, "ig": {0: _final(.3, .1, .2), 1: _final(.1, .1, .1)}}, agg))
+    assert "**not shown" in mixed and "not applicable" in mixed
+    behind = "\n".join(mod.verdict({"grpo": grpo, "ig": {0: _final(.1, .1, .1), 1: _final(.1, .1, .1)}}, agg))
+    assert "**did not hold (GRPO ahead" in behind
+    assert "IG 0.1, GRPO 0): **held**" in behind
