@@ -242,42 +242,60 @@ def plots(runs: dict, out_prefix: Path, start: dict | None = None) -> list[Path]
     return paths
 
 
-def paired_gaps(runs: dict, source: str) -> list[float]:
-    """Per seed: IG's final test EM minus GRPO's on ``source`` (same seed = same questions per step)."""
+def paired_gaps(runs: dict, source: str) -> list[tuple[float, float]]:
+    """Per seed: (IG's final test EM minus GRPO's on ``source``, the noise margin of that difference).
+
+    Same seed = same questions per step. The margin is 1.96 x the standard error of a difference of
+    two EMs measured on n test questions each (unpaired, so conservative)."""
     gaps = []
     for seed in sorted(set(runs.get("grpo", {})) & set(runs.get("ig", {}))):
         g, i = (runs[m][seed]["evals"][max(runs[m][seed]["evals"])] for m in ("grpo", "ig"))
         if source in g and source in i:
-            gaps.append(i[source]["em"] - g[source]["em"])
+            gaps.append((i[source]["em"] - g[source]["em"], em_margin(g[source], i[source])))
     return gaps
 
 
-def verdict(runs: dict, agg: dict) -> list[str]:
-    """The paper's three claims, judged on this run with a rule stated in the text."""
+def em_margin(a: dict, b: dict) -> float:
+    """1.96 x SE of the difference of two EMs (each a metrics dict with ``em`` and ``n``)."""
+    var = sum(m["em"] * (1 - m["em"]) / max(m.get("n", 1), 1) for m in (a, b))
+    return 1.96 * math.sqrt(var)
+
+
+def verdict(runs: dict, agg: dict, start: dict | None = None) -> list[str]:
+    """The paper's three claims, judged on this run with the rule stated in the text."""
     if not {"grpo", "ig"} <= set(runs):
         return ["(both methods are needed to judge the claims)"]
 
-    def judge(gaps: list[float]) -> str:
+    def judge(gaps: list[tuple[float, float]]) -> str:
         if not gaps:
             return "not measured"
-        if all(g > 0 for g in gaps):
+        if all(g > m for g, m in gaps):
             return "held"
-        if all(g < 0 for g in gaps):
+        if all(g < -m for g, m in gaps):
             return "did not hold (GRPO ahead on every seed)"
-        return "not shown (the seeds disagree or tie)"
+        if all(abs(g) <= m for g, m in gaps):
+            return "not shown (no seed differs beyond test-set noise)"
+        return "not shown (the seeds disagree)"
 
     overall = paired_gaps(runs, "overall")
-    fmt = lambda gs: ", ".join(f"{g:+.3f}" for g in gs)  # noqa: E731
+    fmt = lambda gs: ", ".join(f"{g:+.3f} (noise ±{m:.3f})" for g, m in gs)  # noqa: E731
     lines = [
         "## The paper's claims on this run", "",
-        "Rule: a claim about EM *held* when IG-Search is ahead of GRPO on every seed (paired by seed: same "
-        "questions per step), *did not hold* when GRPO is ahead on every seed, *not shown* otherwise.", "",
-        f"1. IG-Search beats the trajectory baseline (overall test EM, IG minus GRPO per seed: {fmt(overall)}): "
-        f"**{judge(overall)}**.",
+        "Rule: a claim about EM *held* when IG-Search is ahead of GRPO on every seed by more than the test-set "
+        "noise (1.96 x the standard error of a difference of two EMs on n questions), *did not hold* when GRPO is "
+        "ahead by more than that on every seed, *not shown* otherwise. Seeds are paired: same questions per step.", "",
     ]
+    if start and "overall" in start:
+        moves = []
+        for m in ("grpo", "ig"):
+            finals = [r["evals"][max(r["evals"])]["overall"] for r in runs[m].values()]
+            d = statistics.fmean(f["em"] for f in finals) - start["overall"]["em"]
+            moves.append(f"{m} {d:+.3f} (noise ±{em_margin(start['overall'], finals[0]):.3f})")
+        lines.append("0. Change of overall test EM from the warm start, mean over seeds: " + ", ".join(moves) + ".")
+    lines.append(f"1. IG-Search beats the trajectory baseline (overall test EM, IG minus GRPO per seed: {fmt(overall)}): "
+                 f"**{judge(overall)}**.")
     hops = sorted(s for s in agg["ig"]["test_em"] if s != "overall")
-    per_hop = {s: paired_gaps(runs, s) for s in hops}
-    mean_gap = {s: statistics.fmean(g) for s, g in per_hop.items() if g}
+    mean_gap = {s: statistics.fmean(g for g, _ in gs) for s in hops if (gs := paired_gaps(runs, s))}
     single = [s for s in mean_gap if "1hop" in s]
     multi = [s for s in mean_gap if "1hop" not in s]
     if single and multi:
@@ -320,7 +338,7 @@ def render(result: dict, agg: dict, png: list[Path], start_metrics: dict | None,
         cells += [f"{agg[m]['test_searches'][s]['mean']:.2f}" for m in agg]
         lines.append(f"| {s} | {ws} | " + " | ".join(cells) + " |")
     if runs is not None:
-        lines += [""] + verdict(runs, agg)[:-1]
+        lines += [""] + verdict(runs, agg, start_metrics)[:-1]
     lines += ["", "## All-fail groups and the gradient they give", "",
               "| method | all-fail share (mean over steps) | all-fail groups / groups | "
               "grad norm from all-fail groups (mean over steps that had any) | mean abs per-token advantage there | "

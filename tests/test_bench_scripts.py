@@ -143,8 +143,9 @@ def test_ig_coefficients_rule():
     assert mod.choose([row(0.5, 2.0, 0.02, 0.5)]) is None
 
 
-def _final(em1, em2, overall):
-    return {"evals": {10: {"world_1hop": {"em": em1}, "world_2hop": {"em": em2}, "overall": {"em": overall}}}}
+def _final(em1, em2, overall, n=100_000):
+    return {"evals": {10: {"world_1hop": {"em": em1, "n": n}, "world_2hop": {"em": em2, "n": n},
+                           "overall": {"em": overall, "n": n}}}}
 
 
 def test_replicate_verdict_follows_the_stated_rule():
@@ -153,9 +154,16 @@ def test_replicate_verdict_follows_the_stated_rule():
            "grpo": {"all_fail_grad_norm_mean": 0.0}}
     grpo = {0: _final(.2, .1, .15), 1: _final(.2, .1, .15)}
     ahead = "\n".join(mod.verdict({"grpo": grpo, "ig": {0: _final(.21, .2, .2), 1: _final(.2, .15, .17)}}, agg))
-    assert "+0.050, +0.020): **held**" in ahead and "largest: world_2hop): **held**" in ahead
+    assert "+0.020 (noise ±0.003)): **held**" in ahead and "largest: world_2hop): **held**" in ahead
     mixed = "\n".join(mod.verdict({"grpo": grpo, "ig": {0: _final(.3, .1, .2), 1: _final(.1, .1, .1)}}, agg))
     assert "**not shown" in mixed and "not applicable" in mixed
     behind = "\n".join(mod.verdict({"grpo": grpo, "ig": {0: _final(.1, .1, .1), 1: _final(.1, .1, .1)}}, agg))
     assert "**did not hold (GRPO ahead" in behind
     assert "IG 0.1, GRPO 0): **held**" in behind
+    # the same gaps on 300 questions are within test-set noise
+    small = {0: _final(.21, .2, .2, n=300), 1: _final(.2, .15, .17, n=300)}
+    noisy = "\n".join(mod.verdict({"grpo": {0: _final(.2, .1, .15, n=300), 1: _final(.2, .1, .15, n=300)},
+                                   "ig": small}, agg, start={"overall": {"em": 0.15, "n": 300}}))
+    assert "**not shown (no seed differs beyond test-set noise)**" in noisy
+    assert "0. Change of overall test EM from the warm start, mean over seeds: grpo +0.000" in noisy
+    assert mod.em_margin({"em": 0.5, "n": 100}, {"em": 0.5, "n": 100}) == pytest.approx(1.96 * 0.5 ** 0.5 / 10)
