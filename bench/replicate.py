@@ -22,9 +22,9 @@ function of (seed, step)). Reported:
   The probe costs one extra forward + backward over the all-fail rollouts per step.
 
     python bench/replicate.py --quick          # smoke test: 1 seed, few steps, minutes
-    python bench/replicate.py                  # 3 seeds x 2 methods x 120 steps, one process
+    python bench/replicate.py                  # 3 seeds x 2 methods x 120 steps, one process (~3.3 h here, from the measured s/step)
 
-    # the same on 2 cores in about half the time: one warm start, one process per method, then merge
+    # the same on 2 cores in 97 min (measured): one warm start, one process per method, then merge
     python bench/replicate.py --setup-only --threads 2
     python bench/replicate.py --methods grpo & python bench/replicate.py --methods ig & wait
     python bench/replicate.py --report-only
