@@ -21,3 +21,31 @@ def device_name(device: str) -> str:
     except OSError:
         pass
     return f"CPU {cpu} ({torch.get_num_threads()} threads)"
+
+
+THREADS_HELP = ("torch CPU threads of the policy (default 1: on a shared CPU, oversubscribed OpenMP threads make "
+                "timings meaningless; 0 = torch's choice)")
+
+
+def add_threads_argument(ap) -> None:
+    """The ``--threads`` option shared by the training benchmarks (default 1)."""
+    ap.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's CPU threads unless ``threads`` is 0/None or the run is on a GPU."""
+    if threads and not torch.cuda.is_available():
+        torch.set_num_threads(threads)
+
+
+def work_root(path, prefix: str):
+    """(root, tmp): ``path`` created when given, else a fresh temporary directory that the caller
+    removes with ``tmp.cleanup()`` (``tmp`` is None for a given path)."""
+    import tempfile
+
+    if path:
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        return root, None
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    return Path(tmp.name), tmp

@@ -39,7 +39,6 @@ import json
 import math
 import statistics
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchutil import device_name  # noqa: E402
+from benchutil import add_threads_argument, apply_threads, device_name, work_root  # noqa: E402
 from igsearch.train.io import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,7 +240,7 @@ def parse_args(argv=None):
     ap.add_argument("--entities", type=int, default=None)
     ap.add_argument("--world-seed", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_threads_argument(ap)
     ap.add_argument("--work-dir", default=None, help="warm start dir (default runs/replicate, shared with replicate.py)")
     ap.add_argument("--from-json", default=None,
                     help="re-analyse the rollouts stored in an earlier result JSON instead of sampling new ones")
@@ -258,17 +257,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads and not torch.cuda.is_available():
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     from igsearch.train.config import TrainConfig
 
-    tmp = None
-    if args.work_dir or not args.quick:
-        root = Path(args.work_dir or ROOT / "runs" / "replicate")
-        root.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="ig-coefficients-")
-        root = Path(tmp.name)
+    root, tmp = work_root(args.work_dir or (None if args.quick else ROOT / "runs" / "replicate"), "ig-coefficients-")
     if args.from_json:
         try:
             old = json.loads(Path(args.from_json).read_text())

@@ -43,7 +43,6 @@ import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -56,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("grpo", "ig")
-from benchutil import device_name  # noqa: E402
+from benchutil import add_threads_argument, apply_threads, device_name, work_root  # noqa: E402
 from igsearch.train.io import atomic_write_text  # noqa: E402
 
 
@@ -371,9 +370,7 @@ def parse_args(argv=None):
                     help="also evaluate on test every N steps (default 20; --quick: at the end only)")
     ap.add_argument("--entities", type=int, default=None, help="world size (default: the default world; --quick 300)")
     ap.add_argument("--world-seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads of the policy (default 1: on a shared CPU, oversubscribed OpenMP "
-                         "threads make timings meaningless; 0 = torch's choice)")
+    add_threads_argument(ap)
     ap.add_argument("--work-dir", default=None, help="world/SFT/runs (default runs/replicate; --quick a temp dir)")
     ap.add_argument("--out", default=None, help="output prefix (default bench/results/replication[-quick])")
     ap.add_argument("--methods", default=",".join(METHODS),
@@ -441,17 +438,10 @@ def run_overrides(args, world: Path, sft: Path, method: str, seed: int) -> list[
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads and not torch.cuda.is_available():
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     from igsearch.train.config import load_config
 
-    tmp = None
-    if args.work_dir or not args.quick:
-        root = Path(args.work_dir or ROOT / "runs" / "replicate")
-        root.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="replicate-")
-        root = Path(tmp.name)
+    root, tmp = work_root(args.work_dir or (None if args.quick else ROOT / "runs" / "replicate"), "replicate-")
     t_all = time.perf_counter()
     world, sft, manifest, test_rows, t_sft = prepare(args, root, args.test_questions)
     if args.setup_only:

@@ -48,7 +48,6 @@ import json
 import re
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,7 +56,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchutil import device_name  # noqa: E402
+from benchutil import add_threads_argument, apply_threads, device_name, work_root  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -320,9 +319,7 @@ def parse_args(argv=None):
                     help="SFT warm-start steps so that rollouts search (default 40 quick, 60 gpu; 0 = untrained)")
     ap.add_argument("--sft-lr", type=float, default=1e-4, help="learning rate of the gpu preset's bf16 SFT")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads of the policy (default 1: on a shared CPU, oversubscribed OpenMP "
-                         "threads make timings meaningless; 0 = torch's choice)")
+    add_threads_argument(ap)
     ap.add_argument("--work-dir", default=None, help="where world/policy/run go (default: a temp dir, removed)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/step_overhead-<device>.json)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides")
@@ -344,17 +341,10 @@ def main(argv=None) -> int:
         print("step_overhead: --preset gpu needs a CUDA GPU and none is visible (torch.cuda.is_available() "
               "is False); on a CPU run `python bench/step_overhead.py --quick`.", file=sys.stderr)
         return 2
-    if args.threads and not torch.cuda.is_available():
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     from igsearch.train.trainer import Trainer
 
-    tmp = None
-    if args.work_dir:
-        root = Path(args.work_dir)
-        root.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="step_overhead-")
-        root = Path(tmp.name)
+    root, tmp = work_root(args.work_dir, "step_overhead-")
     t_setup = time.perf_counter()
     cfg = setup_gpu(args, root) if args.preset == "gpu" else setup_quick(args, root)
     device = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
