@@ -1,30 +1,32 @@
-"""Replication on the synthetic world: GRPO vs IG-Search from one SFT warm start, several seeds.
+"""Replication on the synthetic world: every registered method (GRPO, IG-Search, ...) from one warm start, several seeds.
 
-From ONE SFT warm start (the tiny policy, the demo's SFT settings), ``grpo`` and ``ig`` are each
-trained for ``--steps`` steps on the world's train split with seeds ``--seeds`` (configs/tiny-cpu.yaml
-settings otherwise); a method and a seed see the same questions per step (question sampling is a
-function of (seed, step)). Reported:
+From ONE warm start (``igsearch.warmstart``: the tiny policy, SFT on a separate world, the demo's
+settings), each method is trained for ``--steps`` steps on the world's train split with seeds
+``--seeds`` (the demo's RL settings otherwise); a method and a seed see the same questions per step
+(question sampling is a function of (seed, step)). The trainer evaluates greedily on ``--test-questions``
+test questions before training and every ``--eval-every`` steps and keeps every per-question result
+(``<run>/evals/step_NNNNNN.json``). Reported:
 
-- EM on the test split (greedy, one rollout per question) per hop count after training, mean and
-  spread (sample std and min..max) over seeds; the warm start's EM for reference.
-- Training EM and reward over steps (plots, mean over seeds with the min..max band), and test EM at
-  ``--eval-every`` steps when set.
-- All-fail groups: the share of groups in which every rollout failed (EM 0), per step, from the
-  trainer's ``groups/all_fail_frac``.
-- The gradient those groups give. The trainer logs one ``grad_norm`` per optimizer step (whole
-  batch, after clipping is applied), not per group, so the benchmark measures it directly: before
-  each update (by wrapping ``Trainer.update`` of the instance, not changing the trainer), it takes
-  the rollouts of the all-fail groups only, evaluates the same PPO loss with the same advantages
-  (``adv.select``) at the current weights, back-propagates it and records the global L2 norm of
-  that gradient (unclipped), and the mean |per-token advantage| on the policy's tokens of those
-  rollouts; the gradients are then cleared and the normal update runs. GRPO's advantages on an
-  all-fail group are exactly 0, so its probe norm is 0 (with kl_coef 0): measured too, not assumed.
-  The probe costs one extra forward + backward over the all-fail rollouts per step.
+- test EM per hop count after training, mean and spread (sample std, min..max) over seeds;
+- paired comparisons on the same questions (per-question EM averaged over seeds, questions
+  resampled: 95% bootstrap interval; McNemar on single seeds): IG-Search vs GRPO overall and per hop
+  count, and every method vs the warm start; the verdict on the paper's claims by the rule stated in
+  the report;
+- wall-clock to quality: EM against training seconds (rollouts, rewards, IG scoring, update, weight
+  sync; evaluations and the benchmark's own probe excluded) and steps, and the time each method takes
+  to reach the best EM GRPO reaches;
+- all-fail groups: the share of groups in which every rollout failed, per step (trainer's
+  ``groups/all_fail_frac``), and the gradient those groups give. The trainer logs one ``grad_norm``
+  per optimizer step, not per group, so the benchmark measures it: before each update (by wrapping
+  ``Trainer.update`` of the instance) it evaluates the same PPO loss on the all-fail groups' rollouts
+  only, back-propagates it and records the unclipped global L2 norm; the gradients are then cleared
+  and the normal update runs. GRPO's advantages on an all-fail group are exactly 0, so its norm is 0
+  (with kl_coef 0): measured, not assumed. Its time is subtracted from the wall-clock figures.
 
     python bench/replicate.py --quick          # smoke test: 1 seed, few steps, minutes
-    python bench/replicate.py                  # 3 seeds x 2 methods x 120 steps, one process (~3.3 h here, from the measured s/step)
+    python bench/replicate.py                  # 3 seeds x every method, one process
 
-    # the same on 2 cores in 97 min (measured): one warm start, one process per method, then merge
+    # on 2 cores: one warm start, one process per method, then merge
     python bench/replicate.py --setup-only --threads 2
     python bench/replicate.py --methods grpo & python bench/replicate.py --methods ig & wait
     python bench/replicate.py --report-only
@@ -33,7 +35,7 @@ Runs already recorded in the work dir (runs/replicate/<method>-seed<seed>/replic
 with the same settings are reused, not retrained.
 
 Writes bench/results/replication.{md,json} and replication_*.png (``--quick``: replication-quick.*,
-a smoke test, not a result). The last line is ``em_grpo=<mean> em_ig=<mean>`` (test EM, overall).
+a smoke test, not a result). The last line is ``em_<method>=<mean> ...`` (test EM, overall).
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("grpo", "ig")
 from benchutil import add_threads_argument, apply_threads, device_name, work_root  # noqa: E402
 from igsearch.train.io import atomic_write_text  # noqa: E402
 
@@ -102,9 +103,12 @@ def all_fail_probe(trainer, trajs, adv) -> dict:
 # ----------------------------------------------------------------------------- one run
 
 
-def train_one(args, cfg_overrides: list[str], run_dir: Path, test_rows, *, eval_start: bool):
-    """Train one (method, seed); returns per-step metrics, probes and test evaluations."""
+def train_one(args, cfg_overrides: list[str], run_dir: Path) -> dict:
+    """Train one (method, seed) with the trainer's periodic test evaluation; returns per-step metrics,
+    all-fail probes and the evaluations ``{step: {"metrics", "records", "train_s"}}``."""
+    from igsearch.demo import load_evals
     from igsearch.train.config import load_config
+    from igsearch.train.logging import read_metrics
     from igsearch.train.trainer import Trainer
 
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", cfg_overrides)
@@ -113,32 +117,40 @@ def train_one(args, cfg_overrides: list[str], run_dir: Path, test_rows, *, eval_
     orig_update = trainer.update
 
     def update(trajs, adv, step):  # instance-level wrapper: probe, then the trainer's own update
+        t0 = time.perf_counter()
         probes.append({"step": step, **all_fail_probe(trainer, trajs, adv)})
+        probes[-1]["seconds"] = time.perf_counter() - t0
+        p = probes[-1]
+        print(f"[replicate] {cfg.method} seed {cfg.seed} step {step}/{cfg.steps}: all-fail groups "
+              f"{p['n_all_fail']}/{p['n_groups']}, their grad norm {p.get('grad_norm', float('nan')):.3g}", flush=True)
         return orig_update(trajs, adv, step)
 
     trainer.update = update
-    steps, evals = [], {}
     try:
-        if eval_start:
-            evals[0] = trainer.evaluate(rows=test_rows).metrics
-        for step in range(1, cfg.steps + 1):
-            t0 = time.perf_counter()
-            res = trainer.train_step(step)
-            m = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}
-            m["step"], m["wall_s"] = step, time.perf_counter() - t0
-            steps.append(m)
-            trainer.logger.log(step, res.metrics)
-            p = probes[-1]
-            print(f"[replicate] {cfg.method} seed {cfg.seed} step {step}/{cfg.steps}: reward "
-                  f"{m.get('reward/mean', 0):.3f}, all-fail {m.get('groups/all_fail_frac', 0):.2f}, "
-                  f"all-fail grad norm {p.get('grad_norm', float('nan')):.3g}, {m['wall_s']:.1f}s", flush=True)
-            if (args.eval_every and step % args.eval_every == 0) or step == cfg.steps:
-                evals[step] = trainer.evaluate(rows=test_rows).metrics
-        trainer.checkpoint(cfg.steps)
+        trainer.run()
+        if cfg.steps % cfg.eval_every:
+            trainer.logger.log(cfg.steps, trainer.periodic_eval(cfg.steps))
     finally:
         trainer.logger.close()
         trainer.close()
+    rows = read_metrics(run_dir)
+    steps = [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in rows if "reward/mean" in r]
+    probe_s = {p["step"]: p["seconds"] for p in probes}
+    train_s, spent, probe_total = {0: 0.0}, 0.0, 0.0
+    for m in steps:  # training seconds without the benchmark's own probe
+        probe_total += probe_s.get(m["step"], 0.0)
+        spent = m["time/train_elapsed"] - probe_total
+        train_s[m["step"]] = spent
+        m["wall_s"] = m["time/step"] - probe_s.get(m["step"], 0.0)
+    evals = {step: {"metrics": rec["greedy"]["metrics"], "records": compact(rec["greedy"]["records"]),
+                    "train_s": train_s.get(step, spent)}
+             for step, rec in load_evals(run_dir).items()}
     return {"steps": steps, "probes": probes, "evals": evals}
+
+
+def compact(records: list[dict]) -> list[dict]:
+    """The fields of a per-question record the report needs."""
+    return [{"id": r["id"], "data_source": r["data_source"], "em": r["em"]} for r in records]
 
 
 # ----------------------------------------------------------------------------- report
@@ -149,11 +161,15 @@ def mean_spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
+def final_eval(run: dict) -> dict:
+    return run["evals"][max(run["evals"])]
+
+
 def aggregate(runs: dict) -> dict:
     """runs[method][seed] -> summary per method."""
     out = {}
     for method, by_seed in runs.items():
-        finals = [r["evals"][max(r["evals"])] for r in by_seed.values()]
+        finals = [final_eval(r)["metrics"] for r in by_seed.values()]
         sources = sorted({s for f in finals for s in f}, key=lambda s: (s == "overall", s))
         em = {s: mean_spread([f[s]["em"] for f in finals if s in f]) for s in sources}
         searches = {s: mean_spread([f[s]["searches"] for f in finals if s in f]) for s in sources}
@@ -175,135 +191,83 @@ def aggregate(runs: dict) -> dict:
     return out
 
 
-def plots(runs: dict, out_prefix: Path, start: dict | None = None) -> list[Path]:
-    import matplotlib
+def pooled_records(runs_of_method: dict, step: int | None = None) -> list[dict]:
+    """Every seed's per-question records at ``step`` (None: each run's last evaluation)."""
+    out = []
+    for r in runs_of_method.values():
+        ev = final_eval(r) if step is None else r["evals"][step]
+        out += ev["records"]
+    return out
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    paths = []
+def paired(runs: dict, a: str, b: str) -> dict:
+    """``compare_records`` of method b against method a (a = "warm start": the step-0 evaluation),
+    per-question EM averaged over the seeds both have."""
+    from igsearch.stats import compare_records
 
-    def band(ax, key_fn, label, by_seed, window):
-        series = [[key_fn(m) for m in r["steps"]] for r in by_seed.values()]
-        n = min(len(s) for s in series)
-        smooth = []
-        for s in series:
-            s = s[:n]
-            smooth.append([statistics.fmean(s[max(0, i - window + 1):i + 1]) for i in range(n)])
-        xs = list(range(1, n + 1))
-        mean = [statistics.fmean(col) for col in zip(*smooth)]
-        ax.plot(xs, mean, label=label)
-        if len(smooth) > 1:
-            ax.fill_between(xs, [min(c) for c in zip(*smooth)], [max(c) for c in zip(*smooth)], alpha=0.2)
+    seeds = sorted(set(runs[b]) & (set(runs[a]) if a in runs else set(runs[b])))
+    rb = pooled_records({s: runs[b][s] for s in seeds})
+    if a == "warm start":
+        ra = [rec for s in seeds for rec in runs[b][s]["evals"][0]["records"]]
+    else:
+        ra = pooled_records({s: runs[a][s] for s in seeds})
+    return compare_records(ra, rb)
 
-    n_steps = max(len(r["steps"]) for by in runs.values() for r in by.values())
-    window = max(1, n_steps // 10)
-    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
+
+def mean_curve(by_seed: dict) -> list[tuple[int, float, float]]:
+    """(step, mean training seconds, mean overall EM) at every evaluation step all seeds share."""
+    common = sorted(set.intersection(*(set(r["evals"]) for r in by_seed.values())))
+    return [(s, statistics.fmean(r["evals"][s]["train_s"] for r in by_seed.values()),
+             statistics.fmean(r["evals"][s]["metrics"]["overall"]["em"] for r in by_seed.values())) for s in common]
+
+
+def time_to_quality(runs: dict, reference: str = "grpo") -> dict:
+    """The best mean EM the reference method reaches over its evaluations, and for every method the
+    first evaluation step (and mean training seconds) at which its mean EM over seeds reaches it."""
+    if reference not in runs:
+        return {}
+    ref_curve = mean_curve(runs[reference])
+    target = max(em for _, _, em in ref_curve)
+    out = {"reference": reference, "target_em": target, "methods": {}}
     for method, by_seed in runs.items():
-        band(ax[0], lambda m: m.get("em/mean", 0.0), method, by_seed, window)
-        band(ax[1], lambda m: m.get("groups/all_fail_frac", 0.0), method, by_seed, window)
-        pts = defaultdict(list)
-        if start and "overall" in start:
-            pts[0].append(start["overall"]["em"])  # the shared warm start
-        for r in by_seed.values():
-            for step, metrics in r["evals"].items():
-                pts[int(step)].append(metrics["overall"]["em"])
-        xs = sorted(pts)
-        ax[2].errorbar(xs, [statistics.fmean(pts[x]) for x in xs],
-                       yerr=[statistics.stdev(pts[x]) if len(pts[x]) > 1 else 0 for x in xs], marker="o",
-                       capsize=3, label=method)
-    ax[0].set_title(f"training EM (rolling mean over {window} steps)")
-    ax[1].set_title("share of all-fail groups")
-    ax[2].set_title("test EM (greedy), mean ± std over seeds")
-    for a in ax:
-        a.set_xlabel("step")
-        a.legend()
-    fig.tight_layout()
-    paths.append(out_prefix.with_name(out_prefix.name + "_em.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for method, by_seed in runs.items():
-        xs, ys = [], []
-        for r in by_seed.values():
-            for p in r["probes"]:
-                if "grad_norm" in p:
-                    xs.append(p["step"])
-                    ys.append(p["grad_norm"])
-        ax.scatter(xs, ys, s=10, label=method)
-    ax.set_xlabel("step"), ax.set_ylabel("grad norm"), ax.legend()
-    ax.set_title("gradient norm from the all-fail groups of a batch")
-    fig.tight_layout()
-    paths.append(out_prefix.with_name(out_prefix.name + "_allfail_grad.png"))
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    return paths
+        hit = next(((s, t) for s, t, em in mean_curve(by_seed) if em >= target - 1e-12), None)
+        out["methods"][method] = {"step": hit[0], "seconds": hit[1]} if hit else None
+    return out
 
 
-def paired_gaps(runs: dict, source: str) -> list[tuple[float, float]]:
-    """Per seed: (IG's final test EM minus GRPO's on ``source``, the noise margin of that difference).
-
-    Same seed = same questions per step. The margin is 1.96 x the standard error of a difference of
-    two EMs measured on n test questions each (unpaired, so conservative)."""
-    gaps = []
-    for seed in sorted(set(runs.get("grpo", {})) & set(runs.get("ig", {}))):
-        g, i = (runs[m][seed]["evals"][max(runs[m][seed]["evals"])] for m in ("grpo", "ig"))
-        if source in g and source in i:
-            gaps.append((i[source]["em"] - g[source]["em"], em_margin(g[source], i[source])))
-    return gaps
-
-
-def em_margin(a: dict, b: dict) -> float:
-    """1.96 x SE of the difference of two EMs (each a metrics dict with ``em`` and ``n``)."""
-    var = sum(m["em"] * (1 - m["em"]) / max(m.get("n", 1), 1) for m in (a, b))
-    return 1.96 * math.sqrt(var)
-
-
-def verdict(runs: dict, agg: dict, start: dict | None = None) -> list[str]:
+def verdict(runs: dict, agg: dict, cmp_ig_grpo: dict | None) -> list[str]:
     """The paper's three claims, judged on this run with the rule stated in the text."""
-    if not {"grpo", "ig"} <= set(runs):
-        return ["(both methods are needed to judge the claims)"]
+    if not {"grpo", "ig"} <= set(runs) or not cmp_ig_grpo:
+        return ["(both grpo and ig are needed to judge the claims)"]
 
-    def judge(gaps: list[tuple[float, float]]) -> str:
-        if not gaps:
-            return "not measured"
-        if all(g > m for g, m in gaps):
+    def judge(row: dict) -> str:
+        if row["low"] > 0:
             return "held"
-        if all(g < -m for g, m in gaps):
-            return "did not hold (GRPO ahead on every seed)"
-        if all(abs(g) <= m for g, m in gaps):
-            return "not shown (no seed differs beyond test-set noise)"
-        return "not shown (the seeds disagree)"
+        if row["high"] < 0:
+            return "did not hold (GRPO ahead)"
+        return "not shown (the interval contains 0)"
 
-    overall = paired_gaps(runs, "overall")
-    fmt = lambda gs: ", ".join(f"{g:+.3f} (noise ±{m:.3f})" for g, m in gs)  # noqa: E731
+    fmt = lambda r: f"{r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"  # noqa: E731
+    overall = cmp_ig_grpo["overall"]
     lines = [
         "## The paper's claims on this run", "",
-        "Rule: a claim about EM *held* when IG-Search is ahead of GRPO on every seed by more than the test-set "
-        "noise (1.96 x the standard error of a difference of two EMs on n questions), *did not hold* when GRPO is "
-        "ahead by more than that on every seed, *not shown* otherwise. Seeds are paired: same questions per step.", "",
+        "Rule: IG-Search minus GRPO in test EM, per question averaged over the seeds, with a 95% paired bootstrap "
+        "interval over questions. A claim *held* when the interval lies above 0, *did not hold* when it lies below "
+        "0, and is *not shown* otherwise.", "",
+        f"1. IG-Search beats the trajectory baseline (overall: {fmt(overall)}): **{judge(overall)}**.",
     ]
-    if start and "overall" in start:
-        moves = []
-        for m in ("grpo", "ig"):
-            finals = [r["evals"][max(r["evals"])]["overall"] for r in runs[m].values()]
-            d = statistics.fmean(f["em"] for f in finals) - start["overall"]["em"]
-            moves.append(f"{m} {d:+.3f} (noise ±{em_margin(start['overall'], finals[0]):.3f})")
-        lines.append("0. Change of overall test EM from the warm start, mean over seeds: " + ", ".join(moves) + ".")
-    lines.append(f"1. IG-Search beats the trajectory baseline (overall test EM, IG minus GRPO per seed: {fmt(overall)}): "
-                 f"**{judge(overall)}**.")
-    hops = sorted(s for s in agg["ig"]["test_em"] if s != "overall")
-    mean_gap = {s: statistics.fmean(g for g, _ in gs) for s in hops if (gs := paired_gaps(runs, s))}
-    single = [s for s in mean_gap if "1hop" in s]
-    multi = [s for s in mean_gap if "1hop" not in s]
+    hops = [s for s in cmp_ig_grpo if s != "overall"]
+    single = [s for s in hops if "1hop" in s]
+    multi = [s for s in hops if "1hop" not in s]
     if single and multi:
-        most = max(mean_gap, key=mean_gap.get)
-        held = judge(overall) == "held" and all(mean_gap[m] > mean_gap[single[0]] for m in multi)
-        lines.append("2. The gain is largest on multi-hop questions (mean gap per hop count: "
-                     + ", ".join(f"{s} {mean_gap[s]:+.3f}" for s in hops) + f"; largest: {most}): **"
-                     + ("held" if held else "did not hold" if judge(overall) == "held" else
-                        "not applicable (no overall gain)") + "**.")
+        largest = max(hops, key=lambda s: cmp_ig_grpo[s]["diff"])
+        if judge(overall) != "held":
+            state = "not applicable (no overall gain)"
+        else:
+            state = "held" if all(cmp_ig_grpo[m]["diff"] > cmp_ig_grpo[single[0]]["diff"] for m in multi) \
+                else "did not hold"
+        lines.append("2. The gain is largest on multi-hop questions (per hop count: "
+                     + ", ".join(f"{s} {fmt(cmp_ig_grpo[s])}" for s in hops) + f"; largest: {largest}): **{state}**.")
     g_ig, g_grpo = agg["ig"]["all_fail_grad_norm_mean"], agg["grpo"]["all_fail_grad_norm_mean"]
     if g_ig is not None and g_grpo is not None:
         ok = g_ig > 0 and g_grpo == 0
@@ -313,41 +277,100 @@ def verdict(runs: dict, agg: dict, start: dict | None = None) -> list[str]:
     return lines + [""]
 
 
-def render(result: dict, agg: dict, png: list[Path], start_metrics: dict | None, runs: dict | None = None) -> str:
+def plots(runs: dict, out_prefix: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
+    for method, by_seed in runs.items():
+        curve = mean_curve(by_seed)
+        spread = [statistics.stdev([r["evals"][s]["metrics"]["overall"]["em"] for r in by_seed.values()])
+                  if len(by_seed) > 1 else 0.0 for s, _, _ in curve]
+        ax[0].errorbar([s for s, _, _ in curve], [em for _, _, em in curve], yerr=spread, marker="o", capsize=3,
+                       label=method)
+        ax[1].plot([t / 60 for _, t, _ in curve], [em for _, _, em in curve], marker="o", label=method)
+        series = [[m.get("groups/all_fail_frac", 0.0) for m in r["steps"]] for r in by_seed.values()]
+        n = min(len(x) for x in series)
+        ax[2].plot(range(1, n + 1), [statistics.fmean(col) for col in zip(*(x[:n] for x in series))], label=method)
+    ttq = time_to_quality(runs)
+    if ttq:
+        ax[1].axhline(ttq["target_em"], color="grey", linestyle=":", label="GRPO's best")
+    ax[0].set_title("test EM (greedy), mean ± std over seeds"), ax[0].set_xlabel("step")
+    ax[1].set_title("test EM against training wall-clock"), ax[1].set_xlabel("minutes (mean over seeds)")
+    ax[2].set_title("share of all-fail groups (mean over seeds)"), ax[2].set_xlabel("step")
+    for a in ax:
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_prefix.with_name(out_prefix.name + "_em.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for method, by_seed in runs.items():
+        pts = [(p["step"], p["grad_norm"]) for r in by_seed.values() for p in r["probes"] if "grad_norm" in p]
+        ax.scatter([x for x, _ in pts], [y for _, y in pts], s=10, label=method)
+    ax.set_xlabel("step"), ax.set_ylabel("grad norm"), ax.legend()
+    ax.set_title("gradient norm from the all-fail groups of a batch")
+    fig.tight_layout()
+    paths.append(out_prefix.with_name(out_prefix.name + "_allfail_grad.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def render(result: dict, agg: dict, png: list[Path], runs: dict) -> str:
+    from igsearch.stats import format_comparison
+
     a = result["args"]
     lines = []
     if a["quick"]:
         lines += ["> **SMOKE TEST (`--quick`)**: one seed, a handful of steps; these numbers are not a result.", ""]
     lines += [
-        "# Replication on the synthetic world: GRPO vs IG-Search", "",
-        f"{result['device']}. From one SFT warm start ({a['sft_steps']} SFT steps), each method trained for "
-        f"{a['steps']} steps, seeds {a['seeds']}, {a['questions']} questions x {result['config_rollouts']} rollouts "
-        f"per step, configs/tiny-cpu.yaml settings otherwise. Test split: {result['test_questions']} questions, "
+        "# Replication on the synthetic world: " + " vs ".join(runs), "",
+        f"{result['device']}. From one warm start (SFT on a separate world, {a['sft_steps']} steps), each method "
+        f"trained for {a['steps']} steps, seeds {a['seeds']}, {a['questions']} questions x {result['config_rollouts']} "
+        f"rollouts per step, the demo's RL settings otherwise. Test split: {result['test_questions']} questions, "
         "greedy, one rollout each. Spread: sample std over seeds and [min, max].", "",
         "## Test EM per hop count (after training)", "",
     ]
+    warm = result["warm_start_test"] or {}
     sources = list(next(iter(agg.values()))["test_em"])
     head = "| data_source | warm start | " + " | ".join(f"{m} EM" for m in agg) + " | " + \
         " | ".join(f"{m} searches" for m in agg) + " |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for s in sources:
-        ws = f"{start_metrics[s]['em']:.3f}" if start_metrics and s in start_metrics else "-"
+        ws = f"{warm[s]['em']:.3f}" if s in warm else "-"
         cells = [f"{agg[m]['test_em'][s]['mean']:.3f} ± {agg[m]['test_em'][s]['std']:.3f} "
                  f"[{agg[m]['test_em'][s]['min']:.3f}, {agg[m]['test_em'][s]['max']:.3f}]" for m in agg]
         cells += [f"{agg[m]['test_searches'][s]['mean']:.2f}" for m in agg]
         lines.append(f"| {s} | {ws} | " + " | ".join(cells) + " |")
-    if runs is not None:
-        lines += [""] + verdict(runs, agg, start_metrics)[:-1]
+    lines += [""] + verdict(runs, agg, result["paired"].get("ig vs grpo"))[:-1]
+    for name, cmp in result["paired"].items():
+        a_name, b_name = name.split(" vs ")[1], name.split(" vs ")[0]
+        lines += ["", f"### Paired: {name} (test EM per question, averaged over seeds)", "",
+                  format_comparison(cmp, a_name, b_name)]
+    ttq = result["time_to_quality"]
+    if ttq:
+        lines += ["", "## Wall-clock to quality", "",
+                  f"Target: the best test EM GRPO reaches (mean over seeds at one evaluation): {ttq['target_em']:.3f}. "
+                  "Training seconds include rollouts, IG scoring and the update; evaluations are excluded.", "",
+                  "| method | step reached | training time to reach it | s / step |", "|---|---:|---:|---:|"]
+        for m, hit in ttq["methods"].items():
+            cell = f"{hit['step']} | {hit['seconds'] / 60:.1f} min" if hit else "not reached | -"
+            lines.append(f"| {m} | {cell} | {agg[m]['step_wall_s_mean']:.1f} |")
     lines += ["", "## All-fail groups and the gradient they give", "",
               "| method | all-fail share (mean over steps) | all-fail groups / groups | "
               "grad norm from all-fail groups (mean over steps that had any) | mean abs per-token advantage there | "
-              "batch grad norm (trainer, mean) | s / step |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "batch grad norm (trainer, mean) |",
+              "|---|---:|---:|---:|---:|---:|"]
     for m, s in agg.items():
         g = "-" if s["all_fail_grad_norm_mean"] is None else f"{s['all_fail_grad_norm_mean']:.3g}"
         ad = "-" if s["all_fail_adv_abs_mean"] is None else f"{s['all_fail_adv_abs_mean']:.3g}"
         lines.append(f"| {m} | {s['all_fail_frac']:.3f} | {s['all_fail_groups']} / {s['groups']} | {g} | {ad} | "
-                     f"{s['batch_grad_norm_mean']:.3g} | {s['step_wall_s_mean']:.1f} |")
+                     f"{s['batch_grad_norm_mean']:.3g} |")
     lines += ["", "The all-fail gradient is measured by the benchmark (see bench/replicate.py): the unclipped L2 "
               "norm of the gradient of the PPO loss restricted to the rollouts of the all-fail groups of the batch, "
               "at the weights before the update, with the method's own advantages.", ""]
@@ -359,71 +382,71 @@ def render(result: dict, agg: dict, png: list[Path], start_metrics: dict | None,
 
 
 def parse_args(argv=None):
+    from igsearch.algo.advantages import list_advantage_estimators
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 3 steps, small world, short SFT")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick 0)")
-    ap.add_argument("--steps", type=int, default=None, help="GRPO steps per run (default 120; --quick 3)")
-    ap.add_argument("--sft-steps", type=int, default=None, help="SFT warm-start steps (default 700, as the demo; --quick 30)")
+    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default 60; --quick 3)")
+    ap.add_argument("--sft-steps", type=int, default=None, help="SFT warm-start steps (default: the demo's; --quick 30)")
     ap.add_argument("--questions", type=int, default=None, help="questions per step (default 16, as the demo; --quick 4)")
     ap.add_argument("--test-questions", type=int, default=None, help="test questions evaluated (default 300; --quick 24)")
-    ap.add_argument("--eval-every", type=int, default=None,
-                    help="also evaluate on test every N steps (default 20; --quick: at the end only)")
-    ap.add_argument("--entities", type=int, default=None, help="world size (default: the default world; --quick 300)")
+    ap.add_argument("--eval-every", type=int, default=None, help="evaluate on test every N steps (default 10; --quick 3)")
+    ap.add_argument("--entities", type=int, default=None, help="warm-start world size (default: the demo's; --quick 300)")
     ap.add_argument("--world-seed", type=int, default=0)
     add_threads_argument(ap)
-    ap.add_argument("--work-dir", default=None, help="world/SFT/runs (default runs/replicate; --quick a temp dir)")
+    ap.add_argument("--work-dir", default=None, help="worlds/SFT/runs (default runs/replicate; --quick a temp dir)")
     ap.add_argument("--out", default=None, help="output prefix (default bench/results/replication[-quick])")
-    ap.add_argument("--methods", default=",".join(METHODS),
-                    help="comma-separated advantage estimators to train (default grpo,ig). Two processes with "
-                         "--methods grpo and --methods ig share one --work-dir; a last --report-only call merges")
-    ap.add_argument("--setup-only", action="store_true", help="build the world and the SFT warm start, then stop")
+    ap.add_argument("--methods", default=",".join(list_advantage_estimators()),
+                    help="comma-separated advantage estimators to train (default: every registered one). Processes "
+                         "with different --methods share one --work-dir; a last --report-only call merges")
+    ap.add_argument("--setup-only", action="store_true", help="build the worlds and the warm start, then stop")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: report from the runs already recorded in --work-dir")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides")
     args = ap.parse_args(argv)
+    from igsearch.warmstart import WarmStartConfig
+
     q = args.quick
     args.seeds = [int(s) for s in (args.seeds or ("0" if q else "0,1,2")).split(",") if s.strip()]
-    args.steps = args.steps if args.steps is not None else (3 if q else 120)
-    args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else 700)
+    args.steps = args.steps if args.steps is not None else (3 if q else 60)
+    args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else WarmStartConfig.steps)
     args.questions = args.questions if args.questions is not None else (4 if q else 16)
     args.test_questions = args.test_questions if args.test_questions is not None else (24 if q else 300)
-    args.entities = args.entities if args.entities is not None else (300 if q else None)
-    args.eval_every = args.eval_every if args.eval_every is not None else (0 if q else 20)
+    args.entities = args.entities if args.entities is not None else (300 if q else WarmStartConfig.entities)
+    args.eval_every = args.eval_every if args.eval_every is not None else (3 if q else 10)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.methods:
         ap.error("--methods is empty")
-    if not args.seeds or args.steps < 1 or args.sft_steps < 0:
-        ap.error("need at least one seed, --steps >= 1 and --sft-steps >= 0")
+    if not args.seeds or args.steps < 1 or args.sft_steps < 0 or args.eval_every < 1:
+        ap.error("need at least one seed, --steps >= 1, --eval-every >= 1 and --sft-steps >= 0")
     return args
 
 
-def prepare(args, root: Path, test_limit: int):
-    """World, tiny policy and SFT warm start under ``root``; reused when ``root/setup.json`` matches.
+def prepare(args, root: Path):
+    """Worlds, tiny policy and warm start under ``root``; reused when ``root/setup.json`` matches.
 
-    Returns (world_dir, sft_dir, manifest, test_rows, setup_seconds); ``test_limit`` 0 loads no test rows."""
-    from igsearch.data.loaders import load_qa
-    from igsearch.demo import DEMO_SFT
-    from igsearch.policy.tiny import build_tiny_policy
-    from igsearch.train.sft import run_sft
-    from igsearch.world import build_world
+    Returns (world_dir, sft_dir, manifest, setup_seconds)."""
+    from dataclasses import replace
+
+    from igsearch.warmstart import WarmStartConfig, build_warm_start
 
     t0 = time.perf_counter()
-    world = root / "world"
-    key = {"world_seed": args.world_seed, "entities": args.entities, "sft_steps": args.sft_steps}
+    ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities)
+    key = {"world_seed": args.world_seed, "warm_start": ws_cfg.__dict__}
     setup_file = root / "setup.json"
     setup = json.loads(setup_file.read_text()) if setup_file.exists() else None
     if setup and setup.get("key") == key:
-        print(f"[replicate] reusing the world and warm start in {root} ({setup_file.name} matches)", flush=True)
-        manifest, sft = setup["manifest"], Path(setup["sft"])
+        print(f"[replicate] reusing the worlds and warm start in {root} ({setup_file.name} matches)", flush=True)
+        sft = Path(setup["sft"])
     else:
-        manifest = build_world(world, seed=args.world_seed, n_entities=args.entities)
-        init = build_tiny_policy(world, root / "policy-init", seed=args.world_seed)
-        sft_kw = {k: v for k, v in DEMO_SFT.items() if k != "steps"}
-        sft = run_sft(init, world, root / "sft", steps=args.sft_steps, seed=args.world_seed, progress=False,
-                      **sft_kw) if args.sft_steps > 0 else init
-        atomic_write_text(setup_file, json.dumps({"key": key, "manifest": manifest, "sft": str(sft)}, default=str))
-    test_rows = load_qa(world / "test.jsonl", limit=test_limit) if test_limit else []
-    return world, Path(sft), manifest, test_rows, time.perf_counter() - t0
+        ws = build_warm_start(root, seed=args.world_seed, config=ws_cfg, progress=False,
+                              log=lambda msg: print(f"[replicate] {msg}", flush=True))
+        sft = ws["sft"]
+        atomic_write_text(setup_file, json.dumps({"key": key, "sft": str(sft)}, default=str))
+    world = root / "world"
+    manifest = json.loads((world / "manifest.json").read_text())
+    return world, sft, manifest, time.perf_counter() - t0
 
 
 def run_overrides(args, world: Path, sft: Path, method: str, seed: int) -> list[str]:
@@ -432,8 +455,9 @@ def run_overrides(args, world: Path, sft: Path, method: str, seed: int) -> list[
 
     return [*DEMO_RL_OVERRIDES, f"model_path={sft}", f"world_dir={world}", f"eval_data={world / 'test.jsonl'}",
             f"steps={args.steps}", f"seed={seed}", f"method={method}", f"checkpoint_every={args.steps}",
-            f"questions_per_step={args.questions}", "eval_questions=0", "tensorboard=false",
-            "keep_checkpoints=1", *args.overrides]
+            f"questions_per_step={args.questions}", f"eval_questions={args.test_questions}",
+            f"eval_every={args.eval_every}", "probe_questions=0", "tensorboard=false", "keep_checkpoints=1",
+            *args.overrides]
 
 
 def main(argv=None) -> int:
@@ -443,13 +467,12 @@ def main(argv=None) -> int:
 
     root, tmp = work_root(args.work_dir or (None if args.quick else ROOT / "runs" / "replicate"), "replicate-")
     t_all = time.perf_counter()
-    world, sft, manifest, test_rows, t_sft = prepare(args, root, args.test_questions)
+    world, sft, manifest, t_setup = prepare(args, root)
     if args.setup_only:
-        print(f"[replicate] setup done in {t_sft:.0f}s: {root}")
+        print(f"[replicate] setup done in {t_setup:.0f}s: {root}")
         return 0
 
     runs: dict = {m: {} for m in args.methods}
-    start_metrics = None
     config_rollouts = None
     for seed in args.seeds:
         for method in args.methods:
@@ -457,26 +480,33 @@ def main(argv=None) -> int:
             config_rollouts = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides).rollouts_per_question
             record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
             rec = json.loads(record_file.read_text()) if record_file.exists() else None
-            if rec is not None and rec.get("overrides") == overrides and rec.get("test_questions") == len(test_rows):
+            if rec is not None and rec.get("overrides") == overrides:
                 print(f"[replicate] reusing {record_file}", flush=True)
                 rec["evals"] = {int(k): v for k, v in rec["evals"].items()}
             elif args.report_only:
                 raise SystemExit(f"replicate: --report-only but {record_file} is missing or was made with "
                                  "other settings; run it first")
             else:
-                rec = train_one(args, overrides, root / f"{method}-seed{seed}", test_rows,
-                                eval_start=start_metrics is None)
-                rec["start"] = rec["evals"].pop(0, None)
-                rec.update(overrides=overrides, test_questions=len(test_rows))
+                run_dir = root / f"{method}-seed{seed}"
+                if run_dir.exists():  # a stale or interrupted run with other settings: start it afresh
+                    import shutil
+
+                    shutil.rmtree(run_dir)
+                rec = train_one(args, overrides, run_dir)
+                rec["overrides"] = overrides
                 atomic_write_text(record_file, json.dumps(rec, indent=1, default=str))
-            if start_metrics is None:
-                start_metrics = rec.get("start")
             runs[method][seed] = rec
 
     agg = aggregate(runs)
+    paired_cmp = {}
+    if {"grpo", "ig"} <= set(runs):
+        paired_cmp["ig vs grpo"] = paired(runs, "grpo", "ig")
+    for m in runs:
+        paired_cmp[f"{m} vs warm start"] = paired(runs, "warm start", m)
+    first = next(iter(next(iter(runs.values())).values()))
     prefix = Path(args.out) if args.out else RESULTS / ("replication-quick" if args.quick else "replication")
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    png = plots(runs, prefix, start_metrics)
+    png = plots(runs, prefix)
     result = {
         "benchmark": "replication",
         "time": datetime.now(timezone.utc).isoformat(),
@@ -486,22 +516,25 @@ def main(argv=None) -> int:
                  "questions": args.questions, "eval_every": args.eval_every, "overrides": args.overrides},
         "world": {"entities": manifest["n_entities"], "splits": manifest["splits"]},
         "config_rollouts": config_rollouts,
-        "test_questions": len(test_rows),
-        "warm_start_test": start_metrics,
+        "test_questions": first["evals"][0]["metrics"]["overall"]["n"],
+        "warm_start_test": first["evals"][0]["metrics"],
         "summary": agg,
-        "runs": runs,
-        "setup_s": t_sft,
+        "paired": paired_cmp,
+        "time_to_quality": time_to_quality(runs),
+        "curves": {m: mean_curve(by_seed) for m, by_seed in runs.items()},
+        "all_fail_frac_per_step": {m: {s: [x.get("groups/all_fail_frac") for x in r["steps"]] for s, r in by.items()}
+                                   for m, by in runs.items()},
+        "setup_s": t_setup,
         "total_s": time.perf_counter() - t_all,
         "plots": [p.name for p in png],
     }
     atomic_write_text(prefix.with_suffix(".json"), json.dumps(result, indent=1, default=str))
-    md = render(result, agg, png, start_metrics, runs)
+    md = render(result, agg, png, runs)
     atomic_write_text(prefix.with_suffix(".md"), md)
     if tmp is not None:
         tmp.cleanup()
     print(f"\n{md}\nJSON: {prefix.with_suffix('.json')}  ({result['total_s'] / 60:.1f} min)")
-    line = " ".join(f"em_{m}={agg[m]['test_em']['overall']['mean']:.3f}" for m in agg)
-    print(line)
+    print(" ".join(f"em_{m}={agg[m]['test_em']['overall']['mean']:.3f}" for m in agg))
     return 0
 
 

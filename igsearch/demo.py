@@ -1,49 +1,52 @@
 """``igsearch demo``: the whole method on the embedded default, on a laptop CPU, no network.
 
-Builds the synthetic world, the tiny policy and its SFT warm start, evaluates it on dev, trains
-it with GRPO + step IG, evaluates again, and writes ``DIR/report.md`` with a table of EM per hop
-count before and after RL and PNG plots of reward and EM over the training steps.
+Builds the synthetic world and the warm start (tiny policy, SFT on a separate world: see
+``igsearch.warmstart``), then trains it with GRPO + step IG, evaluating greedily on the dev split
+before training and every ``--eval-every`` steps, with a sampled probe at the training temperature.
+Writes ``DIR/report.md``: EM per hop count before and after RL with paired 95% intervals (questions
+resampled) and McNemar tests, the probe's sampled EM, and PNG plots of probe EM and dev EM over steps.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 
-#: SFT settings of the demo's warm start. Measured on the 2-core CPU: 700 steps take ~5.5 min and
-#: give greedy dev EM ~0.24 (1-hop 0.26, 2-hop 0.27, 3-hop 0.17) with no malformed rollouts; 400
-#: steps (or query noise 0.1) left the policy unable to copy entity names (EM ~0.01).
-DEMO_SFT = dict(steps=700, batch_size=16, lr=3e-3, warmup_steps=20, query_noise=0.0, hops=(1, 2, 3), topk=2,
-                max_len=1024)
-#: RL settings on top of configs/tiny-cpu.yaml: the warm start saw 2 passages per search. lr 3e-4
-#: (8 questions/step) halved dev EM in 25 steps and 5e-5 still lowered the sampled reward; 2e-5 with
-#: 16 questions/step keeps the policy stable (dev EM 0.235 -> 0.235 in 25 steps, measured).
-DEMO_RL_OVERRIDES = ["topk=2", "max_response_tokens=768", "max_turns=4", "lr=2e-5", "questions_per_step=16"]
+from igsearch.warmstart import WarmStartConfig
+
+#: RL settings on top of configs/tiny-cpu.yaml (the warm start saw 2 passages per search).
+DEMO_RL_OVERRIDES = ["topk=2", "max_response_tokens=768", "max_turns=4", "lr=1e-4", "questions_per_step=16"]
 
 
 def add_demo_command(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="world -> SFT -> GRPO with IG -> eval, with a report (CPU, minutes)")
+    p = subparsers.add_parser("demo", help="world -> warm start -> GRPO with IG -> eval, with a report (CPU, minutes)")
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--steps", type=int, default=25, help="GRPO steps (default 25)")
+    p.add_argument("--steps", type=int, default=30, help="RL steps (default 30)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", default="ig", help="advantage estimator: ig (default) | grpo")
-    p.add_argument("--sft-steps", type=int, default=DEMO_SFT["steps"])
-    p.add_argument("--eval-questions", type=int, default=200, help="dev questions evaluated before and after RL")
+    p.add_argument("--method", default="ig", help="advantage estimator: ig (default) | grpo | any registered name")
+    p.add_argument("--sft-steps", type=int, default=WarmStartConfig.steps)
+    p.add_argument("--warm-start-entities", type=int, default=WarmStartConfig.entities,
+                   help="size of the separate world the warm start is trained on")
+    p.add_argument("--eval-questions", type=int, default=200, help="dev questions evaluated greedily (default 200)")
+    p.add_argument("--probe-questions", type=int, default=80,
+                   help="dev questions of the sampled probe, x rollouts_per_question rollouts (default 80)")
+    p.add_argument("--eval-every", type=int, default=10, help="evaluate every N RL steps (default 10)")
     p.add_argument("--config", default=None, help="training preset (default: configs/tiny-cpu.yaml settings)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args) -> int:
+    from igsearch.data.loaders import load_qa
     from igsearch.evaluation import format_table
-    from igsearch.policy.tiny import build_tiny_policy
     from igsearch.train.config import load_config
     from igsearch.train.io import atomic_write_json, atomic_write_text
-    from igsearch.train.sft import run_sft
     from igsearch.train.trainer import Trainer
-    from igsearch.world import build_world
+    from igsearch.warmstart import build_warm_start
 
     console = Console()
     out = Path(args.out)
@@ -55,44 +58,42 @@ def run_demo(args) -> int:
         console.rule(f"[bold]{name}")
         return time.perf_counter()
 
-    t0 = phase("1/5 world")
-    world = out / "world"
-    manifest = build_world(world, seed=args.seed)
-    console.print(f"world: {manifest['n_entities']} entities, splits {manifest['splits']}")
-    init = build_tiny_policy(world, out / "policy-init", seed=args.seed)
-    timings["world+policy"] = time.perf_counter() - t0
+    t0 = phase("1/3 worlds, tiny policy, SFT warm start on a separate world")
+    ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.warm_start_entities)
+    ws = build_warm_start(out, seed=args.seed, config=ws_cfg, log=console.print)
+    timings["warm_start"] = time.perf_counter() - t0
 
-    t0 = phase("2/5 SFT warm start on oracle trajectories")
-    sft_kwargs = {k: v for k, v in DEMO_SFT.items() if k != "steps"}
-    sft = run_sft(init, world, out / "sft", steps=args.sft_steps, seed=args.seed, **sft_kwargs)
-    timings["sft"] = time.perf_counter() - t0
-
-    t0 = phase("3/5 evaluate the warm start on dev")
-    overrides = [*DEMO_RL_OVERRIDES, f"model_path={sft}", f"world_dir={world}", f"steps={args.steps}",
+    overrides = [*DEMO_RL_OVERRIDES, f"model_path={ws['sft']}", f"world_dir={ws['world']}", f"steps={args.steps}",
                  f"seed={args.seed}", f"method={args.method}", f"checkpoint_every={max(1, args.steps)}",
-                 "eval_questions=0", *args.overrides]
+                 f"eval_questions={args.eval_questions}", f"probe_questions={args.probe_questions}",
+                 f"eval_every={min(args.eval_every, args.steps)}", *args.overrides]
     cfg = load_config(args.config or _default_preset(), overrides)
-    trainer = Trainer(cfg, out / "train")
+    run_dir = out / "train"
+    t0 = phase("2/3 the warm start on this world: greedy EM on train vs dev questions")
+    trainer = Trainer(cfg, run_dir)
     try:
-        before = trainer.evaluate(limit=args.eval_questions)
-        console.print(format_table(before.metrics, "before RL"))
-        timings["eval-before"] = time.perf_counter() - t0
+        train_rows = load_qa(Path(ws["world"]) / "train.jsonl", limit=args.eval_questions)
+        warm_train = trainer.evaluate(rows=train_rows)
+        console.print(format_table(warm_train.metrics, "warm start, train questions"))
+        timings["warm_start_train_eval"] = time.perf_counter() - t0
 
-        t0 = phase(f"4/5 GRPO with {args.method} for {args.steps} steps")
+        t0 = phase(f"3/3 GRPO with {args.method} for {args.steps} steps, dev eval every {cfg.eval_every}")
         trainer.run()
-        timings["rl"] = time.perf_counter() - t0
-
-        t0 = phase("5/5 evaluate after RL")
-        after = trainer.evaluate(limit=args.eval_questions)
-        console.print(format_table(after.metrics, "after RL"))
-        timings["eval-after"] = time.perf_counter() - t0
+        if cfg.steps % cfg.eval_every:
+            trainer.logger.log(cfg.steps, trainer.periodic_eval(cfg.steps))
+        timings["rl_with_evals"] = time.perf_counter() - t0
     finally:
         trainer.close()
     timings["total"] = time.perf_counter() - t_all
-    plots = write_plots(out / "train", out)
-    atomic_write_json(out / "demo.json", {"before": before.metrics, "after": after.metrics, "timings_s": timings,
-                                          "method": args.method, "steps": args.steps, "seed": args.seed})
-    report = render_report(before.metrics, after.metrics, timings, plots, args)
+    evals = load_evals(run_dir)
+    first, last = evals[0], evals[max(evals)]
+    result = summarize_demo(first, last, warm_train.metrics)
+    plots = write_plots(run_dir, out)
+    atomic_write_json(out / "demo.json", {
+        **result, "timings_s": timings, "method": args.method, "steps": args.steps, "seed": args.seed,
+        "warm_start": {**ws["config"], "seconds": ws["seconds"]}, "overrides": overrides,
+    })
+    report = render_report(result, timings, plots, args, cfg)
     atomic_write_text(out / "report.md", report)
     print(report, flush=True)
     console.print(f"[bold green]report: {out / 'report.md'}")
@@ -104,8 +105,34 @@ def _default_preset() -> str | None:
     return str(here) if here.exists() else None
 
 
+def load_evals(run_dir: Path) -> dict[int, dict]:
+    """step -> the record ``Trainer.periodic_eval`` wrote to ``run_dir/evals/step_NNNNNN.json``."""
+    out = {}
+    for path in sorted((Path(run_dir) / "evals").glob("step_*.json")):
+        rec = json.loads(path.read_text())
+        out[int(rec["step"])] = rec
+    if not out:
+        raise FileNotFoundError(f"{run_dir}/evals: no evaluations recorded (eval_every must be > 0)")
+    return out
+
+
+def summarize_demo(first: dict, last: dict, warm_train: dict) -> dict:
+    """Before/after metrics and paired comparisons (greedy dev EM, and the probe's sampled EM)."""
+    from igsearch.stats import compare_records
+
+    out = {
+        "before": first["greedy"]["metrics"], "after": last["greedy"]["metrics"],
+        "steps_compared": [first["step"], last["step"]], "warm_start_train": warm_train,
+        "paired_greedy": compare_records(first["greedy"]["records"], last["greedy"]["records"]),
+    }
+    if "probe" in first and "probe" in last:
+        out["probe_before"], out["probe_after"] = first["probe"]["metrics"], last["probe"]["metrics"]
+        out["paired_probe"] = compare_records(first["probe"]["records"], last["probe"]["records"])
+    return out
+
+
 def write_plots(run_dir: Path, out: Path) -> list[Path]:
-    """PNG plots of reward / EM (and IG) over steps from ``run_dir/metrics.jsonl``."""
+    """PNG plots: probe and dev EM over steps (evaluations), training reward and all-fail groups."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,24 +143,33 @@ def write_plots(run_dir: Path, out: Path) -> list[Path]:
     rows = read_metrics(run_dir)
     if not rows:
         return []
-    steps = [r["step"] for r in rows]
     paths = []
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax[0].plot(steps, [r.get("reward/mean", 0) for r in rows], marker="o", label="reward")
-    ax[0].plot(steps, [r.get("groups/all_fail_frac", 0) for r in rows], marker=".", label="all-fail groups")
-    ax[0].set_xlabel("step"), ax[0].set_title("training reward"), ax[0].legend()
-    for key in sorted({k for r in rows for k in r if k.startswith("em/") and k != "em/mean"}):
-        ax[1].plot(steps, [r.get(key, float("nan")) for r in rows], marker=".", label=key.removeprefix("em/"))
-    ax[1].plot(steps, [r.get("em/mean", 0) for r in rows], color="black", linewidth=2, label="all")
-    ax[1].set_xlabel("step"), ax[1].set_title("training EM per hop count"), ax[1].legend(fontsize=7)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+    evals = [r for r in rows if "eval/em/overall" in r]
+    xs = [r["step"] for r in evals]
+    for key in sorted({k for r in evals for k in r if k.startswith("eval/em/") and k != "eval/em/overall"}):
+        ax[0].plot(xs, [r.get(key, float("nan")) for r in evals], marker=".", label=key.removeprefix("eval/em/"))
+    ax[0].plot(xs, [r["eval/em/overall"] for r in evals], color="black", marker="o", linewidth=2, label="dev, greedy")
+    if any("probe/em/overall" in r for r in evals):
+        ax[0].plot(xs, [r.get("probe/em/overall", float("nan")) for r in evals], color="tab:red", marker="s",
+                   linestyle="--", linewidth=2, label="probe, sampled")
+    ax[0].set_xlabel("RL step"), ax[0].set_ylabel("EM"), ax[0].set_title("dev EM (greedy) and probe EM (sampled)")
+    ax[0].legend(fontsize=7)
+    train = [r for r in rows if "reward/mean" in r]
+    ax[1].plot([r["step"] for r in train], [r["reward/mean"] for r in train], marker=".", label="batch reward")
+    ax[1].plot([r["step"] for r in train], [r.get("groups/all_fail_frac", float("nan")) for r in train],
+               marker=".", label="all-fail groups")
+    ax[1].set_xlabel("RL step"), ax[1].set_title("training batches (noisy: not the measure of learning)")
+    ax[1].legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out / "reward_em.png")
+    paths.append(out / "em_over_steps.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
-    if any("ig/mean" in r for r in rows):
+    if any("ig/real_mean" in r for r in train):
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(steps, [r.get("ig/real_mean", float("nan")) for r in rows], label="s(a*|real)")
-        ax.plot(steps, [r.get("ig/baseline_mean", float("nan")) for r in rows], label="s(a*|random)")
+        steps = [r["step"] for r in train]
+        ax.plot(steps, [r.get("ig/real_mean", float("nan")) for r in train], label="s(a*|real)")
+        ax.plot(steps, [r.get("ig/baseline_mean", float("nan")) for r in train], label="s(a*|random)")
         ax.set_xlabel("step"), ax.set_title("gold-answer score, real vs counterfactual docs"), ax.legend()
         fig.tight_layout()
         paths.append(out / "ig_scores.png")
@@ -142,19 +178,38 @@ def write_plots(run_dir: Path, out: Path) -> list[Path]:
     return paths
 
 
-def render_report(before: dict, after: dict, timings: dict, plots: list[Path], args) -> str:
-    names = [n for n in after if n in before]
+def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> str:
+    from igsearch.stats import format_comparison
+
+    s0, s1 = result["steps_compared"]
+    wt, wd = result["warm_start_train"]["overall"], result["before"]["overall"]
     lines = [
         "# igsearch demo report", "",
-        f"GRPO with `{args.method}` for {args.steps} steps from an SFT warm start, seed {args.seed}, "
-        f"{args.eval_questions} dev questions, greedy decoding.", "",
-        "| data_source | n | EM before | EM after | F1 before | F1 after | searches before | searches after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"GRPO with `{args.method}` for {args.steps} steps from the warm start (SFT on a separate world), seed "
+        f"{args.seed}; {cfg.questions_per_step} questions x {cfg.rollouts_per_question} rollouts per step at "
+        f"temperature {cfg.temperature}, lr {cfg.lr}.", "",
+        "## Dev EM, greedy, before (step 0) and after RL (step {}), paired on the same {} questions".format(
+            s1, wd["n"]), "",
+        format_comparison(result["paired_greedy"], f"step {s0}", f"step {s1}"), "",
+        "Difference: after minus before; interval: 95% paired bootstrap over questions; McNemar: exact "
+        "two-sided p (questions gained / lost).", "",
     ]
-    for n in names:
-        b, a = before[n], after[n]
-        lines.append(f"| {n} | {a['n']} | {b['em']:.3f} | {a['em']:.3f} | {b['f1']:.3f} | {a['f1']:.3f} | "
-                     f"{b['searches']:.2f} | {a['searches']:.2f} |")
+    if "paired_probe" in result:
+        n = result["paired_probe"]["overall"]["n"]
+        lines += [f"## Probe: sampled EM at temperature {cfg.temperature}, {n} dev questions x "
+                  f"{cfg.rollouts_per_question} rollouts, same seeds at every step", "",
+                  format_comparison(result["paired_probe"], f"step {s0}", f"step {s1}"), ""]
+    lines += [
+        "## The warm start on this world", "",
+        f"The warm start never saw this world's entities: greedy EM {wt['em']:.3f} on {wt['n']} train questions vs "
+        f"{wd['em']:.3f} on {wd['n']} dev questions (searches per question {wt['searches']:.2f} / {wd['searches']:.2f}).", "",
+        "| data_source | dev EM before | dev EM after | dev searches before | dev searches after |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, b in result["before"].items():
+        a = result["after"].get(name, {})
+        lines.append(f"| {name} | {b['em']:.3f} | {a.get('em', float('nan')):.3f} | {b['searches']:.2f} | "
+                     f"{a.get('searches', float('nan')):.2f} |")
     lines += ["", "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"

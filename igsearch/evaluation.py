@@ -56,24 +56,32 @@ def summarize(records: Sequence[dict]) -> dict[str, dict[str, float]]:
 
 
 def evaluate(engine, retriever, tokenizer, rows: Sequence[QARow], *, template: PromptTemplate = REFINE_TEMPLATE,
-             config: RolloutConfig | None = None, batch_size: int = 64, progress=None) -> EvalResult:
-    """Greedy rollouts (temperature 0, one per question) and EM/F1 against the gold variants.
+             config: RolloutConfig | None = None, batch_size: int = 64, progress=None,
+             samples: int = 1, temperature: float = 0.0, seed: int = 0) -> EvalResult:
+    """Rollouts of every question and EM/F1 of their answers against the gold variants.
 
-    ``progress`` is an optional callable ``progress(done, total)`` called after every batch.
+    Default: greedy (temperature 0), one rollout per question. A *probe* samples ``samples``
+    rollouts per question at ``temperature`` with the fixed ``seed`` (the same draws for every
+    checkpoint evaluated), one record per rollout (field ``sample``); ``summarize`` then gives the
+    sampled EM. ``progress`` is an optional callable ``progress(done, total)`` called after every batch.
     """
     cfg = config or RolloutConfig()
-    cfg = RolloutConfig(**{**cfg.__dict__, "rollouts_per_question": 1, "temperature": 0.0})
+    cfg = RolloutConfig(**{**cfg.__dict__, "rollouts_per_question": samples, "temperature": temperature,
+                           "seed": seed})
     agent = SearchAgent(engine, retriever, tokenizer, cfg, template=template)
     records: list[dict] = []
     t0 = time.perf_counter()
-    for lo in range(0, len(rows), batch_size):
-        batch = rows[lo:lo + batch_size]
+    per_batch = max(1, batch_size // samples)
+    for lo in range(0, len(rows), per_batch):
+        batch = rows[lo:lo + per_batch]
         prompts = [chat_prompt(tokenizer, question_messages(r, template)) for r in batch]
-        trajs, _ = agent.run(prompts, [r.golden_answers for r in batch], [r.data_source for r in batch])
-        for row, traj in zip(batch, trajs):
+        trajs, _ = agent.run(prompts, [r.golden_answers for r in batch], [r.data_source for r in batch],
+                             seed=seed + lo)
+        for i, traj in enumerate(trajs):
+            row = batch[i // samples]
             pred = traj.answer or ""
             records.append({
-                "id": row.id, "data_source": row.data_source, "question": row.question,
+                "id": row.id, "sample": i % samples, "data_source": row.data_source, "question": row.question,
                 "golden_answers": row.golden_answers, "prediction": traj.answer,
                 "em": exact_match(pred, row.golden_answers) if traj.answer is not None else 0.0,
                 "f1": f1_score(pred, row.golden_answers) if traj.answer is not None else 0.0,
@@ -81,7 +89,7 @@ def evaluate(engine, retriever, tokenizer, rows: Sequence[QARow], *, template: P
                 "response_tokens": len(traj.response_ids),
             })
         if progress is not None:
-            progress(len(records), len(rows))
+            progress(len(records) // samples, len(rows))
     return EvalResult(summarize(records), records, time.perf_counter() - t0)
 
 

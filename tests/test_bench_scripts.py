@@ -80,6 +80,7 @@ def test_replicate_arguments():
     mod = load("replicate")
     q = mod.parse_args(["--quick"])
     assert q.quick and q.seeds == [0] and q.steps <= 5
+    assert set(mod.parse_args([]).methods) >= {"grpo", "ig"}  # every registered estimator by default
     f = mod.parse_args(["--seeds", "3,4", "--steps", "7", "--sft-steps", "0"])
     assert f.seeds == [3, 4] and f.steps == 7 and f.sft_steps == 0 and f.test_questions > q.test_questions
     assert mod.parse_args(["--methods", "ig"]).methods == ["ig"]
@@ -143,27 +144,41 @@ def test_ig_coefficients_rule():
     assert mod.choose([row(0.5, 2.0, 0.02, 0.5)]) is None
 
 
-def _final(em1, em2, overall, n=100_000):
-    return {"evals": {10: {"world_1hop": {"em": em1, "n": n}, "world_2hop": {"em": em2, "n": n},
-                           "overall": {"em": overall, "n": n}}}}
+def _run(per_source: dict[str, list[int]], curve=((0, 0.0, 0.1), (10, 60.0, 0.2))):
+    """A fake replicate run: final per-question EMs per data source, and (step, train_s, EM) evaluations."""
+    records = [{"id": f"{src}-{i}", "data_source": src, "em": float(e)}
+               for src, ems in per_source.items() for i, e in enumerate(ems)]
+    warm = [{**r, "em": 0.0} for r in records]
+    evals = {step: {"metrics": {"overall": {"em": em}}, "records": records if step else warm, "train_s": t}
+             for step, t, em in curve}
+    return {"evals": evals, "steps": [], "probes": []}
 
 
 def test_replicate_verdict_follows_the_stated_rule():
     mod = load("replicate")
-    agg = {"ig": {"test_em": {"world_1hop": 0, "world_2hop": 0, "overall": 0}, "all_fail_grad_norm_mean": 0.1},
-           "grpo": {"all_fail_grad_norm_mean": 0.0}}
-    grpo = {0: _final(.2, .1, .15), 1: _final(.2, .1, .15)}
-    ahead = "\n".join(mod.verdict({"grpo": grpo, "ig": {0: _final(.21, .2, .2), 1: _final(.2, .15, .17)}}, agg))
-    assert "+0.020 (noise ±0.003)): **held**" in ahead and "largest: world_2hop): **held**" in ahead
-    mixed = "\n".join(mod.verdict({"grpo": grpo, "ig": {0: _final(.3, .1, .2), 1: _final(.1, .1, .1)}}, agg))
-    assert "**not shown" in mixed and "not applicable" in mixed
-    behind = "\n".join(mod.verdict({"grpo": grpo, "ig": {0: _final(.1, .1, .1), 1: _final(.1, .1, .1)}}, agg))
-    assert "**did not hold (GRPO ahead" in behind
-    assert "IG 0.1, GRPO 0): **held**" in behind
-    # the same gaps on 300 questions are within test-set noise
-    small = {0: _final(.21, .2, .2, n=300), 1: _final(.2, .15, .17, n=300)}
-    noisy = "\n".join(mod.verdict({"grpo": {0: _final(.2, .1, .15, n=300), 1: _final(.2, .1, .15, n=300)},
-                                   "ig": small}, agg, start={"overall": {"em": 0.15, "n": 300}}))
-    assert "**not shown (no seed differs beyond test-set noise)**" in noisy
-    assert "0. Change of overall test EM from the warm start, mean over seeds: grpo +0.000" in noisy
-    assert mod.em_margin({"em": 0.5, "n": 100}, {"em": 0.5, "n": 100}) == pytest.approx(1.96 * 0.5 ** 0.5 / 10)
+    agg = {"ig": {"all_fail_grad_norm_mean": 0.1}, "grpo": {"all_fail_grad_norm_mean": 0.0}}
+    grpo = {0: _run({"world_1hop": [1] * 30 + [0] * 70, "world_2hop": [1] * 10 + [0] * 90}),
+            1: _run({"world_1hop": [1] * 30 + [0] * 70, "world_2hop": [1] * 10 + [0] * 90})}
+    ahead = {s: _run({"world_1hop": [1] * 35 + [0] * 65, "world_2hop": [1] * 40 + [0] * 60}) for s in (0, 1)}
+    runs = {"grpo": grpo, "ig": ahead}
+    text = "\n".join(mod.verdict(runs, agg, mod.paired(runs, "grpo", "ig")))
+    assert "1. IG-Search beats the trajectory baseline (overall: +0.175" in text and "**held**" in text
+    assert "largest: world_2hop): **held**" in text and "IG 0.1, GRPO 0): **held**" in text
+    same = {"grpo": grpo, "ig": {s: _run({"world_1hop": [1] * 31 + [0] * 69, "world_2hop": [1] * 10 + [0] * 90})
+                                 for s in (0, 1)}}
+    text = "\n".join(mod.verdict(same, agg, mod.paired(same, "grpo", "ig")))
+    assert "**not shown (the interval contains 0)**" in text and "not applicable (no overall gain)" in text
+    behind = {"grpo": ahead, "ig": grpo}
+    assert "**did not hold (GRPO ahead)**" in "\n".join(mod.verdict(behind, agg, mod.paired(behind, "grpo", "ig")))
+    warm = mod.paired(runs, "warm start", "ig")["overall"]
+    assert warm["a"] == 0.0 and warm["diff"] == pytest.approx(0.375) and warm["low"] > 0
+
+
+def test_replicate_time_to_quality_uses_grpos_best_mean_em():
+    mod = load("replicate")
+    g = {s: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.1), (10, 100.0, 0.3), (20, 200.0, 0.25))) for s in (0, 1)}
+    fast = {s: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.1), (10, 130.0, 0.35), (20, 260.0, 0.4))) for s in (0, 1)}
+    slow = {0: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.1), (10, 50.0, 0.2), (20, 100.0, 0.2)))}
+    ttq = mod.time_to_quality({"grpo": g, "ig": fast, "other": slow})
+    assert ttq["target_em"] == pytest.approx(0.3)
+    assert ttq["methods"] == {"grpo": {"step": 10, "seconds": 100.0}, "ig": {"step": 10, "seconds": 130.0}, "other": None}

@@ -1,4 +1,4 @@
-"""`igsearch demo` end to end at toy size: world, policy, SFT, eval, GRPO+IG, eval, report."""
+"""`igsearch demo` end to end at toy size: worlds, policy, SFT on the other world, evals, GRPO+IG, report."""
 
 from __future__ import annotations
 
@@ -11,17 +11,27 @@ from igsearch.cli import main
 pytestmark = pytest.mark.vllm
 
 
-def test_demo_writes_report_table_and_plots(tmp_path):
+def test_demo_writes_report_with_paired_intervals_and_plots(tmp_path):
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--steps", "2", "--sft-steps", "5", "--eval-questions", "6",
+               "--probe-questions", "2", "--eval-every", "1", "--warm-start-entities", "150",
                "questions_per_step=2", "rollouts_per_question=2"])
     assert rc == 0
     report = (out / "report.md").read_text()
-    assert "| world_1hop |" in report and "| overall |" in report and "EM before" in report
-    assert (out / "reward_em.png").stat().st_size > 1000
+    assert "| world_1hop |" in report and "| overall |" in report and "95% interval" in report
+    assert (out / "em_over_steps.png").stat().st_size > 1000
     summary = json.loads((out / "demo.json").read_text())
     assert summary["before"]["overall"]["n"] == 6 and summary["after"]["overall"]["n"] == 6
-    assert set(summary["timings_s"]) >= {"sft", "rl", "total"}
+    assert summary["paired_greedy"]["overall"]["n"] == 6 and summary["paired_probe"]["overall"]["n"] == 2
+    assert set(summary["timings_s"]) >= {"warm_start", "rl_with_evals", "total"}
     metrics = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [1, 2]
+    assert [m["step"] for m in metrics] == [0, 1, 2]
+    assert sorted(p.name for p in (out / "train" / "evals").iterdir()) == [
+        "step_000000.json", "step_000001.json", "step_000002.json"]
     assert (out / "train" / "checkpoints" / "step_000002").is_dir()
+    # the warm start's world shares no invented name word with the RL world
+    from igsearch.world.build import world_name_words
+    from igsearch.world.graph import BOOK_NOUNS, COMPANY_SUFFIXES, FILM_NOUNS
+
+    fixed = {w.lower() for w in (*BOOK_NOUNS, *COMPANY_SUFFIXES, *FILM_NOUNS, "of")}
+    assert not (world_name_words(out / "world") - fixed) & world_name_words(out / "warm-start-world")

@@ -109,3 +109,27 @@ def test_cli_parsing(tmp_path):
     cfg, out, resume = parse_train_args(a)
     assert (cfg.method, cfg.steps, cfg.lr) == ("grpo", 3, 2e-5)
     assert out == tmp_path / "run" and resume.name == "step_000002"
+
+
+def test_document_weight_adds_the_documents_to_the_loss(world):
+    """sft_loss with document_weight w = (sum policy NLL + w * sum document NLL) / (n_policy + w * n_docs),
+    against a float64 per-token reference from one unpadded forward per example."""
+    from transformers import AutoModelForCausalLM
+
+    from igsearch.data.loaders import load_qa
+
+    world_dir, model_dir, tokenizer, retriever = world
+    examples = build_sft_examples(load_qa(world_dir / "train.jsonl")[:5], tokenizer, retriever, max_len=300)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    pol, doc, n_pol, n_doc = 0.0, 0.0, 0, 0
+    with torch.no_grad():
+        for e in examples:
+            logits = model(torch.tensor([e.ids])).logits[0].double()
+            nll = -torch.log_softmax(logits, -1)[e.prompt_len - 1:-1].gather(-1, torch.tensor(e.ids[e.prompt_len:])[:, None])[:, 0]
+            m = torch.tensor(e.loss_mask, dtype=torch.float64)
+            pol, doc = pol + float((nll * m).sum()), doc + float((nll * (1 - m)).sum())
+            n_pol, n_doc = n_pol + int(m.sum()), n_doc + int((1 - m).sum())
+        assert n_doc > n_pol > 0
+        for w in (0.0, 0.3, 1.0):
+            got = float(sft_loss(model, examples, max_tokens_per_row=700, document_weight=w))
+            assert got == pytest.approx((pol + w * doc) / (n_pol + w * n_doc), rel=1e-4), w

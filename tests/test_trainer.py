@@ -167,3 +167,45 @@ def test_killed_run_leaves_a_loadable_checkpoint(setup, tmp_path):
     model, _ = load_policy(setup / "policy")
     info = load_checkpoint(out, model, None)
     assert info["step"] >= 2 and json.loads((ckpt / "config.json").read_text())["method"] == "ig"
+
+
+def test_periodic_eval_probe_warmup_and_zero_spread_filter(setup):
+    """eval_every writes per-question records (greedy and probe) before training and every k steps;
+    warm-up scales the lr linearly; dropping zero-spread groups drops every all-fail group, so
+    even IG gets no update."""
+    from igsearch.train.trainer import Trainer
+
+    out = setup / "run-eval"
+    cfg = make_config(setup, method="ig", engine="hf", steps=2, eval_every=2, eval_questions=3, probe_questions=2,
+                      warmup_steps=4, drop_zero_spread_groups=True, checkpoint_every=10)
+    trainer = Trainer(cfg, out)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(before[k], v), k
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert rows[1]["lr"] == pytest.approx(cfg.lr / 4) and rows[2]["lr"] == pytest.approx(cfg.lr / 2)
+    assert rows[1]["groups/kept_frac"] == 0.0 and rows[2]["time/train_elapsed"] > rows[1]["time/train_elapsed"] > 0
+    for step in (0, 2):
+        rec = json.loads((out / "evals" / f"step_{step:06d}.json").read_text())
+        assert len(rec["greedy"]["records"]) == 3
+        assert len(rec["probe"]["records"]) == 2 * cfg.rollouts_per_question
+        assert {r["sample"] for r in rec["probe"]["records"]} == set(range(cfg.rollouts_per_question))
+        row = next(r for r in rows if r["step"] == step)
+        assert row["eval/em/overall"] == 0.0 and row["probe/all_fail_frac"] == 1.0
+
+
+def test_engine_log_probs_are_used_only_when_they_are_pi_old(setup):
+    from igsearch.train.trainer import engine_logprobs_are_pi_old, learning_rate_at
+
+    assert engine_logprobs_are_pi_old(make_config(setup))
+    assert not engine_logprobs_are_pi_old(make_config(setup, top_p=0.9))
+    assert not engine_logprobs_are_pi_old(make_config(setup, temperature=0.7))
+    cfg = make_config(setup, lr=1e-3, warmup_steps=0)
+    assert learning_rate_at(cfg, 1) == 1e-3
+    cfg = make_config(setup, lr=1e-3, warmup_steps=3)
+    assert [learning_rate_at(cfg, s) for s in (1, 2, 3, 50)] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])

@@ -181,3 +181,34 @@ def test_world_build_command(tmp_path, capsys):
 def test_too_small_a_world_is_refused(tmp_path):
     with pytest.raises(ValueError, match="at least 30"):
         build_world(tmp_path, n_entities=10)
+
+
+def test_early_answer_stops_after_a_hop_and_answers_the_bridge_entity(world, retriever):
+    rows = load_qa(world[0] / "train.jsonl")
+    multi = [r for r in rows if len(r.extra_info["hops"]) > 1][:20]
+    single = [r for r in rows if len(r.extra_info["hops"]) == 1][:10]
+    for row in multi:
+        text = oracle_response(row, retriever, early_answer=1.0)
+        assert text.count("<search>") == 1
+        assert extract_answer(text) == row.extra_info["hops"][0]["answer"]
+        assert exact_match(extract_answer(text), row.golden_answers) == 0.0
+    for row in single:  # nothing to stop early from
+        assert oracle_response(row, retriever, early_answer=1.0) == oracle_response(row, retriever)
+    stopped = sum(oracle_response(r, retriever, early_answer=0.5).count("<search>") < len(r.extra_info["hops"])
+                  for r in multi)
+    assert 3 <= stopped <= 17
+
+
+def test_disjoint_world_uses_no_name_word_of_the_other(world, tmp_path):
+    from igsearch.world.build import world_name_words
+
+    other = build_world(tmp_path / "other", seed=4, n_entities=SMALL, parquet=False, disjoint_from=[world[0]])
+    from igsearch.world.graph import BOOK_NOUNS, COMPANY_SUFFIXES, FILM_NOUNS
+
+    fixed = {w.lower() for w in (*BOOK_NOUNS, *COMPANY_SUFFIXES, *FILM_NOUNS, "of")}
+    words = world_name_words(world[0]) - fixed
+    assert len(words) > SMALL and not words & world_name_words(tmp_path / "other")
+    assert other["disjoint_from"] == [json.loads((world[0] / "manifest.json").read_text())["files"]["corpus.jsonl"]]
+    again = build_world(tmp_path / "again", seed=4, n_entities=SMALL, parquet=False, disjoint_from=[world[0]])
+    assert (tmp_path / "again" / "corpus.jsonl").read_bytes() == (tmp_path / "other" / "corpus.jsonl").read_bytes()
+    assert again["files"] == other["files"]

@@ -119,10 +119,11 @@ def save_policy(model, tokenizer, out_dir: str | os.PathLike) -> Path:
 
 
 def build_tiny_policy(world_dir: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int = 0,
-                      vocab_size: int = 3072) -> Path:
-    """Build the default policy for a world: tokenizer from the world's text, random tiny model."""
+                      vocab_size: int = 3072, **shape) -> Path:
+    """Build the default policy for a world: tokenizer from the world's text, random tiny model
+    (``shape`` overrides entries of :data:`TINY_MODEL_SHAPE`, e.g. ``tie_word_embeddings=True``)."""
     from igsearch.world import world_texts
 
     tokenizer = build_tokenizer(world_texts(world_dir), vocab_size=vocab_size)
-    model = build_tiny_model(tokenizer, seed=seed)
+    model = build_tiny_model(tokenizer, seed=seed, **shape)
     return save_policy(model, tokenizer, out_dir)

@@ -36,7 +36,7 @@ def add_sft_command(subparsers) -> argparse.ArgumentParser:
         "sft",
         help="warm-start the policy on oracle trajectories of the world",
         description="Supervised warm start on oracle search trajectories (search the right entity, "
-        "refine the right fact, answer). Injected documents are never trained on.",
+        "refine the right fact, answer). Injected documents are trained on only with --document-weight > 0.",
     )
     p.add_argument("--model", required=True,
                    help="HF policy directory to fine-tune, or 'tiny' to build the tiny default policy for the world first")
@@ -48,6 +48,10 @@ def add_sft_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=10, help="linear warm-up steps (default 10)")
     p.add_argument("--query-noise", type=_probability, default=0.2,
                    help="probability that a hop's query is corrupted (default 0.2)")
+    p.add_argument("--early-answer", type=_probability, default=0.0,
+                   help="probability that the demonstrator answers the bridge entity after a non-final hop (default 0)")
+    p.add_argument("--document-weight", type=float, default=0.0,
+                   help="loss weight of the injected documents' tokens (default 0: policy tokens only)")
     p.add_argument("--hops", type=_hops, default=(1, 2, 3), help="hop counts of the questions seen, e.g. 1,2 (default 1,2,3)")
     p.add_argument("--max-len", type=int, default=1024, help="max tokens per trajectory (default 1024)")
     p.add_argument("--template", default="refine", choices=["refine", "search-r1"], help="prompt template")
@@ -71,7 +75,8 @@ def run_sft_command(args) -> int:
         build_tiny_policy(args.world, model, seed=args.seed)
     out = run_sft(
         model, args.world, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        query_noise=args.query_noise, hops=args.hops, max_len=args.max_len, seed=args.seed,
+        query_noise=args.query_noise, early_answer=args.early_answer, document_weight=args.document_weight,
+        hops=args.hops, max_len=args.max_len, seed=args.seed,
         template=args.template, topk=args.topk, warmup_steps=args.warmup_steps, device=args.device,
         progress=not args.no_progress,
     )

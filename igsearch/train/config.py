@@ -94,7 +94,8 @@ class TrainConfig:
     max_response_tokens: int = _f(512, "Maximum response length (generated + injected tokens) per rollout.")
     max_doc_tokens: int = _f(256, "Injected documents are truncated to this many tokens per search.")
     temperature: float = _f(1.0, "Sampling temperature of the rollouts (also applied to the training log-probs).")
-    top_p: float = _f(1.0, "Nucleus sampling threshold of the rollouts.")
+    top_p: float = _f(1.0, "Nucleus sampling threshold of the rollouts. Below 1, vLLM's sampling log-probs are "
+                           "not pi_old's, so the trainer recomputes pi_old under the rollout weights.")
     format_penalty: float = _f(0.0, "Subtracted from the reward of a malformed rollout or one without an answer.")
 
     # ---------------------------------------------------------------- optimisation
@@ -103,10 +104,14 @@ class TrainConfig:
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.999, "AdamW beta2.")
     adam_eps: float = _f(1e-8, "AdamW epsilon.")
-    warmup_steps: int = _f(0, "Linear learning-rate warm-up steps (constant afterwards).")
+    warmup_steps: int = _f(0, "Linear learning-rate warm-up: lr * step / warmup_steps for the first steps, "
+                              "constant afterwards (0 = none).")
     grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (<= 0 disables).")
     ppo_epochs: int = _f(1, "Passes over each batch of rollouts (1 = on-policy, ratio starts at 1).")
     mini_batches: int = _f(1, "Optimizer steps per pass: the batch of rollouts is split into this many parts.")
+    drop_zero_spread_groups: bool = _f(
+        False, "Train only on groups whose rewards differ (DAPO-style dynamic filtering). This also drops the "
+               "all-fail groups, where only step IG gives a gradient.")
     max_tokens_per_forward: int = _f(
         8192, "Token budget of one packed policy forward (sequences are packed without padding)."
     )
@@ -140,8 +145,11 @@ class TrainConfig:
     checkpoint_every: int = _f(50, "Write a checkpoint every this many steps (and always at the end).")
     keep_checkpoints: int = _f(3, "Number of most recent checkpoints kept on disk.")
     log_every: int = _f(1, "Write metrics every this many steps.")
-    eval_every: int = _f(0, "Evaluate on eval_questions every this many steps (0 = only at the end).")
+    eval_every: int = _f(0, "Evaluate on eval_questions before training and every this many steps, writing "
+                            "per-question results to evals/step_NNNNNN.json (0 = only at the end).")
     eval_questions: int = _f(64, "Questions of the eval split used for evaluation (greedy, one rollout each).")
+    probe_questions: int = _f(0, "At every evaluation, also roll out this many eval questions rollouts_per_question "
+                                 "times at the training temperature, with fixed seeds (0 = no probe).")
     tensorboard: bool = _f(True, "Also write TensorBoard event files next to metrics.jsonl.")
 
     # ---------------------------------------------------------------- vLLM
@@ -196,7 +204,7 @@ class TrainConfig:
             if not getattr(self, name) > 0:
                 raise bad(name, f"must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "clip_low", "clip_high", "kl_coef", "adv_eps", "format_penalty",
-                     "eval_every", "eval_questions", "warmup_steps", "ig_head_tokens"):
+                     "eval_every", "eval_questions", "probe_questions", "warmup_steps", "ig_head_tokens"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)}")
         if not 0 < self.top_p <= 1:

@@ -101,6 +101,7 @@ def build_sft_examples(
     template: str | PromptTemplate = "refine",
     topk: int = 3,
     query_noise: float = 0.0,
+    early_answer: float = 0.0,
     hops: Sequence[int] = (1, 2, 3),
     max_len: int | None = 1024,
     seed: int = 0,
@@ -116,7 +117,8 @@ def build_sft_examples(
         if n_hops not in wanted:
             continue
         rng = random.Random(f"sft-{seed}-{row.id}")
-        response = oracle_response(row, retriever, template=tmpl, topk=topk, query_noise=query_noise, rng=rng)
+        response = oracle_response(row, retriever, template=tmpl, topk=topk, query_noise=query_noise,
+                                   early_answer=early_answer, rng=rng)
         tokenized = tokenize_example(tokenizer, prompt_text(tokenizer, row, tmpl), response, tmpl, max_len=max_len)
         if tokenized is None:
             continue
@@ -143,28 +145,44 @@ def _uses_varlen(model) -> bool:
     return isinstance(impl, str) and impl.startswith("flash_attention")
 
 
-def _padded_nll_sum(model, examples: Sequence[SFTExample], pad_id: int) -> tuple[torch.Tensor, int]:
-    """Sum of the NLL over the mask-1 response tokens of ``examples`` from one right-padded batch.
+def _token_weights(e: SFTExample, document_weight: float) -> torch.Tensor:
+    """Loss weight of each response token of ``e``: 1 for the policy's tokens, ``document_weight``
+    for the injected documents."""
+    mask = torch.tensor(e.loss_mask, dtype=torch.float32)
+    return mask + (1.0 - mask) * document_weight
+
+
+def _padded_nll_sum(model, examples: Sequence[SFTExample], pad_id: int,
+                    document_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weighted NLL sum, weight sum) over the response tokens of ``examples`` from one right-padded batch.
 
     Right padding with plain causal attention is exact for the real tokens (they never see the
     padding), so no mask is passed and SDPA takes its fast causal path; the output layer runs only
-    on the scored positions."""
+    on the scored positions (weight > 0)."""
     device = next(model.parameters()).device
     T = max(len(e.ids) for e in examples)
     ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    scored = torch.zeros((len(examples), T), dtype=torch.bool)  # position p predicts token p + 1
+    weights = torch.zeros((len(examples), T), dtype=torch.float32)  # position p predicts token p + 1
     for i, e in enumerate(examples):
         ids[i, : len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)
-        scored[i, e.prompt_len - 1 : len(e.ids) - 1] = torch.tensor(e.loss_mask, dtype=torch.bool)
+        weights[i, e.prompt_len - 1 : len(e.ids) - 1] = _token_weights(e, document_weight)
+    scored = weights > 0
     targets = ids[:, 1:][scored[:, :-1]].to(device)
+    w = weights[scored].to(device)
     ids, scored = ids.to(device), scored.to(device)
     hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state
     logits = model.lm_head(hidden[scored]).float()
-    return torch.nn.functional.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    return (nll * w).sum(), w.sum()
 
 
-def sft_loss(model, examples: Sequence[SFTExample], *, max_tokens_per_row: int | None = 2048) -> torch.Tensor:
-    """Mean negative log-likelihood over the mask-1 response tokens of ``examples`` (scalar, with grad).
+def sft_loss(model, examples: Sequence[SFTExample], *, max_tokens_per_row: int | None = 2048,
+             document_weight: float = 0.0) -> torch.Tensor:
+    """Weighted mean negative log-likelihood over the response tokens of ``examples`` (scalar, with grad).
+
+    The policy's own tokens (loss mask 1) weigh 1; the injected documents weigh ``document_weight``
+    (0: plain SFT; > 0 adds a language-modelling loss on the documents, which teaches a policy
+    trained from scratch to read and repeat the names it sees in them).
 
     With SDPA (CPU, or GPU without flash-attn): length-bucketed right-padded micro-batches of at most
     ``max_tokens_per_row`` padded tokens each, plain causal attention (a block-diagonal packing mask
@@ -179,18 +197,18 @@ def sft_loss(model, examples: Sequence[SFTExample], *, max_tokens_per_row: int |
             max_tokens_per_row=max_tokens_per_row,
         )
         device = logps[0].device
-        masks = [torch.tensor(e.loss_mask, dtype=torch.float32, device=device) for e in examples]
-        total = sum((-(lp * m)).sum() for lp, m in zip(logps, masks))
-        count = sum(m.sum() for m in masks)
+        weights = [_token_weights(e, document_weight).to(device) for e in examples]
+        total = sum((-(lp * w)).sum() for lp, w in zip(logps, weights))
+        count = sum(w.sum() for w in weights)
         return total / count.clamp_min(1.0)
     pad_id = model.config.pad_token_id
     pad_id = 0 if pad_id is None else int(pad_id)
-    total, count = None, 0
+    total, count = None, 0.0
     for group in bucket_batches([len(e.ids) for e in examples], max_tokens_per_row):
-        nll, n = _padded_nll_sum(model, [examples[i] for i in group], pad_id)
+        nll, n = _padded_nll_sum(model, [examples[i] for i in group], pad_id, document_weight)
         total = nll if total is None else total + nll
-        count += n
-    return total / max(1, count)
+        count += float(n)
+    return total / max(1.0, count)
 
 
 def cosine_schedule(optimizer, total_steps: int, warmup_steps: int = 0):
@@ -227,6 +245,7 @@ def run_sft(
     batch_size: int = 16,
     lr: float = 1e-3,
     query_noise: float = 0.2,
+    early_answer: float = 0.0,
     hops: Sequence[int] = (1, 2, 3),
     max_len: int = 1024,
     seed: int = 0,
@@ -239,13 +258,16 @@ def run_sft(
     device: str = "cpu",
     max_tokens_per_forward: int = 2048,
     split: str = "train",
+    document_weight: float = 0.0,
     progress: bool = True,
 ) -> Path:
     """Fine-tune the policy in ``model_dir`` on oracle trajectories of ``world_dir`` and save it
     (model + tokenizer, atomically) to ``out_dir``; returns ``out_dir``.
 
     ``hops``: hop counts of the questions seen; ``query_noise``: probability of a corrupted query per
-    hop; ``retriever`` defaults to BM25 over the world's corpus. Writes ``sft_summary.json`` in
+    hop; ``early_answer``: probability that the demonstrator stops after a non-final hop;
+    ``document_weight``: loss weight of the injected documents (see :func:`sft_loss`);
+    ``retriever`` defaults to BM25 over the world's corpus. Writes ``sft_summary.json`` in
     ``out_dir`` with the settings and the loss at the start and the end.
     """
     from igsearch.data.loaders import load_qa
@@ -266,7 +288,7 @@ def run_sft(
         retriever = BM25Retriever.from_corpus(world_dir / "corpus.jsonl")
     examples = build_sft_examples(
         load_qa(rows_path), tokenizer, retriever, template=template, topk=topk,
-        query_noise=query_noise, hops=hops, max_len=max_len, seed=seed,
+        query_noise=query_noise, early_answer=early_answer, hops=hops, max_len=max_len, seed=seed,
     )
     if not examples:
         raise ValueError(f"{rows_path}: no questions with {list(hops)} hops fit max_len={max_len}")
@@ -288,7 +310,7 @@ def run_sft(
                     order = list(range(len(examples)))
                     rng.shuffle(order)
                 batch.append(examples[order.pop()])
-            loss = sft_loss(model, batch, max_tokens_per_row=max_tokens_per_forward)
+            loss = sft_loss(model, batch, max_tokens_per_row=max_tokens_per_forward, document_weight=document_weight)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"SFT loss is {loss.item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -304,7 +326,7 @@ def run_sft(
     window = max(1, min(10, len(losses) // 5))
     atomic_write_json(out_dir / "sft_summary.json", {
         "model": str(model_dir), "world": str(world_dir), "steps": steps, "batch_size": batch_size,
-        "lr": lr, "query_noise": query_noise, "hops": list(hops), "max_len": max_len, "seed": seed,
+        "lr": lr, "query_noise": query_noise, "early_answer": early_answer, "document_weight": document_weight, "hops": list(hops), "max_len": max_len, "seed": seed,
         "template": template, "topk": topk, "examples": len(examples),
         "loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window,
     })

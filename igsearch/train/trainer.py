@@ -201,10 +201,10 @@ class Trainer:
         T = max(1, max(len(t.response_ids) for t in trajs))
         mask = pad_to_batch([torch.tensor(t.loss_mask, dtype=torch.float32) for t in trajs], length=T)
         t_fwd = 0.0
-        if cfg.temperature == 1.0:
+        if engine_logprobs_are_pi_old(cfg):
             # the engine's sampling log-probs are pi_old's (weight sync is checked to 1e-4 in the tests)
             old = pad_to_batch([torch.tensor(t.rollout_logprobs, dtype=torch.float32) for t in trajs], length=T)
-        else:  # vLLM reports log-probs before temperature scaling: recompute them under pi_old
+        else:  # vLLM reports log-probs of the unscaled, untruncated distribution: recompute under pi_old
             t0 = time.perf_counter()
             old = self.policy_logprobs(self.model, trajs, grad=False)
             old = torch.nn.functional.pad(old, (0, T - old.shape[1]))
@@ -258,8 +258,18 @@ class Trainer:
     def train_step(self, step: int) -> StepResult:
         cfg = self.cfg
         t_step = time.perf_counter()
+        set_learning_rate(self.optimizer, learning_rate_at(cfg, step))
         rows, trajs, timings = self.rollout(step)
         rewards = trajectory_rewards(trajs, format_penalty=cfg.format_penalty)
+        metrics = batch_metrics(trajs, rewards, cfg.rollouts_per_question)
+        metrics["lr"] = learning_rate_at(cfg, step)
+        if cfg.drop_zero_spread_groups:
+            keep = groups_with_spread(trajs, rewards)
+            metrics["groups/kept_frac"] = len(keep) / max(1, len(trajs))
+            trajs, rewards = [trajs[i] for i in keep], [rewards[i] for i in keep]
+            if not trajs:  # every group had equal rewards: nothing to learn from this batch
+                metrics["time/step"] = time.perf_counter() - t_step
+                return StepResult(metrics, [])
         t0 = time.perf_counter()
         step_ig, ig_stats = (None, {})
         if cfg.method in STEP_IG_ESTIMATORS:
@@ -273,7 +283,6 @@ class Trainer:
         t0 = time.perf_counter()
         self.engine.sync_weights(self.model)
         t_sync = time.perf_counter() - t0
-        metrics = batch_metrics(trajs, rewards, cfg.rollouts_per_question)
         t_logprobs = loss_stats.pop("time/logprobs", 0.0)
         metrics.update(loss_stats)
         metrics.update({k if "/" in k else f"adv/{k}": v for k, v in adv.stats.items()
@@ -293,10 +302,17 @@ class Trainer:
         cfg = self.cfg
         last_saved = self.start_step
         step = self.start_step
+        train_seconds = self._logged_train_seconds()
         try:
             with TrainProgress(cfg.steps, initial=self.start_step, description=f"train[{cfg.method}]") as bar:
+                if cfg.eval_every > 0 and self.start_step == 0:
+                    self.logger.log(0, {"time/train_elapsed": 0.0, **self.periodic_eval(0, bar)})
                 for step in range(self.start_step + 1, cfg.steps + 1):
                     result = self.train_step(step)
+                    train_seconds += result.metrics["time/step"]
+                    result.metrics["time/train_elapsed"] = train_seconds
+                    if cfg.eval_every > 0 and step % cfg.eval_every == 0:
+                        result.metrics.update(self.periodic_eval(step, bar))
                     if step % cfg.log_every == 0 or step == cfg.steps:
                         self.logger.log(step, result.metrics)
                     bar.update(step, result.metrics)
@@ -310,6 +326,49 @@ class Trainer:
             self.logger.close()
         return {"steps": cfg.steps, "out": str(self.out)}
 
+    def _logged_train_seconds(self) -> float:
+        """Training seconds (steps only, evaluations excluded) logged up to the step resumed from."""
+        from igsearch.train.logging import read_metrics
+
+        rows = [r for r in read_metrics(self.out) if r.get("step", 0) <= self.start_step]
+        return float(rows[-1].get("time/train_elapsed", 0.0)) if rows and self.start_step else 0.0
+
+    def periodic_eval(self, step: int, bar=None) -> dict:
+        """Greedy eval (and the sampled probe when ``probe_questions`` > 0) of the current weights.
+
+        Writes every per-question record to ``evals/step_NNNNNN.json``; returns the metrics to log:
+        ``eval/em/<data_source>`` (greedy), ``probe/em/<data_source>`` and ``probe/all_fail_frac``."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        greedy = self.evaluate()
+        metrics = {f"eval/em/{name}": m["em"] for name, m in greedy.metrics.items()}
+        record = {"step": step, "greedy": greedy.to_dict()}
+        if cfg.probe_questions > 0:
+            probe = self.probe()
+            metrics.update({f"probe/em/{name}": m["em"] for name, m in probe.metrics.items()})
+            metrics["probe/all_fail_frac"] = all_fail_fraction(probe.records)
+            record["probe"] = probe.to_dict()
+        metrics["time/eval"] = time.perf_counter() - t0
+        atomic_write_json(self.out / "evals" / f"step_{step:06d}.json", record)
+        if bar is not None:
+            bar.print(f"step {step}: greedy EM {metrics['eval/em/overall']:.3f}"
+                      + (f", probe EM {metrics['probe/em/overall']:.3f}" if "probe/em/overall" in metrics else ""))
+        return metrics
+
+    def probe(self, rows: list[QARow] | None = None):
+        """Sampled EM on a fixed probe set: ``probe_questions`` eval questions x ``rollouts_per_question``
+        rollouts at the training temperature, with the same seeds at every call."""
+        rows = rows if rows is not None else load_qa(self.paths["eval"], limit=self.cfg.probe_questions)
+        return evaluate(self.engine, self.retriever, self.tokenizer, rows, template=self.template,
+                        config=self._eval_rollout_config(), samples=self.cfg.rollouts_per_question,
+                        temperature=self.cfg.temperature, seed=self.cfg.seed * 7 + 12345)
+
+    def _eval_rollout_config(self) -> RolloutConfig:
+        return RolloutConfig(max_turns=self.cfg.max_turns, topk=self.cfg.topk,
+                             max_new_tokens_per_turn=self.cfg.max_new_tokens_per_turn,
+                             max_response_tokens=self.cfg.max_response_tokens, max_doc_tokens=self.cfg.max_doc_tokens,
+                             top_p=self.cfg.top_p)
+
     def checkpoint(self, step: int) -> Path:
         return save_checkpoint(self.out, step, self.model, self.optimizer, self.cfg, tokenizer=self.tokenizer,
                                keep=self.cfg.keep_checkpoints)
@@ -317,13 +376,51 @@ class Trainer:
     def evaluate(self, rows: list[QARow] | None = None, limit: int | None = None):
         """Greedy EM/F1 on the eval split with the current weights (already synced into the engine)."""
         rows = rows if rows is not None else load_qa(self.paths["eval"], limit=limit or self.cfg.eval_questions)
-        return evaluate(self.engine, self.retriever, self.tokenizer, rows, template=self.template, config=RolloutConfig(
-            max_turns=self.cfg.max_turns, topk=self.cfg.topk, max_new_tokens_per_turn=self.cfg.max_new_tokens_per_turn,
-            max_response_tokens=self.cfg.max_response_tokens, max_doc_tokens=self.cfg.max_doc_tokens))
+        return evaluate(self.engine, self.retriever, self.tokenizer, rows, template=self.template,
+                        config=self._eval_rollout_config())
 
     def close(self) -> None:
         if hasattr(self.engine, "close"):
             self.engine.close()
+
+
+def engine_logprobs_are_pi_old(cfg: TrainConfig) -> bool:
+    """True when the engine's sampling log-probs equal pi_old's: temperature 1 and no nucleus cut.
+
+    vLLM reports log-probs of the raw distribution; with temperature != 1 or top_p < 1 the tokens
+    were drawn from another distribution, so the trainer recomputes pi_old under the rollout weights
+    (the same forward the update uses, without grad)."""
+    return cfg.temperature == 1.0 and cfg.top_p == 1.0
+
+
+def learning_rate_at(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of training step ``step`` (1-based): linear warm-up over ``warmup_steps``,
+    then constant. A pure function of the step, so resuming needs no scheduler state."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    return cfg.lr
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def groups_with_spread(trajs: list[Trajectory], rewards: list[float]) -> list[int]:
+    """Indices of the rollouts whose group (same question) has rewards that are not all equal."""
+    by_group: dict[int, list[float]] = defaultdict(list)
+    for t, r in zip(trajs, rewards):
+        by_group[t.question_index].append(r)
+    spread = {g for g, rs in by_group.items() if max(rs) > min(rs)}
+    return [i for i, t in enumerate(trajs) if t.question_index in spread]
+
+
+def all_fail_fraction(records: list[dict]) -> float:
+    """Share of questions whose every sampled rollout failed (EM 0), from per-rollout eval records."""
+    best: dict[str, float] = defaultdict(float)
+    for r in records:
+        best[str(r["id"])] = max(best[str(r["id"])], r["em"])
+    return sum(v == 0 for v in best.values()) / max(1, len(best))
 
 
 def batch_metrics(trajs: list[Trajectory], rewards: list[float], group_size: int) -> dict:

@@ -35,12 +35,15 @@ def default_split_sizes(n_entities: int) -> dict[str, int]:
 
 
 def build_world(out_dir, seed: int = 0, n_entities: int | None = None, *,
-                split_sizes: dict[str, int] | None = None, parquet: bool = True) -> dict:
+                split_sizes: dict[str, int] | None = None, parquet: bool = True,
+                disjoint_from=None) -> dict:
     """Build the world for ``seed`` into ``out_dir`` and return its manifest.
 
     ``n_entities`` defaults to :data:`DEFAULT_ENTITIES`; ``split_sizes`` (``{"train", "dev",
     "test"}`` -> number of questions) defaults to :func:`default_split_sizes`. Questions are
     1-, 2- and 3-hop in the shares of :data:`HOP_SHARES`, as far as the world has enough of each.
+    ``disjoint_from``: directories of worlds whose name words this world must not use, so that no
+    entity of this world shares a name (or a name word) with theirs.
     """
     n_entities = DEFAULT_ENTITIES if n_entities is None else int(n_entities)
     sizes = dict(split_sizes or default_split_sizes(n_entities))
@@ -51,7 +54,8 @@ def build_world(out_dir, seed: int = 0, n_entities: int | None = None, *,
     out.mkdir(parents=True, exist_ok=True)
 
     rng = random.Random(f"igsearch-world-{seed}")
-    entities = generate_entities(rng, n_entities)
+    reserved = set().union(*(world_name_words(w) for w in (disjoint_from or ())))
+    entities = generate_entities(rng, n_entities, reserved_words=reserved)
     corpus = [{"id": str(e.index), "contents": contents}
               for e, contents in zip(entities, build_passages(entities, rng))]
     splits = _draw_splits(entities, sizes, rng)
@@ -70,6 +74,8 @@ def build_world(out_dir, seed: int = 0, n_entities: int | None = None, *,
         "entities": kind_counts(n_entities),
         "relations": sorted(RELATIONS),
         "n_passages": len(corpus),
+        "disjoint_from": [json.loads((Path(w) / "manifest.json").read_text())["files"]["corpus.jsonl"]
+                          for w in (disjoint_from or ())],
         "splits": {split: len(rows) for split, rows in splits.items()},
         "hops": {
             split: {f"{h}hop": sum(r["data_source"] == f"world_{h}hop" for r in rows)
@@ -80,6 +86,16 @@ def build_world(out_dir, seed: int = 0, n_entities: int | None = None, *,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def world_name_words(world_dir) -> set[str]:
+    """Every word of every entity name (passage title) of the world in ``world_dir``, lower-cased."""
+    from ..data.loaders import load_corpus
+
+    path = Path(world_dir) / "corpus.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no corpus; build that world first")
+    return {w.lower() for doc in load_corpus(path) for w in doc["contents"].partition("\n")[0].strip('"').split()}
 
 
 def _draw_splits(entities, sizes: dict[str, int], rng: random.Random) -> dict[str, list[dict]]:

@@ -88,12 +88,13 @@ def kind_counts(n_entities: int) -> dict[str, int]:
     return {"person": n_entities - sum(counts.values()), **counts}
 
 
-def generate_entities(rng: random.Random, n_entities: int) -> list[Entity]:
-    """Draw all entities, their relations and distractor attributes (deterministic in ``rng``)."""
+def generate_entities(rng: random.Random, n_entities: int, reserved_words=()) -> list[Entity]:
+    """Draw all entities, their relations and distractor attributes (deterministic in ``rng``);
+    no invented word is one of ``reserved_words`` (case-insensitive)."""
     if n_entities < 30:
         raise ValueError(f"a world needs at least 30 entities, got {n_entities}")
     counts = kind_counts(n_entities)
-    names = NameMaker(rng)
+    names = NameMaker(rng, reserved=reserved_words)
     by_kind: dict[str, list[Entity]] = {kind: [] for kind in KINDS}
     entities: list[Entity] = []
 

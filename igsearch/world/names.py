@@ -8,6 +8,7 @@ world text learns the syllables and spells every name with a few tokens.
 from __future__ import annotations
 
 import random
+from typing import Iterable
 
 #: The syllables every invented word is made of (none is an English stopword on its own,
 #: and no concatenation of two or three of them is a common English word we care about).
@@ -25,9 +26,9 @@ _FORBIDDEN = frozenset({"moral", "coral", "tomor", "sator", "karma", "salor", "s
 class NameMaker:
     """Draws fresh capitalised words (2 or 3 syllables) that were never handed out before."""
 
-    def __init__(self, rng: random.Random, max_tries: int = 10_000):
+    def __init__(self, rng: random.Random, max_tries: int = 10_000, reserved: Iterable[str] = ()):
         self._rng = rng
-        self._used: set[str] = set()
+        self._used: set[str] = {w.lower() for w in reserved}  # reserved words are never handed out
         self._max_tries = max_tries
 
     def word(self) -> str:

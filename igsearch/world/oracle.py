@@ -12,7 +12,10 @@ With ``query_noise`` p, each hop's query is corrupted with probability p (a near
 from the retrieved titles, a misspelled name, or missing words). The oracle then writes what the
 documents say: a wrong entity's fact leads the chain astray (and the answer may be wrong); when the
 documents hold nothing about the subject it writes ``no relevant information`` and searches again
-with the clean query. With the search-r1 template there is no refine and documents use
+with the clean query. With ``early_answer`` q, after each hop but the last the oracle stops with
+probability q and answers the entity it has reached (a bridge entity, so the answer is wrong): an
+impatient demonstrator, the way an untrained model under-searches multi-hop questions. With the
+search-r1 template there is no refine and documents use
 ``<information>``. Noise draws are seeded (by default from the row id), so oracles are reproducible.
 """
 
@@ -106,11 +109,13 @@ def _rng_for(row: Any, rng) -> random.Random:
 
 
 def oracle_response(row, retriever, *, template: PromptTemplate = REFINE_TEMPLATE, topk: int = 3,
-                    query_noise: float = 0.0, rng=None) -> str:
+                    query_noise: float = 0.0, early_answer: float = 0.0, rng=None) -> str:
     """The assistant text of an ideal (or, with ``query_noise``, a noisy) agent for ``row``.
 
     ``row`` is a world row (dict or :class:`~igsearch.data.loaders.QARow`) with
     ``extra_info["hops"]``; ``rng`` is a ``random.Random``, a seed, or ``None`` (seeded by row id).
+    ``early_answer``: probability of stopping (and answering the bridge entity) after each hop but
+    the last.
     """
     hops = _hops(row)
     rng = _rng_for(row, rng)
@@ -126,7 +131,9 @@ def oracle_response(row, retriever, *, template: PromptTemplate = REFINE_TEMPLAT
         if template.uses_refine:
             parts.append(f"{REFINE_OPEN} {text} {REFINE_CLOSE}\n")
 
-    for hop in hops:
+    for k, hop in enumerate(hops):
+        if k > 0 and early_answer > 0 and rng.random() < early_answer:
+            break
         relation = hop["relation"]
         word = RELATIONS[relation].word
         clean_query = f"{entity} {word}"

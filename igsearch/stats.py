@@ -1,0 +1,99 @@
+"""Paired comparisons of two evaluations on the same questions: bootstrap intervals and McNemar.
+
+Two evaluations (before/after RL, GRPO/IG-Search, ...) of the same questions are compared question
+by question, which removes the between-question variance an unpaired comparison carries:
+
+- :func:`paired_bootstrap`: the mean per-question difference ``b - a`` and its percentile
+  bootstrap interval, resampling questions with replacement;
+- :func:`mcnemar`: the exact two-sided McNemar test on the discordant questions of 0/1 scores;
+- :func:`compare_records`: both, overall and per ``data_source`` (hop count on the world), from the
+  per-question records :func:`igsearch.evaluation.evaluate` writes. Records with several samples of
+  one question (a probe) or several seeds are averaged per question first, so the question stays
+  the unit that is resampled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = 10_000, level: float = 0.95,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """``(mean(b - a), low, high)``: the mean paired difference and its percentile bootstrap interval.
+
+    ``a`` and ``b`` are per-question scores in the same question order (length n >= 1)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired scores need two equal-length non-empty 1-D arrays, got {a.shape} and {b.shape}")
+    diff = b - a
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    return float(diff.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
+def mcnemar(a: Sequence[float], b: Sequence[float]) -> tuple[int, int, float]:
+    """``(n01, n10, p)``: questions right only under ``b`` / only under ``a`` and the exact two-sided
+    McNemar p-value (binomial test of n01 against n01 + n10 at 1/2). Scores are 0/1."""
+    a, b = np.asarray(a) > 0.5, np.asarray(b) > 0.5
+    n01, n10 = int(np.sum(~a & b)), int(np.sum(a & ~b))
+    n = n01 + n10
+    if n == 0:
+        return n01, n10, 1.0
+    k = min(n01, n10)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return n01, n10, min(1.0, 2.0 * tail)
+
+
+def per_question(records: Iterable[Mapping], key: str = "em") -> dict[str, tuple[str, float]]:
+    """Question id -> (data_source, mean ``key`` over that question's records)."""
+    sums: dict[str, list] = defaultdict(lambda: [None, 0.0, 0])
+    for r in records:
+        entry = sums[str(r["id"])]
+        entry[0] = r["data_source"]
+        entry[1] += float(r[key])
+        entry[2] += 1
+    return {qid: (src, total / n) for qid, (src, total, n) in sums.items()}
+
+
+def compare_records(a_records: Iterable[Mapping], b_records: Iterable[Mapping], *, key: str = "em",
+                    n_boot: int = 10_000, level: float = 0.95, seed: int = 0) -> dict[str, dict]:
+    """Paired comparison of ``b`` against ``a`` on the questions both evaluated, overall and per
+    data_source: ``{name: {n, a, b, diff, low, high, n01, n10, p_mcnemar}}`` (McNemar only when
+    every per-question score is 0/1)."""
+    qa, qb = per_question(a_records, key), per_question(b_records, key)
+    common = sorted(set(qa) & set(qb))
+    if not common:
+        raise ValueError("the two evaluations share no question id; a paired comparison needs the same questions")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for qid in common:
+        groups[qa[qid][0]].append(qid)
+    names = sorted(groups) + ["overall"]
+    groups["overall"] = common
+    out = {}
+    for name in names:
+        ids = groups[name]
+        a = [qa[i][1] for i in ids]
+        b = [qb[i][1] for i in ids]
+        diff, low, high = paired_bootstrap(a, b, n_boot=n_boot, level=level, seed=seed)
+        row = {"n": len(ids), "a": float(np.mean(a)), "b": float(np.mean(b)), "diff": diff, "low": low, "high": high}
+        if all(x in (0.0, 1.0) for x in a + b):
+            row["n01"], row["n10"], row["p_mcnemar"] = mcnemar(a, b)
+        out[name] = row
+    return out
+
+
+def format_comparison(cmp: Mapping[str, Mapping], a_name: str, b_name: str, *, level: float = 0.95) -> str:
+    """A markdown table of :func:`compare_records`' result."""
+    pct = f"{level:.0%}"
+    lines = [f"| data_source | n | {a_name} | {b_name} | difference | {pct} interval | McNemar p |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    for name, r in cmp.items():
+        p = f"{r['p_mcnemar']:.3g} ({r['n01']}/{r['n10']})" if "p_mcnemar" in r else "-"
+        lines.append(f"| {name} | {r['n']} | {r['a']:.3f} | {r['b']:.3f} | {r['diff']:+.3f} | "
+                     f"[{r['low']:+.3f}, {r['high']:+.3f}] | {p} |")
+    return "\n".join(lines)
