@@ -1,7 +1,7 @@
 """Replication on the synthetic world: every registered method (GRPO, IG-Search, ...) from one warm start, several seeds.
 
-From ONE warm start (``igsearch.warmstart``: the tiny policy, SFT on a separate world, the demo's
-settings), each method is trained for ``--steps`` steps on the world's train split with seeds
+From ONE warm start (``igsearch.warmstart``: the tiny policy, SFT on the world's warm-up split, the
+demo's settings), each method is trained for ``--steps`` steps on the world's train split with seeds
 ``--seeds`` (the demo's RL settings otherwise); a method and a seed see the same questions per step
 (question sampling is a function of (seed, step)). The trainer evaluates greedily on ``--test-questions``
 test questions before training and every ``--eval-every`` steps and keeps every per-question result
@@ -330,7 +330,7 @@ def render(result: dict, agg: dict, png: list[Path], runs: dict) -> str:
         lines += ["> **SMOKE TEST (`--quick`)**: one seed, a handful of steps; these numbers are not a result.", ""]
     lines += [
         "# Replication on the synthetic world: " + " vs ".join(runs), "",
-        f"{result['device']}. From one warm start (SFT on a separate world, {a['sft_steps']} steps), each method "
+        f"{result['device']}. From one warm start (SFT on the warm-up split, {a['sft_steps']} steps), each method "
         f"trained for {a['steps']} steps, seeds {a['seeds']}, {a['questions']} questions x {result['config_rollouts']} "
         f"rollouts per step, the demo's RL settings otherwise. Test split: {result['test_questions']} questions, "
         "greedy, one rollout each. Spread: sample std over seeds and [min, max].", "",
@@ -392,7 +392,7 @@ def parse_args(argv=None):
     ap.add_argument("--questions", type=int, default=None, help="questions per step (default 16, as the demo; --quick 4)")
     ap.add_argument("--test-questions", type=int, default=None, help="test questions evaluated (default 300; --quick 24)")
     ap.add_argument("--eval-every", type=int, default=None, help="evaluate on test every N steps (default 10; --quick 3)")
-    ap.add_argument("--entities", type=int, default=None, help="warm-start world size (default: the demo's; --quick 300)")
+    ap.add_argument("--entities", type=int, default=None, help="world size (default: the demo's; --quick 300)")
     ap.add_argument("--world-seed", type=int, default=0)
     add_threads_argument(ap)
     ap.add_argument("--work-dir", default=None, help="worlds/SFT/runs (default runs/replicate; --quick a temp dir)")

@@ -1,7 +1,7 @@
 """``igsearch demo``: the whole method on the embedded default, on a laptop CPU, no network.
 
-Builds the synthetic world and the warm start (tiny policy, SFT on a separate world: see
-``igsearch.warmstart``), then trains it with GRPO + step IG, evaluating greedily on the dev split
+Builds the synthetic world and the warm start (tiny policy, SFT on a warm-up split of questions that
+RL and evaluation never see: ``igsearch.warmstart``), then trains it with GRPO + step IG, evaluating greedily on the dev split
 before training and every ``--eval-every`` steps, with a sampled probe at the training temperature.
 Writes ``DIR/report.md``: EM per hop count before and after RL with paired 95% intervals (questions
 resampled) and McNemar tests, the probe's sampled EM, and PNG plots of probe EM and dev EM over steps.
@@ -29,8 +29,8 @@ def add_demo_command(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="ig", help="advantage estimator: ig (default) | grpo | any registered name")
     p.add_argument("--sft-steps", type=int, default=WarmStartConfig.steps)
-    p.add_argument("--warm-start-entities", type=int, default=WarmStartConfig.entities,
-                   help="size of the separate world the warm start is trained on")
+    p.add_argument("--entities", type=int, default=WarmStartConfig.entities,
+                   help="world size (default 800; question splits scale with it)")
     p.add_argument("--eval-questions", type=int, default=200, help="dev questions evaluated greedily (default 200)")
     p.add_argument("--probe-questions", type=int, default=80,
                    help="dev questions of the sampled probe, x rollouts_per_question rollouts (default 80)")
@@ -58,8 +58,8 @@ def run_demo(args) -> int:
         console.rule(f"[bold]{name}")
         return time.perf_counter()
 
-    t0 = phase("1/3 worlds, tiny policy, SFT warm start on a separate world")
-    ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.warm_start_entities)
+    t0 = phase("1/3 world, tiny policy, SFT warm start on the warm-up split")
+    ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities)
     ws = build_warm_start(out, seed=args.seed, config=ws_cfg, log=console.print)
     timings["warm_start"] = time.perf_counter() - t0
 
@@ -185,7 +185,7 @@ def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> 
     wt, wd = result["warm_start_train"]["overall"], result["before"]["overall"]
     lines = [
         "# igsearch demo report", "",
-        f"GRPO with `{args.method}` for {args.steps} steps from the warm start (SFT on a separate world), seed "
+        f"GRPO with `{args.method}` for {args.steps} steps from the warm start (SFT on the warm-up split), seed "
         f"{args.seed}; {cfg.questions_per_step} questions x {cfg.rollouts_per_question} rollouts per step at "
         f"temperature {cfg.temperature}, lr {cfg.lr}.", "",
         "## Dev EM, greedy, before (step 0) and after RL (step {}), paired on the same {} questions".format(
@@ -201,7 +201,7 @@ def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> 
                   format_comparison(result["paired_probe"], f"step {s0}", f"step {s1}"), ""]
     lines += [
         "## The warm start on this world", "",
-        f"The warm start never saw this world's entities: greedy EM {wt['em']:.3f} on {wt['n']} train questions vs "
+        f"The warm start never saw a train, dev or test question: greedy EM {wt['em']:.3f} on {wt['n']} train questions vs "
         f"{wd['em']:.3f} on {wd['n']} dev questions (searches per question {wt['searches']:.2f} / {wd['searches']:.2f}).", "",
         "| data_source | dev EM before | dev EM after | dev searches before | dev searches after |",
         "|---|---:|---:|---:|---:|",

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.vllm
 def test_demo_writes_report_with_paired_intervals_and_plots(tmp_path):
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--steps", "2", "--sft-steps", "5", "--eval-questions", "6",
-               "--probe-questions", "2", "--eval-every", "1", "--warm-start-entities", "150",
+               "--probe-questions", "2", "--eval-every", "1", "--entities", "150",
                "questions_per_step=2", "rollouts_per_question=2"])
     assert rc == 0
     report = (out / "report.md").read_text()
@@ -29,9 +29,7 @@ def test_demo_writes_report_with_paired_intervals_and_plots(tmp_path):
     assert sorted(p.name for p in (out / "train" / "evals").iterdir()) == [
         "step_000000.json", "step_000001.json", "step_000002.json"]
     assert (out / "train" / "checkpoints" / "step_000002").is_dir()
-    # the warm start's world shares no invented name word with the RL world
-    from igsearch.world.build import world_name_words
-    from igsearch.world.graph import BOOK_NOUNS, COMPANY_SUFFIXES, FILM_NOUNS
-
-    fixed = {w.lower() for w in (*BOOK_NOUNS, *COMPANY_SUFFIXES, *FILM_NOUNS, "of")}
-    assert not (world_name_words(out / "world") - fixed) & world_name_words(out / "warm-start-world")
+    # SFT saw only the warm-up split: no train, dev or test question is among its questions
+    questions = lambda split: {json.loads(line)["question"] for line in (out / "world" / f"{split}.jsonl").open()}  # noqa: E731
+    assert questions("warmup") and not questions("warmup") & (questions("train") | questions("dev") | questions("test"))
+    assert json.loads((out / "sft" / "sft_summary.json").read_text())["examples"] == len(questions("warmup"))

@@ -50,6 +50,8 @@ def build_world(out_dir, seed: int = 0, n_entities: int | None = None, *,
     missing = set(SPLITS) - set(sizes)
     if missing:
         raise ValueError(f"split_sizes lacks {sorted(missing)}; give train, dev and test")
+    # extra splits (e.g. a warm-up split that RL and evaluation never see) come after the standard ones
+    names = [*SPLITS, *(s for s in sizes if s not in SPLITS)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -58,10 +60,10 @@ def build_world(out_dir, seed: int = 0, n_entities: int | None = None, *,
     entities = generate_entities(rng, n_entities, reserved_words=reserved)
     corpus = [{"id": str(e.index), "contents": contents}
               for e, contents in zip(entities, build_passages(entities, rng))]
-    splits = _draw_splits(entities, sizes, rng)
+    splits = _draw_splits(entities, {name: sizes[name] for name in names}, rng)
 
     files = {"corpus.jsonl": _write_jsonl(out / "corpus.jsonl", corpus)}
-    for split in SPLITS:
+    for split in names:
         files[f"{split}.jsonl"] = _write_jsonl(out / f"{split}.jsonl", splits[split])
         if parquet:
             files[f"{split}.parquet"] = _write_parquet(out / f"{split}.parquet", splits[split])
@@ -99,23 +101,25 @@ def world_name_words(world_dir) -> set[str]:
 
 
 def _draw_splits(entities, sizes: dict[str, int], rng: random.Random) -> dict[str, list[dict]]:
-    """Pick the questions per hop count, then deal each hop group across the splits."""
-    total = sum(sizes[s] for s in SPLITS)
+    """Pick the questions per hop count, then deal each hop group across the splits (in ``sizes`` order;
+    when the world has too few questions of a hop count, every split gets its share of the shortfall)."""
+    names = list(sizes)
+    total = sum(sizes.values())
     grouped = all_questions(entities, max_hops=max(HOP_SHARES))
-    assigned: dict[str, list] = {split: [] for split in SPLITS}
+    assigned: dict[str, list] = {split: [] for split in names}
     for hops, share in HOP_SHARES.items():
         picked = pick_questions(grouped[hops], int(round(share * total)), rng)
         rng.shuffle(picked)
         start = 0
-        for i, split in enumerate(SPLITS):
-            if i == len(SPLITS) - 1:
+        for i, split in enumerate(names):
+            if i == len(names) - 1:
                 take = len(picked) - start
             else:
                 take = int(round(len(picked) * sizes[split] / total))
             assigned[split].extend(picked[start:start + take])
             start += take
     rows: dict[str, list[dict]] = {}
-    for split in SPLITS:
+    for split in names:
         questions = assigned[split]
         rng.shuffle(questions)
         rows[split] = [_row(q, entities, split, i, rng) for i, q in enumerate(questions)]
