@@ -424,7 +424,7 @@ def parse_args(argv=None):
 
 
 def prepare(args, root: Path):
-    """Worlds, tiny policy and warm start under ``root``; reused when ``root/setup.json`` matches.
+    """World, tiny policy and warm start under ``root``; reused when ``root/setup.json`` matches.
 
     Returns (world_dir, sft_dir, manifest, setup_seconds)."""
     from dataclasses import replace
@@ -437,14 +437,14 @@ def prepare(args, root: Path):
     setup_file = root / "setup.json"
     setup = json.loads(setup_file.read_text()) if setup_file.exists() else None
     if setup and setup.get("key") == key:
-        print(f"[replicate] reusing the worlds and warm start in {root} ({setup_file.name} matches)", flush=True)
-        sft = Path(setup["sft"])
+        # a warm start built with the same settings (by this script or, pointed to by hand, by `igsearch demo`)
+        print(f"[replicate] reusing the world and warm start of {setup_file} (settings match)", flush=True)
+        sft, world = Path(setup["sft"]), Path(setup["world"])
     else:
         ws = build_warm_start(root, seed=args.world_seed, config=ws_cfg, progress=False,
                               log=lambda msg: print(f"[replicate] {msg}", flush=True))
-        sft = ws["sft"]
-        atomic_write_text(setup_file, json.dumps({"key": key, "sft": str(sft)}, default=str))
-    world = root / "world"
+        sft, world = ws["sft"], ws["world"]
+        atomic_write_text(setup_file, json.dumps({"key": key, "sft": str(sft), "world": str(world)}, default=str))
     manifest = json.loads((world / "manifest.json").read_text())
     return world, sft, manifest, time.perf_counter() - t0
 

@@ -19,13 +19,14 @@ from rich.console import Console
 from igsearch.warmstart import WarmStartConfig
 
 #: RL settings on top of configs/tiny-cpu.yaml (the warm start saw 2 passages per search).
-DEMO_RL_OVERRIDES = ["topk=2", "max_response_tokens=768", "max_turns=4", "lr=1e-4", "questions_per_step=16"]
+DEMO_RL_OVERRIDES = ["topk=2", "max_response_tokens=768", "max_turns=4", "lr=1e-4", "warmup_steps=5",
+                     "questions_per_step=16"]
 
 
 def add_demo_command(subparsers) -> None:
     p = subparsers.add_parser("demo", help="world -> warm start -> GRPO with IG -> eval, with a report (CPU, minutes)")
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--steps", type=int, default=30, help="RL steps (default 30)")
+    p.add_argument("--steps", type=int, default=20, help="RL steps (default 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="ig", help="advantage estimator: ig (default) | grpo | any registered name")
     p.add_argument("--sft-steps", type=int, default=WarmStartConfig.steps)
@@ -192,7 +193,8 @@ def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> 
             s1, wd["n"]), "",
         format_comparison(result["paired_greedy"], f"step {s0}", f"step {s1}"), "",
         "Difference: after minus before; interval: 95% paired bootstrap over questions; McNemar: exact "
-        "two-sided p (questions gained / lost).", "",
+        "two-sided p (questions gained / lost). A change counts when the interval excludes 0 *and* McNemar "
+        "p < 0.05: with only a few questions that changed, the bootstrap interval is too narrow.", "",
     ]
     if "paired_probe" in result:
         n = result["paired_probe"]["overall"]["n"]

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import torch
 
@@ -36,3 +37,12 @@ def test_summary_line_and_progress(tmp_path):
     with TrainProgress(3, disable=True) as bar:
         bar.update(1, metrics)
         bar.update(2, {"loss": math.pi})
+
+
+def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
+    with TrainProgress(40, description="sft") as bar:  # pytest captures stdout: not a terminal
+        for step in range(1, 41):
+            bar.update(step, {"loss": 1.0 / step})
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if re.match(r"sft \d+/40 ", ln)]
+    assert len(lines) == 20 and lines[0].startswith("sft 2/40") and lines[-1].startswith("sft 40/40")
+    assert "loss 0.0250" in lines[-1]

@@ -158,11 +158,17 @@ class TrainProgress:
             transient=False,
         )
         self._task = self._progress.add_task(description, total=total_steps, completed=initial, summary="")
+        # Not a terminal (a log file, CI): the bar cannot redraw, so print a plain line every ~5%.
+        self._lines_every = 0 if disable or self._progress.console.is_terminal else max(1, total_steps // 20)
+        self._description, self._total, self._t0 = description, total_steps, time.perf_counter()
 
     def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> None:
         """Mark ``step`` steps as done and show the metrics of the last one."""
         summary = format_step_summary(metrics or {})
         self._progress.update(self._task, completed=step, summary=summary)
+        if self._lines_every and (step % self._lines_every == 0 or step == self._total):
+            print(f"{self._description} {step}/{self._total} ({time.perf_counter() - self._t0:.0f}s) {summary}",
+                  flush=True)
 
     def print(self, *args: Any) -> None:
         """Print a line above the bar."""
