@@ -126,10 +126,8 @@ def test_resume_gives_the_same_next_step_loss(setup, ig_run):
     assert original[1]["grad_norm"] > 0
 
 
-def test_grpo_gets_no_gradient_from_all_fail_groups(setup):
-    from igsearch.train.trainer import Trainer
-
-    trainer = Trainer(make_config(setup, method="grpo", engine="hf", steps=1), setup / "run-grpo")
+def run_and_check_weights_unchanged(trainer) -> None:
+    """Run ``trainer`` to the end and assert that no weight changed."""
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     try:
         trainer.run()
@@ -137,6 +135,12 @@ def test_grpo_gets_no_gradient_from_all_fail_groups(setup):
         trainer.close()
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(before[k], v), k
+
+
+def test_grpo_gets_no_gradient_from_all_fail_groups(setup):
+    from igsearch.train.trainer import Trainer
+
+    run_and_check_weights_unchanged(Trainer(make_config(setup, method="grpo", engine="hf", steps=1), setup / "run-grpo"))
     (row,) = read_metrics(setup / "run-grpo")
     assert row["groups/all_fail_frac"] == 1.0 and row["grad_norm"] == 0.0
 
@@ -178,14 +182,7 @@ def test_periodic_eval_probe_warmup_and_zero_spread_filter(setup):
     out = setup / "run-eval"
     cfg = make_config(setup, method="ig", engine="hf", steps=2, eval_every=2, eval_questions=3, probe_questions=2,
                       warmup_steps=4, drop_zero_spread_groups=True, checkpoint_every=10)
-    trainer = Trainer(cfg, out)
-    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    try:
-        trainer.run()
-    finally:
-        trainer.close()
-    for k, v in trainer.model.state_dict().items():
-        assert torch.equal(before[k], v), k
+    run_and_check_weights_unchanged(Trainer(cfg, out))
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert rows[1]["lr"] == pytest.approx(cfg.lr / 4) and rows[2]["lr"] == pytest.approx(cfg.lr / 2)
