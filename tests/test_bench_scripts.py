@@ -176,9 +176,9 @@ def test_replicate_verdict_follows_the_stated_rule():
 
 def test_replicate_time_to_quality_uses_grpos_best_mean_em():
     mod = load("replicate")
-    g = {s: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.1), (10, 100.0, 0.3), (20, 200.0, 0.25))) for s in (0, 1)}
-    fast = {s: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.1), (10, 130.0, 0.35), (20, 260.0, 0.4))) for s in (0, 1)}
-    slow = {0: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.1), (10, 50.0, 0.2), (20, 100.0, 0.2)))}
+    g = {s: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.5), (10, 100.0, 0.3), (20, 200.0, 0.25))) for s in (0, 1)}
+    fast = {s: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.5), (10, 130.0, 0.35), (20, 260.0, 0.4))) for s in (0, 1)}
+    slow = {0: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.5), (10, 50.0, 0.2), (20, 100.0, 0.2)))}
     ttq = mod.time_to_quality({"grpo": g, "ig": fast, "other": slow})
-    assert ttq["target_em"] == pytest.approx(0.3)
+    assert ttq["target_em"] == pytest.approx(0.3) and ttq["warm_start_em"] == pytest.approx(0.5)  # step 0 is no target
     assert ttq["methods"] == {"grpo": {"step": 10, "seconds": 100.0}, "ig": {"step": 10, "seconds": 130.0}, "other": None}
