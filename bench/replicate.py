@@ -128,8 +128,6 @@ def train_one(args, cfg_overrides: list[str], run_dir: Path) -> dict:
     trainer.update = update
     try:
         trainer.run()
-        if cfg.steps % cfg.eval_every:
-            trainer.logger.log(cfg.steps, trainer.periodic_eval(cfg.steps))
     finally:
         trainer.logger.close()
         trainer.close()

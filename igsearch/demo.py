@@ -80,8 +80,6 @@ def run_demo(args) -> int:
 
         t0 = phase(f"3/3 GRPO with {args.method} for {args.steps} steps, dev eval every {cfg.eval_every}")
         trainer.run()
-        if cfg.steps % cfg.eval_every:
-            trainer.logger.log(cfg.steps, trainer.periodic_eval(cfg.steps))
         timings["rl_with_evals"] = time.perf_counter() - t0
     finally:
         trainer.close()

@@ -180,14 +180,15 @@ def test_periodic_eval_probe_warmup_and_zero_spread_filter(setup):
     from igsearch.train.trainer import Trainer
 
     out = setup / "run-eval"
-    cfg = make_config(setup, method="ig", engine="hf", steps=2, eval_every=2, eval_questions=3, probe_questions=2,
+    cfg = make_config(setup, method="ig", engine="hf", steps=3, eval_every=2, eval_questions=3, probe_questions=2,
                       warmup_steps=4, drop_zero_spread_groups=True, checkpoint_every=10)
     run_and_check_weights_unchanged(Trainer(cfg, out))
     rows = read_metrics(out)
-    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert rows[1]["lr"] == pytest.approx(cfg.lr / 4) and rows[2]["lr"] == pytest.approx(cfg.lr / 2)
     assert rows[1]["groups/kept_frac"] == 0.0 and rows[2]["time/train_elapsed"] > rows[1]["time/train_elapsed"] > 0
-    for step in (0, 2):
+    assert "eval/em/overall" not in rows[1] and "eval/em/overall" in rows[3]  # the last step is evaluated too
+    for step in (0, 2, 3):
         rec = json.loads((out / "evals" / f"step_{step:06d}.json").read_text())
         assert len(rec["greedy"]["records"]) == 3
         assert len(rec["probe"]["records"]) == 2 * cfg.rollouts_per_question

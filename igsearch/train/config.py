@@ -145,7 +145,7 @@ class TrainConfig:
     checkpoint_every: int = _f(50, "Write a checkpoint every this many steps (and always at the end).")
     keep_checkpoints: int = _f(3, "Number of most recent checkpoints kept on disk.")
     log_every: int = _f(1, "Write metrics every this many steps.")
-    eval_every: int = _f(0, "Evaluate on eval_questions before training and every this many steps, writing "
+    eval_every: int = _f(0, "Evaluate on eval_questions before training, every this many steps and at the last step, writing "
                             "per-question results to evals/step_NNNNNN.json (0 = only at the end).")
     eval_questions: int = _f(64, "Questions of the eval split used for evaluation (greedy, one rollout each).")
     probe_questions: int = _f(0, "At every evaluation, also roll out this many eval questions rollouts_per_question "

@@ -311,7 +311,7 @@ class Trainer:
                     result = self.train_step(step)
                     train_seconds += result.metrics["time/step"]
                     result.metrics["time/train_elapsed"] = train_seconds
-                    if cfg.eval_every > 0 and step % cfg.eval_every == 0:
+                    if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
                         result.metrics.update(self.periodic_eval(step, bar))
                     if step % cfg.log_every == 0 or step == cfg.steps:
                         self.logger.log(step, result.metrics)
