@@ -1,4 +1,4 @@
-"""The measurement behind the defaults ig_beta=0.5 and ig_clip=2.0 (DESIGN.md section 4).
+"""The measurement behind the defaults ig_beta=0.5 and ig_clip=2.0 (docs/DESIGN.md section 4).
 
 The paper does not publish beta (weight of the step term) or c (clip of the normalised step IG).
 This benchmark samples rollouts of the SFT warm start (the replication's, in --work-dir), scores
@@ -74,9 +74,11 @@ def sample_batches(args, root: Path) -> list[dict]:
     try:
         for b in range(args.batches):
             step = 10_000 + b  # question draws disjoint from the training steps' of the same seed
-            _, trajs, _ = trainer.rollout(step)
+            batch = trainer.rollout(step)
+            trajs = batch.trajectories
             rewards = trajectory_rewards(trajs, format_penalty=cfg.format_penalty)
-            step_ig, _ = trainer.step_information_gain(trajs, step)
+            trainer.score_steps(batch, needs={"step_ig"})
+            step_ig = batch.scores["step_ig"]
             batches.append({
                 "rewards": [float(r) for r in rewards],
                 "group_ids": [t.question_index for t in trajs],
@@ -101,8 +103,9 @@ def effects(batches: list[dict], beta: float, clip: float | None, norm: str = "g
     steps = {"success": [0, 0], "failure": [0, 0]}  # [flipped steps, steps]
     all_fail_abs, mixed_abs, clipped, scored = [], [], 0.0, 0.0
     for batch in batches:
-        inp = AdvantageInput(batch["rewards"], batch["group_ids"], batch["step_ig"],
-                             [[tuple(s) for s in row] for row in batch["query_spans"]], batch["lengths"])
+        inp = AdvantageInput(batch["rewards"], batch["group_ids"],
+                             [[tuple(s) for s in row] for row in batch["query_spans"]], batch["lengths"],
+                             scores={"step_ig": batch["step_ig"]})
         out = compute_advantages(inp, cfg)
         clipped += out.stats["ig/clip_frac"] * out.stats["ig/scored_steps"]
         scored += out.stats["ig/scored_steps"]
@@ -208,7 +211,7 @@ def render(result: dict) -> str:
         "# Step-term coefficients: beta and the IG clip c", "",
         f"{result['device']}, {result['time'][:10]}. {s['rollouts']} rollouts of the SFT warm start "
         f"({result['args']['questions']} questions x 4 per batch, {result['args']['batches']} batches, "
-        f"temperature 1), {s['steps']} search steps. Group-normalised IG (DESIGN.md section 4).", "",
+        f"temperature 1), {s['steps']} search steps. Group-normalised IG (docs/DESIGN.md section 4).", "",
         "| rollouts | scored steps | mean raw IG | share of steps with IG > 0 |", "|---|---:|---:|---:|",
         f"| successful | {s['success']['n']} | {fmt(s['success']['mean'])} | {fmt(s['success']['positive_frac'])} |",
         f"| failed | {s['failure']['n']} | {fmt(s['failure']['mean'])} | {fmt(s['failure']['positive_frac'])} |", "",

@@ -114,18 +114,18 @@ def train_one(args, cfg_overrides: list[str], run_dir: Path) -> dict:
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", cfg_overrides)
     trainer = Trainer(cfg, run_dir)
     probes: list[dict] = []
-    orig_update = trainer.update
 
-    def update(trajs, adv, step):  # instance-level wrapper: probe, then the trainer's own update
+    def probe_all_fail(phase, batch, tr):  # after the advantages, before the update: same weights, same batch
+        if phase != "advantages":
+            return
         t0 = time.perf_counter()
-        probes.append({"step": step, **all_fail_probe(trainer, trajs, adv)})
+        probes.append({"step": batch.step, **all_fail_probe(tr, batch.trajectories, batch.advantages)})
         probes[-1]["seconds"] = time.perf_counter() - t0
         p = probes[-1]
-        print(f"[replicate] {cfg.method} seed {cfg.seed} step {step}/{cfg.steps}: all-fail groups "
+        print(f"[replicate] {cfg.method} seed {cfg.seed} step {batch.step}/{cfg.steps}: all-fail groups "
               f"{p['n_all_fail']}/{p['n_groups']}, their grad norm {p.get('grad_norm', float('nan')):.3g}", flush=True)
-        return orig_update(trajs, adv, step)
 
-    trainer.update = update
+    trainer.add_hook(probe_all_fail)
     try:
         trainer.run()
     finally:
@@ -386,6 +386,7 @@ def render(result: dict, agg: dict, png: list[Path], runs: dict) -> str:
 
 
 def parse_args(argv=None):
+    import igsearch.methods  # noqa: F401  (registers the built-in methods)
     from igsearch.algo.advantages import list_advantage_estimators
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

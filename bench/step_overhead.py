@@ -1,4 +1,5 @@
-"""IG overhead per training step: the trajectory baseline (GRPO) vs IG-Search (tree and naive scorer).
+"""Overhead per training step of every method against the trajectory baseline (GRPO): RLOO, GiGPO,
+IGPO (turn gains through the tree scorer) and IG-Search (tree and naive scorer).
 
 Same config, same seed, same process, same questions. What "same" means here (the design choice):
 
@@ -8,13 +9,14 @@ Same config, same seed, same process, same questions. What "same" means here (th
   its measured time is charged to every method. Then, for each method in a rotating order (the
   order shifts by one every step so that no method is always first or last), the policy weights AND
   the AdamW state are restored to the snapshot taken after the rollout, and the method's own phases
-  run and are timed on the same rollouts: step IG (IG-Search only, with the tree or the naive
-  scorer), advantages, the update (packed log-probs + span-weighted PPO loss + AdamW, i.e. "update
+  run and are timed on the same rollouts, by calling the trainer's phase functions: the step scorers
+  the method needs (IG-Search: step IG with the tree or the naive scorer; IGPO: turn gains; GiGPO:
+  anchor states), advantages, the update (packed log-probs + span-weighted PPO loss + AdamW, i.e. "update
   incl. log-probs") and the weight sync into the engine. So every method pays generation,
-  retrieval, update and sync, and only the IG phase differs (plus the noise of re-timing the
+  retrieval, update and sync, and only the scoring phase differs (plus the noise of re-timing the
   update). The run then continues from the weights after the IG-Search (tree) update (restored and
   synced, untimed, when that method was not the last in the rotation).
-- Step time of a method = rollout wall time (shared) + rewards + IG + advantages + update + sync.
+- Step time of a method = rollout wall time (shared) + rewards + step scoring + advantages + update + sync.
   Overhead = (mean step time of the method / mean step time of GRPO - 1) x 100, over the timed
   steps (the first ``--warmup`` steps are run but not counted: first-call overheads).
 - The tree and naive scorers give the same IG (checked: max |difference| is reported), so the two
@@ -38,7 +40,8 @@ Presets:
     python bench/step_overhead.py --preset gpu
 
 Writes bench/results/step_overhead-<device>.json and prints a markdown table; the last line is
-``overhead_tree=<percent> overhead_naive=<percent>``.
+``overhead_tree=<percent> overhead_naive=<percent>``; the line before it gives every method's overhead,
+and IGPO's line the tokens its tree-scored turn gains forwarded against scoring each turn prefix alone.
 """
 
 from __future__ import annotations
@@ -60,10 +63,11 @@ from benchutil import add_threads_argument, apply_threads, device_name, work_roo
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-#: (label, method, scorer)
-METHODS = [("grpo", "grpo", None), ("ig-tree", "ig", "tree"), ("ig-naive", "ig", "naive")]
+#: (label, method, scorer of the forward passes): every registered method, IG-Search with both scorers
+METHODS = [("grpo", "grpo", None), ("rloo", "rloo", None), ("gigpo", "gigpo", None), ("igpo", "igpo", "tree"),
+           ("ig-tree", "ig", "tree"), ("ig-naive", "ig", "naive")]
 CONTINUE_WITH = "ig-tree"
-PHASES = ("generation", "retrieval", "rollout_other", "ig", "update", "sync", "other")
+PHASES = ("generation", "retrieval", "rollout_other", "scoring", "update", "sync", "other")
 
 #: Qwen2.5-3B (config.json of Qwen/Qwen2.5-3B)
 QWEN25_3B_SHAPE = dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
@@ -100,57 +104,60 @@ def _sync_cuda():
 
 
 def bench_step(trainer, step: int, order: list[tuple]) -> dict:
-    """Rollout once, then every method's IG / advantage / update / sync phases on those rollouts."""
-    from igsearch.algo.advantages import AdvantageInput, compute_advantages
-    from igsearch.algo.rewards import trajectory_rewards
-    from igsearch.train.trainer import batch_metrics
+    """Rollout and rewards once, then every method's scoring / advantage / update / sync phases on
+    that batch, each from the same weights and optimizer state (the trainer's own phase functions)."""
+    import dataclasses
+
+    from igsearch.algo.advantages import estimator_needs
 
     cfg = trainer.cfg
     _sync_cuda()
     t0 = time.perf_counter()
-    rows, trajs, timings = trainer.rollout(step)
+    batch = trainer.rollout(step)
     t_rollout = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rewards = trajectory_rewards(trajs, format_penalty=cfg.format_penalty)
+    trainer.reward(batch)
     t_rewards = time.perf_counter() - t0
-    shared = {"generation": timings.generation, "retrieval": timings.retrieval,
-              "rollout_other": max(0.0, t_rollout - timings.generation - timings.retrieval)}
+    gen, ret = batch.metrics["time/generation"], batch.metrics["time/retrieval"]
+    shared = {"generation": gen, "retrieval": ret, "rollout_other": max(0.0, t_rollout - gen - ret)}
     snap = snapshot(trainer)
     keep = None
     out = {"step": step, "order": [m[0] for m in order], "methods": {},
-           "batch": batch_metrics(trajs, rewards, cfg.rollouts_per_question)}
+           "batch": {k: v for k, v in batch.metrics.items() if not k.startswith("time/")}}
     igs = {}
     saved_method, saved_scorer = cfg.method, cfg.ig_scorer
     try:
         for label, method, scorer in order:
             restore(trainer, snap)
             cfg.method = method
-            step_ig, ig_stats, t_ig = None, {}, 0.0
             if scorer is not None:
                 cfg.ig_scorer = scorer
-                _sync_cuda()
-                t0 = time.perf_counter()
-                step_ig, ig_stats = trainer.step_information_gain(trajs, step)
-                _sync_cuda()
-                t_ig = time.perf_counter() - t0
-                igs[label] = step_ig
+            needs = estimator_needs(method)
+            own = dataclasses.replace(batch, scores={}, advantages=None, metrics={})
+            _sync_cuda()
             t0 = time.perf_counter()
-            adv = compute_advantages(AdvantageInput.from_trajectories(trajs, rewards, step_ig), cfg.advantage_config())
+            trainer.score_steps(own, needs=needs)
+            _sync_cuda()
+            t_score = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            trainer.advantages(own)
             t_adv = time.perf_counter() - t0
             _sync_cuda()
             t0 = time.perf_counter()
             trainer.model.train()
-            loss_stats = trainer.update(trajs, adv, step)
+            trainer.update(own)
             _sync_cuda()
             t_update = time.perf_counter() - t0
             t0 = time.perf_counter()
-            trainer.engine.sync_weights(trainer.model)
+            trainer.sync(own)
             _sync_cuda()
             t_sync = time.perf_counter() - t0
-            phases = {**shared, "ig": t_ig, "update": t_update, "sync": t_sync, "other": t_rewards + t_adv}
+            if "step_ig" in own.scores:
+                igs[label] = own.scores["step_ig"]
+            phases = {**shared, "scoring": t_score, "update": t_update, "sync": t_sync, "other": t_rewards + t_adv}
+            scoring = {k: v for k, v in own.metrics.items() if k.split("/")[0] in needs}
             out["methods"][label] = {"phases": phases, "step": sum(phases.values()),
-                                     "grad_norm": loss_stats.get("grad_norm"),
-                                     "ig_tokens_forwarded": ig_stats.get("tokens_forwarded")}
+                                     "grad_norm": own.metrics.get("grad_norm"), "scoring": scoring}
             if label == CONTINUE_WITH:
                 keep = snapshot(trainer) if label != order[-1][0] else None
         if keep is not None:  # continue from the IG-Search (tree) weights; untimed
@@ -166,7 +173,7 @@ def bench_step(trainer, step: int, order: list[tuple]) -> dict:
 
 
 def summarize(steps: list[dict]) -> dict:
-    labels = [m[0] for m in METHODS]
+    labels = [m[0] for m in METHODS if m[0] in steps[0]["methods"]]
     summary = {}
     for label in labels:
         rows = [s["methods"][label] for s in steps]
@@ -185,13 +192,13 @@ def summarize(steps: list[dict]) -> dict:
 
 
 def table(summary: dict) -> str:
-    head = ("| method | generation s | retrieval s | rollout other s | IG s | update (incl. log-probs) s | "
+    head = ("| method | generation s | retrieval s | rollout other s | step scoring s | update (incl. log-probs) s | "
             "sync s | other s | step s | overhead vs GRPO |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for label, s in summary.items():
         p = s["phases"]
         lines.append(f"| {label} | {p['generation']:.2f} | {p['retrieval']:.2f} | {p['rollout_other']:.2f} | "
-                     f"{p['ig']:.2f} | {p['update']:.2f} | {p['sync']:.2f} | {p['other']:.3f} | "
+                     f"{p['scoring']:.2f} | {p['update']:.2f} | {p['sync']:.2f} | {p['other']:.3f} | "
                      f"{s['step_mean']:.2f} ± {s['step_std']:.2f} | {s['overhead_pct']:+.1f}% |")
     return "\n".join(lines)
 
@@ -362,7 +369,7 @@ def main(argv=None) -> int:
             steps.append(rec)
             m = rec["methods"]
             print(f"[step_overhead] step {step}{' (warm-up)' if rec['warmup'] else ''}: "
-                  + ", ".join(f"{lab} {m[lab]['step']:.2f}s (ig {m[lab]['phases']['ig']:.2f}s)" for lab, _, _ in METHODS)
+                  + ", ".join(f"{lab} {m[lab]['step']:.2f}s (scoring {m[lab]['phases']['scoring']:.2f}s)" for lab, _, _ in METHODS)
                   + f"; searches/rollout {rec['batch']['rollout/searches']:.2f}, steps scored {rec['steps_scored']}, "
                   f"max |IG tree-naive| {rec['max_ig_diff_tree_naive']:.1e}", flush=True)
     finally:
@@ -411,6 +418,13 @@ def main(argv=None) -> int:
           f"{cfg.rollouts_per_question} rollouts, {args.steps} timed steps (+{args.warmup} warm-up), "
           f"{searches:.2f} searches per rollout. Paper: +6.4%. JSON: {out}\n")
     print(table(summary))
+    igpo = summary["igpo"]
+    fwd = statistics.fmean(s["methods"]["igpo"]["scoring"].get("turn_gain/tokens_forwarded", 0.0) for s in timed)
+    alone = statistics.fmean(s["methods"]["igpo"]["scoring"].get("turn_gain/tokens_each_context_alone", 0.0) for s in timed)
+    print(f"IGPO turn gains through the tree scorer: {fwd:.0f} tokens forwarded per step against {alone:.0f} when "
+          f"each turn prefix is scored on its own; IGPO scoring {igpo['phases']['scoring']:.2f}s per step.")
+    print(" ".join(f"overhead_{label.replace('-', '_')}={s['overhead_pct']:.1f}" for label, s in summary.items()
+                   if label != "grpo"))
     print(f"overhead_tree={summary['ig-tree']['overhead_pct']:.1f} overhead_naive={summary['ig-naive']['overhead_pct']:.1f}")
     return 0
 

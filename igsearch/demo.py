@@ -164,11 +164,11 @@ def write_plots(run_dir: Path, out: Path) -> list[Path]:
     paths.append(out / "em_over_steps.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
-    if any("ig/real_mean" in r for r in train):
+    if any("step_ig/real_mean" in r for r in train):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         steps = [r["step"] for r in train]
-        ax.plot(steps, [r.get("ig/real_mean", float("nan")) for r in train], label="s(a*|real)")
-        ax.plot(steps, [r.get("ig/baseline_mean", float("nan")) for r in train], label="s(a*|random)")
+        ax.plot(steps, [r.get("step_ig/real_mean", float("nan")) for r in train], label="s(a*|real)")
+        ax.plot(steps, [r.get("step_ig/baseline_mean", float("nan")) for r in train], label="s(a*|random)")
         ax.set_xlabel("step"), ax.set_title("gold-answer score, real vs counterfactual docs"), ax.legend()
         fig.tight_layout()
         paths.append(out / "ig_scores.png")

@@ -31,8 +31,8 @@ def _batch(step_ig=None, rewards=(1.0, 0.0, 0.0, 1.0, 0.0, 0.0)):
     spans = [[(2, 5), (10, 14)], [(0, 3), (8, 9)], [(1, 4), (6, 11)],
              [(2, 5), (7, 8)], [(3, 6), (9, 12)], [(0, 2), (5, 7)]]
     return AdvantageInput(
-        rewards=list(rewards), group_ids=[7, 7, 7, 9, 9, 9], step_ig=step_ig,
-        query_spans=spans, response_lengths=[16] * 6,
+        rewards=list(rewards), group_ids=[7, 7, 7, 9, 9, 9], query_spans=spans, response_lengths=[16] * 6,
+        scores={} if step_ig is None else {"step_ig": step_ig},
     )
 
 
@@ -44,7 +44,7 @@ def test_grpo_group_zscore_uses_sample_std():
     expected = [(r - m) / (s + 1e-6) for r in rs] * 2
     torch.testing.assert_close(out.seq_adv, torch.tensor(expected), rtol=0, atol=1e-6)
     assert out.spans.shape == (0, 3) and out.span_values.shape == (0,)
-    assert out.stats["groups/all_fail_frac"] == 0.0
+    assert out.stats["groups/zero_spread_frac"] == 0.0
 
 
 def test_grpo_scale_none_only_centres():
@@ -66,7 +66,7 @@ def test_all_fail_group_ig_nonzero_on_query_tokens_grpo_exactly_zero():
     grpo = compute_advantages(inp, AdvantageConfig(estimator="grpo"))
     a_ig = per_token_advantages(ig, None, T)
     a_grpo = per_token_advantages(grpo, 0.5, T)
-    assert ig.stats["groups/all_fail_frac"] == 1.0
+    assert ig.stats["groups/zero_spread_frac"] == 1.0
     assert torch.count_nonzero(a_grpo) == 0  # exactly zero everywhere
     for i, (row, spans) in enumerate(zip(step_ig, inp.query_spans)):
         on_query = torch.zeros(T, dtype=torch.bool)
@@ -148,10 +148,12 @@ def test_registry_plugin_by_name():
 
 
 def test_input_validation():
-    with pytest.raises(ValueError, match="step IG values"):
-        _batch(step_ig=[[0.1]] * 6)
+    with pytest.raises(ValueError, match="step_ig values but 2 search steps"):
+        compute_advantages(_batch(step_ig=[[0.1]] * 6), AdvantageConfig(estimator="ig"))
     with pytest.raises(ValueError, match="outside"):
-        AdvantageInput([1.0], [0], None, [[(3, 20)]], [10])
+        AdvantageInput([1.0], [0], [[(3, 20)]], [10])
+    with pytest.raises(ValueError, match="turn span"):
+        AdvantageInput([1.0], [0], [[]], [10], turn_spans=[[(0, 11)]])
     with pytest.raises(ValueError, match="needs step_ig"):
         compute_advantages(_batch(), AdvantageConfig(estimator="ig"))
     with pytest.raises(ValueError, match="finite"):
@@ -168,8 +170,11 @@ def test_from_trajectories():
         Trajectory(prompt_ids=[1], response_ids=list(range(5)), loss_mask=[1] * 5,
                    rollout_logprobs=[0.0] * 5, question_index=4),
     ]
-    inp = AdvantageInput.from_trajectories(trajs, [1.0, 0.0], step_ig=[[0.3], []])
+    inp = AdvantageInput.from_trajectories(trajs, [1.0, 0.0], {"step_ig": [[0.3], []]})
     assert inp.group_ids == [4, 4] and inp.query_spans == [[(0, 3)], []] and inp.response_lengths == [10, 5]
+    assert inp.step_ig == [[0.3], []]
+    # turns: before the documents, and after them to the end; a rollout without steps is one turn
+    assert inp.turn_spans == [[(0, 3), (6, 10)], [(0, 5)]]
 
 
 def test_trajectory_reward():

@@ -1,4 +1,4 @@
-"""Parsing rules, context skeletons and the pool of DESIGN.md section 3 (no model needed)."""
+"""Parsing rules, context skeletons and the pool of docs/DESIGN.md section 3 (no model needed)."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def test_all_fail_group_gradient_only_from_ig():
     """All rollouts fail: grpo gives exactly zero gradient, ig moves only the query tokens."""
     B, T = 4, 10
     inp = AdvantageInput(rewards=[0.0] * B, group_ids=[0] * B,
-                         step_ig=[[0.5], [-0.2], [0.1], [None]],
+                         scores={"step_ig": [[0.5], [-0.2], [0.1], [None]]},
                          query_spans=[[(1, 4)], [(2, 5)], [(0, 3)], [(1, 2)]], response_lengths=[T] * B)
     logp = -torch.rand(B, T, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(B, T, dtype=torch.bool)

@@ -28,11 +28,11 @@ def test_jsonl_lines_flushed_and_tensorboard_written(tmp_path):
 
 def test_summary_line_and_progress(tmp_path):
     metrics = {"reward/mean": 0.5, "em/mean": 0.5, "groups/all_fail_frac": 0.25, "ig/mean": 0.12,
-               "time/generation": 2.0, "time/retrieval": 0.5, "time/ig": 0.3, "time/logprobs": 0.2,
+               "time/generation": 2.0, "time/retrieval": 0.5, "time/scoring": 0.3, "time/logprobs": 0.2,
                "time/update": 1.0}
     line = format_step_summary(metrics)
     assert "R 0.500" in line and "all-fail 25%" in line and "IG +0.120" in line
-    assert "4.0s [gen 2.0 ret 0.5 ig 0.3 log 0.2 upd 1.0]" in line
+    assert "4.0s [gen 2.0 ret 0.5 sco 0.3 log 0.2 upd 1.0]" in line
     assert format_step_summary({}) == ""
     with TrainProgress(3, disable=True) as bar:
         bar.update(1, metrics)

@@ -97,7 +97,7 @@ def test_ig_training_changes_weights_and_keeps_vllm_in_sync(ig_run):
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
         assert r["groups/all_fail_frac"] == 1.0 and r["rollout/searches"] > 0
-        assert r["ig/tokens_forwarded"] > 0 and math_finite(r["loss"])
+        assert r["step_ig/tokens_forwarded"] > 0 and math_finite(r["loss"])
         assert r["grad_norm"] > 0
     assert latest_checkpoint(ig_run["out"]).name == "step_000002"
 
@@ -121,7 +121,7 @@ def test_resume_gives_the_same_next_step_loss(setup, ig_run):
     original = read_metrics(ig_run["out"])
     assert [r["step"] for r in resumed] == [2]
     # same rollouts, same IG, same gradient: the resumed step is the uninterrupted step
-    for key in ("loss", "grad_norm", "ig/real_mean", "ig/baseline_mean", "rollout/response_tokens"):
+    for key in ("loss", "grad_norm", "step_ig/real_mean", "step_ig/baseline_mean", "rollout/response_tokens"):
         assert resumed[0][key] == pytest.approx(original[1][key], rel=1e-4, abs=1e-12), key
     assert original[1]["grad_norm"] > 0
 

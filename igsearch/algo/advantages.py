@@ -1,4 +1,4 @@
-"""Advantage estimators (DESIGN.md section 4) behind a registry, so other step-reward methods plug in by name.
+"""Advantage estimators (docs/DESIGN.md section 4) behind a registry, so other step-reward methods plug in by name.
 
 An estimator maps an ``AdvantageInput`` (rewards, GRPO groups, optional step IG and the token span
 of each step's query) and an ``AdvantageConfig`` to an ``AdvantageOutput``: one advantage per
@@ -28,18 +28,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
+
+#: the choices of AdvantageConfig.scale, .ig_norm and .span_weight
+ADV_SCALES = ("std", "none")
+IG_NORMS = ("group", "batch", "none")
+SPAN_WEIGHTS = ("uniform", "inverse_length")
 
 AdvantageEstimator = Callable[["AdvantageInput", "AdvantageConfig"], "AdvantageOutput"]
 
 _ESTIMATORS: dict[str, AdvantageEstimator] = {}
+_NEEDS: dict[str, frozenset[str]] = {}
 
 
-def register_advantage_estimator(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
+def register_advantage_estimator(
+    name: str, *, needs: Iterable[str] = ()
+) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
     """Decorator registering ``fn(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput`` as ``name``.
 
+    ``needs``: names of the step scorers (``igsearch.algo.step_scores``) whose values the estimator
+    reads from ``inp.scores``; the trainer runs exactly those scorers before calling it.
     Registering a name twice with a different function is an error (guards against silent
     shadowing); re-registering the same function is allowed (module reloads).
     """
@@ -49,6 +59,7 @@ def register_advantage_estimator(name: str) -> Callable[[AdvantageEstimator], Ad
         if old is not None and _origin(old) != _origin(fn):
             raise ValueError(f"advantage estimator {name!r} is already registered ({_origin(old)})")
         _ESTIMATORS[name] = fn
+        _NEEDS[name] = frozenset(needs)
         return fn
 
     return decorator
@@ -64,8 +75,15 @@ def get_advantage_estimator(name: str) -> AdvantageEstimator:
         return _ESTIMATORS[name]
     except KeyError:
         raise ValueError(
-            f"unknown advantage estimator {name!r}; registered: {sorted(_ESTIMATORS)}"
+            f"unknown advantage estimator {name!r}; registered: {sorted(_ESTIMATORS)} "
+            "(the built-in methods register when igsearch.methods is imported)"
         ) from None
+
+
+def estimator_needs(name: str) -> frozenset[str]:
+    """The step scorers the estimator ``name`` declared in ``register_advantage_estimator(needs=...)``."""
+    get_advantage_estimator(name)
+    return _NEEDS[name]
 
 
 def list_advantage_estimators() -> list[str]:
@@ -80,7 +98,7 @@ class AdvantageConfig:
     #: "std": divide the centred group reward by (std + eps); "none": only centre it.
     scale: str = "std"
     eps: float = 1e-6
-    #: beta of DESIGN.md section 4; carried in the output and applied by the loss.
+    #: beta of docs/DESIGN.md section 4; carried in the output and applied by the loss.
     ig_beta: float = 0.5
     #: "group" | "batch" | "none": how step IG is normalised before clipping.
     ig_norm: str = "group"
@@ -88,53 +106,98 @@ class AdvantageConfig:
     ig_clip: float | None = 2.0
     #: "uniform": every query token gets IGn; "inverse_length": IGn / |span|.
     span_weight: str = "uniform"
+    #: GiGPO: omega, the weight of the step-level (anchor-state) advantage.
+    gigpo_omega: float = 1.0
+    #: GiGPO: gamma, the discount of the episode reward back to earlier turns.
+    gigpo_gamma: float = 0.95
+    #: IGPO: gamma, the discount of the cumulative normalised turn rewards.
+    igpo_gamma: float = 1.0
 
 
 @dataclass
 class AdvantageInput:
-    """What the estimators see of a batch of B rollouts.
+    """What the estimators see of a batch of B rollouts (built from the rollout's step record).
 
     ``rewards[i]``: trajectory reward R_i. ``group_ids[i]``: the GRPO group (question) of rollout i.
-    ``step_ig[i][t]``: IG of step t of rollout i, None when the step got no IG; ``step_ig`` is None
-    for methods without step rewards. ``query_spans[i][t]``: (start, end) of step t's
-    ``<search>...</search>`` tokens in the response, end exclusive. ``response_lengths[i]``: number
-    of response tokens (spans must lie inside).
+    ``query_spans[i][t]``: (start, end) of step t's ``<search>...</search>`` tokens in the response,
+    end exclusive. ``turn_spans[i][k]``: (start, end) of turn k, the k-th stretch of response tokens
+    between injected document blocks (turn k < S ends where step k's documents start; a last turn
+    after the last documents exists when the policy wrote something there); None when unknown.
+    ``response_lengths[i]``: number of response tokens (spans must lie inside).
+    ``scores[name][i]``: the values of step scorer ``name`` for rollout i, one per step (per-step
+    scorers such as ``step_ig``) or one per turn (per-turn scorers such as ``anchor_state``); None
+    marks a step without a value. Estimators read what they declared in ``needs``.
     """
 
     rewards: Sequence[float]
     group_ids: Sequence[int]
-    step_ig: Sequence[Sequence[float | None]] | None
     query_spans: Sequence[Sequence[tuple[int, int]]]
     response_lengths: Sequence[int]
+    turn_spans: Sequence[Sequence[tuple[int, int]]] | None = None
+    scores: Mapping[str, Sequence[Sequence[Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         b = len(self.rewards)
         for name in ("group_ids", "query_spans", "response_lengths"):
             if len(getattr(self, name)) != b:
                 raise ValueError(f"AdvantageInput: {b} rewards but {len(getattr(self, name))} {name}")
-        if self.step_ig is not None:
-            if len(self.step_ig) != b:
-                raise ValueError(f"AdvantageInput: {b} rewards but {len(self.step_ig)} step_ig rows")
-            for i, (igs, spans) in enumerate(zip(self.step_ig, self.query_spans)):
-                if len(igs) != len(spans):
-                    raise ValueError(
-                        f"AdvantageInput: rollout {i} has {len(igs)} step IG values but "
-                        f"{len(spans)} query spans"
-                    )
-        for i, (spans, n) in enumerate(zip(self.query_spans, self.response_lengths)):
-            for start, end in spans:
-                if not 0 <= start <= end <= n:
-                    raise ValueError(f"AdvantageInput: rollout {i} query span {(start, end)} outside [0, {n}]")
+        if self.turn_spans is not None and len(self.turn_spans) != b:
+            raise ValueError(f"AdvantageInput: {b} rewards but {len(self.turn_spans)} turn_spans rows")
+        for name, rows in self.scores.items():
+            if len(rows) != b:
+                raise ValueError(f"AdvantageInput: {b} rewards but {len(rows)} rows of scores[{name!r}]")
+        for kind, table in (("query", self.query_spans), ("turn", self.turn_spans or [])):
+            for i, (spans, n) in enumerate(zip(table, self.response_lengths)):
+                for start, end in spans:
+                    if not 0 <= start <= end <= n:
+                        raise ValueError(f"AdvantageInput: rollout {i} {kind} span {(start, end)} outside [0, {n}]")
+
+    @property
+    def step_ig(self) -> Sequence[Sequence[float | None]] | None:
+        """``scores["step_ig"]``, or None when IG was not scored."""
+        return self.scores.get("step_ig")
+
+    def per_step(self, name: str, estimator: str) -> Sequence[Sequence[Any]]:
+        """``scores[name]``, checked to hold one value per search step of every rollout."""
+        rows = self._require(name, estimator)
+        for i, (row, spans) in enumerate(zip(rows, self.query_spans)):
+            if len(row) != len(spans):
+                raise ValueError(f"AdvantageInput: rollout {i} has {len(row)} {name} values but {len(spans)} "
+                                 "search steps")
+        return rows
+
+    def per_turn(self, name: str, estimator: str) -> Sequence[Sequence[Any]]:
+        """``scores[name]``, checked to hold one value per turn of every rollout."""
+        rows = self._require(name, estimator)
+        turns = self.turns(estimator)
+        for i, (row, spans) in enumerate(zip(rows, turns)):
+            if len(row) != len(spans):
+                raise ValueError(f"AdvantageInput: rollout {i} has {len(row)} {name} values but {len(spans)} turns")
+        return rows
+
+    def turns(self, estimator: str) -> Sequence[Sequence[tuple[int, int]]]:
+        """``turn_spans``; ValueError naming ``estimator`` when the batch has none."""
+        if self.turn_spans is None:
+            raise ValueError(f"the {estimator!r} advantage estimator needs turn_spans (build the input with "
+                             "AdvantageInput.from_trajectories)")
+        return self.turn_spans
+
+    def _require(self, name: str, estimator: str) -> Sequence[Sequence[Any]]:
+        if name not in self.scores:
+            raise ValueError(f"the {estimator!r} advantage estimator needs {name} (scores[{name!r}], one list of "
+                             "values per rollout)")
+        return self.scores[name]
 
     @classmethod
-    def from_trajectories(cls, trajectories, rewards, step_ig=None) -> "AdvantageInput":
+    def from_trajectories(cls, trajectories, rewards, scores: Mapping[str, Sequence] | None = None) -> "AdvantageInput":
         """Build from ``igsearch.rollout.trajectory.Trajectory`` objects (group = question_index)."""
         return cls(
             rewards=list(rewards),
             group_ids=[t.question_index for t in trajectories],
-            step_ig=None if step_ig is None else [list(x) for x in step_ig],
             query_spans=[[tuple(s.query) for s in t.steps] for t in trajectories],
             response_lengths=[len(t.response_ids) for t in trajectories],
+            turn_spans=[t.turn_spans() for t in trajectories],
+            scores={k: [list(row) for row in v] for k, v in (scores or {}).items()},
         )
 
 
@@ -200,14 +263,14 @@ def per_token_advantages(out: AdvantageOutput, beta: float | None, T: int) -> to
 # Group statistics
 
 
-def _group_index(group_ids: Sequence[int]) -> dict[int, list[int]]:
+def group_index(group_ids: Sequence[int]) -> dict[int, list[int]]:
     groups: dict[int, list[int]] = {}
     for i, g in enumerate(group_ids):
         groups.setdefault(int(g), []).append(i)
     return groups
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample std (ddof=1; 0 for fewer than two values)."""
     n = len(values)
     mean = sum(values) / n
@@ -222,25 +285,23 @@ def group_normalized_rewards(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO advantages float32 [B]: (R_i - mean_g) / (std_g + eps), or R_i - mean_g with scale "none".
 
-    Also returns batch statistics: reward mean, share of groups whose rollouts all fail (max
-    reward <= 0) and share of groups with zero reward spread (no trajectory-level signal).
+    Also returns batch statistics: the share of groups with zero reward spread (no
+    trajectory-level signal) and the mean |advantage|. (Reward means and the share of all-fail
+    groups are the trainer's batch metrics: one owner per metric key.)
     """
-    if scale not in ("std", "none"):
-        raise ValueError(f"unknown advantage scale {scale!r}; expected 'std' or 'none'")
+    if scale not in ADV_SCALES:
+        raise ValueError(f"unknown advantage scale {scale!r}; expected one of {list(ADV_SCALES)}")
     adv = torch.zeros(len(rewards), dtype=torch.float32)
-    groups = _group_index(group_ids)
-    n_all_fail = n_flat = 0
+    groups = group_index(group_ids)
+    n_flat = 0
     for members in groups.values():
         rs = [float(rewards[i]) for i in members]
-        mean, std = _mean_std(rs)
-        n_all_fail += max(rs) <= 0
+        mean, std = mean_std(rs)
         n_flat += max(rs) == min(rs)
         for i, r in zip(members, rs):
             adv[i] = (r - mean) / (std + eps) if scale == "std" else r - mean
     n_groups = max(len(groups), 1)
     stats = {
-        "reward/mean": sum(map(float, rewards)) / max(len(rewards), 1),
-        "groups/all_fail_frac": n_all_fail / n_groups,
         "groups/zero_spread_frac": n_flat / n_groups,
         "adv/seq_abs_mean": float(adv.abs().mean()) if len(rewards) else 0.0,
     }
@@ -261,14 +322,14 @@ def normalize_step_ig(
     ``"batch"``: the same over every scored step of the batch; ``"none"``: raw IG. Then clipped to
     [-clip, clip] unless ``clip`` is None.
     """
-    if norm not in ("group", "batch", "none"):
-        raise ValueError(f"unknown IG normalisation {norm!r}; expected 'group', 'batch' or 'none'")
+    if norm not in IG_NORMS:
+        raise ValueError(f"unknown IG normalisation {norm!r}; expected one of {list(IG_NORMS)}")
     for row in step_ig:
         for v in row:
             if v is not None and not math.isfinite(float(v)):
                 raise ValueError(f"step IG must be finite or None, got {v}")
     if norm == "group":
-        pools = list(_group_index(group_ids).values())
+        pools = list(group_index(group_ids).values())
     elif norm == "batch":
         pools = [list(range(len(step_ig)))]
     else:
@@ -278,7 +339,7 @@ def normalize_step_ig(
         scored = [float(v) for i in members for v in step_ig[i] if v is not None]
         if not scored:
             continue
-        mean, std = _mean_std(scored)
+        mean, std = mean_std(scored)
         for i in members:
             out[i] = [None if v is None else (v - mean) / (std + eps) for v in out[i]]
     raw = [float(v) for row in step_ig for v in row if v is not None]
@@ -293,7 +354,7 @@ def normalize_step_ig(
     n_steps = sum(len(row) for row in step_ig)
     stats = {
         "ig/mean": sum(raw) / len(raw) if raw else 0.0,
-        "ig/std": _mean_std(raw)[1] if raw else 0.0,
+        "ig/std": mean_std(raw)[1] if raw else 0.0,
         "ig/min": min(raw) if raw else 0.0,
         "ig/max": max(raw) if raw else 0.0,
         "ig/scored_steps": float(len(raw)),
@@ -309,7 +370,7 @@ def normalize_step_ig(
 # Built-in estimators
 
 
-def _empty_spans() -> tuple[torch.Tensor, torch.Tensor]:
+def empty_spans() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.float32)
 
 
@@ -317,20 +378,19 @@ def _empty_spans() -> tuple[torch.Tensor, torch.Tensor]:
 def grpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
     """Trajectory-level GRPO: one advantage per rollout, no spans."""
     seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.scale, eps=cfg.eps)
-    spans, values = _empty_spans()
+    spans, values = empty_spans()
     return AdvantageOutput(seq_adv, spans, values, beta=0.0, stats=stats)
 
 
-@register_advantage_estimator("ig")
+@register_advantage_estimator("ig", needs={"step_ig"})
 def ig_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
     """GRPO plus normalised step IG on the query tokens of each scored step."""
-    if inp.step_ig is None:
-        raise ValueError("the 'ig' advantage estimator needs step_ig (one list of IG values per rollout)")
-    if cfg.span_weight not in ("uniform", "inverse_length"):
-        raise ValueError(f"unknown span weighting {cfg.span_weight!r}; expected 'uniform' or 'inverse_length'")
+    step_ig = inp.per_step("step_ig", "ig")
+    if cfg.span_weight not in SPAN_WEIGHTS:
+        raise ValueError(f"unknown span weighting {cfg.span_weight!r}; expected one of {list(SPAN_WEIGHTS)}")
     seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.scale, eps=cfg.eps)
     ign, ig_stats = normalize_step_ig(
-        inp.step_ig, inp.group_ids, norm=cfg.ig_norm, clip=cfg.ig_clip, eps=cfg.eps
+        step_ig, inp.group_ids, norm=cfg.ig_norm, clip=cfg.ig_clip, eps=cfg.eps
     )
     stats.update(ig_stats)
     rows: list[tuple[int, int, int]] = []
@@ -345,6 +405,6 @@ def ig_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
         span_t = torch.tensor(rows, dtype=torch.long)
         value_t = torch.tensor(values, dtype=torch.float32)
     else:
-        span_t, value_t = _empty_spans()
+        span_t, value_t = empty_spans()
     stats["ig/span_tokens"] = float(sum(e - s for _, s, e in rows))
     return AdvantageOutput(seq_adv, span_t, value_t, beta=float(cfg.ig_beta), stats=stats)

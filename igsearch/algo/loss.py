@@ -1,4 +1,4 @@
-"""The GRPO policy loss with span-weighted advantages (DESIGN.md section 4), on top of the kernel.
+"""The GRPO policy loss with span-weighted advantages (docs/DESIGN.md section 4), on top of the kernel.
 
 Per token k of sequence i, with ratio r = exp(logp - old_logp) and the per-token advantage
 A[i, k] = seq_adv[i] + beta * (span values covering k):

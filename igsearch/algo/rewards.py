@@ -1,4 +1,4 @@
-"""Trajectory rewards (DESIGN.md section 4): exact match of the last answer, optional format penalty."""
+"""Trajectory rewards (docs/DESIGN.md section 4): exact match of the last answer, optional format penalty."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""compute_information_gain: per-step IG of DESIGN.md section 3 over a batch of rollouts.
+"""compute_information_gain: per-step IG of docs/DESIGN.md section 3 over a batch of rollouts.
 
 For step t of rollout i with gold variant a:
     s(a | C) = sum_k lp_k * w_k / n,  w = [head_weight] * head_tokens + [1] * (n - head_tokens),
@@ -20,6 +20,7 @@ from igsearch.scoring import ScoreRequest, score
 
 from .context import build_context
 from .parse import ASSISTANT_MARKER, ParsedRollout, Step, parse_rollout
+from .record import rollout_from_trajectory
 from .pool import Entry, build_pool, check_draws, draw_counterfactuals
 
 
@@ -116,24 +117,22 @@ def compute_information_gain(
     model,
     tokenizer,
     *,
-    n_random: int = 3,
-    head_tokens: int = 3,
-    head_weight: float = 3.0,
-    max_gold_variants: int = 1,
-    max_context_tokens: int = 4096,
-    draws=None,
-    seed: int | None = None,
-    scorer: str = "tree",
     prompt_texts: Sequence[str] | None = None,
     assistant_marker: str = ASSISTANT_MARKER,
-    scorer_options: dict | None = None,
+    **options,
 ) -> IGResult:
     """Per-step IG of every rollout in ``texts`` (prompt + response). See the module docstring.
 
-    ``golds[i]``: the gold variants of rollout i (a string counts as one). ``draws[i][k]``: pool
-    entries (rollout, step) for step k of rollout i; None draws them from ``random.Random(seed)``.
-    ``prompt_texts``: the prompt of each rollout, for chat templates without ``assistant_marker``.
-    Raises ValueError for a text without an assistant turn or a gold that tokenizes to nothing.
+    The text adapter: steps are found by ``parse_rollout`` (the rules of docs/DESIGN.md section 3).
+    Rollouts from our own agent carry their steps as token spans; ``information_gain_of_trajectories``
+    uses that record instead, and agrees with this function on the same rollouts.
+
+    ``golds[i]``: the gold variants of rollout i (a string counts as one). ``prompt_texts``: the
+    prompt of each rollout, for chat templates without ``assistant_marker``. ``model`` and
+    ``tokenizer`` may be paths. ``options`` are those of ``information_gain_of_rollouts`` (n_random,
+    head_tokens, head_weight, max_gold_variants, max_context_tokens, draws, seed, scorer,
+    scorer_options). Raises ValueError for a text without an assistant turn or a gold that
+    tokenizes to nothing.
     """
     t0 = time.perf_counter()
     if prompt_texts is not None and len(prompt_texts) != len(texts):
@@ -143,7 +142,43 @@ def compute_information_gain(
         parse_rollout(t, None if prompt_texts is None else prompt_texts[i], assistant_marker, f"rollout {i}: ")
         for i, t in enumerate(texts)
     ]
-    gold_ids = _gold_ids(golds, tokenizer, max_gold_variants, len(texts))
+    return information_gain_of_rollouts(rollouts, golds, model, tokenizer, started=t0, **options)
+
+
+def information_gain_of_trajectories(trajectories, model, tokenizer, **options) -> IGResult:
+    """Per-step IG of our agent's rollouts (``igsearch.rollout.trajectory.Trajectory``), with the steps
+    taken from their token-span record: step k of the result is ``trajectories[i].steps[k]``.
+    ``options`` as for ``compute_information_gain`` (golds are the trajectories' own)."""
+    t0 = time.perf_counter()
+    rollouts = [rollout_from_trajectory(t, tokenizer) for t in trajectories]
+    return information_gain_of_rollouts(rollouts, [t.golds for t in trajectories], model, tokenizer,
+                                        started=t0, **options)
+
+
+def information_gain_of_rollouts(
+    rollouts: Sequence[ParsedRollout],
+    golds: Sequence[Sequence[str] | str],
+    model,
+    tokenizer,
+    *,
+    n_random: int = 3,
+    head_tokens: int = 3,
+    head_weight: float = 3.0,
+    max_gold_variants: int = 1,
+    max_context_tokens: int = 4096,
+    draws=None,
+    seed: int | None = None,
+    scorer: str = "tree",
+    scorer_options: dict | None = None,
+    started: float | None = None,
+) -> IGResult:
+    """Per-step IG of rollouts already split into prefix and steps (the core of both front-ends).
+
+    ``draws[i][k]``: pool entries (rollout, step) for step k of rollout i; None draws them from
+    ``random.Random(seed)``. ``scorer``: "tree" or "naive" (``scorer_options`` go to it).
+    """
+    t0 = time.perf_counter() if started is None else started
+    gold_ids = _gold_ids(golds, tokenizer, max_gold_variants, len(rollouts))
     pool = build_pool(rollouts)
     used = check_draws(draws, rollouts, pool) if draws is not None else draw_counterfactuals(rollouts, pool, n_random, seed)
 

@@ -1,4 +1,4 @@
-"""Context skeletons C_t(x) of DESIGN.md section 3."""
+"""Context skeletons C_t(x) of docs/DESIGN.md section 3."""
 
 from __future__ import annotations
 

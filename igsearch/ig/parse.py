@@ -1,4 +1,4 @@
-"""Steps of a rollout's assistant turn, as DESIGN.md section 3 defines them.
+"""Steps of a rollout's assistant turn, as docs/DESIGN.md section 3 defines them.
 
 - The assistant turn starts after the LAST ``<|im_start|>assistant\\n`` of the text (Qwen chat
   template). For another template pass the prompt text: the turn then starts right after it (the

@@ -137,7 +137,7 @@ class VLLMEngine:
         """Write ``model``'s weights as safetensors and reload them in place in every vLLM worker.
 
         vLLM's in-place reload unties tied input/output embeddings (on the CPU backend the output
-        layer then keeps stale weights, DESIGN.md §6); the worker extension ties them again.
+        layer then keeps stale weights, docs/DESIGN.md §6); the worker extension ties them again.
         """
         if self._sync_dir is None:
             self._sync_dir = tempfile.mkdtemp(prefix="igsearch-sync-")

@@ -53,6 +53,21 @@ class Trajectory:
     def n_steps(self) -> int:
         return len(self.steps)
 
+    def turn_spans(self) -> list[tuple[int, int]]:
+        """(start, end) of each turn in ``response_ids``: the stretches between injected documents.
+
+        Turn k < S (S = number of steps) runs from the end of step k-1's documents (0 for k = 0) to
+        the start of step k's documents, so it holds step k-1's refine and step k's query. A last
+        turn, after the last documents, exists when the response goes on past them (the answer).
+        """
+        spans, start = [], 0
+        for s in self.steps:
+            spans.append((start, s.documents[0]))
+            start = s.documents[1]
+        if start < len(self.response_ids) or not self.steps:
+            spans.append((start, len(self.response_ids)))
+        return spans
+
     @property
     def malformed(self) -> bool:
         return self.finish_reason.startswith("malformed")

@@ -3,7 +3,7 @@
 vLLM's in-place ``reload_weights`` processes every reloaded layer again, but an output layer whose
 weight is tied to the input embedding receives no weights of its own and is skipped. On the CPU
 backend each linear layer computes from a pre-packed copy of its weight made after loading, so
-the tied LM head keeps computing with the old weights (DESIGN.md §6). ``igsearch_reload_weights``
+the tied LM head keeps computing with the old weights (docs/DESIGN.md §6). ``igsearch_reload_weights``
 reloads and then re-ties and re-packs the LM head.
 """
 

@@ -7,9 +7,12 @@ Public API::
     out.results[0].token_logprobs, out.results[0].weighted_mean, out.stats()
 """
 
-from .base import ScoreOutput, ScoreRequest, ScoreResult, get_scorer, score
+from .base import ScoreOutput, ScoreRequest, ScoreResult, get_scorer, list_scorers, register_scorer, score
+from .naive import score_naive
+from .tree import score_tree
 from .trie import PackedTrie, build_trie
 
 __all__ = [
-    "ScoreOutput", "ScoreRequest", "ScoreResult", "get_scorer", "score", "PackedTrie", "build_trie",
+    "ScoreOutput", "ScoreRequest", "ScoreResult", "get_scorer", "list_scorers", "register_scorer", "score", "score_naive",
+    "score_tree", "PackedTrie", "build_trie",
 ]

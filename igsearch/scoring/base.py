@@ -90,18 +90,32 @@ def finish_result(request: ScoreRequest, token_logprobs: torch.Tensor) -> ScoreR
 
 ScorerFn = Callable[..., ScoreOutput]
 
+_SCORERS: dict[str, ScorerFn] = {}
+
+
+def register_scorer(name: str) -> Callable[[ScorerFn], ScorerFn]:
+    """Decorator: make ``fn(requests, model, **options) -> ScoreOutput`` available as ``name``.
+
+    The scorer modules register themselves; ``igsearch.scoring`` imports them (this module imports
+    none of them, so there is no import cycle)."""
+
+    def decorator(fn: ScorerFn) -> ScorerFn:
+        _SCORERS[name] = fn
+        return fn
+
+    return decorator
+
+
+def list_scorers() -> list[str]:
+    return sorted(_SCORERS)
+
 
 def get_scorer(name: str) -> ScorerFn:
     """The scorer function called ``name`` (``"naive"`` or ``"tree"``)."""
-    if name == "naive":
-        from .naive import score_naive
-
-        return score_naive
-    if name == "tree":
-        from .tree import score_tree
-
-        return score_tree
-    raise ValueError(f"unknown scorer {name!r}; known: ['naive', 'tree']")
+    try:
+        return _SCORERS[name]
+    except KeyError:
+        raise ValueError(f"unknown scorer {name!r}; known: {sorted(_SCORERS)}") from None
 
 
 def score(requests: Sequence[ScoreRequest], model, scorer: str = "tree", **options) -> ScoreOutput:

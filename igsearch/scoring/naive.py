@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import ScoreOutput, ScoreRequest, finish_result
+from .base import ScoreOutput, ScoreRequest, finish_result, register_scorer
 
 
 def _micro_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
@@ -30,6 +30,7 @@ def _micro_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: in
     return batches
 
 
+@register_scorer("naive")
 def score_naive(
     requests: list[ScoreRequest],
     model,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import ScoreOutput, ScoreRequest, finish_result
+from .base import ScoreOutput, ScoreRequest, finish_result, register_scorer
 from .trie import PackedTrie, build_trie
 
 _LOGIT_ROWS = 512
@@ -298,6 +298,7 @@ def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreO
 # ----------------------------------------------------------------------------- entry point
 
 
+@register_scorer("tree")
 def score_tree(
     requests: list[ScoreRequest],
     model,

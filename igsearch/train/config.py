@@ -26,8 +26,8 @@ import yaml
 
 from igsearch.train.io import atomic_write_text
 
-METHODS_BUILTIN = ("ig", "grpo")
-LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+#: fields older versions wrote into checkpoints' config.json, skipped when such a config is read back
+REMOVED_FIELDS = frozenset({"tokenizer_path"})  # the tokenizer is always the model directory's
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -51,7 +51,6 @@ class TrainConfig:
         "HF model directory (or hub id) of the policy to train, e.g. the SFT warm start. "
         "Required; the GPU preset leaves it unset on purpose.",
     )
-    tokenizer_path: str | None = _f(None, "Tokenizer directory; None = the model directory.")
     dtype: str = _f("float32", "Parameter dtype of the trained policy: float32 | bfloat16 | float16.")
     device: str = _f("auto", "Device for the policy update: auto (cuda if available) | cpu | cuda | cuda:N.")
     attn_implementation: str = _f(
@@ -84,7 +83,8 @@ class TrainConfig:
     method: str = _f(
         "ig",
         "Advantage estimator by registry name: ig (GRPO + step information gain) | grpo "
-        "(trajectory-level baseline) | any name registered with register_advantage_estimator.",
+        "(trajectory-level baseline) | rloo (leave-one-out baseline) | gigpo (GiGPO anchor-state step "
+        "groups) | igpo (IGPO turn-level gain) | any name registered with register_advantage_estimator.",
     )
     steps: int = _f(100, "Number of policy updates (training steps).")
     questions_per_step: int = _f(8, "Questions sampled per training step.")
@@ -122,7 +122,7 @@ class TrainConfig:
     kl_coef: float = _f(0.0, "Coefficient of the k3 KL penalty to a frozen reference policy (0 = no reference).")
     loss_agg: str = _f("token-mean", "Loss aggregation: token-mean | seq-mean-token-mean | seq-mean-token-sum.")
 
-    # ---------------------------------------------------------------- advantages (DESIGN.md section 4)
+    # ---------------------------------------------------------------- advantages (docs/DESIGN.md section 4)
     adv_scale: str = _f("std", "GRPO group advantage: std ((R - mean) / (std + eps)) | none (R - mean).")
     adv_eps: float = _f(1e-6, "Epsilon added to the group standard deviations.")
     ig_beta: float = _f(0.5, "beta: weight of the normalised step IG added to the query-span tokens' advantage "
@@ -131,8 +131,11 @@ class TrainConfig:
     ig_clip: float | None = _f(2.0, "c: normalised step IG is clipped to [-c, c]; none disables clipping "
                                       "(default measured by bench/ig_coefficients.py).")
     span_weight: str = _f("uniform", "Weight of a query-span token: uniform (1) | inverse_length (1 / |span|).")
+    gigpo_omega: float = _f(1.0, "GiGPO: weight omega of the step-level (anchor-state group) advantage.")
+    gigpo_gamma: float = _f(0.95, "GiGPO: discount gamma of the episode reward back to earlier turns.")
+    igpo_gamma: float = _f(1.0, "IGPO: discount gamma of the cumulative normalised turn rewards.")
 
-    # ---------------------------------------------------------------- IG scoring (DESIGN.md section 3)
+    # ---------------------------------------------------------------- IG scoring (docs/DESIGN.md section 3)
     ig_n_random: int = _f(3, "Counterfactual (documents, refine) pairs drawn per step.")
     ig_head_tokens: int = _f(3, "Number of leading gold-answer tokens weighted by ig_head_weight.")
     ig_head_weight: float = _f(3.0, "Weight of the leading gold-answer tokens before normalising the weights to mean 1.")
@@ -170,6 +173,8 @@ class TrainConfig:
         same typing and error messages as ``load_config``; not validated."""
         values: dict[str, Any] = {}
         for name, raw in data.items():
+            if name in REMOVED_FIELDS:  # written by an older version: nothing reads it any more
+                continue
             _set_field(values, source, str(name), raw)
         return cls(**values)
 
@@ -200,6 +205,9 @@ class TrainConfig:
                      "log_every", "ig_n_random", "ig_max_gold_variants", "ig_max_context_tokens"):
             if getattr(self, name) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("gigpo_gamma", "igpo_gamma"):
+            if not 0 < getattr(self, name) <= 1:
+                raise bad(name, f"must be in (0, 1], got {getattr(self, name)}")
         for name in ("lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise bad(name, f"must be > 0, got {getattr(self, name)}")
@@ -211,16 +219,23 @@ class TrainConfig:
             raise bad("top_p", f"must be in (0, 1], got {self.top_p}")
         if self.ig_clip is not None and self.ig_clip <= 0:
             raise bad("ig_clip", f"must be > 0 or none, got {self.ig_clip}")
+        # each choice list lives with the code that acts on it
+        from igsearch.algo.advantages import ADV_SCALES, IG_NORMS, SPAN_WEIGHTS
+        from igsearch.algo.loss import LOSS_AGGS
+        from igsearch.data.prompts import TEMPLATES
+        from igsearch.retrieval import RETRIEVERS
+        from igsearch.scoring import list_scorers
+
         choices = {
             "dtype": ("float32", "bfloat16", "float16"),
             "attn_implementation": ("auto", "sdpa", "flash_attention_2", "eager"),
-            "template": ("refine", "search-r1"),
-            "retriever": ("bm25", "dense", "http"),
+            "template": tuple(TEMPLATES),
+            "retriever": RETRIEVERS,
             "loss_agg": LOSS_AGGS,
-            "adv_scale": ("std", "none"),
-            "ig_norm": ("group", "batch", "none"),
-            "span_weight": ("uniform", "inverse_length"),
-            "ig_scorer": ("tree", "naive"),
+            "adv_scale": ADV_SCALES,
+            "ig_norm": IG_NORMS,
+            "span_weight": SPAN_WEIGHTS,
+            "ig_scorer": tuple(list_scorers()),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -238,6 +253,7 @@ class TrainConfig:
         return AdvantageConfig(
             estimator=self.method, scale=self.adv_scale, eps=self.adv_eps, ig_beta=self.ig_beta,
             ig_norm=self.ig_norm, ig_clip=self.ig_clip, span_weight=self.span_weight,
+            gigpo_omega=self.gigpo_omega, gigpo_gamma=self.gigpo_gamma, igpo_gamma=self.igpo_gamma,
         )
 
     def loss_config(self):

@@ -29,7 +29,7 @@ HEADLINE = (
     ("loss", "loss", "{:.4f}"),
 )
 #: the phases of a step, in order; metric ``time/<phase>`` in seconds
-PHASES = ("generation", "retrieval", "ig", "logprobs", "update")
+PHASES = ("generation", "retrieval", "scoring", "logprobs", "update")
 
 
 def _scalar(value: Any) -> float | None:

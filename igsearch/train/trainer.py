@@ -1,9 +1,13 @@
-"""The GRPO / IG-Search training loop (DESIGN.md §4), nanoGPT style: one function per phase.
+"""The GRPO-family training loop (docs/DESIGN.md section 4), nanoGPT style: one function per phase.
 
-Per step: sample questions -> G rollouts each on the engine (vLLM) with batched retrieval ->
-rewards (EM) -> step IG under the rollout weights (pi_old) when the estimator uses it ->
-advantages from the registry -> packed policy log-probs (``gather_logprobs``) -> span-weighted PPO
-loss (``span_advantage_loss``) -> AdamW -> weight sync into the engine. Checkpoints are atomic;
+Per step, each phase fills the step's ``Batch`` record: ``rollout`` (sample questions, G rollouts
+each on the engine (vLLM) with batched retrieval) -> ``reward`` (EM, batch metrics, optional
+zero-spread filtering) -> ``score_steps`` (exactly the step scorers the estimator declared in
+``needs``, e.g. step IG, under the rollout weights pi_old) -> ``advantages`` (the registry) ->
+``update`` (packed policy log-probs with ``gather_logprobs``, span-weighted PPO loss with
+``span_advantage_loss``, AdamW) -> ``sync`` (weights into the engine). Hooks registered with
+``add_hook`` run after every phase; benchmarks use them (or call the phases) instead of patching the
+trainer. The trainer knows no method by name. Checkpoints are atomic;
 ``resume`` continues exactly: question sampling, rollout seeds and counterfactual draws are all
 functions of (seed, step), and the RNG states are restored from the checkpoint.
 """
@@ -16,10 +20,13 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from igsearch.algo.advantages import AdvantageInput, compute_advantages, get_advantage_estimator
+import igsearch.methods  # noqa: F401  (registers the built-in estimators and step scorers)
+from igsearch.algo.advantages import AdvantageInput, AdvantageOutput, compute_advantages, estimator_needs
+from igsearch.algo.step_scores import ScoringBatch, run_step_scorer
 from igsearch.algo.loss import policy_loss
 from igsearch.algo.packing import packed_token_logprobs, pad_to_batch
 from igsearch.algo.rewards import trajectory_rewards
@@ -35,8 +42,8 @@ from igsearch.train.config import TrainConfig
 from igsearch.train.io import atomic_write_json, atomic_write_text
 from igsearch.train.logging import RunLogger, TrainProgress
 
-#: estimators that consume step IG (others skip the IG phase entirely)
-STEP_IG_ESTIMATORS = {"ig"}
+#: a hook: ``fn(phase, batch, trainer)``, called after each phase of a step
+Hook = Callable[[str, "Batch", "Trainer"], None]
 
 
 class TrainingError(RuntimeError):
@@ -44,11 +51,29 @@ class TrainingError(RuntimeError):
 
 
 @dataclass
-class StepResult:
-    """What one training step produced (metrics for the log, trajectories for debugging)."""
+class Batch:
+    """The record of one training step, filled phase by phase.
 
-    metrics: dict
-    trajectories: list[Trajectory] = field(default_factory=list)
+    ``rows``: the questions; ``trajectories``: their rollouts (G per question, grouped by
+    ``question_index``); ``rewards[i]``: R of rollout i; ``scores[name][i]``: step scorer ``name``'s
+    values for rollout i; ``advantages``: the estimator's output; ``metrics``: what the step logs,
+    each key written by exactly one phase (``add_metrics`` refuses a second owner).
+    """
+
+    step: int
+    rows: list[QARow]
+    trajectories: list[Trajectory]
+    rewards: list[float] = field(default_factory=list)
+    scores: dict[str, list[list]] = field(default_factory=dict)
+    advantages: AdvantageOutput | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def add_metrics(self, values: dict, owner: str) -> None:
+        """Add ``values`` to ``metrics``; a key some other phase already wrote is an error."""
+        clash = sorted(set(values) & set(self.metrics))
+        if clash:
+            raise KeyError(f"{owner}: metric keys {clash} already written by another phase (one owner per key)")
+        self.metrics.update(values)
 
 
 def resolve_paths(cfg: TrainConfig) -> dict[str, Path]:
@@ -116,7 +141,8 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        get_advantage_estimator(cfg.method)  # fail early on an unknown method
+        self.needs = estimator_needs(cfg.method)  # fails early on an unknown method
+        self.hooks: list[Hook] = []
         self.paths = resolve_paths(cfg)
         self.template = get_template(cfg.template)
         self.rows = load_qa(self.paths["train"])
@@ -157,33 +183,61 @@ class Trainer:
         cfg.save(self.out / "config.yaml")
 
     # ------------------------------------------------------------------ phases
-    def rollout(self, step: int):
+    def add_hook(self, hook: Hook) -> None:
+        """Call ``hook(phase, batch, trainer)`` after every phase of every step (phases: rollout,
+        reward, score_steps, advantages, update, sync)."""
+        self.hooks.append(hook)
+
+    def rollout(self, step: int) -> Batch:
+        """Sample the step's questions and roll each out G times on the engine."""
         idx = sample_questions(len(self.rows), self.cfg.questions_per_step, self.cfg.seed, step)
         rows = [self.rows[i] for i in idx]
         prompts = [chat_prompt(self.tokenizer, question_messages(r, self.template)) for r in rows]
         trajs, timings = self.agent.run(prompts, [r.golden_answers for r in rows], [r.data_source for r in rows],
                                         seed=self.cfg.seed * 100_003 + step)
-        return rows, trajs, timings
+        batch = Batch(step, rows, trajs)
+        batch.add_metrics({"time/generation": timings.generation, "time/retrieval": timings.retrieval}, "rollout")
+        return batch
 
-    def step_information_gain(self, trajs: list[Trajectory], step: int):
-        """Step IG of every rollout under the current weights (= pi_old: no update has happened yet)."""
-        from igsearch.ig import compute_information_gain
+    def reward(self, batch: Batch) -> None:
+        """Trajectory rewards and the batch metrics; with ``drop_zero_spread_groups`` the rollouts of
+        groups whose rewards are all equal are dropped here (the batch may end up empty)."""
+        cfg = self.cfg
+        batch.rewards = trajectory_rewards(batch.trajectories, format_penalty=cfg.format_penalty)
+        metrics = batch_metrics(batch.trajectories, batch.rewards, cfg.rollouts_per_question)
+        metrics["lr"] = learning_rate_at(cfg, batch.step)
+        if cfg.drop_zero_spread_groups:
+            keep = groups_with_spread(batch.trajectories, batch.rewards)
+            metrics["groups/kept_frac"] = len(keep) / max(1, len(batch.trajectories))
+            batch.trajectories = [batch.trajectories[i] for i in keep]
+            batch.rewards = [batch.rewards[i] for i in keep]
+        batch.add_metrics(metrics, "reward")
 
-        self.model.eval()
-        with torch.no_grad():
-            res = compute_information_gain(
-                [t.text for t in trajs], [t.golds for t in trajs], self.model, self.tokenizer,
-                n_random=self.cfg.ig_n_random, head_tokens=self.cfg.ig_head_tokens,
-                head_weight=self.cfg.ig_head_weight, max_gold_variants=self.cfg.ig_max_gold_variants,
-                max_context_tokens=self.cfg.ig_max_context_tokens, seed=self.cfg.seed * 7919 + step,
-                scorer=self.cfg.ig_scorer, prompt_texts=[t.prompt_text for t in trajs])
-        step_ig = []
-        for t, igs in zip(trajs, res.step_ig):
-            # IG parses the text; the rollout recorded token spans. They agree step for step unless
-            # the text was cut mid-step, in which case the unmatched steps get no IG.
-            igs = list(igs)[:len(t.steps)]
-            step_ig.append(igs + [None] * (len(t.steps) - len(igs)))
-        return step_ig, res.stats
+    def score_steps(self, batch: Batch, needs=None) -> None:
+        """Run the step scorers the estimator needs (``needs`` overrides), under the current weights
+        (= pi_old: no update has happened yet). Each scorer's stats are logged as ``<name>/<key>``."""
+        t0 = time.perf_counter()
+        for name in sorted(self.needs if needs is None else needs):
+            t1 = time.perf_counter()
+            out = run_step_scorer(name, ScoringBatch(batch.trajectories, self.model, self.tokenizer, self.cfg,
+                                                     batch.step))
+            batch.scores[name] = out.values
+            batch.add_metrics({f"{name}/{k}": v for k, v in out.stats.items()}
+                              | {f"time/score/{name}": time.perf_counter() - t1}, f"step scorer {name}")
+        batch.add_metrics({"time/scoring": time.perf_counter() - t0}, "score_steps")
+
+    def advantages(self, batch: Batch) -> None:
+        """The registered estimator's advantages from the rewards, groups, step record and scores."""
+        inp = AdvantageInput.from_trajectories(batch.trajectories, batch.rewards, batch.scores)
+        batch.advantages = compute_advantages(inp, self.cfg.advantage_config())
+        batch.add_metrics({k if "/" in k else f"adv/{k}": v for k, v in batch.advantages.stats.items()
+                           if isinstance(v, (int, float))}, f"estimator {self.cfg.method}")
+
+    def sync(self, batch: Batch) -> None:
+        """Load the updated weights into the rollout engine."""
+        t0 = time.perf_counter()
+        self.engine.sync_weights(self.model)
+        batch.add_metrics({"time/sync": time.perf_counter() - t0}, "sync")
 
     def policy_logprobs(self, model, trajs: list[Trajectory], *, grad: bool) -> torch.Tensor:
         """log pi(response token | prefix) for every response token: float32 [B, T] (0 past the end)."""
@@ -194,8 +248,16 @@ class Trainer:
                                         max_tokens_per_row=self.cfg.max_tokens_per_forward)
         return pad_to_batch(lps)
 
-    def update(self, trajs, adv, step: int) -> dict:
-        """PPO epochs x mini-batches of AdamW steps on the span-weighted loss; returns loss stats."""
+    def update(self, batch: Batch) -> None:
+        """PPO epochs x mini-batches of AdamW steps on the span-weighted loss (time/logprobs: the
+        packed policy forwards; time/update: backward, optimizer and the reference forward)."""
+        t_start = time.perf_counter()
+        stats = self._optimize(batch.trajectories, batch.advantages, batch.step)
+        t_logprobs = stats.pop("time/logprobs")
+        stats.update({"time/logprobs": t_logprobs, "time/update": time.perf_counter() - t_start - t_logprobs})
+        batch.add_metrics(stats, "update")
+
+    def _optimize(self, trajs, adv, step: int) -> dict:
         cfg = self.cfg
         B = len(trajs)
         T = max(1, max(len(t.response_ids) for t in trajs))
@@ -255,47 +317,25 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, step: int) -> StepResult:
-        cfg = self.cfg
+    def train_step(self, step: int) -> Batch:
+        """One step: every phase in order, hooks after each; returns the filled batch record."""
         t_step = time.perf_counter()
-        set_learning_rate(self.optimizer, learning_rate_at(cfg, step))
-        rows, trajs, timings = self.rollout(step)
-        rewards = trajectory_rewards(trajs, format_penalty=cfg.format_penalty)
-        metrics = batch_metrics(trajs, rewards, cfg.rollouts_per_question)
-        metrics["lr"] = learning_rate_at(cfg, step)
-        if cfg.drop_zero_spread_groups:
-            keep = groups_with_spread(trajs, rewards)
-            metrics["groups/kept_frac"] = len(keep) / max(1, len(trajs))
-            trajs, rewards = [trajs[i] for i in keep], [rewards[i] for i in keep]
-            if not trajs:  # every group had equal rewards: nothing to learn from this batch
-                metrics["time/step"] = time.perf_counter() - t_step
-                return StepResult(metrics, [])
-        t0 = time.perf_counter()
-        step_ig, ig_stats = (None, {})
-        if cfg.method in STEP_IG_ESTIMATORS:
-            step_ig, ig_stats = self.step_information_gain(trajs, step)
-        t_ig = time.perf_counter() - t0
-        adv = compute_advantages(AdvantageInput.from_trajectories(trajs, rewards, step_ig), cfg.advantage_config())
-        t0 = time.perf_counter()
-        self.model.train()
-        loss_stats = self.update(trajs, adv, step)
-        t_update = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        self.engine.sync_weights(self.model)
-        t_sync = time.perf_counter() - t0
-        t_logprobs = loss_stats.pop("time/logprobs", 0.0)
-        metrics.update(loss_stats)
-        metrics.update({k if "/" in k else f"adv/{k}": v for k, v in adv.stats.items()
-                        if isinstance(v, (int, float)) and k not in metrics})
-        for k in ("ig_mean", "ig_std", "ig_pos_frac", "real_mean", "baseline_mean", "tokens_forwarded"):
-            if k in ig_stats and ig_stats[k] is not None:
-                metrics[f"ig/{k.removeprefix('ig_')}"] = ig_stats[k]
-        # time/logprobs: the packed policy forward(s); time/update: backward + optimizer (+ ref forward)
-        metrics.update({"time/generation": timings.generation, "time/retrieval": timings.retrieval,
-                        "time/ig": t_ig, "time/logprobs": t_logprobs, "time/update": t_update - t_logprobs,
-                        "time/sync": t_sync,
-                        "time/step": time.perf_counter() - t_step})
-        return StepResult(metrics, trajs)
+        set_learning_rate(self.optimizer, learning_rate_at(self.cfg, step))
+        batch = self.rollout(step)
+        self._run_hooks("rollout", batch)
+        for phase in (self.reward, self.score_steps, self.advantages, self.update, self.sync):
+            if not batch.trajectories:  # every group was filtered out: nothing to learn from this batch
+                break
+            if phase == self.update:
+                self.model.train()
+            phase(batch)
+            self._run_hooks(phase.__name__, batch)
+        batch.metrics["time/step"] = time.perf_counter() - t_step
+        return batch
+
+    def _run_hooks(self, phase: str, batch: Batch) -> None:
+        for hook in self.hooks:
+            hook(phase, batch, self)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:

@@ -1,0 +1,132 @@
+"""Step scorers: per-step or per-turn signals that advantage estimators declare they need.
+
+A step scorer computes, for every rollout of a batch, one value per search step (``per="step"``,
+e.g. IG-Search's step information gain) or one value per turn (``per="turn"``, see
+``Trajectory.turn_spans``), possibly with extra forward passes of the policy. It is registered
+under the name estimators put in ``needs``::
+
+    @register_step_scorer("turn_gain", per="step")
+    def turn_gain(batch: ScoringBatch) -> StepScores: ...
+
+    @register_advantage_estimator("igpo", needs={"turn_gain"})
+    def igpo_advantages(inp, cfg): ... inp.per_step("turn_gain", "igpo") ...
+
+The trainer runs exactly the scorers the chosen estimator needs, under the rollout weights (pi_old,
+before the update), and passes their values as ``AdvantageInput.scores[name]``. The scorer owns the
+metric keys it returns (they are logged as ``<name>/<key>``).
+
+Built in: ``step_ig`` (here); ``turn_gain`` and ``anchor_state`` in ``igsearch.methods``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from igsearch.rollout.trajectory import Trajectory
+
+
+@dataclass
+class ScoringBatch:
+    """What a scorer sees: the rollouts, the policy that generated them and the run's settings.
+
+    ``config`` is the run's ``TrainConfig`` (scorers read their own fields from it); ``step`` is
+    the training step, for seeding random draws.
+    """
+
+    trajectories: list[Trajectory]
+    model: Any
+    tokenizer: Any
+    config: Any
+    step: int = 0
+
+
+@dataclass
+class StepScores:
+    """``values[i]``: one value per step (or turn) of rollout i, None where there is none;
+    ``stats``: scalars to log (without the scorer's name prefix)."""
+
+    values: list[list[Any]]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+StepScorer = Callable[[ScoringBatch], StepScores]
+
+_SCORERS: dict[str, tuple[StepScorer, str]] = {}
+
+
+def register_step_scorer(name: str, *, per: str = "step") -> Callable[[StepScorer], StepScorer]:
+    """Decorator registering ``fn(batch: ScoringBatch) -> StepScores`` as ``name``.
+
+    ``per``: ``"step"`` (one value per search step) or ``"turn"`` (one per ``Trajectory.turn_spans``
+    entry). A name registered twice with a different function is an error.
+    """
+    if per not in ("step", "turn"):
+        raise ValueError(f"step scorer {name!r}: per must be 'step' or 'turn', got {per!r}")
+
+    def decorator(fn: StepScorer) -> StepScorer:
+        old = _SCORERS.get(name)
+        if old is not None and (old[0].__module__, old[0].__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"step scorer {name!r} is already registered ({old[0].__module__}.{old[0].__qualname__})")
+        _SCORERS[name] = (fn, per)
+        return fn
+
+    return decorator
+
+
+def get_step_scorer(name: str) -> StepScorer:
+    """The scorer registered as ``name``; the error lists the registered names."""
+    try:
+        return _SCORERS[name][0]
+    except KeyError:
+        raise ValueError(f"unknown step scorer {name!r}; registered: {sorted(_SCORERS)}") from None
+
+
+def list_step_scorers() -> list[str]:
+    return sorted(_SCORERS)
+
+
+def run_step_scorer(name: str, batch: ScoringBatch) -> StepScores:
+    """Run scorer ``name`` under ``torch.no_grad`` with the model in eval mode; checks the shape of
+    what it returns (one row per rollout, one value per step or turn)."""
+    fn = get_step_scorer(name)
+    per = _SCORERS[name][1]
+    model = batch.model
+    was_training = getattr(model, "training", False)
+    if model is not None:
+        model.eval()
+    try:
+        with torch.no_grad():
+            out = fn(batch)
+    finally:
+        if was_training:
+            model.train()
+    if len(out.values) != len(batch.trajectories):
+        raise ValueError(f"step scorer {name!r} returned {len(out.values)} rows for {len(batch.trajectories)} rollouts")
+    for i, (row, t) in enumerate(zip(out.values, batch.trajectories)):
+        n = len(t.steps) if per == "step" else len(t.turn_spans())
+        if len(row) != n:
+            raise ValueError(f"step scorer {name!r}: rollout {i} got {len(row)} values for {n} {per}s")
+    return out
+
+
+@register_step_scorer("step_ig", per="step")
+def step_information_gain(batch: ScoringBatch) -> StepScores:
+    """IG-Search's step IG (docs/DESIGN.md section 3) of every search step, under the rollout weights.
+
+    Contexts are built from the rollout's step record (``Trajectory.steps``), so step k of the IG is
+    step k of the record by construction.
+    """
+    from igsearch.ig import information_gain_of_trajectories
+
+    cfg = batch.config
+    res = information_gain_of_trajectories(
+        batch.trajectories, batch.model, batch.tokenizer,
+        n_random=cfg.ig_n_random, head_tokens=cfg.ig_head_tokens, head_weight=cfg.ig_head_weight,
+        max_gold_variants=cfg.ig_max_gold_variants, max_context_tokens=cfg.ig_max_context_tokens,
+        seed=cfg.seed * 7919 + batch.step, scorer=cfg.ig_scorer)
+    stats = {k: float(v) for k, v in res.stats.items()
+             if k in ("real_mean", "baseline_mean", "tokens_forwarded") and v is not None}
+    return StepScores([list(row) for row in res.step_ig], stats)
