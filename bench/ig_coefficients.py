@@ -69,7 +69,7 @@ def sample_batches(args, root: Path) -> list[dict]:
     world, sft, _, _, _ = prepare(args, root, 0)
     overrides = run_overrides(args, world, sft, "ig", args.seed)
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
-    trainer = Trainer(cfg, root / "ig-coefficients-probe")
+    trainer = Trainer(cfg, root / "ig-coefficients-probe", overwrite=True)
     batches = []
     try:
         for b in range(args.batches):

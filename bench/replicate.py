@@ -112,7 +112,7 @@ def train_one(args, cfg_overrides: list[str], run_dir: Path) -> dict:
     from igsearch.train.trainer import Trainer
 
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", cfg_overrides)
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(cfg, run_dir, overwrite=True)
     probes: list[dict] = []
 
     def probe_all_fail(phase, batch, tr):  # after the advantages, before the update: same weights, same batch

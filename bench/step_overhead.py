@@ -355,7 +355,7 @@ def main(argv=None) -> int:
     t_setup = time.perf_counter()
     cfg = setup_gpu(args, root) if args.preset == "gpu" else setup_quick(args, root)
     device = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-    trainer = Trainer(cfg, root / "run")
+    trainer = Trainer(cfg, root / "run", overwrite=True)
     setup_s = time.perf_counter() - t_setup
     steps = []
     try:

@@ -5,7 +5,7 @@
     igsearch policy build --world DIR --out DIR
     igsearch eval --model DIR --data FILE [--retriever bm25|dense|URL] [--corpus FILE]
     igsearch sft --model DIR --world DIR --out DIR
-    igsearch train --config FILE [--method ig|grpo] [--steps N] [--out DIR] [--resume DIR] [key=value ...]
+    igsearch train --config FILE [--method NAME] [--plugin MODULE] [--steps N] [--out DIR] [--resume DIR] [key=value ...]
     igsearch demo [--out DIR] [--steps N] [--seed S]
 
 Every subcommand returns an exit code; expected failures (bad input, missing files, a dead

@@ -71,7 +71,7 @@ def run_demo(args) -> int:
     cfg = load_config(args.config or _default_preset(), overrides)
     run_dir = out / "train"
     t0 = phase("2/3 the warm start on this world: greedy EM on train vs dev questions")
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(cfg, run_dir, overwrite=True)
     try:
         train_rows = load_qa(Path(ws["world"]) / "train.jsonl", limit=args.eval_questions)
         warm_train = trainer.evaluate(rows=train_rows)

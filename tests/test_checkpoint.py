@@ -156,3 +156,79 @@ def test_atomic_write_helpers(tmp_path):
     assert p.read_text() == '{\n  "x": 1,\n  "p": "q",\n  "t": 2.5\n}\n'
     atomic_write_text(p, "new")
     assert p.read_text() == "new" and len(list(p.parent.iterdir())) == 1
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it calls os.system (what a crafted checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_pickle_in_a_checkpoint_runs_nothing_and_is_refused(tmp_path):
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    path = save_checkpoint(tmp_path, 1, model, opt)
+    marker = tmp_path / "pwned"
+    for name in (ck.STATE_FILE, ck.OPTIMIZER_FILE):
+        original = (path / name).read_bytes()
+        torch.save({"step": 1, "rng": _RunsCode(marker)}, path / name)
+        with pytest.raises(ck.CheckpointError, match="refused: the file needs pickle"):
+            load_checkpoint(path, _model(), torch.optim.AdamW(_model().parameters(), lr=1e-3))
+        assert not marker.exists(), "loading the checkpoint ran the payload"
+        (path / name).write_bytes(original)
+    load_checkpoint(path, _model(), torch.optim.AdamW(_model().parameters(), lr=1e-3))  # restored: loads
+
+
+def _corrupt(kind, f: Path):
+    data = bytearray(f.read_bytes())
+    if kind == "truncate":
+        f.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # flip one byte in the middle: same size, different content
+        data[len(data) // 2] ^= 0xFF
+        f.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind,name", [("truncate", ck.STATE_FILE), ("truncate", ck.OPTIMIZER_FILE),
+                                       ("truncate", "model/model.safetensors"), ("flip", "model/model.safetensors")])
+def test_resume_falls_back_past_a_corrupt_checkpoint_and_says_why(tmp_path, kind, name):
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for step in (1, 2):
+        _train_step(model, opt)
+        save_checkpoint(tmp_path, step, model, opt)
+    _corrupt(kind, tmp_path / "checkpoints" / "step_000002" / name)
+    said = []
+    found = ck.resolve_checkpoint(tmp_path, verify=True, log=said.append)
+    assert found.name == "step_000001"
+    assert len(said) == 1 and "step_000002" in said[0] and name.split("/")[-1] in said[0]
+    assert ("truncated" in said[0]) == (kind == "truncate") and ("corrupted" in said[0]) == (kind == "flip")
+    with pytest.raises(ck.CheckpointError, match="does not verify"):
+        ck.resolve_checkpoint(tmp_path / "checkpoints" / "step_000002", verify=True)
+    _corrupt(kind, tmp_path / "checkpoints" / "step_000001" / name)
+    with pytest.raises(ck.CheckpointError, match="no checkpoint that verifies"):
+        ck.resolve_checkpoint(tmp_path, verify=True, log=said.append)
+
+
+def test_training_into_a_folder_that_holds_a_run_is_refused(tmp_path):
+    from igsearch.train.config import load_config
+    from igsearch.train.trainer import Trainer, TrainingError, clear_run, run_progress
+
+    out = tmp_path / "run"
+    save_checkpoint(out, 2, _model(), None)
+    (out / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert "step_000002" in run_progress(out) and "metrics" in run_progress(out)
+    cfg = load_config(None, ["model_path=/nonexistent/model"], validate=False)
+    with pytest.raises(TrainingError, match="already holds a run .*--resume .*--overwrite"):
+        Trainer(cfg, out)
+    (out / "evals").mkdir()
+    clear_run(out)
+    assert run_progress(out) == "" and not (out / "evals").exists()
+    # a failed start writes nothing: the missing model is reported before any folder is created
+    fresh = tmp_path / "fresh"
+    with pytest.raises(Exception, match="nonexistent"):
+        Trainer(cfg, fresh)
+    assert not fresh.exists()

@@ -33,3 +33,27 @@ def test_resume_of_a_folder_without_config_says_so(tmp_path):
 def test_method_and_steps_flags_override_the_preset(tmp_path):
     cfg, out, _ = parse_train_args(args(config="configs/tiny-cpu.yaml", method="grpo", steps=3))
     assert cfg.method == "grpo" and cfg.steps == 3 and out.name == "tiny-cpu-grpo"
+
+
+def test_plugin_module_registers_its_method_before_the_config_is_read(tmp_path, monkeypatch, capsys):
+    from igsearch.algo.advantages import estimator_needs
+
+    pkg = tmp_path / "my_plugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "halved.py").write_text(
+        "from igsearch.algo.advantages import grpo_advantages, register_advantage_estimator\n"
+        "@register_advantage_estimator('test_halved_grpo')\n"
+        "def halved(inp, cfg):\n"
+        "    out = grpo_advantages(inp, cfg)\n"
+        "    out.seq_adv = out.seq_adv / 2\n"
+        "    return out\n")
+    monkeypatch.chdir(tmp_path)
+    cfg, _, _ = parse_train_args(args(plugin=["my_plugins.halved"], overrides=["model_path=/m", "method=test_halved_grpo"]))
+    assert cfg.method == "test_halved_grpo" and estimator_needs("test_halved_grpo") == frozenset()
+    with pytest.raises(ConfigError, match="--plugin my_plugins.nope: cannot import it"):
+        parse_train_args(args(plugin=["my_plugins.nope"], overrides=["model_path=/m"]))
+    # a run's config.yaml from an older version, with a field that is gone, still loads
+    (tmp_path / "old.yaml").write_text("model_path: /m\ntokenizer_path: null\n")
+    assert load_config(tmp_path / "old.yaml").model_path == "/m"
+    assert "'tokenizer_path' is no longer used" in capsys.readouterr().err

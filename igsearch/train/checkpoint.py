@@ -7,6 +7,7 @@ Layout under ``run_dir/checkpoints/``::
         optimizer.pt        optimizer state_dict (and scheduler state_dict when given)
         trainer_state.pt    step, RNG states (python, numpy, torch, cuda), extra
         config.json         the run configuration
+        manifest.json       size and SHA-256 of every other file of the checkpoint
     latest                  text file with the name of the newest complete checkpoint
 
 A checkpoint is written into a hidden temporary folder next to its final place, every file is
@@ -14,14 +15,24 @@ fsynced, then the folder is renamed into place (``os.replace``, atomic on one fi
 then is ``latest`` rewritten (atomically). A crash before the rename leaves a ``.tmp-*`` folder that
 ``latest_checkpoint`` ignores (and the next save removes); a crash after it leaves a complete
 checkpoint. Only the last ``keep`` checkpoints are kept.
+
+Loading never runs code: the ``.pt`` files hold only tensors and plain Python values (the RNG
+states are stored as tensors and lists, not pickled numpy objects) and are read with
+``torch.load(weights_only=True)``; a file that needs pickle is refused with ``CheckpointError``.
+Resuming verifies the manifest and falls back to the newest checkpoint that verifies, saying which
+ones were skipped and why (``resolve_checkpoint(..., verify=True)``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pickle
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +46,7 @@ LATEST = "latest"
 STATE_FILE = "trainer_state.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 CONFIG_FILE = "config.json"
+MANIFEST_FILE = "manifest.json"
 MODEL_DIR = "model"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _TMP_PREFIX = ".tmp-"
@@ -49,10 +61,13 @@ def checkpoint_name(step: int) -> str:
 
 
 def rng_states() -> dict[str, Any]:
-    """The states of every random generator a run draws from."""
+    """The states of every random generator a run draws from, as tensors and plain lists (so that
+    ``torch.load(weights_only=True)`` reads them back)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     states: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [int(version), torch.tensor(internal, dtype=torch.int64), gauss],
+        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -62,11 +77,65 @@ def rng_states() -> dict[str, Any]:
 
 def set_rng_states(states: dict[str, Any]) -> None:
     """Restore the generators captured by ``rng_states``."""
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(int(x) for x in internal.tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> Path:
+    """``manifest.json``: relative path -> {"bytes", "sha256"} of every file under ``folder``."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != MANIFEST_FILE:
+            files[p.relative_to(folder).as_posix()] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return atomic_write_json(folder / MANIFEST_FILE, {"files": files})
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when every file of the manifest is there with its size and SHA-256; else why not.
+    A checkpoint without a manifest (written before manifests existed) is checked for its files only."""
+    if not _complete(path):
+        return f"incomplete (no {STATE_FILE} or {MODEL_DIR}/)"
+    manifest = path / MANIFEST_FILE
+    if not manifest.is_file():
+        return None
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        return f"unreadable {MANIFEST_FILE} ({type(e).__name__})"
+    for rel, want in files.items():
+        f = path / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        if f.stat().st_size != want["bytes"]:
+            return f"{rel} has {f.stat().st_size} bytes, the manifest says {want['bytes']} (truncated?)"
+        if _sha256(f) != want["sha256"]:
+            return f"{rel} does not match its SHA-256 in the manifest (corrupted)"
+    return None
+
+
+def _safe_load(path: Path) -> Any:
+    """``torch.load`` that never executes code: tensors and plain values only."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused: the file needs pickle to load, which could run code "
+                              f"(only tensors and plain values are accepted): {first}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def _fsync_tree(root: Path) -> None:
@@ -133,6 +202,7 @@ def save_checkpoint(
             )
         atomic_write_json(tmp / CONFIG_FILE, _config_dict(config))
         torch.save({"step": int(step), "rng": rng_states(), "extra": extra or {}}, tmp / STATE_FILE)
+        write_manifest(tmp)
         _fsync_tree(tmp)
         if final.exists():  # re-saving a step: move the old one aside, never delete it first
             old = root / f"{_TMP_PREFIX}old-{name}-{os.getpid()}"
@@ -188,15 +258,35 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def resolve_checkpoint(path_or_run_dir: str | os.PathLike) -> Path:
-    """A checkpoint folder from either itself or a run folder (its latest checkpoint)."""
+def resolve_checkpoint(path_or_run_dir: str | os.PathLike, *, verify: bool = False, log=None) -> Path:
+    """A checkpoint folder from either itself or a run folder (its latest checkpoint).
+
+    With ``verify``, checkpoints are checked against their manifest: a given checkpoint folder that
+    fails is an error; for a run folder, checkpoints that fail are skipped, newest first, each
+    reported through ``log`` (default: a line on stderr) with the reason, until one verifies."""
     p = Path(path_or_run_dir)
+    say = log or (lambda msg: print(msg, file=sys.stderr))
     if _complete(p):
+        why = verify_checkpoint(p) if verify else None
+        if why:
+            raise CheckpointError(f"{p}: checkpoint does not verify: {why}")
         return p
-    found = latest_checkpoint(p)
-    if found is None:
-        raise CheckpointError(f"{p}: no complete checkpoint found (expected {p}/{CHECKPOINTS}/step_*/)")
-    return found
+    if not verify:
+        found = latest_checkpoint(p)
+        if found is None:
+            raise CheckpointError(f"{p}: no complete checkpoint found (expected {p}/{CHECKPOINTS}/step_*/)")
+        return found
+    latest = latest_checkpoint(p)
+    candidates = list_checkpoints(p)
+    if latest is not None:  # the one `latest` names first, then the others from the newest
+        candidates = [latest] + [c for c in reversed(candidates) if c != latest]
+    for c in candidates:
+        why = verify_checkpoint(c)
+        if why is None:
+            return c
+        say(f"skipping checkpoint {c}: {why}")
+    raise CheckpointError(f"{p}: no checkpoint that verifies (expected {p}/{CHECKPOINTS}/step_*/ with a valid "
+                          f"{MANIFEST_FILE})")
 
 
 def _load_model_weights(model, model_dir: Path) -> None:
@@ -207,7 +297,10 @@ def _load_model_weights(model, model_dir: Path) -> None:
         raise CheckpointError(f"{model_dir}: no *.safetensors weights")
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(str(f)))
+        try:
+            state.update(load_file(str(f)))
+        except Exception as e:  # safetensors raises its own error type for a truncated or garbled header
+            raise CheckpointError(f"{f}: unreadable weights ({type(e).__name__}: {e})") from None
     result = model.load_state_dict(state, strict=False)
     # save_pretrained drops parameters tied to another one (e.g. lm_head.weight = embed_tokens.weight);
     # those are restored through the tie, anything else missing is an error.
@@ -235,17 +328,15 @@ def load_checkpoint(
     ``path_or_run_dir`` is a checkpoint folder or a run folder (its latest checkpoint). Returns
     ``{"step", "config", "extra", "path", "model_dir"}`` (``config`` as the saved dict).
     """
-    import json
-
     path = resolve_checkpoint(path_or_run_dir)
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    state = _safe_load(path / STATE_FILE)
     if model is not None:
         _load_model_weights(model, path / MODEL_DIR)
     if optimizer is not None or scheduler is not None:
         opt_file = path / OPTIMIZER_FILE
         if not opt_file.is_file():
             raise CheckpointError(f"{path}: no optimizer state ({OPTIMIZER_FILE}) to resume from")
-        opt_state = torch.load(opt_file, map_location="cpu", weights_only=False)
+        opt_state = _safe_load(opt_file)
         if optimizer is not None:
             if opt_state["optimizer"] is None:
                 raise CheckpointError(f"{path}: the checkpoint has no optimizer state")

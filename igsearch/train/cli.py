@@ -85,21 +85,28 @@ def run_sft_command(args) -> int:
 
 
 def add_train_command(subparsers) -> argparse.ArgumentParser:
-    """``igsearch train --config FILE [--method ig|grpo] [--steps N] [--out DIR] [--resume DIR] [key=value ...]``"""
+    """``igsearch train --config FILE [--method NAME] [--plugin MODULE] [--steps N] [--out DIR] [--resume DIR] [key=value ...]``"""
     from igsearch.train.config import describe_config
 
     p = subparsers.add_parser(
         "train",
-        help="GRPO training with or without step information gain",
-        description="GRPO on vLLM rollouts; method ig adds step information gain to the query tokens.",
+        help="GRPO-family training: grpo, rloo, gigpo, igpo or ig (IG-Search)",
+        description="GRPO-family RL on vLLM rollouts; method ig adds step information gain to the query tokens.",
         epilog="Any config field can be overridden as key=value. Fields:\n" + describe_config(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default=None, help="YAML preset, e.g. configs/tiny-cpu.yaml (default: built-in defaults)")
-    p.add_argument("--method", default=None, help="advantage estimator: ig | grpo | a registered name (overrides the config)")
+    p.add_argument("--method", default=None,
+                   help="advantage estimator: ig | grpo | rloo | gigpo | igpo | a registered name (overrides the config)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import this Python module (dotted name, importable from the current directory) before "
+                        "training, so that the methods it registers can be named; repeatable")
     p.add_argument("--steps", type=int, default=None, help="training steps (overrides the config)")
     p.add_argument("--out", default=None, help="run directory (default runs/<config name>-<method>)")
     p.add_argument("--resume", default=None, help="run or checkpoint directory to continue from")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again from step 0 in an output directory that holds a run (its checkpoints, "
+                        "metrics and evaluations are removed)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=1e-6 ig_beta=0.3")
     p.set_defaults(func=run_train_command)
     return p
@@ -123,6 +130,17 @@ def parse_train_args(args) -> tuple:
         if not saved.is_file():
             raise ConfigError(f"{run_dir}: no config.yaml to resume with; pass --config FILE")
         config_path = str(saved)
+    for module in getattr(args, "plugin", []):
+        import importlib
+        import os
+
+        if os.getcwd() not in sys.path:  # the console script's sys.path does not hold the current directory
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"--plugin {module}: cannot import it ({e}); give a dotted module name importable "
+                              "from the current directory, e.g. my_methods.novelty") from None
     cfg = load_config(config_path, overrides)
     if args.out is not None:
         out = Path(args.out)
@@ -143,7 +161,12 @@ def run_train_command(args) -> int:
     except ConfigError as e:
         print(f"igsearch train: {e}", file=sys.stderr)
         return 2
-    from igsearch.train import trainer  # written by the lead; imported lazily (pulls in vLLM)
+    from igsearch.train import trainer  # imported lazily (pulls in vLLM)
+    from igsearch.train.checkpoint import CheckpointError
 
-    trainer.train(cfg, out, resume=resume)
+    try:
+        trainer.train(cfg, out, resume=resume, overwrite=getattr(args, "overwrite", False))
+    except (trainer.TrainingError, CheckpointError) as e:
+        print(f"igsearch train: {e}", file=sys.stderr)
+        return 2
     return 0

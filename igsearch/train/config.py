@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -430,6 +431,9 @@ def load_config(
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping of field: value, got {type(data).__name__}")
         for name, raw in data.items():
+            if name in REMOVED_FIELDS:  # e.g. the config.yaml of a run made by an older version
+                print(f"{source}: field {name!r} is no longer used and is ignored", file=sys.stderr)
+                continue
             _set_field(values, source, str(name), raw)
     for text in overrides:
         key, raw = parse_override(text)

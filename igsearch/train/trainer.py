@@ -37,7 +37,13 @@ from igsearch.evaluation import evaluate, question_messages
 from igsearch.policy.load import chat_prompt, check_model_dir
 from igsearch.rollout.agent import RolloutConfig, SearchAgent
 from igsearch.rollout.trajectory import Trajectory
-from igsearch.train.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from igsearch.train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from igsearch.train.config import TrainConfig
 from igsearch.train.io import atomic_write_json, atomic_write_text
 from igsearch.train.logging import RunLogger, TrainProgress
@@ -137,10 +143,16 @@ def sample_questions(n_rows: int, k: int, seed: int, step: int) -> list[int]:
 class Trainer:
     """Holds the policy, optimizer, engine and retriever of one run."""
 
-    def __init__(self, cfg: TrainConfig, out_dir, *, resume=None):
+    def __init__(self, cfg: TrainConfig, out_dir, *, resume=None, overwrite: bool = False):
+        """``out_dir`` must not hold another run's progress unless ``resume`` continues it or
+        ``overwrite`` starts it again from step 0 (its checkpoints, metrics and evaluations are
+        removed). Every input is checked before anything is written."""
         self.cfg = cfg
         self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        progress = run_progress(self.out)
+        if progress and resume is None and not overwrite:
+            raise TrainingError(f"{self.out}: already holds a run ({progress}); continue it with --resume {self.out}, "
+                                "or pass --overwrite to start again from step 0")
         self.needs = estimator_needs(cfg.method)  # fails early on an unknown method
         self.hooks: list[Hook] = []
         self.paths = resolve_paths(cfg)
@@ -155,7 +167,7 @@ class Trainer:
         self.start_step = 0
         ckpt = None
         if resume is not None:
-            ckpt = resolve_checkpoint(resume)
+            ckpt = resolve_checkpoint(resume, verify=True)
             start_dir = ckpt / "model"
         self.model, self.tokenizer = load_policy(start_dir, dtype=cfg.dtype, device=str(self.device),
                                                  attn_implementation=cfg.attn_implementation)
@@ -177,6 +189,9 @@ class Trainer:
             rollouts_per_question=cfg.rollouts_per_question, max_turns=cfg.max_turns, topk=cfg.topk,
             max_new_tokens_per_turn=cfg.max_new_tokens_per_turn, max_response_tokens=cfg.max_response_tokens,
             max_doc_tokens=cfg.max_doc_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed), template=self.template)
+        if overwrite and resume is None:
+            clear_run(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
         self.logger = RunLogger(self.out, tensorboard=cfg.tensorboard)
         if self.start_step:
             self.logger.truncate_after(self.start_step)
@@ -424,6 +439,29 @@ class Trainer:
             self.engine.close()
 
 
+def run_progress(out: Path) -> str:
+    """What of a training run ``out`` holds ("" for nothing): checkpoints and logged steps."""
+    parts = []
+    ckpts = list_checkpoints(out)
+    if ckpts:
+        parts.append(f"{len(ckpts)} checkpoint(s), the last {ckpts[-1].name}")
+    metrics = out / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        parts.append("logged metrics")
+    return ", ".join(parts)
+
+
+def clear_run(out: Path) -> None:
+    """Remove what a run wrote into ``out``: checkpoints, metrics, evaluations, saved batches."""
+    import shutil
+
+    for name in ("checkpoints", "evals", "tensorboard"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for pattern in ("metrics.jsonl", "eval.json", "batch_step*.jsonl"):
+        for f in out.glob(pattern):
+            f.unlink()
+
+
 def engine_logprobs_are_pi_old(cfg: TrainConfig) -> bool:
     """True when the engine's sampling log-probs equal pi_old's: temperature 1 and no nucleus cut.
 
@@ -487,9 +525,9 @@ def batch_metrics(trajs: list[Trajectory], rewards: list[float], group_size: int
     return out
 
 
-def train(cfg: TrainConfig, out_dir, *, resume=None) -> dict:
+def train(cfg: TrainConfig, out_dir, *, resume=None, overwrite: bool = False) -> dict:
     """Run (or resume) training as configured; writes checkpoints, metrics and a final eval."""
-    trainer = Trainer(cfg, out_dir, resume=resume)
+    trainer = Trainer(cfg, out_dir, resume=resume, overwrite=overwrite)
     try:
         summary = trainer.run()
         if cfg.eval_questions > 0:
