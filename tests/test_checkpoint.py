@@ -110,12 +110,12 @@ def test_sigkill_while_saving_leaves_loadable_checkpoint(tmp_path):
         model = transformers.Qwen2ForCausalLM(cfg)
         opt = torch.optim.AdamW(model.parameters())
         ck.save_checkpoint({str(tmp_path)!r}, 1, model, opt)
-        real = ck._fsync_tree
+        real = ck.fsync_tree
         def stall(root):
             real(root)
             Path({str(marker)!r}).write_text("x")
             time.sleep(60)
-        ck._fsync_tree = stall
+        ck.fsync_tree = stall
         ck.save_checkpoint({str(tmp_path)!r}, 2, model, opt)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])

@@ -123,3 +123,28 @@ def test_every_config_field_is_read_somewhere():
     assert not REMOVED_FIELDS & {f.name for f in dataclasses.fields(TrainConfig)}
     # a checkpoint written by an older version still loads
     assert TrainConfig.from_dict({"tokenizer_path": None, "lr": 0.5}).lr == 0.5
+
+
+@pytest.mark.parametrize("override,message", [
+    ("lr=inf", "field 'lr': must be a finite number"),
+    ("ig_beta=nan", "field 'ig_beta': must be a finite number"),
+    ("grad_clip=nan", "field 'grad_clip': must be a finite number"),
+    ("engine=foo", "field 'engine': expected one of"),
+    ("device=quantum", "field 'device': expected auto, cpu, cuda or cuda:N"),
+    ("ig_head_weight=0", "field 'ig_head_weight': must be > 0"),
+    ("ig_max_context_tokens=-5", "field 'ig_max_context_tokens': must be >= 1"),
+])
+def test_values_that_would_break_a_run_later_are_refused_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["model_path=/m", override])
+
+
+def test_unreadable_config_files_get_one_line_naming_the_file(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("lr: 1e-4 # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text"):
+        load_config(bad)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("lr: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep.yaml: (nested too deeply|not valid YAML)"):
+        load_config(deep)

@@ -138,6 +138,11 @@ def test_normalize_answer(text, expected):
     assert normalize_answer(text) == expected
 
 
+def test_a_gold_that_normalises_to_nothing_is_not_matched_by_an_empty_answer():
+    assert exact_match("", ["A"]) == 0.0 and exact_match("the", ["A"]) == 0.0
+    assert exact_match(" a ", ["A"]) == 1.0 and exact_match("The", ["the"]) == 1.0
+
+
 def test_exact_match():
     assert exact_match("the Eiffel Tower.", ["Eiffel Tower", "La Tour"]) == 1.0
     assert exact_match("Eiffel", ["Eiffel Tower"]) == 0.0
@@ -164,3 +169,32 @@ def test_f1_score():
 ])
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("record,message", [
+    ({"question": "q?", "golden_answers": [""]}, "answer '' has no letter or digit"),
+    ({"question": "q?", "golden_answers": [" ."]}, "has no letter or digit"),
+    ({"question": "q?", "golden_answers": ["x" * 600]}, "an answer of 600 characters, at most 500"),
+    ({"question": "q?", "reward_model": "x"}, "field 'reward_model': expected an object"),
+    ({"question": "q" * 9000, "golden_answers": ["a"]}, "field 'question': 9000 characters"),
+])
+def test_hostile_rows_are_refused_with_file_line_and_field(tmp_path, record, message):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"question": "ok?", "golden_answers": ["a"]}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(DataError, match=rf"d.jsonl, line 2.*{message}"):
+        load_qa(path)
+
+
+def test_unreadable_files_and_duplicate_corpus_ids_are_named(tmp_path):
+    folder = tmp_path / "train.jsonl"
+    folder.mkdir()
+    with pytest.raises(DataError, match="train.jsonl: not a file"):
+        load_qa(folder)
+    latin = tmp_path / "l.jsonl"
+    latin.write_bytes(b'{"question": "ok?", "golden_answers": ["a"]}\n{"question": "caf\xe9?", "golden_answers": ["a"]}\n')
+    with pytest.raises(DataError, match=r"l.jsonl, line 2: not UTF-8 text"):
+        load_qa(latin)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": 1, "contents": "\\"A\\"\\ntext"}\n{"id": "1", "contents": "\\"B\\"\\ntext"}\n')
+    with pytest.raises(DataError, match=r"c.jsonl, line 2, field 'id': '1' repeats the id of .*c.jsonl, line 1"):
+        load_corpus(corpus)

@@ -162,3 +162,20 @@ def test_no_scorable_steps_gives_none_without_forward(tok, model):
     res = compute_information_gain([TEXTS[3]], [["Telm"]], model, tok)
     assert res.step_ig == [[]] and res.rollout_ig == [None]
     assert res.stats["ig_mean"] is None and res.stats["tokens_forwarded"] == 0
+
+
+def test_hostile_rows_are_bounded_not_fatal(tok, model):
+    """A huge gold answer is not scored (its steps get None, counted) instead of taking gigabytes; a
+    lone surrogate does not crash the tokenizer; a negative context limit is refused."""
+    huge = "Osk " * 5000
+    res = compute_information_gain(TEXTS[:2], [[huge], ["Osk"]], model, tok, seed=0)
+    assert all(x is None for x in res.step_ig[0]) and all(x is not None for x in res.step_ig[1])
+    assert res.stats["rollouts_gold_too_long"] == 1
+    # a long variant is skipped, a short one of the same rollout still scores
+    res = compute_information_gain(TEXTS[:2], [["Osk"], [huge, "Osk"]], model, tok, seed=0, max_gold_variants=2)
+    assert all(x is not None for x in res.step_ig[1]) and res.stats["rollouts_gold_too_long"] == 0
+    text = TEXTS[0].replace("Varo", "Va\ud800ro")
+    res = compute_information_gain([text, TEXTS[1]], [["Osk"], ["Osk"]], model, tok, seed=0)
+    assert all(x is not None for r in res.step_ig for x in r)
+    with pytest.raises(ValueError, match="max_context_tokens must be >= 0"):
+        compute_information_gain(TEXTS[:2], [["Osk"], ["Osk"]], model, tok, max_context_tokens=-1)

@@ -114,9 +114,9 @@ def test_pool_draws():
     assert set(d1[0][0]) <= {(0, 1), (1, 1)}
     # step (0,1) has 3 candidates -> without replacement
     assert len(set(d1[0][1])) == 3
-    # a single pair in the whole batch: candidates fall back to the whole pool
+    # a single pair in the whole batch: no counterfactual, so no draw (and no IG) rather than IG = 0
     solo = [_rollout([a])]
-    assert draw_counterfactuals(solo, build_pool(solo), 2, seed=0) == [[[(0, 0), (0, 0)]]]
+    assert draw_counterfactuals(solo, build_pool(solo), 2, seed=0) == [[None]]
 
 
 def test_check_draws_errors():

@@ -78,6 +78,25 @@ def test_bm25_index_is_saved_reused_and_rebuilt_when_the_corpus_changes(corpus_c
     assert not [p for p in corpus_copy.parent.iterdir() if p.name.startswith(".bm25_index.tmp")]
 
 
+def test_a_truncated_or_corrupted_bm25_index_is_rebuilt(corpus_copy):
+    index_dir = corpus_copy.parent / "bm25_index"
+    first = BM25Retriever.from_corpus(corpus_copy)
+    assert set(read_meta(index_dir)["files"]) == {p.name for p in index_dir.iterdir() if p.name != "meta.json"}
+    query = ["capital country"]
+    for damage in ("truncate", "flip"):
+        victim = max((p for p in index_dir.iterdir() if p.suffix == ".npy"), key=lambda p: p.stat().st_size)
+        data = bytearray(victim.read_bytes())
+        if damage == "truncate":
+            victim.write_bytes(bytes(data[: len(data) // 2]))
+        else:
+            data[-1] ^= 0xFF
+            victim.write_bytes(bytes(data))
+        stamp = (index_dir / "meta.json").stat().st_mtime_ns
+        rebuilt = BM25Retriever.from_corpus(corpus_copy)
+        assert (index_dir / "meta.json").stat().st_mtime_ns != stamp, damage  # rebuilt, not loaded
+        assert rebuilt.retrieve(query, 5) == first.retrieve(query, 5)
+
+
 def test_bm25_index_dir_can_be_chosen(corpus_copy, tmp_path):
     index_dir = tmp_path / "elsewhere" / "idx"
     retriever = load_retriever("bm25", corpus=corpus_copy, index=index_dir)

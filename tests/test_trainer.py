@@ -207,3 +207,44 @@ def test_engine_log_probs_are_used_only_when_they_are_pi_old(setup):
     assert learning_rate_at(cfg, 1) == 1e-3
     cfg = make_config(setup, lr=1e-3, warmup_steps=3)
     assert [learning_rate_at(cfg, s) for s in (1, 2, 3, 50)] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(setup, tmp_path):
+    cfg = make_config(setup, method="grpo", engine="hf", steps=50, checkpoint_every=100)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg.save(cfg_path)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "igsearch.cli", "train", "--config", str(cfg_path), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip():
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, output[-2000:]
+    ckpt = latest_checkpoint(out)
+    assert ckpt is not None and "stopped by SIGTERM after step" in output
+    assert int(ckpt.name.split("_")[1]) == read_metrics(out)[-1]["step"] < 50  # the step it stopped at, saved
+
+
+def test_a_full_disk_at_checkpoint_time_is_one_clear_error(setup, monkeypatch):
+    import errno
+
+    import igsearch.train.trainer as tr
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    trainer = tr.Trainer(make_config(setup, method="grpo", engine="hf", steps=1), setup / "run-full-disk", overwrite=True)
+    monkeypatch.setattr(tr, "save_checkpoint", no_space)
+    try:
+        with pytest.raises(tr.TrainingError, match=r"step 1: could not write its checkpoint .*No space left on device"):
+            trainer.run()
+    finally:
+        trainer.close()

@@ -42,6 +42,14 @@ class QARow:
     extra_info: dict = field(default_factory=dict)
 
 
+#: per-row size bounds: a row beyond them is refused with its file, line and field instead of
+#: costing memory in tokenization, rollouts and IG scoring
+MAX_QUESTION_CHARS = 8_000
+MAX_ANSWER_CHARS = 500
+MAX_ANSWERS = 64
+MAX_PROMPT_CHARS = 32_000
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -51,6 +59,8 @@ def _iter_records(path: Path) -> Iterator[tuple[str, Any]]:
     """``(location, record)`` for every record of a .jsonl/.json lines or .parquet file."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file (a directory?)")
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -63,11 +73,15 @@ def _iter_records(path: Path) -> Iterator[tuple[str, Any]]:
         return
     if path.suffix not in (".jsonl", ".json"):
         raise DataError(f"{path}: unknown file type {path.suffix!r}; expected .jsonl or .parquet")
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            where = f"{path}, line {lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{where}: not UTF-8 text (byte {exc.start + 1}: {exc.reason})") from None
             if not line.strip():
                 continue
-            where = f"{path}, line {lineno}"
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as exc:
@@ -86,6 +100,21 @@ def _string_list(where: str, name: str, value: Any) -> list[str]:
     return list(value)
 
 
+def _answers(where: str, name: str, value: Any) -> list[str]:
+    """Gold answers: a non-empty list of strings, each with a letter or digit (an empty gold would give
+    EM 1 to any empty answer: a reward hack), bounded in number and length."""
+    answers = _string_list(where, name, value)
+    if len(answers) > MAX_ANSWERS:
+        raise DataError(f"{where}, field {name!r}: {len(answers)} answers, at most {MAX_ANSWERS} are accepted")
+    for a in answers:
+        if not any(ch.isalnum() for ch in a):
+            raise DataError(f"{where}, field {name!r}: answer {_describe(a)} has no letter or digit")
+        if len(a) > MAX_ANSWER_CHARS:
+            raise DataError(f"{where}, field {name!r}: an answer of {len(a)} characters, at most "
+                            f"{MAX_ANSWER_CHARS} are accepted")
+    return answers
+
+
 def _default_data_source(path: Path) -> str:
     """FlashRAG keeps ``<dataset>/<split>.jsonl``: the folder names the dataset, else the stem."""
     return path.parent.name if path.stem.lower() in _SPLIT_NAMES and path.parent.name else path.stem
@@ -97,17 +126,26 @@ def _qa_row(where: str, record: Any, index: int, default_source: str) -> QARow:
     question = record.get("question")
     if not isinstance(question, str) or not question.strip():
         raise _field_error(where, "question", "a non-empty string", question)
+    if len(question) > MAX_QUESTION_CHARS:
+        raise DataError(f"{where}, field 'question': {len(question)} characters, at most {MAX_QUESTION_CHARS} "
+                        "are accepted")
 
     if record.get("golden_answers") is not None:
-        golden = _string_list(where, "golden_answers", record["golden_answers"])
+        golden = _answers(where, "golden_answers", record["golden_answers"])
     else:
-        target = ((record.get("reward_model") or {}).get("ground_truth") or {}).get("target")
+        reward_model = record.get("reward_model") or {}
+        if not isinstance(reward_model, dict):
+            raise _field_error(where, "reward_model", "an object", reward_model)
+        ground_truth = reward_model.get("ground_truth") or {}
+        if not isinstance(ground_truth, dict):
+            raise _field_error(where, "reward_model.ground_truth", "an object", ground_truth)
+        target = ground_truth.get("target")
         if target is None:
             raise DataError(f"{where}, field 'golden_answers': missing (and no "
                             "reward_model.ground_truth.target to take it from)")
         if isinstance(target, str):
             target = [target]
-        golden = _string_list(where, "reward_model.ground_truth.target", target)
+        golden = _answers(where, "reward_model.ground_truth.target", target)
 
     row_id = record.get("id", index)
     if isinstance(row_id, bool) or not isinstance(row_id, (str, int)):
@@ -124,6 +162,8 @@ def _qa_row(where: str, record: Any, index: int, default_source: str) -> QARow:
                 and isinstance(m.get("content"), str) for m in prompt)):
             raise _field_error(where, "prompt",
                                "a non-empty list of {'role': str, 'content': str}", prompt)
+        if sum(len(m["content"]) for m in prompt) > MAX_PROMPT_CHARS:
+            raise DataError(f"{where}, field 'prompt': longer than {MAX_PROMPT_CHARS} characters")
         prompt = [{"role": m["role"], "content": m["content"]} for m in prompt]
 
     extra = record.get("extra_info") or {}
@@ -170,9 +210,16 @@ def _corpus_record(where: str, record: Any) -> dict:
 
 
 def load_corpus(path) -> list[dict]:
-    """Read and validate a corpus: a list of ``{"id": str, "contents": str}`` in file order."""
+    """Read and validate a corpus: a list of ``{"id": str, "contents": str}`` in file order. Ids are
+    unique as strings (``1`` and ``"1"`` are the same id)."""
     path = Path(path)
-    docs = [_corpus_record(where, record) for where, record in _iter_records(path)]
+    docs, first_seen = [], {}
+    for where, record in _iter_records(path):
+        doc = _corpus_record(where, record)
+        if doc["id"] in first_seen:
+            raise DataError(f"{where}, field 'id': {doc['id']!r} repeats the id of {first_seen[doc['id']]}")
+        first_seen[doc["id"]] = where
+        docs.append(doc)
     if not docs:
         raise DataError(f"{path}: the corpus is empty")
     return docs

@@ -25,12 +25,19 @@ def _golds(golds: str | Iterable[str]) -> list[str]:
     return [golds] if isinstance(golds, str) else list(golds)
 
 
+def _same(prediction: str, gold: str) -> bool:
+    g = normalize_answer(gold)
+    if not g:  # a gold like "A" or "The" normalises to nothing: then "" or "the" must not match it
+        return " ".join(prediction.lower().split()) == " ".join(gold.lower().split())
+    return normalize_answer(prediction) == g
+
+
 def exact_match(prediction: str | None, golds: str | Iterable[str]) -> float:
-    """1.0 if the normalised prediction equals any normalised gold answer, else 0.0."""
+    """1.0 if the normalised prediction equals any normalised gold answer, else 0.0. A gold that
+    normalises to the empty string (e.g. "A") is compared case- and space-insensitively instead."""
     if prediction is None:
         return 0.0
-    pred = normalize_answer(prediction)
-    return float(any(pred == normalize_answer(g) for g in _golds(golds)))
+    return float(any(_same(prediction, g) for g in _golds(golds)))
 
 
 def _f1(prediction: str, gold: str) -> float:

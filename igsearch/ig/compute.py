@@ -65,11 +65,20 @@ def _load(model, tokenizer):
     return model, tokenizer
 
 
+#: gold answers longer than this many tokens are not scored (their steps get no IG): scoring cost
+#: and memory grow with the answer length, and no short-answer QA gold is anywhere near it
+MAX_ANSWER_TOKENS = 64
+
+
 def _encode(tokenizer, text: str) -> list[int]:
+    # a lone surrogate (invalid UTF-16 from a broken file) makes fast tokenizers raise TypeError
+    text = text.encode("utf-8", "replace").decode("utf-8")
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _gold_ids(golds, tokenizer, max_variants: int, n_texts: int) -> list[list[list[int]]]:
+def _gold_ids(golds, tokenizer, max_variants: int, n_texts: int, max_tokens: int) -> list[list[list[int]]]:
+    """Token ids of the first ``max_variants`` gold variants of each rollout, those longer than
+    ``max_tokens`` left out (a rollout may end up with none)."""
     if len(golds) != n_texts:
         raise ValueError(f"golds has {len(golds)} entries, texts has {n_texts}")
     if max_variants < 1:
@@ -84,7 +93,8 @@ def _gold_ids(golds, tokenizer, max_variants: int, n_texts: int) -> list[list[li
             toks = _encode(tokenizer, str(v))
             if not toks:
                 raise ValueError(f"rollout {i}: gold variant {v!r} tokenizes to no tokens")
-            ids.append(toks)
+            if len(toks) <= max_tokens:
+                ids.append(toks)
         out.append(ids)
     return out
 
@@ -170,15 +180,23 @@ def information_gain_of_rollouts(
     seed: int | None = None,
     scorer: str = "tree",
     scorer_options: dict | None = None,
+    max_answer_tokens: int = MAX_ANSWER_TOKENS,
     started: float | None = None,
 ) -> IGResult:
     """Per-step IG of rollouts already split into prefix and steps (the core of both front-ends).
 
     ``draws[i][k]``: pool entries (rollout, step) for step k of rollout i; None draws them from
     ``random.Random(seed)``. ``scorer``: "tree" or "naive" (``scorer_options`` go to it).
+    ``max_context_tokens``: contexts are cut from the left to this length (0 = no cut).
+    ``max_answer_tokens``: longer gold variants are not scored; a rollout without a shorter one gets
+    no IG on any step (counted in ``stats["rollouts_gold_too_long"]``).
     """
     t0 = time.perf_counter() if started is None else started
-    gold_ids = _gold_ids(golds, tokenizer, max_gold_variants, len(rollouts))
+    if max_context_tokens < 0:
+        raise ValueError(f"max_context_tokens must be >= 0 (0 = no cut), got {max_context_tokens}")
+    if max_answer_tokens < 1:
+        raise ValueError(f"max_answer_tokens must be >= 1, got {max_answer_tokens}")
+    gold_ids = _gold_ids(golds, tokenizer, max_gold_variants, len(rollouts), max_answer_tokens)
     pool = build_pool(rollouts)
     used = check_draws(draws, rollouts, pool) if draws is not None else draw_counterfactuals(rollouts, pool, n_random, seed)
 
@@ -195,7 +213,7 @@ def information_gain_of_rollouts(
     plan = []  # (i, k, [per variant: (real request index, [random request indices])])
     for i, r in enumerate(rollouts):
         for k, step in enumerate(r.steps):
-            if used[i][k] is None:
+            if used[i][k] is None or not gold_ids[i]:
                 continue
             real_ctx = ctx_ids(build_context(r, k))
             rand_ctx = [ctx_ids(build_context(r, k, rollouts[a].steps[b].pair)) for a, b in used[i][k]]
@@ -247,5 +265,6 @@ def information_gain_of_rollouts(
         best_variant=best,
         draws_used=used,
         steps=[r.steps for r in rollouts],
-        stats=_stats(step_ig, real_all, rand_all, cost, scorer, time.perf_counter() - t0),
+        stats={**_stats(step_ig, real_all, rand_all, cost, scorer, time.perf_counter() - t0),
+               "rollouts_gold_too_long": sum(not ids for ids in gold_ids)},
     )

@@ -2,8 +2,9 @@
 
 A pool entry is a (rollout, step) index whose step has IG (documents of at least MIN_DOC_CHARS).
 For a step, the candidates are the pool entries whose pair differs (as text) from the step's own
-pair; ``n_random`` are drawn without replacement, with replacement when there are fewer candidates,
-and from the whole pool when no other pair exists. Draws are made rollout by rollout, step by step,
+pair; ``n_random`` are drawn without replacement, with replacement when there are fewer candidates.
+When no other pair exists in the batch the step has no counterfactual and gets no draw (None, so no
+IG): drawing its own pair would give IG = 0 exactly, a made-up value. Draws are made rollout by rollout, step by step,
 from one ``random.Random(seed)``.
 """
 
@@ -38,8 +39,10 @@ def draw_counterfactuals(
             if not step.has_ig:
                 row.append(None)
                 continue
-            cands = [e for e in pool if pairs[e] != step.pair] or list(pool)
-            if len(cands) >= n_random:
+            cands = [e for e in pool if pairs[e] != step.pair]
+            if not cands:
+                row.append(None)
+            elif len(cands) >= n_random:
                 row.append(rng.sample(cands, n_random))
             else:
                 row.append([rng.choice(cands) for _ in range(n_random)])

@@ -1,9 +1,10 @@
 """Saved retrieval indexes: where they live, whether they still match the corpus, atomic writes.
 
 An index folder holds the index files plus ``meta.json``. The meta records everything the index
-depends on (the corpus fingerprint, the retriever settings); an index whose meta differs from what
-is wanted is stale and gets rebuilt. ``meta.json`` is written last, so a half-written folder is
-never taken for a finished index.
+depends on (the corpus fingerprint, the retriever settings) and the size and SHA-256 of every index
+file; an index whose meta differs from what is wanted, or whose files do not match it (truncated,
+corrupted), is stale and gets rebuilt. The files are fsynced and ``meta.json`` is written last, so
+a half-written folder is never taken for a finished index.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+from igsearch.integrity import check_manifest, file_manifest, fsync_tree
 
 META_FILE = "meta.json"
 _FULL_HASH_LIMIT = 1 << 30  # hash whole corpora up to 1 GiB; fingerprint bigger ones cheaply
@@ -50,8 +53,14 @@ def read_meta(index_dir) -> dict | None:
 
 
 def is_fresh(index_dir, wanted_meta: dict) -> bool:
-    """Whether ``index_dir`` holds a finished index built with exactly ``wanted_meta``."""
-    return read_meta(index_dir) == json.loads(json.dumps(wanted_meta))
+    """Whether ``index_dir`` holds a finished, intact index built with exactly ``wanted_meta``."""
+    meta = read_meta(index_dir)
+    if not isinstance(meta, dict):
+        return False
+    files = meta.pop("files", None)
+    if meta != json.loads(json.dumps(wanted_meta)) or not isinstance(files, dict):
+        return False
+    return check_manifest(index_dir, files) is None
 
 
 def write_index_atomically(index_dir, meta: dict, write: Callable[[Path], None]) -> None:
@@ -61,7 +70,9 @@ def write_index_atomically(index_dir, meta: dict, write: Callable[[Path], None])
     tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-", dir=index_dir.parent))
     try:
         write(tmp)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        full = {**meta, "files": file_manifest(tmp, skip=(META_FILE,))}
+        (tmp / META_FILE).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+        fsync_tree(tmp)
         if index_dir.exists():
             shutil.rmtree(index_dir)
         os.replace(tmp, index_dir)

@@ -25,7 +25,6 @@ ones were skipped and why (``resolve_checkpoint(..., verify=True)``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from igsearch.integrity import check_manifest, file_manifest, fsync_tree
 from igsearch.train.io import atomic_write_json, atomic_write_text, fsync_dir
 
 CHECKPOINTS = "checkpoints"
@@ -86,21 +86,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_manifest(folder: Path) -> Path:
-    """``manifest.json``: relative path -> {"bytes", "sha256"} of every file under ``folder``."""
-    files = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != MANIFEST_FILE:
-            files[p.relative_to(folder).as_posix()] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-    return atomic_write_json(folder / MANIFEST_FILE, {"files": files})
+    """``manifest.json``: relative path -> {"bytes", "sha256"} of every other file under ``folder``."""
+    return atomic_write_json(folder / MANIFEST_FILE, {"files": file_manifest(folder, skip=(MANIFEST_FILE,))})
 
 
 def verify_checkpoint(path: Path) -> str | None:
@@ -115,15 +103,7 @@ def verify_checkpoint(path: Path) -> str | None:
         files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         return f"unreadable {MANIFEST_FILE} ({type(e).__name__})"
-    for rel, want in files.items():
-        f = path / rel
-        if not f.is_file():
-            return f"{rel} is missing"
-        if f.stat().st_size != want["bytes"]:
-            return f"{rel} has {f.stat().st_size} bytes, the manifest says {want['bytes']} (truncated?)"
-        if _sha256(f) != want["sha256"]:
-            return f"{rel} does not match its SHA-256 in the manifest (corrupted)"
-    return None
+    return check_manifest(path, files)
 
 
 def _safe_load(path: Path) -> Any:
@@ -136,15 +116,6 @@ def _safe_load(path: Path) -> Any:
                               f"(only tensors and plain values are accepted): {first}") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-
-
-def _fsync_tree(root: Path) -> None:
-    """fsync every file and folder under ``root`` (so the rename publishes durable contents)."""
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-        fsync_dir(dirpath)
 
 
 def _config_dict(config: Any) -> Any:
@@ -203,7 +174,7 @@ def save_checkpoint(
         atomic_write_json(tmp / CONFIG_FILE, _config_dict(config))
         torch.save({"step": int(step), "rng": rng_states(), "extra": extra or {}}, tmp / STATE_FILE)
         write_manifest(tmp)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if final.exists():  # re-saving a step: move the old one aside, never delete it first
             old = root / f"{_TMP_PREFIX}old-{name}-{os.getpid()}"
             os.replace(final, old)

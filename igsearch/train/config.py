@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import re
 import sys
 import types
 import typing
@@ -200,6 +202,10 @@ class TrainConfig:
                 "not set; pass model_path=/path/to/model (an HF model directory, e.g. the SFT warm "
                 "start or Qwen2.5-3B)",
             )
+        for f in dataclasses.fields(self):  # inf / nan pass every range check below and poison the run later
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad(f.name, f"must be a finite number, got {value}")
         for name in ("steps", "questions_per_step", "rollouts_per_question", "max_turns",
                      "max_new_tokens_per_turn", "max_response_tokens", "topk", "ppo_epochs",
                      "mini_batches", "max_tokens_per_forward", "checkpoint_every", "keep_checkpoints",
@@ -209,13 +215,17 @@ class TrainConfig:
         for name in ("gigpo_gamma", "igpo_gamma"):
             if not 0 < getattr(self, name) <= 1:
                 raise bad(name, f"must be in (0, 1], got {getattr(self, name)}")
-        for name in ("lr", "temperature"):
+        for name in ("lr", "temperature", "ig_head_weight", "retriever_timeout_s", "vllm_cpu_kvcache_gb"):
             if not getattr(self, name) > 0:
                 raise bad(name, f"must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "clip_low", "clip_high", "kl_coef", "adv_eps", "format_penalty",
                      "eval_every", "eval_questions", "probe_questions", "warmup_steps", "ig_head_tokens"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise bad("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise bad("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         if not 0 < self.top_p <= 1:
             raise bad("top_p", f"must be in (0, 1], got {self.top_p}")
         if self.ig_clip is not None and self.ig_clip <= 0:
@@ -237,6 +247,7 @@ class TrainConfig:
             "ig_norm": IG_NORMS,
             "span_weight": SPAN_WEIGHTS,
             "ig_scorer": tuple(list_scorers()),
+            "engine": ("vllm", "hf"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -426,6 +437,10 @@ def load_config(
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        except RecursionError:
+            raise ConfigError(f"{source}: nested too deeply to be a config (expected a flat mapping of field: value)") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):

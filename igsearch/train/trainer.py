@@ -354,32 +354,47 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
+        """Train to ``cfg.steps``. SIGTERM (a scheduler stopping the job) ends the run after the
+        current step, with a checkpoint of that step; Ctrl-C stops at once and names the last one."""
+        import signal
+        import threading
+
         cfg = self.cfg
         last_saved = self.start_step
         step = self.start_step
         train_seconds = self._logged_train_seconds()
+        stop = {"signal": None}
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal="SIGTERM"))
         try:
             with TrainProgress(cfg.steps, initial=self.start_step, description=f"train[{cfg.method}]") as bar:
                 if cfg.eval_every > 0 and self.start_step == 0:
                     self.logger.log(0, {"time/train_elapsed": 0.0, **self.periodic_eval(0, bar)})
                 for step in range(self.start_step + 1, cfg.steps + 1):
-                    result = self.train_step(step)
-                    train_seconds += result.metrics["time/step"]
-                    result.metrics["time/train_elapsed"] = train_seconds
+                    batch = self.train_step(step)
+                    train_seconds += batch.metrics["time/step"]
+                    batch.metrics["time/train_elapsed"] = train_seconds
                     if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
-                        result.metrics.update(self.periodic_eval(step, bar))
-                    if step % cfg.log_every == 0 or step == cfg.steps:
-                        self.logger.log(step, result.metrics)
-                    bar.update(step, result.metrics)
-                    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                        batch.metrics.update(self.periodic_eval(step, bar))
+                    if step % cfg.log_every == 0 or step == cfg.steps or stop["signal"]:
+                        self.logger.log(step, batch.metrics)
+                    bar.update(step, batch.metrics)
+                    if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop["signal"]:
                         self.checkpoint(step)
                         last_saved = step
+                    if stop["signal"]:
+                        print(f"stopped by {stop['signal']} after step {step}; checkpoint saved: "
+                              f"{self.out / 'checkpoints'}; continue with --resume {self.out}", flush=True)
+                        break
         except KeyboardInterrupt:
             print(f"interrupted at step {step}; last checkpoint: step {last_saved} in {self.out / 'checkpoints'}")
             raise
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             self.logger.close()
-        return {"steps": cfg.steps, "out": str(self.out)}
+        return {"steps": step, "out": str(self.out), "stopped_by": stop["signal"]}
 
     def _logged_train_seconds(self) -> float:
         """Training seconds (steps only, evaluations excluded) logged up to the step resumed from."""
@@ -425,8 +440,13 @@ class Trainer:
                              top_p=self.cfg.top_p)
 
     def checkpoint(self, step: int) -> Path:
-        return save_checkpoint(self.out, step, self.model, self.optimizer, self.cfg, tokenizer=self.tokenizer,
-                               keep=self.cfg.keep_checkpoints)
+        try:
+            return save_checkpoint(self.out, step, self.model, self.optimizer, self.cfg, tokenizer=self.tokenizer,
+                                   keep=self.cfg.keep_checkpoints)
+        except (OSError, RuntimeError) as e:  # a full disk surfaces as OSError or as torch's RuntimeError
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TrainingError(f"step {step}: could not write its checkpoint ({first}); the previous checkpoint "
+                                f"{latest_checkpoint(self.out)} is intact") from None
 
     def evaluate(self, rows: list[QARow] | None = None, limit: int | None = None):
         """Greedy EM/F1 on the eval split with the current weights (already synced into the engine)."""
@@ -530,7 +550,7 @@ def train(cfg: TrainConfig, out_dir, *, resume=None, overwrite: bool = False) ->
     trainer = Trainer(cfg, out_dir, resume=resume, overwrite=overwrite)
     try:
         summary = trainer.run()
-        if cfg.eval_questions > 0:
+        if cfg.eval_questions > 0 and not summary.get("stopped_by"):
             res = trainer.evaluate()
             atomic_write_json(Path(out_dir) / "eval.json", {"step": cfg.steps, **res.to_dict()})
             summary["eval"] = res.metrics
