@@ -182,3 +182,11 @@ def test_replicate_time_to_quality_uses_grpos_best_mean_em():
     ttq = mod.time_to_quality({"grpo": g, "ig": fast, "other": slow})
     assert ttq["target_em"] == pytest.approx(0.3) and ttq["warm_start_em"] == pytest.approx(0.5)  # step 0 is no target
     assert ttq["methods"] == {"grpo": {"step": 10, "seconds": 100.0}, "ig": {"step": 10, "seconds": 130.0}, "other": None}
+
+
+def test_retrieval_server_benchmark_help_and_percentile():
+    mod = load("retrieval_server")
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--help"])
+    assert e.value.code == 0
+    assert mod._percentile([3.0, 1.0, 2.0, 4.0, 5.0], 0.5) == 3.0 and mod._percentile([1.0, 9.0], 0.99) == 9.0

@@ -112,9 +112,11 @@ def test_wrong_paths_and_methods(server):
     assert requests.put(server.url + "/retrieve", data=b"{}", timeout=5).status_code == 405
     health = requests.get(server.url + "/health", timeout=5)
     assert health.status_code == 200 and health.json() == {"status": "ok", "passages": 60}
-    no_length = requests.Request("POST", server.url + "/retrieve", data=iter([b"{}"])).prepare()
+    # a chunked body (no Content-Length) is read like any other, as Search-R1's server does
+    chunked = requests.Request("POST", server.url + "/retrieve", data=iter([b'{"queries": ["capi', b'tal"]}'])).prepare()
     with requests.Session() as session:
-        assert session.send(no_length, timeout=5).status_code == 411
+        answer = session.send(chunked, timeout=5)
+    assert answer.status_code == 200 and len(answer.json()["result"][0]) == 3
 
 
 def test_client_round_trip_matches_the_local_retriever(server, bm25):
@@ -198,3 +200,81 @@ def test_client_accepts_both_result_shapes():
 def test_client_rejects_non_http_urls():
     with pytest.raises(ValueError, match="http"):
         RetrievalClient("localhost:8000")
+
+
+def _raw(server, request: bytes) -> bytes:
+    """Send raw bytes and return what the server answers (until it closes or 2 s pass)."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(server.url)
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(request)
+        s.settimeout(2)
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except socket.timeout:
+            pass
+    return data
+
+
+def test_ambiguous_framing_is_refused(server):
+    body = b'{"queries": ["capital"]}'
+    conflicting = (b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\nContent-Length: 5\r\n\r\n" % len(body)) + body
+    assert _raw(server, conflicting).startswith(b"HTTP/1.1 400")
+    both = (b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    assert _raw(server, both).startswith(b"HTTP/1.1 400")
+    assert post(server, {"queries": ["capital"], "topk": 1}).status_code == 200
+
+
+def test_hostile_bodies_get_json_errors_and_the_server_keeps_serving(server):
+    from igsearch.retrieval.server import MAX_BODY_BYTES, MAX_RESULT_PASSAGES
+
+    deep = b'{"queries": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    answer = post(server, deep)
+    assert answer.status_code == 400 and "nested too deeply" in answer.json()["detail"]
+    big = post(server, b'{"queries": ["' + b"a" * MAX_BODY_BYTES + b'"]}')
+    assert big.status_code == 413 and "at most" in big.json()["detail"]
+    chunked_big = requests.Request("POST", server.url + "/retrieve",
+                                   data=iter([b"x" * (1 << 16)] * (MAX_BODY_BYTES // (1 << 16) + 2))).prepare()
+    with requests.Session() as session:
+        assert session.send(chunked_big, timeout=10).status_code == 413
+    n = MAX_RESULT_PASSAGES // 50 + 1
+    huge = post(server, {"queries": ["capital"] * n, "topk": 50})
+    assert huge.status_code == 422 and "passages; at most" in huge.json()["detail"]
+    for method in ("HEAD", "OPTIONS", "DELETE"):
+        assert requests.request(method, server.url + "/retrieve", timeout=5).status_code == 405
+    assert post(server, {"queries": ["capital"], "topk": 1}).status_code == 200
+
+
+def test_many_concurrent_clients_get_every_answer(server, bm25):
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = [p.id for p in bm25.retrieve(["capital"], 2)[0]]
+
+    def client(i):
+        ok = 0
+        for _ in range(10):  # a new connection per request
+            r = requests.post(server.url + "/retrieve", json={"queries": ["capital"], "topk": 2}, timeout=30)
+            ok += r.status_code == 200 and [d["id"] for d in r.json()["result"][0]] == expected
+        return ok
+
+    with ThreadPoolExecutor(32) as pool:
+        assert sum(pool.map(client, range(32))) == 320
+
+
+def test_serve_names_an_address_it_cannot_listen_on(bm25, world, capsys):
+    from igsearch.retrieval.server import serve
+
+    with running(bm25) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        assert serve(world / "corpus.jsonl", port) == 2
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+    assert serve(world / "corpus.jsonl", 70000) == 2
+    assert serve(world / "corpus.jsonl", 0, host="no-such-host.invalid") == 2
+    err = capsys.readouterr().err
+    assert err.count("cannot listen on") == 2 and "Traceback" not in err

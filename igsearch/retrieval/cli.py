@@ -29,9 +29,8 @@ def _index(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    serve(args.corpus, args.port, retriever=args.retriever, index=args.index,
-          encoder=args.encoder, host=args.host, default_topk=args.topk)
-    return 0
+    return serve(args.corpus, args.port, retriever=args.retriever, index=args.index,
+                 encoder=args.encoder, host=args.host, default_topk=args.topk)
 
 
 def _query(args: argparse.Namespace) -> int:
