@@ -53,8 +53,11 @@ class WarmStartConfig:
 
 
 def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None = None,
-                     progress: bool = True, log=print) -> dict:
+                     progress: bool = True, log=print, world_seed: int | None = None) -> dict:
     """Build the world (with its warm-up split), the tiny policy and its SFT warm start under ``out_dir``.
+
+    ``seed`` seeds the policy's initialisation and the SFT data order; ``world_seed`` (default: the
+    same) the world, so warm starts of several seeds can be compared on one world's questions.
 
     Returns ``{"world", "policy_init", "sft", "seconds", "config"}`` (paths as ``Path``): RL trains on
     ``world/train.jsonl`` and evaluates on ``dev``/``test``; ``sft`` is the warm-started policy.
@@ -67,7 +70,8 @@ def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None =
     out = Path(out_dir)
     t0 = time.perf_counter()
     world = out / "world"
-    manifest = build_world(world, seed=seed, n_entities=cfg.entities, split_sizes=world_split_sizes(cfg.entities))
+    manifest = build_world(world, seed=seed if world_seed is None else world_seed, n_entities=cfg.entities,
+                           split_sizes=world_split_sizes(cfg.entities))
     log(f"world: {manifest['n_entities']} entities, questions per split {manifest['splits']} "
         "(SFT sees only the warm-up split)")
     init = build_tiny_policy(world, out / "policy-init", seed=seed, vocab_size=cfg.vocab_size)

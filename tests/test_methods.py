@@ -139,3 +139,13 @@ def test_the_documented_example_method_runs():
     out = compute_advantages(AdvantageInput.from_trajectories([a, b], [1.0, 0.0], {"doc_novelty": scores.values}),
                              AdvantageConfig(estimator="novelty"))
     assert out.spans.tolist() == [[0, 0, 3], [0, 9, 11], [1, 0, 3]] and out.span_values[1] < 0 < out.span_values[0]
+
+
+def test_a_scorer_refuses_a_config_it_cannot_work_with():
+    from igsearch.algo.step_scores import check_step_scorer
+    from igsearch.train.config import load_config
+
+    assert check_step_scorer("step_ig", load_config(None, ["model_path=/m"])) is None
+    why = check_step_scorer("step_ig", load_config(None, ["model_path=/m", "template=search-r1"]))
+    assert "template=refine" in why
+    assert check_step_scorer("turn_gain", load_config(None, ["model_path=/m", "template=search-r1"])) is None

@@ -53,15 +53,19 @@ class StepScores:
 
 
 StepScorer = Callable[[ScoringBatch], StepScores]
+#: ``check(config) -> None or why the scorer cannot run with this config`` (called before training)
+ConfigCheck = Callable[[Any], "str | None"]
 
-_SCORERS: dict[str, tuple[StepScorer, str]] = {}
+_SCORERS: dict[str, tuple[StepScorer, str, ConfigCheck | None]] = {}
 
 
-def register_step_scorer(name: str, *, per: str = "step") -> Callable[[StepScorer], StepScorer]:
+def register_step_scorer(name: str, *, per: str = "step",
+                         check: ConfigCheck | None = None) -> Callable[[StepScorer], StepScorer]:
     """Decorator registering ``fn(batch: ScoringBatch) -> StepScores`` as ``name``.
 
     ``per``: ``"step"`` (one value per search step) or ``"turn"`` (one per ``Trajectory.turn_spans``
-    entry). A name registered twice with a different function is an error.
+    entry). ``check``: refuses a run configuration the scorer cannot work with, before anything
+    runs. A name registered twice with a different function is an error.
     """
     if per not in ("step", "turn"):
         raise ValueError(f"step scorer {name!r}: per must be 'step' or 'turn', got {per!r}")
@@ -70,10 +74,17 @@ def register_step_scorer(name: str, *, per: str = "step") -> Callable[[StepScore
         old = _SCORERS.get(name)
         if old is not None and (old[0].__module__, old[0].__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"step scorer {name!r} is already registered ({old[0].__module__}.{old[0].__qualname__})")
-        _SCORERS[name] = (fn, per)
+        _SCORERS[name] = (fn, per, check)
         return fn
 
     return decorator
+
+
+def check_step_scorer(name: str, config) -> str | None:
+    """Why scorer ``name`` cannot run with ``config``, or None."""
+    get_step_scorer(name)
+    check = _SCORERS[name][2]
+    return None if check is None else check(config)
 
 
 def get_step_scorer(name: str) -> StepScorer:
@@ -112,7 +123,14 @@ def run_step_scorer(name: str, batch: ScoringBatch) -> StepScores:
     return out
 
 
-@register_step_scorer("step_ig", per="step")
+def _refine_template_only(config) -> str | None:
+    if config.template != "refine":
+        return (f"step IG scores <documents>/<refine> steps, which template={config.template!r} does not write; "
+                "use template=refine")
+    return None
+
+
+@register_step_scorer("step_ig", per="step", check=_refine_template_only)
 def step_information_gain(batch: ScoringBatch) -> StepScores:
     """IG-Search's step IG (docs/DESIGN.md section 3) of every search step, under the rollout weights.
 

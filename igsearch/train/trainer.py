@@ -26,7 +26,7 @@ import torch
 
 import igsearch.methods  # noqa: F401  (registers the built-in estimators and step scorers)
 from igsearch.algo.advantages import AdvantageInput, AdvantageOutput, compute_advantages, estimator_needs
-from igsearch.algo.step_scores import ScoringBatch, run_step_scorer
+from igsearch.algo.step_scores import ScoringBatch, check_step_scorer, run_step_scorer
 from igsearch.algo.loss import policy_loss
 from igsearch.algo.packing import packed_token_logprobs, pad_to_batch
 from igsearch.algo.rewards import trajectory_rewards
@@ -154,6 +154,10 @@ class Trainer:
             raise TrainingError(f"{self.out}: already holds a run ({progress}); continue it with --resume {self.out}, "
                                 "or pass --overwrite to start again from step 0")
         self.needs = estimator_needs(cfg.method)  # fails early on an unknown method
+        for name in sorted(self.needs):
+            why = check_step_scorer(name, cfg)
+            if why:
+                raise TrainingError(f"method {cfg.method!r} cannot run: {why}")
         self.hooks: list[Hook] = []
         self.paths = resolve_paths(cfg)
         self.template = get_template(cfg.template)
