@@ -248,3 +248,25 @@ def test_a_full_disk_at_checkpoint_time_is_one_clear_error(setup, monkeypatch):
             trainer.run()
     finally:
         trainer.close()
+
+
+def test_sft_replay_adds_a_supervised_loss_to_each_update(setup):
+    """PPO-ptx: GRPO gets no gradient from all-fail groups, but the replayed oracle trajectories do."""
+    from igsearch.data.loaders import DataError
+    from igsearch.train.trainer import Trainer
+
+    cfg = make_config(setup, method="grpo", engine="hf", steps=1, sft_replay_coef=0.5, sft_replay_batch=3,
+                      sft_replay_data=str(setup / "world" / "train.jsonl"))
+    trainer = Trainer(cfg, setup / "run-replay", overwrite=True)
+    first = trainer.replay.loss(trainer.model, 1, 0).item()
+    assert first == trainer.replay.loss(trainer.model, 1, 0).item() != trainer.replay.loss(trainer.model, 1, 1).item()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    (row,) = read_metrics(setup / "run-replay")
+    assert row["groups/all_fail_frac"] == 1.0 and row["sft_replay/loss"] == pytest.approx(first, rel=1e-5)
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    with pytest.raises(DataError, match="sft_replay_data.*not found"):
+        Trainer(make_config(setup, method="grpo", engine="hf", sft_replay_coef=0.5), setup / "run-replay-missing")

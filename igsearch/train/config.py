@@ -112,6 +112,12 @@ class TrainConfig:
     grad_clip: float = _f(1.0, "Clip the global gradient norm to this value (<= 0 disables).")
     ppo_epochs: int = _f(1, "Passes over each batch of rollouts (1 = on-policy, ratio starts at 1).")
     mini_batches: int = _f(1, "Optimizer steps per pass: the batch of rollouts is split into this many parts.")
+    sft_replay_coef: float = _f(
+        0.0, "PPO-ptx: weight of a supervised loss on oracle trajectories (questions of sft_replay_data) added to "
+             "every policy update, so that RL does not erase what the warm start learned; 0 = off.")
+    sft_replay_data: str | None = _f(None, "Questions with oracle hops for sft_replay_coef (a world split); "
+                                           "None = world_dir's warmup split, the warm start's own data.")
+    sft_replay_batch: int = _f(8, "Oracle trajectories per policy update for sft_replay_coef.")
     drop_zero_spread_groups: bool = _f(
         False, "Train only on groups whose rewards differ (DAPO-style dynamic filtering). This also drops the "
                "all-fail groups, where only step IG gives a gradient.")
@@ -209,7 +215,7 @@ class TrainConfig:
         for name in ("steps", "questions_per_step", "rollouts_per_question", "max_turns",
                      "max_new_tokens_per_turn", "max_response_tokens", "topk", "ppo_epochs",
                      "mini_batches", "max_tokens_per_forward", "checkpoint_every", "keep_checkpoints",
-                     "log_every", "ig_n_random", "ig_max_gold_variants", "ig_max_context_tokens"):
+                     "log_every", "sft_replay_batch", "ig_n_random", "ig_max_gold_variants", "ig_max_context_tokens"):
             if getattr(self, name) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("gigpo_gamma", "igpo_gamma"):
@@ -218,7 +224,7 @@ class TrainConfig:
         for name in ("lr", "temperature", "ig_head_weight", "retriever_timeout_s", "vllm_cpu_kvcache_gb"):
             if not getattr(self, name) > 0:
                 raise bad(name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "clip_low", "clip_high", "kl_coef", "adv_eps", "format_penalty",
+        for name in ("weight_decay", "clip_low", "clip_high", "kl_coef", "adv_eps", "format_penalty", "sft_replay_coef",
                      "eval_every", "eval_questions", "probe_questions", "warmup_steps", "ig_head_tokens"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)}")

@@ -188,6 +188,7 @@ class Trainer:
                                             attn_implementation=cfg.attn_implementation)
             self.ref_model.eval().requires_grad_(False)
         self.retriever = make_retriever(cfg, self.paths)
+        self.replay = SFTReplay(cfg, self.paths, self.tokenizer, self.retriever) if cfg.sft_replay_coef > 0 else None
         self.engine = make_engine(cfg, start_dir, self.model, self.tokenizer)
         self.agent = SearchAgent(self.engine, self.retriever, self.tokenizer, RolloutConfig(
             rollouts_per_question=cfg.rollouts_per_question, max_turns=cfg.max_turns, topk=cfg.topk,
@@ -309,6 +310,10 @@ class Trainer:
                 sub_adv = adv.select(sel) if hasattr(adv, "select") else adv
                 loss, stats = policy_loss(logp, old[sel, :Tm].to(self.device), mask[sel, :Tm].to(self.device),
                                           sub_adv, cfg, ref_logp=None if ref is None else ref[sel, :Tm])
+                if self.replay is not None:
+                    replay_loss = self.replay.loss(self.model, step, len(stats_acc["loss"]))
+                    loss = loss + cfg.sft_replay_coef * replay_loss
+                    stats_acc["sft_replay/loss"].append(replay_loss.item())
                 if not torch.isfinite(loss):
                     path = self.save_batch(trajs, step, "nan")
                     raise TrainingError(f"step {step}: loss is {loss.item()}; the batch is saved in {path}. "
@@ -461,6 +466,38 @@ class Trainer:
     def close(self) -> None:
         if hasattr(self.engine, "close"):
             self.engine.close()
+
+
+class SFTReplay:
+    """PPO-ptx (InstructGPT): a supervised loss on oracle trajectories added to the policy loss.
+
+    The examples are built once from ``cfg.sft_replay_data`` (default: the world's warm-up split, the
+    warm start's own data) with the run's retriever and template, documents weighted like the warm
+    start; each update draws ``sft_replay_batch`` of them with a generator seeded by (seed, step,
+    update), so a resumed run draws the same ones.
+    """
+
+    def __init__(self, cfg: TrainConfig, paths: dict, tokenizer, retriever):
+        from igsearch.train.sft import build_sft_examples
+        from igsearch.warmstart import WarmStartConfig
+
+        path = Path(cfg.sft_replay_data) if cfg.sft_replay_data else Path(cfg.world_dir or "") / "warmup.jsonl"
+        if not path.is_file():
+            raise DataError(f"config: field 'sft_replay_data': {path} not found (a world split with oracle hops)")
+        warm = WarmStartConfig()
+        self.cfg, self.document_weight = cfg, warm.document_weight
+        self.examples = build_sft_examples(load_qa(path), tokenizer, retriever, template=cfg.template, topk=cfg.topk,
+                                           max_len=warm.max_len, seed=cfg.seed)
+        if not self.examples:
+            raise DataError(f"{path}: no oracle trajectories could be built for sft_replay_coef")
+
+    def loss(self, model, step: int, update: int) -> torch.Tensor:
+        from igsearch.train.sft import sft_loss
+
+        rng = random.Random(f"replay-{self.cfg.seed}-{step}-{update}")
+        batch = rng.sample(self.examples, min(self.cfg.sft_replay_batch, len(self.examples)))
+        return sft_loss(model, batch, max_tokens_per_row=self.cfg.max_tokens_per_forward,
+                        document_weight=self.document_weight)
 
 
 def run_progress(out: Path) -> str:
