@@ -98,7 +98,7 @@ def effects(batches: list[dict], beta: float, clip: float | None, norm: str = "g
     """What the step term does at (beta, clip): the shares and ratio described in the module docstring."""
     from igsearch.algo.advantages import AdvantageConfig, AdvantageInput, compute_advantages
 
-    cfg = AdvantageConfig(estimator="ig", ig_beta=beta, ig_clip=clip, ig_norm=norm)
+    cfg = AdvantageConfig(method="ig", ig_beta=beta, ig_clip=clip, ig_norm=norm)
     tok = {"success": [0, 0], "failure": [0, 0]}  # [flipped tokens, tokens]
     steps = {"success": [0, 0], "failure": [0, 0]}  # [flipped steps, steps]
     all_fail_abs, mixed_abs, clipped, scored = [], [], 0.0, 0.0

@@ -60,6 +60,7 @@ def _add_eval_command(subparsers) -> None:
     p.add_argument("--max-turns", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=160, help="per turn")
     p.add_argument("--max-response-tokens", type=int, default=1536)
+    p.add_argument("--max-doc-tokens", type=int, default=0, help="cut injected documents to this many tokens (0 = no cut)")
     p.add_argument("--out", default=None, help="run directory for eval.json (default runs/eval-<model name>)")
     p.add_argument("--dtype", default="float32")
     p.set_defaults(func=_run_eval)
@@ -98,7 +99,7 @@ def _run_eval(args) -> int:
     retriever = load_retriever(args.retriever, corpus=corpus, index=args.index, encoder=args.encoder)
     tokenizer = load_tokenizer(model_dir)
     config = RolloutConfig(max_turns=args.max_turns, topk=args.topk, max_new_tokens_per_turn=args.max_new_tokens,
-                           max_response_tokens=args.max_response_tokens)
+                           max_response_tokens=args.max_response_tokens, max_doc_tokens=args.max_doc_tokens)
     engine = make_engine(args.engine, model_dir, dtype=args.dtype)
     console = Console()
     with Progress(console=console, transient=True) as bar:

@@ -66,8 +66,7 @@ def evaluate(engine, retriever, tokenizer, rows: Sequence[QARow], *, template: P
     sampled EM. ``progress`` is an optional callable ``progress(done, total)`` called after every batch.
     """
     cfg = config or RolloutConfig()
-    cfg = RolloutConfig(**{**cfg.__dict__, "rollouts_per_question": samples, "temperature": temperature,
-                           "seed": seed})
+    cfg = RolloutConfig(**{**cfg.__dict__, "rollouts_per_question": samples, "temperature": temperature})
     agent = SearchAgent(engine, retriever, tokenizer, cfg, template=template)
     records: list[dict] = []
     t0 = time.perf_counter()

@@ -38,7 +38,7 @@ def _batch(step_ig=None, rewards=(1.0, 0.0, 0.0, 1.0, 0.0, 0.0)):
 
 def test_grpo_group_zscore_uses_sample_std():
     inp = _batch()
-    out = compute_advantages(inp, AdvantageConfig(estimator="grpo"))
+    out = compute_advantages(inp, AdvantageConfig(method="grpo"))
     rs = [1.0, 0.0, 0.0]
     m, s = sum(rs) / 3, _sample_std(rs)
     expected = [(r - m) / (s + 1e-6) for r in rs] * 2
@@ -48,7 +48,7 @@ def test_grpo_group_zscore_uses_sample_std():
 
 
 def test_grpo_scale_none_only_centres():
-    out = compute_advantages(_batch(rewards=(1, 0, 0, 0.5, 0.5, 1)), AdvantageConfig(estimator="grpo", scale="none"))
+    out = compute_advantages(_batch(rewards=(1, 0, 0, 0.5, 0.5, 1)), AdvantageConfig(method="grpo", adv_scale="none"))
     torch.testing.assert_close(out.seq_adv, torch.tensor([2 / 3, -1 / 3, -1 / 3, -1 / 6, -1 / 6, 1 / 3]))
 
 
@@ -62,8 +62,8 @@ def test_all_fail_group_ig_nonzero_on_query_tokens_grpo_exactly_zero():
     step_ig = [[0.8, -0.1], [0.2, None], [-0.5, 0.4], [0.3, 0.1], [0.0, -0.2], [0.6, 0.5]]
     inp = _batch(step_ig, rewards=(0.0,) * 6)
     T = 16
-    ig = compute_advantages(inp, AdvantageConfig(estimator="ig", ig_beta=0.5))
-    grpo = compute_advantages(inp, AdvantageConfig(estimator="grpo"))
+    ig = compute_advantages(inp, AdvantageConfig(method="ig", ig_beta=0.5))
+    grpo = compute_advantages(inp, AdvantageConfig(method="grpo"))
     a_ig = per_token_advantages(ig, None, T)
     a_grpo = per_token_advantages(grpo, 0.5, T)
     assert ig.stats["groups/zero_spread_frac"] == 1.0
@@ -82,7 +82,7 @@ def test_all_fail_group_ig_nonzero_on_query_tokens_grpo_exactly_zero():
 def test_ig_group_normalisation_and_clip():
     step_ig = [[0.8, -0.1], [0.2, None], [-0.5, 0.4], [3.0, 0.1], [0.0, -0.2], [0.6, 0.5]]
     inp = _batch(step_ig)
-    cfg = AdvantageConfig(estimator="ig", ig_beta=1.0, ig_clip=1.5)
+    cfg = AdvantageConfig(method="ig", ig_beta=1.0, ig_clip=1.5)
     out = compute_advantages(inp, cfg)
     # group 7: scored values 0.8, -0.1, 0.2, -0.5, 0.4
     g = [0.8, -0.1, 0.2, -0.5, 0.4]
@@ -139,7 +139,7 @@ def test_registry_plugin_by_name():
 
     assert get_advantage_estimator("test_const_turn_bonus") is turn_bonus
     assert "test_const_turn_bonus" in list_advantage_estimators()
-    out = compute_advantages(_batch(rewards=(0.0,) * 6), AdvantageConfig(estimator="test_const_turn_bonus"))
+    out = compute_advantages(_batch(rewards=(0.0,) * 6), AdvantageConfig(method="test_const_turn_bonus"))
     assert per_token_advantages(out, None, 16)[0, 2].item() == pytest.approx(0.25)
     with pytest.raises(ValueError, match="already registered"):
         register_advantage_estimator("grpo")(turn_bonus)
@@ -149,13 +149,13 @@ def test_registry_plugin_by_name():
 
 def test_input_validation():
     with pytest.raises(ValueError, match="step_ig values but 2 search steps"):
-        compute_advantages(_batch(step_ig=[[0.1]] * 6), AdvantageConfig(estimator="ig"))
+        compute_advantages(_batch(step_ig=[[0.1]] * 6), AdvantageConfig(method="ig"))
     with pytest.raises(ValueError, match="outside"):
         AdvantageInput([1.0], [0], [[(3, 20)]], [10])
     with pytest.raises(ValueError, match="turn span"):
         AdvantageInput([1.0], [0], [[]], [10], turn_spans=[[(0, 11)]])
     with pytest.raises(ValueError, match="needs step_ig"):
-        compute_advantages(_batch(), AdvantageConfig(estimator="ig"))
+        compute_advantages(_batch(), AdvantageConfig(method="ig"))
     with pytest.raises(ValueError, match="finite"):
         compute_advantages(_batch([[float("nan"), 0.0]] * 6), AdvantageConfig())
 

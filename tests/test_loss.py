@@ -54,7 +54,7 @@ def _problem(seed=0, B=5, T=13):
 @pytest.mark.parametrize("with_kl", [False, True])
 def test_policy_loss_matches_eager_formula(agg, with_kl):
     logp, old, ref, mask, adv = _problem()
-    cfg = LossConfig(clip_low=0.2, clip_high=0.28, kl_coef=0.05 if with_kl else 0.0, agg=agg)
+    cfg = LossConfig(clip_low=0.2, clip_high=0.28, kl_coef=0.05 if with_kl else 0.0, loss_agg=agg)
     x = logp.clone().requires_grad_(True)
     loss, stats = policy_loss(x, old, mask, adv, cfg, ref_logp=ref if with_kl else None)
     loss.backward()
@@ -101,7 +101,7 @@ def test_all_fail_group_gradient_only_from_ig():
     mask = torch.ones(B, T, dtype=torch.bool)
     grads = {}
     for method in ("grpo", "ig"):
-        adv = compute_advantages(inp, AdvantageConfig(estimator=method))
+        adv = compute_advantages(inp, AdvantageConfig(method=method))
         x = logp.clone().requires_grad_(True)
         loss, _ = policy_loss(x, logp, mask, adv, LossConfig())
         loss.backward()
@@ -119,7 +119,7 @@ def test_errors_and_train_config():
     with pytest.raises(ValueError, match="needs ref_logp"):
         policy_loss(logp, old, mask, adv, LossConfig(kl_coef=0.1))
     with pytest.raises(ValueError, match="aggregation"):
-        policy_loss(logp, old, mask, adv, LossConfig(agg="mean"))
+        policy_loss(logp, old, mask, adv, LossConfig(loss_agg="mean"))
     with pytest.raises(ValueError, match="sequences"):
         policy_loss(logp[:2], old[:2], mask[:2], adv, LossConfig())
     cfg = load_config(None, ["model_path=m", "loss_agg=seq-mean-token-sum"])

@@ -41,7 +41,7 @@ def test_every_needed_scorer_is_registered():
 def test_rloo_leave_one_out():
     inp = AdvantageInput(rewards=[1.0, 0.0, 0.0, 0.5, 1.0, 7.0], group_ids=[0, 0, 0, 1, 1, 2],
                          query_spans=[[]] * 6, response_lengths=[4] * 6)
-    out = compute_advantages(inp, AdvantageConfig(estimator="rloo"))
+    out = compute_advantages(inp, AdvantageConfig(method="rloo"))
     # group 0: 1 - (0+0)/2, 0 - (1+0)/2, 0 - (1+0)/2; group 1: 0.5 - 1, 1 - 0.5; group 2 alone: 0
     torch.testing.assert_close(out.seq_adv, torch.tensor([1.0, -0.5, -0.5, -0.5, 0.5, 0.0]))
     assert out.spans.shape == (0, 3)
@@ -59,7 +59,7 @@ def _gigpo_batch():
 
 def test_gigpo_episode_plus_anchor_group_advantages():
     gamma, omega = 0.5, 0.7
-    out = compute_advantages(_gigpo_batch(), AdvantageConfig(estimator="gigpo", gigpo_gamma=gamma, gigpo_omega=omega))
+    out = compute_advantages(_gigpo_batch(), AdvantageConfig(method="gigpo", gigpo_gamma=gamma, gigpo_omega=omega))
     R = [1.0, 0.0, 1.0]
     a_e = [_z(r, R) for r in R]
     # discounted returns of each turn: gamma^(K - 1 - k) * R
@@ -80,8 +80,8 @@ def test_gigpo_episode_plus_anchor_group_advantages():
 def test_gigpo_unshared_states_give_no_step_signal():
     inp = _gigpo_batch()
     inp.scores["anchor_state"] = [["p", "q"], ["r", "s"], ["t"]]
-    out = compute_advantages(inp, AdvantageConfig(estimator="gigpo"))
-    grpo = compute_advantages(inp, AdvantageConfig(estimator="grpo"))
+    out = compute_advantages(inp, AdvantageConfig(method="gigpo"))
+    grpo = compute_advantages(inp, AdvantageConfig(method="grpo"))
     torch.testing.assert_close(per_token_advantages(out, None, 10), per_token_advantages(grpo, None, 10))
 
 
@@ -93,7 +93,7 @@ def test_igpo_turn_rewards_normalised_in_group_then_accumulated():
         turn_spans=[[(0, 3), (5, 8), (10, 12)], [(0, 3)]],
         scores={"turn_gain": [[0.2, 0.3], [-0.1]]},
     )
-    out = compute_advantages(inp, AdvantageConfig(estimator="igpo", igpo_gamma=gamma))
+    out = compute_advantages(inp, AdvantageConfig(method="igpo", igpo_gamma=gamma))
     r_a, r_b = [0.2, 0.3, 1.0], [-0.1 + 0.0]
     pool = r_a + r_b
     n_a, n_b = [_z(v, pool) for v in r_a], [_z(v, pool) for v in r_b]
@@ -110,13 +110,13 @@ def test_igpo_turn_rewards_normalised_in_group_then_accumulated():
 def test_estimators_name_what_is_missing():
     inp = AdvantageInput(rewards=[1.0, 0.0], group_ids=[0, 0], query_spans=[[], []], response_lengths=[3, 3])
     with pytest.raises(ValueError, match="'gigpo' advantage estimator needs anchor_state"):
-        compute_advantages(inp, AdvantageConfig(estimator="gigpo"))
+        compute_advantages(inp, AdvantageConfig(method="gigpo"))
     with pytest.raises(ValueError, match="'igpo' advantage estimator needs turn_gain"):
-        compute_advantages(inp, AdvantageConfig(estimator="igpo"))
+        compute_advantages(inp, AdvantageConfig(method="igpo"))
     inp = AdvantageInput(rewards=[1.0, 0.0], group_ids=[0, 0], query_spans=[[], []], response_lengths=[3, 3],
                          scores={"anchor_state": [["a"], ["b"]]})
     with pytest.raises(ValueError, match="needs turn_spans"):
-        compute_advantages(inp, AdvantageConfig(estimator="gigpo"))
+        compute_advantages(inp, AdvantageConfig(method="gigpo"))
 
 
 def test_the_documented_example_method_runs():
@@ -137,7 +137,7 @@ def test_the_documented_example_method_runs():
     scores = run_step_scorer("doc_novelty", ScoringBatch([a, b], None, None, None))
     assert scores.values == [[1.0, 0.0], [1.0]]
     out = compute_advantages(AdvantageInput.from_trajectories([a, b], [1.0, 0.0], {"doc_novelty": scores.values}),
-                             AdvantageConfig(estimator="novelty"))
+                             AdvantageConfig(method="novelty"))
     assert out.spans.tolist() == [[0, 0, 3], [0, 9, 11], [1, 0, 3]] and out.span_values[1] < 0 < out.span_values[0]
 
 

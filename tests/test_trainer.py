@@ -170,7 +170,7 @@ def test_killed_run_leaves_a_loadable_checkpoint(setup, tmp_path):
 
     model, _ = load_policy(setup / "policy")
     info = load_checkpoint(out, model, None)
-    assert info["step"] >= 2 and json.loads((ckpt / "config.json").read_text())["method"] == "ig"
+    assert info["step"] >= 2 and json.loads((ckpt / "config.json").read_text())["advantage"]["method"] == "ig"
 
 
 def test_periodic_eval_probe_warmup_and_zero_spread_filter(setup):

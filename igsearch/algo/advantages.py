@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+from igsearch.config_fields import check_choice, check_range, config_field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -92,26 +94,37 @@ def list_advantage_estimators() -> list[str]:
 
 @dataclass
 class AdvantageConfig:
-    """Knobs of the advantage estimators (mirrored by the ``adv_*`` / ``ig_*`` fields of TrainConfig)."""
+    """The ``advantage`` section of the run config: which estimator, and the knobs estimators read."""
 
-    estimator: str = "ig"
-    #: "std": divide the centred group reward by (std + eps); "none": only centre it.
-    scale: str = "std"
-    eps: float = 1e-6
-    #: beta of docs/DESIGN.md section 4; carried in the output and applied by the loss.
-    ig_beta: float = 0.5
-    #: "group" | "batch" | "none": how step IG is normalised before clipping.
-    ig_norm: str = "group"
-    #: c: IGn is clipped to [-c, c]; None disables clipping.
-    ig_clip: float | None = 2.0
-    #: "uniform": every query token gets IGn; "inverse_length": IGn / |span|.
-    span_weight: str = "uniform"
-    #: GiGPO: omega, the weight of the step-level (anchor-state) advantage.
-    gigpo_omega: float = 1.0
-    #: GiGPO: gamma, the discount of the episode reward back to earlier turns.
-    gigpo_gamma: float = 0.95
-    #: IGPO: gamma, the discount of the cumulative normalised turn rewards.
-    igpo_gamma: float = 1.0
+    method: str = config_field(
+        "ig", "Advantage estimator by registry name: ig (GRPO + step information gain) | grpo (trajectory-level "
+              "baseline) | rloo (leave-one-out baseline) | gigpo (GiGPO anchor-state step groups) | igpo (IGPO "
+              "turn-level gain) | any name registered with register_advantage_estimator.")
+    adv_scale: str = config_field("std", "GRPO group advantage: std ((R - mean) / (std + eps)) | none (R - mean).")
+    adv_eps: float = config_field(1e-6, "Epsilon added to the group standard deviations.")
+    ig_beta: float = config_field(0.5, "beta: weight of the normalised step IG added to the query-span tokens' "
+                                       "advantage (default measured by bench/ig_coefficients.py).")
+    ig_norm: str = config_field("group", "Step-IG normalisation: group (z-score per group) | batch (z-score per "
+                                         "batch) | none.")
+    ig_clip: float | None = config_field(2.0, "c: normalised step IG is clipped to [-c, c]; none disables clipping "
+                                              "(default measured by bench/ig_coefficients.py).")
+    span_weight: str = config_field("uniform", "Weight of a query-span token: uniform (1) | inverse_length (1 / |span|).")
+    gigpo_omega: float = config_field(1.0, "GiGPO: weight omega of the step-level (anchor-state group) advantage.")
+    gigpo_gamma: float = config_field(0.95, "GiGPO: discount gamma of the episode reward back to earlier turns.")
+    igpo_gamma: float = config_field(1.0, "IGPO: discount gamma of the cumulative normalised turn rewards.")
+
+    def validate(self, where: str = "advantage") -> "AdvantageConfig":
+        """ConfigError naming ``where`` and the field for a value out of range; returns self. (Whether
+        ``method`` is registered is checked where the registry is complete: the trainer.)"""
+        check_choice(where, "adv_scale", self.adv_scale, ADV_SCALES)
+        check_choice(where, "ig_norm", self.ig_norm, IG_NORMS)
+        check_choice(where, "span_weight", self.span_weight, SPAN_WEIGHTS)
+        check_range(where, "adv_eps", self.adv_eps, low=0)
+        if self.ig_clip is not None:
+            check_range(where, "ig_clip", self.ig_clip, low=0, low_open=True)
+        for name in ("gigpo_gamma", "igpo_gamma"):
+            check_range(where, name, getattr(self, name), low=0, low_open=True, high=1)
+        return self
 
 
 @dataclass
@@ -233,8 +246,8 @@ class AdvantageOutput:
 
 
 def compute_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
-    """Run the estimator named by ``cfg.estimator``."""
-    return get_advantage_estimator(cfg.estimator)(inp, cfg)
+    """Run the estimator named by ``cfg.method``."""
+    return get_advantage_estimator(cfg.method)(inp, cfg)
 
 
 def per_token_advantages(out: AdvantageOutput, beta: float | None, T: int) -> torch.Tensor:
@@ -377,7 +390,7 @@ def empty_spans() -> tuple[torch.Tensor, torch.Tensor]:
 @register_advantage_estimator("grpo")
 def grpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
     """Trajectory-level GRPO: one advantage per rollout, no spans."""
-    seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.scale, eps=cfg.eps)
+    seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.adv_scale, eps=cfg.adv_eps)
     spans, values = empty_spans()
     return AdvantageOutput(seq_adv, spans, values, beta=0.0, stats=stats)
 
@@ -388,9 +401,9 @@ def ig_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
     step_ig = inp.per_step("step_ig", "ig")
     if cfg.span_weight not in SPAN_WEIGHTS:
         raise ValueError(f"unknown span weighting {cfg.span_weight!r}; expected one of {list(SPAN_WEIGHTS)}")
-    seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.scale, eps=cfg.eps)
+    seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.adv_scale, eps=cfg.adv_eps)
     ign, ig_stats = normalize_step_ig(
-        step_ig, inp.group_ids, norm=cfg.ig_norm, clip=cfg.ig_clip, eps=cfg.eps
+        step_ig, inp.group_ids, norm=cfg.ig_norm, clip=cfg.ig_clip, eps=cfg.adv_eps
     )
     stats.update(ig_stats)
     rows: list[tuple[int, int, int]] = []

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from igsearch.config_fields import check_choice, check_range, config_field
+
 import torch
 
 from igsearch.algo.advantages import AdvantageOutput, per_token_advantages
@@ -27,19 +29,27 @@ LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
 @dataclass
 class LossConfig:
-    """PPO clip range, KL coefficient and aggregation (mirrored by TrainConfig's loss fields)."""
+    """The ``loss`` section of the run config: PPO clip range, KL coefficient and aggregation."""
 
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    kl_coef: float = 0.0
-    agg: str = "token-mean"
+    clip_low: float = config_field(0.2, "PPO ratio clip below: ratio >= 1 - clip_low.")
+    clip_high: float = config_field(0.2, "PPO ratio clip above: ratio <= 1 + clip_high.")
+    kl_coef: float = config_field(0.0, "Coefficient of the k3 KL penalty to a frozen reference policy (0 = no "
+                                       "reference).")
+    loss_agg: str = config_field("token-mean", "Loss aggregation: token-mean | seq-mean-token-mean | "
+                                               "seq-mean-token-sum.")
+
+    def validate(self, where: str = "loss") -> "LossConfig":
+        for name in ("clip_low", "clip_high", "kl_coef"):
+            check_range(where, name, getattr(self, name), low=0)
+        check_choice(where, "loss_agg", self.loss_agg, LOSS_AGGS)
+        return self
 
 
 def _as_loss_config(cfg) -> LossConfig:
     if isinstance(cfg, LossConfig):
         return cfg
-    if hasattr(cfg, "loss_config"):  # TrainConfig
-        return cfg.loss_config()
+    if isinstance(getattr(cfg, "loss", None), LossConfig):  # TrainConfig
+        return cfg.loss
     raise TypeError(f"expected a LossConfig or TrainConfig, got {type(cfg).__name__}")
 
 
@@ -61,8 +71,8 @@ def policy_loss(
     import igsearch_kernels
 
     cfg = _as_loss_config(cfg)
-    if cfg.agg not in LOSS_AGGS:
-        raise ValueError(f"unknown loss aggregation {cfg.agg!r}; expected one of {list(LOSS_AGGS)}")
+    if cfg.loss_agg not in LOSS_AGGS:
+        raise ValueError(f"unknown loss aggregation {cfg.loss_agg!r}; expected one of {list(LOSS_AGGS)}")
     if logp.dim() != 2 or logp.shape != old_logp.shape or logp.shape != mask.shape:
         raise ValueError(
             f"logp, old_logp and mask must share a [B, T] shape, got {tuple(logp.shape)}, "
@@ -88,7 +98,7 @@ def policy_loss(
         clip_low=float(cfg.clip_low),
         clip_high=float(cfg.clip_high),
         kl_coef=float(cfg.kl_coef),
-        agg=cfg.agg,
+        agg=cfg.loss_agg,
     )
     stats = loss_statistics(logp, old_logp, mask_f, adv, cfg, ref_logp=use_ref)
     stats["loss"] = float(loss.detach())

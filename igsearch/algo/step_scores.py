@@ -139,12 +139,12 @@ def step_information_gain(batch: ScoringBatch) -> StepScores:
     """
     from igsearch.ig import information_gain_of_trajectories
 
-    cfg = batch.config
+    ig = batch.config.ig  # the run config's ``ig`` section (igsearch.ig.config.IGConfig)
     res = information_gain_of_trajectories(
         batch.trajectories, batch.model, batch.tokenizer,
-        n_random=cfg.ig_n_random, head_tokens=cfg.ig_head_tokens, head_weight=cfg.ig_head_weight,
-        max_gold_variants=cfg.ig_max_gold_variants, max_context_tokens=cfg.ig_max_context_tokens,
-        seed=cfg.seed * 7919 + batch.step, scorer=cfg.ig_scorer)
+        n_random=ig.ig_n_random, head_tokens=ig.ig_head_tokens, head_weight=ig.ig_head_weight,
+        max_gold_variants=ig.ig_max_gold_variants, max_context_tokens=ig.ig_max_context_tokens,
+        seed=batch.config.seed * 7919 + batch.step, scorer=ig.ig_scorer)
     stats = {k: float(v) for k, v in res.stats.items()
              if k in ("real_mean", "baseline_mean", "tokens_forwarded") and v is not None}
     return StepScores([list(row) for row in res.step_ig], stats)

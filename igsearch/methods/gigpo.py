@@ -55,7 +55,7 @@ def gigpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutp
     """Episode advantage in ``seq_adv`` [B], step-level anchor-group advantages as one span per turn."""
     states = inp.per_turn("anchor_state", "gigpo")
     turns = inp.turns("gigpo")
-    seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.scale, eps=cfg.eps)
+    seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.adv_scale, eps=cfg.adv_eps)
     returns: dict[tuple, list[tuple[int, int, float]]] = {}
     for i, (row, spans) in enumerate(zip(states, turns)):
         n = len(spans)
@@ -72,7 +72,7 @@ def gigpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutp
             if end <= start:
                 continue
             rows.append((i, int(start), int(end)))
-            values.append((r - mean) / (std + cfg.eps) if cfg.scale == "std" else r - mean)
+            values.append((r - mean) / (std + cfg.adv_eps) if cfg.adv_scale == "std" else r - mean)
     if rows:
         span_t, value_t = torch.tensor(rows, dtype=torch.long), torch.tensor(values, dtype=torch.float32)
     else:

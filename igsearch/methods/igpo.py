@@ -109,7 +109,7 @@ def igpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutpu
         pool = [v for i in members for v in rewards[i]]
         mean, std = mean_std(pool)
         for i in members:
-            normed[i] = [(v - mean) / (std + cfg.eps) if cfg.scale == "std" else v - mean for v in rewards[i]]
+            normed[i] = [(v - mean) / (std + cfg.adv_eps) if cfg.adv_scale == "std" else v - mean for v in rewards[i]]
     rows, values = [], []
     for i, row in enumerate(normed):
         acc = 0.0

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from igsearch.config_fields import check_range, config_field
 from igsearch.data.prompts import (
     ANSWER_CLOSE, ANSWER_OPEN, REFINE_CLOSE, REFINE_OPEN, SEARCH_CLOSE, SEARCH_OPEN, PromptTemplate,
     REFINE_TEMPLATE, format_documents,
@@ -23,18 +24,29 @@ from igsearch.rollout.trajectory import StepSpans, Trajectory
 
 @dataclass
 class RolloutConfig:
-    """Settings of the agent loop."""
+    """The ``rollout`` section of the run config: settings of the agent loop."""
 
-    rollouts_per_question: int = 4
-    max_turns: int = 3
-    topk: int = 3
-    max_new_tokens_per_turn: int = 128
-    max_response_tokens: int = 1024
-    #: injected documents are cut to this many tokens (the closing tag is kept); 0 = no limit
-    max_doc_tokens: int = 0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
+    rollouts_per_question: int = config_field(4, "G: rollouts per question, forming one GRPO group.")
+    max_turns: int = config_field(3, "Maximum search turns per rollout; the rollout is cut after that.")
+    topk: int = config_field(3, "Passages returned per search.")
+    max_new_tokens_per_turn: int = config_field(128, "Maximum tokens the policy generates in one turn.")
+    max_response_tokens: int = config_field(512, "Maximum response length (generated + injected tokens) per "
+                                                 "rollout.")
+    max_doc_tokens: int = config_field(256, "Injected documents are cut to this many tokens per search (the "
+                                            "closing tag is kept); 0 = no limit.")
+    temperature: float = config_field(1.0, "Sampling temperature of the rollouts (also applied to the training "
+                                           "log-probs).")
+    top_p: float = config_field(1.0, "Nucleus sampling threshold of the rollouts. Below 1, vLLM's sampling "
+                                     "log-probs are not pi_old's, so the trainer recomputes pi_old under the "
+                                     "rollout weights.")
+
+    def validate(self, where: str = "rollout") -> "RolloutConfig":
+        for name in ("rollouts_per_question", "max_turns", "topk", "max_new_tokens_per_turn", "max_response_tokens"):
+            check_range(where, name, getattr(self, name), low=1)
+        check_range(where, "max_doc_tokens", self.max_doc_tokens, low=0)
+        check_range(where, "temperature", self.temperature, low=0, low_open=True)
+        check_range(where, "top_p", self.top_p, low=0, low_open=True, high=1)
+        return self
 
 
 @dataclass
@@ -102,12 +114,13 @@ class SearchAgent:
 
     # -- public -----------------------------------------------------------------------------
     def run(self, prompts: Sequence[str], golds: Sequence[Sequence[str]] | None = None,
-            data_sources: Sequence[str] | None = None, *, seed: int | None = None,
+            data_sources: Sequence[str] | None = None, *, seed: int = 0,
             rollouts_per_question: int | None = None) -> tuple[list[Trajectory], RolloutTimings]:
-        """Roll out ``G`` trajectories per prompt text; returns them grouped (question-major)."""
+        """Roll out ``G`` trajectories per prompt text; returns them grouped (question-major). Sampling
+        seeds derive from ``seed`` (per rollout and turn)."""
         cfg = self.config
         G = rollouts_per_question or cfg.rollouts_per_question
-        base_seed = cfg.seed if seed is None else seed
+        base_seed = seed
         opens: list[_Open] = []
         for q, prompt in enumerate(prompts):
             prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]

