@@ -193,13 +193,16 @@ def summarize(steps: list[dict]) -> dict:
 
 def table(summary: dict) -> str:
     head = ("| method | generation s | retrieval s | rollout other s | step scoring s | update (incl. log-probs) s | "
-            "sync s | other s | step s | overhead vs GRPO |")
+            "sync s | other s | step s | share: rollout / scoring / update | overhead vs GRPO |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for label, s in summary.items():
         p = s["phases"]
         lines.append(f"| {label} | {p['generation']:.2f} | {p['retrieval']:.2f} | {p['rollout_other']:.2f} | "
                      f"{p['scoring']:.2f} | {p['update']:.2f} | {p['sync']:.2f} | {p['other']:.3f} | "
-                     f"{s['step_mean']:.2f} ± {s['step_std']:.2f} | {s['overhead_pct']:+.1f}% |")
+                     f"{s['step_mean']:.2f} ± {s['step_std']:.2f} | "
+                     f"{(p['generation'] + p['retrieval'] + p['rollout_other']) / s['step_mean']:.0%} / "
+                     f"{p['scoring'] / s['step_mean']:.0%} / {p['update'] / s['step_mean']:.0%} | "
+                     f"{s['overhead_pct']:+.1f}% |")
     return "\n".join(lines)
 
 
@@ -414,7 +417,7 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=2))
     if tmp is not None:
         tmp.cleanup()
-    print(f"\nIG overhead per training step, {dev}, preset {args.preset}, {cfg.questions_per_step} questions x "
+    print(f"\nOverhead per training step of every method over GRPO, {dev}, preset {args.preset}, {cfg.questions_per_step} questions x "
           f"{cfg.rollouts_per_question} rollouts, {args.steps} timed steps (+{args.warmup} warm-up), "
           f"{searches:.2f} searches per rollout. Paper: +6.4%. JSON: {out}\n")
     print(table(summary))

@@ -186,7 +186,10 @@ def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> 
         "# igsearch demo report", "",
         f"GRPO with `{args.method}` for {args.steps} steps from the warm start (SFT on the warm-up split), seed "
         f"{args.seed}; {cfg.questions_per_step} questions x {cfg.rollouts_per_question} rollouts per step at "
-        f"temperature {cfg.temperature}, lr {cfg.lr}.", "",
+        f"temperature {cfg.temperature}, lr {cfg.lr}"
+        + (f", plus a supervised replay of the warm start's oracle trajectories in every update (PPO-ptx, "
+           f"sft_replay_coef {cfg.sft_replay_coef}, {cfg.sft_replay_batch} per update)" if cfg.sft_replay_coef > 0 else "")
+        + ".", "",
         "## Dev EM, greedy, before (step 0) and after RL (step {}), paired on the same {} questions".format(
             s1, wd["n"]), "",
         format_comparison(result["paired_greedy"], f"step {s0}", f"step {s1}"), "",
