@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -190,3 +191,25 @@ def test_retrieval_server_benchmark_help_and_percentile():
         mod.main(["--help"])
     assert e.value.code == 0
     assert mod._percentile([3.0, 1.0, 2.0, 4.0, 5.0], 0.5) == 3.0 and mod._percentile([1.0, 9.0], 0.99) == 9.0
+
+
+def test_warm_start_robustness_report_pairs_builds_on_the_same_questions(tmp_path, monkeypatch):
+    mod = load("warm_start_robustness")
+    monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
+
+    def build(seed, threads, ems):
+        recs = [{"id": f"q{i}", "data_source": "w", "em": float(e), "f1": float(e), "searches": 1,
+                 "finish_reason": "answer"} for i, e in enumerate(ems)]
+        m = {"overall": {"em": sum(ems) / len(ems)}}
+        d = tmp_path / f"seed{seed}-t{threads}"
+        d.mkdir()
+        (d / "robust.json").write_text(json.dumps({
+            "seed": seed, "threads": threads, "warm_start_seconds": 1.0,
+            "dev_greedy": {"metrics": m, "records": recs}, "train_greedy": {"metrics": m, "records": recs},
+            "dev_sampled": {"metrics": m, "records": recs}}))
+
+    build(0, 2, [1, 1, 0, 0])
+    build(1, 1, [1, 0, 0, 0])
+    text = mod.report(tmp_path)
+    assert "| 1 | 1 |" in text and "-0.250" in text and "spread 0.250" in text
+    assert (tmp_path / "results" / "warm_start_robustness.md").exists()
