@@ -145,19 +145,25 @@ def test_grpo_gets_no_gradient_from_all_fail_groups(setup):
     assert row["groups/all_fail_frac"] == 1.0 and row["grad_norm"] == 0.0
 
 
-def test_killed_run_leaves_a_loadable_checkpoint(setup, tmp_path):
-    cfg = make_config(setup, method="ig", steps=50)
+def start_training(cfg, tmp_path, until, **popen_kw):
+    """``igsearch train`` with ``cfg`` in a subprocess (own session) writing to ``tmp_path/run``;
+    returns (process, run dir) once ``until(run_dir)`` holds, the process ended or 300 s passed."""
     cfg_path = tmp_path / "cfg.yaml"
     cfg.save(cfg_path)
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "igsearch.cli", "train", "--config", str(cfg_path), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                            start_new_session=True, **popen_kw)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not until(out):
+        time.sleep(0.2)
+    return proc, out
+
+
+def test_killed_run_leaves_a_loadable_checkpoint(setup, tmp_path):
+    proc, out = start_training(make_config(setup, method="ig", steps=50), tmp_path,
+                               lambda run: (run / "checkpoints" / "step_000002").exists(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if (out / "checkpoints" / "step_000002").exists():
-                break
-            time.sleep(0.5)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
@@ -211,17 +217,10 @@ def test_engine_log_probs_are_used_only_when_they_are_pi_old(setup):
 
 def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(setup, tmp_path):
     cfg = make_config(setup, method="grpo", engine="hf", steps=50, checkpoint_every=100)
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg.save(cfg_path)
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "igsearch.cli", "train", "--config", str(cfg_path), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, out = start_training(cfg, tmp_path, lambda run: (run / "metrics.jsonl").is_file()
+                               and bool((run / "metrics.jsonl").read_text().strip()),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip():
-                break
-            time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=120)[0].decode()
     finally:
