@@ -278,3 +278,22 @@ def test_serve_names_an_address_it_cannot_listen_on(bm25, world, capsys):
     assert serve(world / "corpus.jsonl", 0, host="no-such-host.invalid") == 2
     err = capsys.readouterr().err
     assert err.count("cannot listen on") == 2 and "Traceback" not in err
+
+
+def test_half_open_connections_do_not_starve_the_server(server):
+    """Clients that connect and send half a request hold no worker: a real request still answers."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(server.url)
+    idle = []
+    try:
+        for _ in range(100):
+            s = socket.create_connection((u.hostname, u.port), timeout=5)
+            s.sendall(b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"quer")
+            idle.append(s)
+        answer = post(server, {"queries": ["capital"], "topk": 1})
+        assert answer.status_code == 200 and len(answer.json()["result"][0]) == 1
+    finally:
+        for s in idle:
+            s.close()
