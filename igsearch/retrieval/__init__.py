@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from .base import Passage, Retriever
 from .client import RetrievalClient, RetrievalError
-
-
-from .config import RETRIEVERS, RetrievalConfig  # noqa: E402
+from .config import RETRIEVERS, RetrievalConfig
 
 
 def load_retriever(spec: str, corpus=None, index=None, encoder=None) -> Retriever:
@@ -37,4 +35,4 @@ def load_retriever(spec: str, corpus=None, index=None, encoder=None) -> Retrieve
     return DenseRetriever.from_corpus(corpus, encoder, index_dir=index)
 
 
-__all__ = ["Passage", "Retriever", "RetrievalClient", "RetrievalError", "load_retriever"]
+__all__ = ["Passage", "RETRIEVERS", "RetrievalClient", "RetrievalConfig", "RetrievalError", "Retriever", "load_retriever"]
