@@ -181,10 +181,11 @@ class RetrievalServer:
     """uvicorn serving ``create_app(retriever)`` on a socket bound at construction (so a port in use
     or a bad host is an ``OSError`` here, not a log line later); ``url`` is where it listens."""
 
-    def __init__(self, retriever: Retriever, host: str = "127.0.0.1", port: int = 0, default_topk: int = 3):
+    def __init__(self, retriever: Retriever, host: str = "127.0.0.1", port: int = 0, default_topk: int = 3,
+                 sock: socket.socket | None = None):
         import uvicorn
 
-        self.socket = bind_socket(host, port)
+        self.socket = sock if sock is not None else bind_socket(host, port)
         self.app = create_app(retriever, default_topk)
         config = uvicorn.Config(self.app, http="h11", lifespan="off", log_level="warning", access_log=False,
                                 timeout_keep_alive=5, backlog=BACKLOG)
@@ -245,18 +246,13 @@ def serve(corpus, port: int, retriever: str = "bm25", index=None, encoder=None,
     exit code (2 with one line on stderr when it cannot listen there)."""
     from . import load_retriever
 
-    try:
-        server = make_server(_NoRetriever(), host=host, port=port, default_topk=default_topk)
-    except (OSError, ValueError) as exc:  # check the address before loading a large index
-        print(f"igsearch retrieval serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
-        return 2
-    server.server_close()
-    backend = load_retriever(retriever, corpus=corpus, index=index, encoder=encoder)
-    try:
-        server = make_server(backend, host=host, port=port, default_topk=default_topk)
+    try:  # listen first: a port in use is reported before a large index is loaded
+        sock = bind_socket(host, port)
     except (OSError, ValueError) as exc:
         print(f"igsearch retrieval serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 2
+    backend = load_retriever(retriever, corpus=corpus, index=index, encoder=encoder)
+    server = RetrievalServer(backend, default_topk=default_topk, sock=sock)
     print(f"serving {retriever} retrieval over {corpus} at {server.url}/retrieve", flush=True)
     try:
         server.serve_forever()
@@ -266,7 +262,3 @@ def serve(corpus, port: int, retriever: str = "bm25", index=None, encoder=None,
         server.server_close()
     return 0
 
-
-class _NoRetriever:
-    def retrieve(self, queries, topk):  # pragma: no cover - never served
-        raise RuntimeError("not serving yet")
