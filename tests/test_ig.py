@@ -86,6 +86,12 @@ def test_shapes_and_tree_equals_naive(tok, model):
     assert st["ig_mean"] == pytest.approx(sum(igs) / 5)
     assert st["ig_pos_frac"] == pytest.approx(sum(x > 0 for x in igs) / 5)
     assert tree.rollout_ig[2] == pytest.approx((tree.step_ig[2][0] + tree.step_ig[2][2]) / 2)
+    # The trunk scorer (the rollout texts as trunks) gives the same IG and forwards fewer tokens.
+    trunk = compute_information_gain(TEXTS, GOLDS, model, tok, scorer="trunk", **kw)
+    for a, b in zip(trunk.step_ig, naive.step_ig):
+        assert [x is None for x in a] == [y is None for y in b]
+        assert all(x == pytest.approx(y, abs=1e-5) for x, y in zip(a, b) if x is not None)
+    assert trunk.stats["tokens_forwarded"] < st["tokens_forwarded"]
 
 
 def test_ig_matches_definition_by_hand(tok, model):

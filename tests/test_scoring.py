@@ -176,3 +176,105 @@ def test_fast_path_with_kernels_matches_naive(qwen):
         assert out.stats()["kernels"]
         for a, b in zip(ref.results, out.results):
             torch.testing.assert_close(b.token_logprobs, a.token_logprobs, atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- trunk scorer
+
+
+def _rollout_batch(seed: int):
+    """Rollout-shaped requests: per trunk (a rollout), real contexts that are prefixes of it up to a
+    step boundary plus a cue, and counterfactual contexts that leave it at a step's start; trunks of
+    one group share a prompt. Returns (requests, trunks, trunk_of)."""
+    rng = random.Random(seed)
+    prompt = _tok(rng, 9)
+    trunks, reqs, trunk_of = [], [], []
+    for s in range(4):
+        steps = [_tok(rng, rng.randrange(3, 12)) for _ in range(rng.randrange(1, 4))]
+        rollout = list(prompt) + [t for st in steps for t in st] + _tok(rng, 4)
+        trunks.append(rollout)
+        gold = _tok(rng, rng.randrange(1, 4))
+        cue = _tok(rng, 2)
+        end = len(prompt)
+        for st in steps:
+            start, end = end, end + len(st)
+            reqs.append(ScoreRequest(rollout[:end] + cue, gold))  # real: prefix of the trunk + cue
+            trunk_of.append(s)
+            for _ in range(2):  # counterfactual: leaves the trunk where the step starts
+                reqs.append(ScoreRequest(rollout[:start] + _tok(rng, rng.randrange(1, 9)) + cue, gold))
+                trunk_of.append(s)
+        reqs.append(ScoreRequest(rollout[:-2], rollout[-2:]))  # the whole context lies on the trunk
+        trunk_of.append(s)
+    reqs.append(ScoreRequest(_tok(rng, 6), _tok(rng, 2)))  # no trunk
+    trunk_of.append(-1)
+    return reqs, trunks, trunk_of
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("budget", [4096, 13])
+def test_trunk_equals_naive_and_forwards_only_branches(qwen, seed, budget):
+    from igsearch.scoring.trunk import compute_trunk_kv
+
+    reqs, trunks, trunk_of = _rollout_batch(seed)
+    ref = score(reqs, qwen, "naive")
+    kv = compute_trunk_kv(qwen, trunks, max_tokens_per_row=budget)
+    for given in (trunks, kv):
+        out = score(reqs, qwen, "trunk", trunks=given, trunk_of=trunk_of, max_tokens_per_forward=budget)
+        for a, b in zip(ref.results, out.results):
+            torch.testing.assert_close(b.token_logprobs, a.token_logprobs, atol=1e-5, rtol=0)
+            assert abs(a.weighted_mean - b.weighted_mean) < 1e-5
+        st = out.stats()
+        assert st["trunk_reuse"] and ("trunk_tokens" in st) == (given is trunks)
+    # Tokens forwarded: exactly the trie tokens off the trunks, plus each context's last token.
+    trie = build_trie([r.input_ids for r in reqs])
+    on_trunk = set()
+    for r, s in zip(reqs, trunk_of):
+        if s < 0:
+            continue
+        n = 0
+        while n < min(len(r.input_ids), len(trunks[s])) and r.input_ids[n] == trunks[s][n]:
+            n += 1
+        on_trunk.update(trie.seq_index[reqs.index(r)][: min(n, len(r.context_ids) - 1)].tolist())
+    assert out.tokens_forwarded == trie.n_tokens - len(on_trunk)
+    assert out.tokens_forwarded < score(reqs, qwen, "tree").tokens_forwarded
+
+
+def test_trunk_kv_from_packed_forward_matches_per_sequence(qwen):
+    """The trunk keys/values of a packed row equal those of each sequence forwarded alone."""
+    from transformers import DynamicCache
+
+    from igsearch.scoring.trunk import compute_trunk_kv
+
+    _, trunks, _ = _rollout_batch(3)
+    kv = compute_trunk_kv(qwen, trunks, max_tokens_per_row=60)
+    for s, seq in enumerate(trunks):
+        cache = DynamicCache(config=qwen.config)
+        with torch.no_grad():
+            qwen.model(input_ids=torch.tensor([seq]), use_cache=True, past_key_values=cache)
+        o = int(kv.offset[s])
+        for li, layer in enumerate(cache.layers):
+            torch.testing.assert_close(kv.keys[li][o:o + len(seq)], layer.keys[0].transpose(0, 1), atol=1e-5, rtol=0)
+            torch.testing.assert_close(kv.values[li][o:o + len(seq)], layer.values[0].transpose(0, 1), atol=1e-5,
+                                       rtol=0)
+
+
+def test_trunk_scorer_refuses_bad_trunk_index(qwen):
+    reqs, trunks, trunk_of = _rollout_batch(0)
+    with pytest.raises(ValueError, match="out of range"):
+        score(reqs, qwen, "trunk", trunks=trunks, trunk_of=[len(trunks)] * len(reqs))
+    with pytest.raises(ValueError, match="trunk_of has"):
+        score(reqs, qwen, "trunk", trunks=trunks, trunk_of=trunk_of[:-1])
+
+
+def test_trunk_scorer_without_fast_path_scores_like_naive():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=256)
+    cfg._attn_implementation = "sdpa"
+    model = GPT2LMHeadModel(cfg).eval()
+    reqs, trunks, trunk_of = _rollout_batch(1)
+    ref = score(reqs, model, "naive")
+    out = score(reqs, model, "trunk", trunks=trunks, trunk_of=trunk_of)
+    assert out.stats()["trunk_reuse"] is False
+    for a, b in zip(ref.results, out.results):
+        torch.testing.assert_close(b.token_logprobs, a.token_logprobs, atol=1e-5, rtol=0)

@@ -269,3 +269,52 @@ def test_sft_replay_adds_a_supervised_loss_to_each_update(setup):
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     with pytest.raises(DataError, match="sft_replay_data.*not found"):
         Trainer(make_config(setup, method="grpo", engine="hf", sft_replay_coef=0.5), setup / "run-replay-missing")
+
+
+@pytest.mark.parametrize("method,overrides", [("ig", {}), ("ig", {"temperature": 0.8}), ("ig", {"mini_batches": 2}),
+                                              ("igpo", {})],
+                         ids=["update-forward-reused", "old-logprobs-recomputed", "extra-forward", "igpo"])
+def test_trunk_scorer_gives_the_tree_scorers_ig_and_update(setup, method, overrides):
+    """ig_scorer=trunk (IG branches on the keys/values of the batch's forward under pi_old) leaves the
+    step IG (IGPO: turn gains) and the update as with the tree scorer, while forwarding fewer tokens."""
+    import copy
+
+    from igsearch.train.trainer import Trainer
+
+    name = {"ig": "step_ig", "igpo": "turn_gain"}[method]
+    cfg = make_config(setup, method=method, engine="hf", steps=1, **overrides)
+    trainer = Trainer(cfg, setup / f"run-trunk-{method}-{'-'.join(overrides) or 'default'}", overwrite=True)
+    try:
+        batch = trainer.rollout(1)
+        trainer.reward(batch)
+        state = copy.deepcopy(trainer.model.state_dict())
+        opt = copy.deepcopy(trainer.optimizer.state_dict())
+        got = {}
+        for scorer in ("tree", "trunk"):
+            trainer.model.load_state_dict(state)
+            trainer.optimizer.load_state_dict(opt)
+            trainer.cfg.ig_scorer = scorer
+            b = copy.copy(batch)
+            b.scores, b.metrics, b.forward = {}, dict(batch.metrics), None
+            trainer.score_steps(b)
+            assert (b.forward is not None) == (scorer == "trunk")
+            trainer.advantages(b)
+            trainer.model.train()
+            trainer.update(b)
+            got[scorer] = (b.scores[name], {k: v.clone() for k, v in trainer.model.state_dict().items()},
+                           b.metrics)
+    finally:
+        trainer.close()
+    (ig_tree, w_tree, m_tree), (ig_trunk, w_trunk, m_trunk) = got["tree"], got["trunk"]
+    pairs = [(a, b) for ra, rb in zip(ig_tree, ig_trunk) for a, b in zip(ra, rb)]
+    assert all((a is None) == (b is None) for a, b in pairs)
+    scored = [(a, b) for a, b in pairs if a is not None]
+    assert scored and max(abs(a - b) for a, b in scored) < 1e-4
+    assert m_trunk[f"{name}/tokens_forwarded"] < m_tree[f"{name}/tokens_forwarded"]
+    assert m_trunk["loss"] == pytest.approx(m_tree["loss"], abs=1e-5)
+    # The same update, up to rounding (Adam's normalisation turns 1e-7 gradient differences on
+    # near-zero gradients into visible ones, hence a relative norm rather than elementwise).
+    d_tree = torch.cat([(w_tree[k] - state[k]).flatten().double() for k in state])
+    d_trunk = torch.cat([(w_trunk[k] - state[k]).flatten().double() for k in state])
+    assert d_tree.norm() > 0
+    assert (d_trunk - d_tree).norm() / d_tree.norm() < 1e-3

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["pack_rows", "packed_token_logprobs", "pad_to_batch", "block_causal_mask"]
+__all__ = ["pack_rows", "packed_forward", "packed_token_logprobs", "pad_to_batch", "block_causal_mask"]
 
 
 def pack_rows(lengths: Sequence[int], max_tokens_per_row: int | None) -> list[list[int]]:
@@ -60,35 +60,17 @@ def _gather_logprobs(
     return igsearch_kernels.gather_logprobs(hidden, weight, targets, temperature=temperature)
 
 
-def packed_token_logprobs(
-    model,
-    sequences: Sequence[Sequence[int]],
-    *,
-    temperature: float = 1.0,
-    compute_from: Sequence[int] | None = None,
-    max_tokens_per_row: int | None = None,
-) -> list[torch.Tensor]:
-    """log p(token k | tokens < k) for k = compute_from[i] .. len_i - 1 of every sequence.
+def packed_forward(model, sequences: Sequence[Sequence[int]], max_tokens_per_row: int | None = None,
+                   kv_out: list | None = None):
+    """Forward ``sequences`` through the decoder (``model.model``) in packed rows.
 
-    ``model``: a causal LM with ``model.model`` (the decoder returning hidden states) and
-    ``model.lm_head`` (no bias), e.g. Qwen2ForCausalLM. ``sequences``: token-id lists (prompt +
-    response). ``compute_from[i]``: index of the first scored token (the prompt length; default 1),
-    in [1, len_i]. Logits are divided by ``temperature`` (the sampling temperature of the rollouts).
-    Returns one float32 1-D tensor per sequence, of length len_i - compute_from[i], differentiable
-    w.r.t. the model parameters.
+    Yields (sequence indices of the row, row token ids long [L], last hidden state [L, d]) per row.
+    ``kv_out``: when a list, every row's keys/values are appended to it as (sequence indices of the
+    row, [(keys, values) per layer, each [1, Hkv, L, D] after RoPE]), for
+    ``igsearch.scoring.trunk.TrunkKV.from_rows`` (branch-only IG scoring reuses them).
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    lengths = [len(s) for s in sequences]
-    starts = [1] * len(sequences) if compute_from is None else [int(c) for c in compute_from]
-    if len(starts) != len(sequences):
-        raise ValueError(f"{len(sequences)} sequences but {len(starts)} compute_from entries")
-    for i, (n, c) in enumerate(zip(lengths, starts)):
-        if not 1 <= c <= n:
-            raise ValueError(f"sequence {i}: compute_from={c} outside [1, {n}] (length {n})")
     device = next(model.parameters()).device
-    weight = model.lm_head.weight
-    results: list[torch.Tensor | None] = [None] * len(sequences)
+    lengths = [len(s) for s in sequences]
     for row in pack_rows(lengths, max_tokens_per_row):
         row_lengths = [lengths[i] for i in row]
         ids = torch.tensor([t for i in row for t in sequences[i]], dtype=torch.long, device=device)
@@ -103,15 +85,58 @@ def packed_token_logprobs(
             varlen = dict(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
         else:
             mask = block_causal_mask(row_lengths, device=device)
+        cache = None
+        if kv_out is not None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=model.config)
         hidden = model.model(
-            input_ids=ids[None], attention_mask=mask, position_ids=positions[None], use_cache=False, **varlen
+            input_ids=ids[None], attention_mask=mask, position_ids=positions[None], use_cache=cache is not None,
+            past_key_values=cache, **varlen
         ).last_hidden_state[0]
+        if cache is not None:
+            kv_out.append((list(row), [(layer.keys.detach(), layer.values.detach()) for layer in cache.layers]))
+        yield row, ids, hidden
+
+
+def packed_token_logprobs(
+    model,
+    sequences: Sequence[Sequence[int]],
+    *,
+    temperature: float = 1.0,
+    compute_from: Sequence[int] | None = None,
+    max_tokens_per_row: int | None = None,
+    kv_out: list | None = None,
+) -> list[torch.Tensor]:
+    """log p(token k | tokens < k) for k = compute_from[i] .. len_i - 1 of every sequence.
+
+    ``model``: a causal LM with ``model.model`` (the decoder returning hidden states) and
+    ``model.lm_head`` (no bias), e.g. Qwen2ForCausalLM. ``sequences``: token-id lists (prompt +
+    response). ``compute_from[i]``: index of the first scored token (the prompt length; default 1),
+    in [1, len_i]. Logits are divided by ``temperature`` (the sampling temperature of the rollouts).
+    ``kv_out``: as for :func:`packed_forward` (the keys/values of the same forward).
+    Returns one float32 1-D tensor per sequence, of length len_i - compute_from[i], differentiable
+    w.r.t. the model parameters.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    lengths = [len(s) for s in sequences]
+    starts = [1] * len(sequences) if compute_from is None else [int(c) for c in compute_from]
+    if len(starts) != len(sequences):
+        raise ValueError(f"{len(sequences)} sequences but {len(starts)} compute_from entries")
+    for i, (n, c) in enumerate(zip(lengths, starts)):
+        if not 1 <= c <= n:
+            raise ValueError(f"sequence {i}: compute_from={c} outside [1, {n}] (length {n})")
+    weight = model.lm_head.weight
+    results: list[torch.Tensor | None] = [None] * len(sequences)
+    for row, ids, hidden in packed_forward(model, sequences, max_tokens_per_row, kv_out):
+        device = hidden.device
         # Position p predicts token p + 1; the scored tokens of sequence i are offset+c .. offset+n-1.
         pred_index = []
         offset = 0
-        for i, n in zip(row, row_lengths):
-            pred_index.append(torch.arange(offset + starts[i] - 1, offset + n - 1, device=device))
-            offset += n
+        for i in row:
+            pred_index.append(torch.arange(offset + starts[i] - 1, offset + lengths[i] - 1, device=device))
+            offset += lengths[i]
         pred_index_t = torch.cat(pred_index)
         h = hidden.index_select(0, pred_index_t)
         targets = ids.index_select(0, pred_index_t + 1)

@@ -33,7 +33,9 @@ class ScoringBatch:
     """What a scorer sees: the rollouts, the policy that generated them and the run's settings.
 
     ``config`` is the run's ``TrainConfig`` (scorers read their own fields from it); ``step`` is
-    the training step, for seeding random draws.
+    the training step, for seeding random draws. ``trunk_kv``: the policy's keys/values of the full
+    rollouts under the same weights (an ``igsearch.scoring.TrunkKV``, trajectory i = trunk i) when
+    the trainer has them (``ig_scorer=trunk``), else None.
     """
 
     trajectories: list[Trajectory]
@@ -41,6 +43,7 @@ class ScoringBatch:
     tokenizer: Any
     config: Any
     step: int = 0
+    trunk_kv: Any = None
 
 
 @dataclass
@@ -144,7 +147,8 @@ def step_information_gain(batch: ScoringBatch) -> StepScores:
         batch.trajectories, batch.model, batch.tokenizer,
         n_random=ig.ig_n_random, head_tokens=ig.ig_head_tokens, head_weight=ig.ig_head_weight,
         max_gold_variants=ig.ig_max_gold_variants, max_context_tokens=ig.ig_max_context_tokens,
-        seed=batch.config.seed * 7919 + batch.step, scorer=ig.ig_scorer)
+        seed=batch.config.seed * 7919 + batch.step, scorer=ig.ig_scorer,
+        trunks=batch.trunk_kv if ig.ig_scorer == "trunk" else None)
     stats = {k: float(v) for k, v in res.stats.items()
              if k in ("real_mean", "baseline_mean", "tokens_forwarded") and v is not None}
     return StepScores([list(row) for row in res.step_ig], stats)

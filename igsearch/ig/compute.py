@@ -152,15 +152,20 @@ def compute_information_gain(
         parse_rollout(t, None if prompt_texts is None else prompt_texts[i], assistant_marker, f"rollout {i}: ")
         for i, t in enumerate(texts)
     ]
+    if options.get("scorer") == "trunk" and options.get("trunks") is None:
+        options["trunks"] = [_encode(tokenizer, t) for t in texts]  # the rollout as the policy reads it
     return information_gain_of_rollouts(rollouts, golds, model, tokenizer, started=t0, **options)
 
 
 def information_gain_of_trajectories(trajectories, model, tokenizer, **options) -> IGResult:
     """Per-step IG of our agent's rollouts (``igsearch.rollout.trajectory.Trajectory``), with the steps
     taken from their token-span record: step k of the result is ``trajectories[i].steps[k]``.
-    ``options`` as for ``compute_information_gain`` (golds are the trajectories' own)."""
+    ``options`` as for ``compute_information_gain`` (golds are the trajectories' own; with
+    ``scorer="trunk"`` the trunks default to the trajectories' own token ids)."""
     t0 = time.perf_counter()
     rollouts = [rollout_from_trajectory(t, tokenizer) for t in trajectories]
+    if options.get("scorer") == "trunk" and options.get("trunks") is None:
+        options["trunks"] = [list(t.prompt_ids) + list(t.response_ids) for t in trajectories]
     return information_gain_of_rollouts(rollouts, [t.golds for t in trajectories], model, tokenizer,
                                         started=t0, **options)
 
@@ -181,12 +186,16 @@ def information_gain_of_rollouts(
     scorer: str = "tree",
     scorer_options: dict | None = None,
     max_answer_tokens: int = MAX_ANSWER_TOKENS,
+    trunks=None,
     started: float | None = None,
 ) -> IGResult:
     """Per-step IG of rollouts already split into prefix and steps (the core of both front-ends).
 
     ``draws[i][k]``: pool entries (rollout, step) for step k of rollout i; None draws them from
-    ``random.Random(seed)``. ``scorer``: "tree" or "naive" (``scorer_options`` go to it).
+    ``random.Random(seed)``. ``scorer``: "tree", "trunk" or "naive" (``scorer_options`` go to it).
+    ``trunks`` (scorer "trunk" only, required there): rollout i's token ids as the policy read them,
+    or a ``igsearch.scoring.TrunkKV`` of them under ``model``; each request's prefix in common with
+    its rollout is not forwarded again.
     ``max_context_tokens``: contexts are cut from the left to this length (0 = no cut).
     ``max_answer_tokens``: longer gold variants are not scored; a rollout without a shorter one gets
     no IG on any step (counted in ``stats["rollouts_gold_too_long"]``).
@@ -210,6 +219,7 @@ def information_gain_of_rollouts(
         return ctx_cache[text]
 
     requests: list[ScoreRequest] = []
+    request_rollout: list[int] = []  # rollout of every request (the trunk scorer's trunk_of)
     plan = []  # (i, k, [per variant: (real request index, [random request indices])])
     for i, r in enumerate(rollouts):
         for k, step in enumerate(r.steps):
@@ -226,7 +236,15 @@ def information_gain_of_rollouts(
                 requests.extend(ScoreRequest(c, ans, w) for c in rand_ctx)
                 per_variant.append((real_idx, rand_idx))
             plan.append((i, k, per_variant))
+            request_rollout.extend([i] * (len(requests) - len(request_rollout)))
 
+    if scorer == "trunk":
+        if trunks is None:
+            raise ValueError("scorer 'trunk' needs the rollouts' token ids (trunks=...)")
+        n_trunks = len(trunks.tokens) if hasattr(trunks, "tokens") else len(trunks)
+        if n_trunks != len(rollouts):
+            raise ValueError(f"trunks has {n_trunks} entries for {len(rollouts)} rollouts")
+        scorer_options = {**(scorer_options or {}), "trunks": trunks, "trunk_of": request_rollout}
     cost: dict = {}
     results = []
     if requests:

@@ -69,7 +69,11 @@ def turn_gain(batch: ScoringBatch) -> StepScores:
     values: list[list[float]] = [[] for _ in batch.trajectories]
     stats: dict[str, float] = {}
     if requests:
-        out = score(requests, batch.model, scorer=cfg.ig_scorer)
+        options = {}
+        if cfg.ig_scorer == "trunk":  # every turn context is a token prefix of its rollout
+            options = {"trunks": batch.trunk_kv or [list(t.prompt_ids) + list(t.response_ids)
+                                                    for t in batch.trajectories], "trunk_of": owners}
+        out = score(requests, batch.model, scorer=cfg.ig_scorer, **options)
         probs: list[list[float]] = [[] for _ in batch.trajectories]
         for i, res in zip(owners, out.results):
             probs[i].append(math.exp(res.weighted_mean))

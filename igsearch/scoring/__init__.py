@@ -1,4 +1,5 @@
-"""Continuation scoring under a causal LM: the naive scorer (baseline) and the tree scorer.
+"""Continuation scoring under a causal LM: the naive scorer (baseline), the tree scorer (shared
+prefixes forwarded once) and the trunk scorer (prefixes taken from the rollouts' keys/values).
 
 Public API::
 
@@ -10,9 +11,10 @@ Public API::
 from .base import ScoreOutput, ScoreRequest, ScoreResult, get_scorer, list_scorers, register_scorer, score
 from .naive import score_naive
 from .tree import score_tree
+from .trunk import TrunkKV, compute_trunk_kv, score_trunk
 from .trie import PackedTrie, build_trie
 
 __all__ = [
     "ScoreOutput", "ScoreRequest", "ScoreResult", "get_scorer", "list_scorers", "register_scorer", "score", "score_naive",
-    "score_tree", "PackedTrie", "build_trie",
+    "score_tree", "score_trunk", "TrunkKV", "compute_trunk_kv", "PackedTrie", "build_trie",
 ]

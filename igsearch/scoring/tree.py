@@ -148,13 +148,20 @@ def fast_path_supported(model) -> bool:
     return not hasattr(attn, "q_norm") and hasattr(attn, "q_proj")
 
 
-def _node_runs(trie: PackedTrie, budget: int) -> list[tuple[int, int]]:
-    """Contiguous preorder node ranges [lo, hi) of at most ``budget`` tokens (or one node)."""
-    starts = trie.node_start.tolist()
+def _node_runs(trie: PackedTrie, budget: int, forwarded: torch.Tensor | None = None) -> list[tuple[int, int]]:
+    """Contiguous preorder node ranges [lo, hi) of at most ``budget`` forwarded tokens (or one node).
+
+    ``forwarded`` bool [T]: the tokens to forward (default all); nodes with none are skipped, and a
+    range holds at least one forwarded token."""
+    if forwarded is None:
+        counts = trie.node_start.tolist()
+    else:
+        counts = [0] + torch.cumsum(forwarded.long(), 0)[trie.node_start[1:] - 1].tolist()
     runs, lo = [], 0
     for n in range(1, trie.n_nodes + 1):
-        if n == trie.n_nodes or (starts[n + 1] - starts[lo] > budget):
-            runs.append((lo, n))
+        if n == trie.n_nodes or (counts[n + 1] - counts[lo] > budget):
+            if counts[n] > counts[lo]:
+                runs.append((lo, n))
             lo = n
     return runs
 
@@ -172,41 +179,47 @@ def _sdpa_tree(q, k, v, mask, scale):
     )
 
 
-def _query_blocks(trie: PackedTrie, prev: torch.Tensor, t_lo: int, t_hi: int, q_block: int, device, dtype):
-    """Key selection for the query blocks of the run [t_lo, t_hi).
+def _query_blocks(trie: PackedTrie, prev: torch.Tensor, run: torch.Tensor, q_block: int, device, dtype):
+    """Key selection for the query blocks of a run (``run``: packed indices of its forwarded tokens,
+    ascending).
 
-    The run's key universe is ``prev`` (ancestor tokens forwarded by earlier runs, cached) followed
-    by the run's own tokens. For a block [a, b) the keys are the universe tokens before b whose node
-    is an ancestor of (or is) a node in the block. Returns [(a, b, key_index into the universe,
-    additive mask [b - a, n_keys] in ``dtype``: 0 where allowed, -inf elsewhere)].
-    The masks are built once per run and shared by all layers.
+    The run's key universe is ``prev`` (ancestor tokens whose keys/values are already in the store:
+    forwarded by earlier runs or cached) followed by the run's own tokens. For a block
+    ``run[a:b]`` the keys are the universe tokens before its end whose node is an ancestor of (or is)
+    a node in the block. Returns [(a, b, key_index into the universe, additive mask [b - a, n_keys]
+    in ``dtype``: 0 where allowed, -inf elsewhere)]. The masks are built once per run and shared by
+    all layers.
     """
-    run = torch.arange(t_lo, t_hi, device=device)
     uni = torch.cat([prev, run])
     uni_node = trie.node_of_token.to(device)[uni]
     uni_pos = trie.positions.to(device)[uni]
     ancestry = trie.ancestry.to(device)
     n_prev = prev.numel()
     blocks = []
-    for a in range(t_lo, t_hi, q_block):
-        b = min(a + q_block, t_hi)
-        q_node = uni_node[n_prev + a - t_lo : n_prev + b - t_lo]
-        q_pos = uni_pos[n_prev + a - t_lo : n_prev + b - t_lo]
+    for a in range(0, run.numel(), q_block):
+        b = min(a + q_block, run.numel())
+        q_node = uni_node[n_prev + a : n_prev + b]
+        q_pos = uni_pos[n_prev + a : n_prev + b]
         anc = ancestry[torch.unique(q_node)].any(0)  # [N]: nodes some block token may see
-        limit = n_prev + b - t_lo
+        limit = n_prev + b
         keys = anc[uni_node[:limit]].nonzero()[:, 0]
         allowed = ancestry[q_node][:, uni_node[keys]] & (uni_pos[keys][None, :] <= q_pos[:, None])
         mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, float("-inf"))
-        blocks.append((a - t_lo, b - t_lo, keys, mask))
+        blocks.append((a, b, keys, mask))
     return blocks
 
 
-def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreOutput):
+def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreOutput, *, trie=None, cached=None):
     """Layer-by-layer forward of the packed trie, one run of nodes (<= budget tokens) at a time.
 
     Inside a run, all tokens go through each layer together (big matmuls); attention is computed
     per query block of ``q_block`` tokens against only the keys that block may see, so the cost is
     about T x (ancestor depth + q_block) instead of T x T for a dense tree mask.
+
+    ``cached`` = (src long [T], keys, values): tokens with ``src >= 0`` are not forwarded; their
+    keys/values are rows ``src`` of ``keys[l]``/``values[l]`` ([rows, Hkv, D] per layer). Cached
+    tokens must be closed under ancestry (a cached token's ancestors are cached) and must not be
+    rows whose logits are needed.
     """
     device = next(model.parameters()).device
     base = model.model
@@ -216,39 +229,55 @@ def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreO
     n_kv, n_q = cfg.num_key_value_heads, cfg.num_attention_heads
     kernels = _kernels() if use_kernels else None
 
-    trie = build_trie(seqs)
+    trie = build_trie(seqs) if trie is None else trie
     index, target, owner = _scored_positions(requests, trie, list(range(len(requests))))
     u_idx, u_tgt, inverse = _unique_pairs(index, target)
     rows, row_of_pair = torch.unique(u_idx, return_inverse=True)  # packed indices needing logits
     hidden_rows = None
 
-    runs = _node_runs(trie, budget)
+    forwarded = None if cached is None else cached[0] < 0
+    if forwarded is not None and not bool(forwarded[rows].all()):
+        raise ValueError("tree scorer: a cached token is also a position whose logits are needed")
+    runs = _node_runs(trie, budget, forwarded)
     starts = trie.node_start
-    keep_kv = len(runs) > 1
+    keep_kv = len(runs) > 1 or cached is not None
     if keep_kv:
         k_store = [torch.empty(trie.n_tokens, n_kv, D, dtype=model.dtype, device=device) for _ in layers]
         v_store = [torch.empty_like(k_store[0]) for _ in layers]
+    if cached is not None:
+        src, c_keys, c_values = cached
+        hit = (src >= 0).nonzero()[:, 0]
+        rows_src = src[hit].to(device)
+        hit = hit.to(device)
+        for li in range(len(layers)):
+            k_store[li][hit] = c_keys[li].index_select(0, rows_src).to(model.dtype)
+            v_store[li][hit] = c_values[li].index_select(0, rows_src).to(model.dtype)
     tokens, positions = trie.tokens.to(device), trie.positions.to(device)
+    local = torch.full((trie.n_tokens,), -1, dtype=torch.long, device=device)  # packed -> row in run
 
     for n_lo, n_hi in runs:
         t_lo, t_hi = int(starts[n_lo]), int(starts[n_hi])
-        tc = t_hi - t_lo
-        # Ancestor nodes forwarded by earlier runs: their cached k/v join this run's keys.
+        run = torch.arange(t_lo, t_hi)
+        in_run_cached = torch.empty(0, dtype=torch.long)
+        if forwarded is not None:
+            in_run_cached = run[~forwarded[t_lo:t_hi]]
+            run = run[forwarded[t_lo:t_hi]]
+        tc = run.numel()
+        # Ancestor nodes forwarded by earlier runs (or cached): their stored k/v join this run's keys.
         outer = trie.ancestry[n_lo:n_hi, :n_lo].any(0).nonzero()[:, 0].tolist()
-        prev = (
-            torch.cat([torch.arange(int(starts[a]), int(starts[a + 1])) for a in outer]).to(device)
-            if outer
-            else torch.empty(0, dtype=torch.long, device=device)
-        )
-        use_tree_kernel = kernels is not None and not outer
+        prev = [torch.arange(int(starts[a]), int(starts[a + 1])) for a in outer]
+        prev = torch.cat(prev + [in_run_cached]).to(device) if prev or in_run_cached.numel() else \
+            torch.empty(0, dtype=torch.long, device=device)
+        run = run.to(device)
+        use_tree_kernel = kernels is not None and prev.numel() == 0
         if use_tree_kernel:
             local_anc = trie.ancestry[n_lo:n_hi, n_lo:n_hi].to(device)
             local_node = trie.node_of_token[t_lo:t_hi].to(device) - n_lo
         else:
-            blocks = _query_blocks(trie, prev, t_lo, t_hi, q_block, device, model.dtype)
+            blocks = _query_blocks(trie, prev, run, q_block, device, model.dtype)
 
-        x = base.embed_tokens(tokens[t_lo:t_hi])[None]  # [1, Tc, d]
-        cos, sin = base.rotary_emb(x, positions[t_lo:t_hi][None])
+        x = base.embed_tokens(tokens[run])[None]  # [1, Tc, d]
+        cos, sin = base.rotary_emb(x, positions[run][None])
         for li, layer in enumerate(layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
@@ -258,13 +287,13 @@ def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreO
             q, k = _apply_rope(q, k, cos, sin)
             k, v = k[0].transpose(0, 1), v[0].transpose(0, 1)  # [Tc, Hkv, D]
             if keep_kv:
-                k_store[li][t_lo:t_hi] = k
-                v_store[li][t_lo:t_hi] = v
+                k_store[li][run] = k
+                v_store[li][run] = v
             if use_tree_kernel:
                 o = kernels.tree_attention(q[0].transpose(0, 1), k, v, local_node, local_anc, scale=attn.scaling)
             else:
-                kk = torch.cat([k_store[li].index_select(0, prev), k]) if outer else k  # [Tprev + Tc, Hkv, D]
-                vv = torch.cat([v_store[li].index_select(0, prev), v]) if outer else v
+                kk = torch.cat([k_store[li].index_select(0, prev), k]) if prev.numel() else k  # [Tprev + Tc, Hkv, D]
+                vv = torch.cat([v_store[li].index_select(0, prev), v]) if prev.numel() else v
                 kk, vv = kk.transpose(0, 1).contiguous(), vv.transpose(0, 1).contiguous()  # [Hkv, Tk, D]
                 o = torch.empty(1, n_q, tc, D, dtype=q.dtype, device=device)
                 for a, b, keys, mask in blocks:
@@ -280,7 +309,8 @@ def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreO
         if sel.any():
             if hidden_rows is None:
                 hidden_rows = torch.empty(rows.numel(), x.shape[-1], dtype=x.dtype, device=device)
-            hidden_rows[sel.to(device)] = x[rows[sel].to(device) - t_lo]
+            local[run] = torch.arange(tc, device=device)
+            hidden_rows[sel.to(device)] = x[local[rows[sel].to(device)]]
         out.tokens_forwarded += tc
         out.padded_tokens += tc
         out.n_forwards += 1

@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -57,6 +57,24 @@ class TrainingError(RuntimeError):
 
 
 @dataclass
+class PolicyForward:
+    """The policy's forward of the whole batch under pi_old, run before the step scorers so that they
+    can reuse its keys/values (``ig_scorer=trunk``) and the update does not forward again.
+
+    ``logp`` [B, T]: with grad, the log-probs the update's first mini-batch uses (when the update
+    would run exactly this forward first: one mini-batch, engine log-probs are pi_old), else None;
+    ``old`` [B, T]: no-grad pi_old log-probs (the recomputation the update needs otherwise);
+    ``trunk_kv``: an ``igsearch.scoring.TrunkKV`` of the rollouts; ``seconds``: its wall time,
+    charged to the update's ``time/logprobs``.
+    """
+
+    logp: torch.Tensor | None
+    old: torch.Tensor | None
+    trunk_kv: Any
+    seconds: float
+
+
+@dataclass
 class Batch:
     """The record of one training step, filled phase by phase.
 
@@ -73,6 +91,7 @@ class Batch:
     scores: dict[str, list[list]] = field(default_factory=dict)
     advantages: AdvantageOutput | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    forward: "PolicyForward | None" = None
 
     def add_metrics(self, values: dict, owner: str) -> None:
         """Add ``values`` to ``metrics``; a key some other phase already wrote is an error."""
@@ -233,11 +252,15 @@ class Trainer:
     def score_steps(self, batch: Batch, needs=None) -> None:
         """Run the step scorers the estimator needs (``needs`` overrides), under the current weights
         (= pi_old: no update has happened yet). Each scorer's stats are logged as ``<name>/<key>``."""
+        names = sorted(self.needs if needs is None else needs)
+        if names and self.cfg.ig.ig_scorer == "trunk" and batch.forward is None:
+            batch.forward = self.policy_forward(batch.trajectories)
+        trunk_kv = batch.forward.trunk_kv if batch.forward is not None else None
         t0 = time.perf_counter()
-        for name in sorted(self.needs if needs is None else needs):
+        for name in names:
             t1 = time.perf_counter()
             out = run_step_scorer(name, ScoringBatch(batch.trajectories, self.model, self.tokenizer, self.cfg,
-                                                     batch.step))
+                                                     batch.step, trunk_kv))
             batch.scores[name] = out.values
             batch.add_metrics({f"{name}/{k}": v for k, v in out.stats.items()}
                               | {f"time/score/{name}": time.perf_counter() - t1}, f"step scorer {name}")
@@ -256,33 +279,60 @@ class Trainer:
         self.engine.sync_weights(self.model)
         batch.add_metrics({"time/sync": time.perf_counter() - t0}, "sync")
 
-    def policy_logprobs(self, model, trajs: list[Trajectory], *, grad: bool) -> torch.Tensor:
-        """log pi(response token | prefix) for every response token: float32 [B, T] (0 past the end)."""
+    def policy_logprobs(self, model, trajs: list[Trajectory], *, grad: bool, kv_out: list | None = None
+                        ) -> torch.Tensor:
+        """log pi(response token | prefix) for every response token: float32 [B, T] (0 past the end).
+        ``kv_out``: collects the forward's keys/values (see ``packed_forward``)."""
         seqs = [t.prompt_ids + t.response_ids for t in trajs]
         with torch.set_grad_enabled(grad):
             lps = packed_token_logprobs(model, seqs, temperature=self.cfg.temperature,
                                         compute_from=[len(t.prompt_ids) for t in trajs],
-                                        max_tokens_per_row=self.cfg.max_tokens_per_forward)
+                                        max_tokens_per_row=self.cfg.max_tokens_per_forward, kv_out=kv_out)
         return pad_to_batch(lps)
+
+    def policy_forward(self, trajs: list[Trajectory]) -> PolicyForward:
+        """The batch's forward under the current weights, keeping its keys/values (see PolicyForward).
+
+        With one mini-batch and engine log-probs that are pi_old, this is the update's own first
+        forward (with grad, held until the update); otherwise a no-grad forward whose log-probs
+        replace the update's recomputation of pi_old (or, when the engine's are used, are unused:
+        the one extra forward that branch-only scoring costs then)."""
+        from igsearch.scoring.trunk import TrunkKV
+
+        t0 = time.perf_counter()
+        grad = engine_logprobs_are_pi_old(self.cfg) and self.cfg.mini_batches == 1
+        rows: list = []
+        was_training = self.model.training
+        self.model.train(grad)  # the update forwards in train mode
+        try:
+            logp = self.policy_logprobs(self.model, trajs, grad=grad, kv_out=rows)
+        finally:
+            self.model.train(was_training)
+        kv = TrunkKV.from_rows([t.prompt_ids + t.response_ids for t in trajs], rows)
+        return PolicyForward(logp if grad else None, None if grad else logp, kv, time.perf_counter() - t0)
 
     def update(self, batch: Batch) -> None:
         """PPO epochs x mini-batches of AdamW steps on the span-weighted loss (time/logprobs: the
         packed policy forwards; time/update: backward, optimizer and the reference forward)."""
         t_start = time.perf_counter()
-        stats = self._optimize(batch.trajectories, batch.advantages, batch.step)
+        stats = self._optimize(batch.trajectories, batch.advantages, batch.step, batch.forward)
+        batch.forward = None  # frees the held graph and keys/values
         t_logprobs = stats.pop("time/logprobs")
         stats.update({"time/logprobs": t_logprobs, "time/update": time.perf_counter() - t_start - t_logprobs})
         batch.add_metrics(stats, "update")
 
-    def _optimize(self, trajs, adv, step: int) -> dict:
+    def _optimize(self, trajs, adv, step: int, forward: PolicyForward | None = None) -> dict:
         cfg = self.cfg
         B = len(trajs)
         T = max(1, max(len(t.response_ids) for t in trajs))
         mask = pad_to_batch([torch.tensor(t.loss_mask, dtype=torch.float32) for t in trajs], length=T)
-        t_fwd = 0.0
+        t_fwd = forward.seconds if forward is not None else 0.0
+        first_logp = forward.logp if forward is not None else None
         if engine_logprobs_are_pi_old(cfg):
             # the engine's sampling log-probs are pi_old's (weight sync is checked to 1e-4 in the tests)
             old = pad_to_batch([torch.tensor(t.rollout_logprobs, dtype=torch.float32) for t in trajs], length=T)
+        elif forward is not None and forward.old is not None:  # recomputed under pi_old before scoring
+            old = torch.nn.functional.pad(forward.old, (0, T - forward.old.shape[1]))
         else:  # vLLM reports log-probs of the unscaled, untruncated distribution: recompute under pi_old
             t0 = time.perf_counter()
             old = self.policy_logprobs(self.model, trajs, grad=False)
@@ -301,7 +351,10 @@ class Trainer:
                     continue
                 sub = [trajs[i] for i in sel]
                 t0 = time.perf_counter()
-                logp = self.policy_logprobs(self.model, sub, grad=True)
+                if first_logp is not None and len(sel) == B:  # the forward already run before scoring
+                    logp, first_logp = first_logp, None
+                else:
+                    logp = self.policy_logprobs(self.model, sub, grad=True)
                 t_fwd += time.perf_counter() - t0
                 Tm = logp.shape[1]
                 sub_adv = adv.select(sel) if hasattr(adv, "select") else adv
