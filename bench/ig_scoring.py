@@ -199,16 +199,47 @@ def measure(fn, device):
     return out, secs, max(0, peak - base) / 2**20
 
 
-def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats):
+EXACT = ("naive", "tree", "trunk")  # trainer-side scorers: the same IG to rounding
+
+
+def trunk_ids(tokenizer, texts):
+    """The rollouts' token ids (what the policy read and what vLLM's prefix cache holds)."""
+    from igsearch.ig.compute import _encode
+
+    return [_encode(tokenizer, t) for t in texts]
+
+
+def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, engine=None):
+    """Score one batch with every scorer; the best of ``repeats`` timings each.
+
+    trunk: the rollouts' keys/values are given (as the trainer's update forward leaves them);
+    the forward that would compute them for IG alone is timed apart (``trunk_kv_seconds``).
+    vllm (with ``engine``): the prefix cache is reset and refilled with the rollouts before each
+    timing, as generation leaves it."""
+    from igsearch.scoring import compute_trunk_kv
+
     kw = dict(n_random=n_random, max_gold_variants=1, seed=0)
     row = {"case": name, "rollouts": len(texts), "n_random": n_random}
+    ids = trunk_ids(tokenizer, texts)
+    row["rollout_tokens"] = sum(map(len, ids))
+    kv, kv_secs, _ = measure(lambda: compute_trunk_kv(model, ids), device)
+    row["trunk_kv_seconds"] = kv_secs
     igs = {}
-    for scorer in ("naive", "tree"):
+    for scorer in EXACT + (("vllm",) if engine is not None else ()):
+        options = {}
+        if scorer == "trunk":
+            options = {"trunks": kv}
+        elif scorer == "vllm":
+            options = {"scorer_options": {"engine": engine}}
         best = None
         for _ in range(repeats):
+            if scorer == "vllm":
+                engine.llm.reset_prefix_cache()
+                engine.continuation_logprobs(ids, [len(x) for x in ids])  # the rollouts, as generated
             with torch.inference_mode():
                 res, secs, peak = measure(
-                    lambda: compute_information_gain(texts, golds, model, tokenizer, scorer=scorer, **kw), device)
+                    lambda: compute_information_gain(texts, golds, model, tokenizer, scorer=scorer, **options, **kw),
+                    device)
             best = (res, secs, peak) if best is None or secs < best[1] else best
         res, secs, peak = best
         igs[scorer] = res.step_ig
@@ -220,27 +251,54 @@ def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats):
             "seconds": secs,
             "peak_mib": peak,
         }
-    diffs = [abs(a - b) for ra, rb in zip(igs["naive"], igs["tree"]) for a, b in zip(ra, rb) if a is not None]
-    row["steps_scored"] = len(diffs)
-    row["max_ig_diff"] = max(diffs) if diffs else 0.0
+        if scorer == "trunk":
+            row["branch_floor_tokens"] = res.stats["branch_floor_tokens"]
+    def max_diff(a, b):
+        d = [abs(x - y) for ra, rb in zip(igs[a], igs[b]) for x, y in zip(ra, rb) if x is not None]
+        return max(d) if d else 0.0
+    row["steps_scored"] = sum(x is not None for r in igs["naive"] for x in r)
+    row["max_ig_diff"] = max(max_diff("naive", "tree"), max_diff("naive", "trunk"))
     row["tokens_ratio"] = row["naive"]["tokens_forwarded"] / max(1, row["tree"]["tokens_forwarded"])
-    row["time_ratio"] = row["naive"]["seconds"] / row["tree"]["seconds"]
+    row["time_ratio_tree"] = row["naive"]["seconds"] / row["tree"]["seconds"]
     row["mem_ratio"] = row["naive"]["peak_mib"] / max(1e-9, row["tree"]["peak_mib"])
+    best = min(("tree", "trunk"), key=lambda s: row[s]["seconds"])
+    row["best_exact"] = best
+    row["time_ratio"] = row["naive"]["seconds"] / row[best]["seconds"]
+    row["tokens_ratio_floor"] = row[best]["tokens_forwarded"] / max(1, row["branch_floor_tokens"])
+    row["time_ratio_trunk_with_kv"] = row["naive"]["seconds"] / (row["trunk"]["seconds"] + kv_secs)
+    if engine is not None:
+        row["vllm_ig_diff"] = max_diff("naive", "vllm")
+        row["vllm_vs_best"] = row["vllm"]["seconds"] / row[best]["seconds"]
     return row
 
 
 def table(rows, mem_label):
-    head = ("| model | case | rollouts | steps scored | tokens naive | tokens tree | tokens ratio | "
-            f"time naive s | time tree s | time ratio | {mem_label} naive | {mem_label} tree | max IG diff |")
+    scorers = [s for s in EXACT + ("vllm",) if any(s in r for r in rows)]
+    head = ("| model | case | rollouts | steps | branch floor | "
+            + " | ".join(f"tokens {s}" for s in scorers) + " | "
+            + " | ".join(f"s {s}" for s in scorers) + " | trunk KV fwd s | best | time ratio naive/best | "
+            f"tokens best/floor | {mem_label} naive | {mem_label} tree | max IG diff (exact) | IG diff vllm |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['case']} | {r['rollouts']} | {r['steps_scored']} | "
-            f"{r['naive']['tokens_forwarded']} | {r['tree']['tokens_forwarded']} | {r['tokens_ratio']:.2f} | "
-            f"{r['naive']['seconds']:.2f} | {r['tree']['seconds']:.2f} | {r['time_ratio']:.2f} | "
-            f"{r['naive']['peak_mib']:.0f} | {r['tree']['peak_mib']:.0f} | {r['max_ig_diff']:.2e} |"
+            f"| {r['model']} | {r['case']} | {r['rollouts']} | {r['steps_scored']} | {r['branch_floor_tokens']} | "
+            + " | ".join(str(r[s]["tokens_forwarded"]) if s in r else "-" for s in scorers) + " | "
+            + " | ".join(f"{r[s]['seconds']:.2f}" if s in r else "-" for s in scorers)
+            + f" | {r['trunk_kv_seconds']:.2f} | {r['best_exact']} | {r['time_ratio']:.2f} | "
+            f"{r['tokens_ratio_floor']:.3f} | {r['naive']['peak_mib']:.0f} | {r['tree']['peak_mib']:.0f} | "
+            f"{r['max_ig_diff']:.2e} | " + (f"{r['vllm_ig_diff']:.2e}" if "vllm_ig_diff" in r else "-") + " |"
         )
     return "\n".join(lines)
+
+
+def start_vllm(model, tokenizer, workdir: Path, device: str):
+    """A vLLM rollout engine on ``model``'s weights (saved under ``workdir``), as the trainer makes it."""
+    from igsearch.rollout.engine import VLLMEngine
+
+    model.save_pretrained(workdir, safe_serialization=True)
+    tokenizer.save_pretrained(workdir)
+    dtype = str(model.dtype).replace("torch.", "")
+    return VLLMEngine(workdir, dtype=dtype, max_model_len=4096)
 
 
 def main(argv=None):
@@ -254,6 +312,7 @@ def main(argv=None):
                     help="torch CPU threads (default 1: on a shared CPU, oversubscribed OpenMP threads "
                          "make elementwise ops ~40x slower and timings meaningless)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/ig_scoring-<time>.json)")
+    ap.add_argument("--no-vllm", action="store_true", help="leave out the vLLM prefix-cache peer")
     args = ap.parse_args(argv)
     device, dtype = args.device, getattr(torch, args.dtype)
     if device == "cpu":
@@ -275,30 +334,56 @@ def main(argv=None):
     by_hops, retriever, tokenizer = load_world()
     world = (by_hops, retriever)
     warm_t, warm_g, _ = make_rollouts(world, tokenizer, 2, 1, 1)  # skip=1 below: cases use other questions
+    use_vllm = not args.no_vllm
+    if use_vllm:
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            print("[ig_scoring] vllm is not installed: the vLLM peer is left out", flush=True)
+            use_vllm = False
     rows, models = [], {}
-    headline = None
+    engine, tmp = None, tempfile.TemporaryDirectory(prefix="ig_scoring-model-")
+    headline = large_row = None
     for (shape, layers, name, G, Q, steps) in cases:
         key = (shape, layers)
         if key not in models:
+            if engine is not None:
+                engine.close()
+                engine = None
             models.clear()
             gc.collect()
             models[key] = build_model(shape, tokenizer, layers, dtype, device)
             model, dims = models[key]
-            for scorer in ("naive", "tree"):  # warm-up: first-call overheads out of the timings
-                compute_information_gain(warm_t, warm_g, model, tokenizer, scorer=scorer, seed=0)
+            if use_vllm:
+                t0 = time.perf_counter()
+                engine = start_vllm(model, tokenizer, Path(tmp.name) / f"{shape}-{layers}", device)
+                print(f"[ig_scoring] vLLM engine on {shape}: {time.perf_counter() - t0:.0f} s to start", flush=True)
+            warm_ids = trunk_ids(tokenizer, warm_t)
+            for scorer in EXACT + (("vllm",) if engine else ()):  # warm-up: first-call overheads out of the timings
+                options = {"trunks": warm_ids} if scorer == "trunk" else {}
+                if scorer == "vllm":
+                    options = {"scorer_options": {"engine": engine}}
+                compute_information_gain(warm_t, warm_g, model, tokenizer, scorer=scorer, seed=0, **options)
         model, dims = models[key]
         texts, golds, counts = make_rollouts(world, tokenizer, G, Q, steps, skip=1)
-        row = run_case(name, model, tokenizer, texts, golds, args.n_random, device, repeats=1)
+        row = run_case(name, model, tokenizer, texts, golds, args.n_random, device, repeats=1, engine=engine)
         row["model"] = shape + (f" ({dims['num_hidden_layers']} layers)" if layers else "")
         row["shape"] = dims
         row["G"], row["Q"], row["steps"] = G, Q, steps
         row["step_counts"] = {str(k): v for k, v in sorted(Counter(counts).items())}
         row["mean_rollout_tokens"] = sum(len(tokenizer(t)["input_ids"]) for t in texts) / len(texts)
         rows.append(row)
-        print(f"[ig_scoring] {row['model']} {name}: tokens {row['tokens_ratio']:.2f}x, "
-              f"time {row['time_ratio']:.2f}x, max IG diff {row['max_ig_diff']:.2e}", flush=True)
+        print(f"[ig_scoring] {row['model']} {name}: best exact {row['best_exact']} {row['time_ratio']:.2f}x "
+              f"faster than naive, tokens {row['tokens_ratio_floor']:.3f}x the branch floor, max IG diff "
+              f"{row['max_ig_diff']:.2e}" + (f", vLLM peer {row['vllm']['seconds']:.2f} s vs "
+                                              f"{row[row['best_exact']]['seconds']:.2f} s" if engine else ""), flush=True)
         if headline is None and shape == "tiny" and steps == 3:
             headline = row
+        if large_row is None and shape != "tiny" and steps == 3:
+            large_row = row
+    if engine is not None:
+        engine.close()
+    tmp.cleanup()
 
     mem_label = "peak MiB (cuda max allocated)" if on_gpu else "peak MiB (RSS high-water delta)"
     result = {
@@ -312,20 +397,33 @@ def main(argv=None):
                      "template": "refine", "tokenizer_vocab": len(tokenizer)},
         "memory_metric": mem_label,
         "torch": torch.__version__,
+        "threads": torch.get_num_threads() if device == "cpu" else None,
         "notes": ("naive = every sequence on its own, left-padded micro-batches (sorted by length), "
                   "logits at the continuation positions only; tree = trie packing, fast Qwen2 path "
-                  "(torch SDPA on the tree mask unless igsearch_kernels are used); timings are one run "
-                  "each after a warm-up; the CPU is shared, so times are noisy"),
+                  "(torch SDPA on the tree mask unless igsearch_kernels are used); trunk = the tree's "
+                  "fast path over the tokens off the rollouts' cached keys/values (given, as the "
+                  "trainer's update forward leaves them; trunk_kv_seconds is that forward when run "
+                  "for IG alone); vllm = the rollout engine with prefix-cache reads, its cache reset and "
+                  "refilled with the rollouts before the timing; timings are one run each after a "
+                  "warm-up; the CPU is shared, so times are noisy"),
         "rows": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else RESULTS / f"ig_scoring-{'quick-' if quick else ''}{stamp}.json"
     out.write_text(json.dumps(result, indent=2))
-    print(f"\nIG scoring, naive vs tree, {result['device']}, {args.dtype}, N={args.n_random}. JSON: {out}\n")
+    threads = f", {torch.get_num_threads()} thread(s)" if device == "cpu" else ""
+    print(f"\nIG scoring, {result['device']}{threads}, {args.dtype}, N={args.n_random}. JSON: {out}\n")
     print(table(rows, mem_label))
-    print(f"tokens_ratio={headline['tokens_ratio']:.3f} time_ratio={headline['time_ratio']:.3f} "
-          f"max_ig_diff={headline['max_ig_diff']:.3e}")
+    if large_row is not None:
+        print(f"large ({large_row['model']}): time_ratio={large_row['time_ratio']:.3f} "
+              f"tokens_ratio_floor={large_row['tokens_ratio_floor']:.3f} best={large_row['best_exact']}"
+              + (f" vllm_seconds={large_row['vllm']['seconds']:.3f}" if "vllm" in large_row else ""))
+    h = headline
+    print(f"tokens_ratio_floor={h['tokens_ratio_floor']:.3f} time_ratio={h['time_ratio']:.3f} best={h['best_exact']} "
+          f"best_seconds={h[h['best_exact']]['seconds']:.3f}"
+          + (f" vllm_seconds={h['vllm']['seconds']:.3f} vllm_ig_diff={h['vllm_ig_diff']:.3e}" if "vllm" in h else "")
+          + f" tokens_ratio={h['tokens_ratio']:.3f} max_ig_diff={h['max_ig_diff']:.3e}")
 
 
 if __name__ == "__main__":

@@ -217,16 +217,20 @@ def test_trunk_equals_naive_and_forwards_only_branches(qwen, seed, budget):
     reqs, trunks, trunk_of = _rollout_batch(seed)
     ref = score(reqs, qwen, "naive")
     kv = compute_trunk_kv(qwen, trunks, max_tokens_per_row=budget)
-    for given in (trunks, kv):
-        out = score(reqs, qwen, "trunk", trunks=given, trunk_of=trunk_of, max_tokens_per_forward=budget)
+    for given, chunk in ((trunks, 65536), (trunks, 20), (kv, 65536)):  # 20: one trunk's keys/values at a time
+        out = score(reqs, qwen, "trunk", trunks=given, trunk_of=trunk_of, max_tokens_per_forward=budget,
+                    max_trunk_tokens=chunk)
         for a, b in zip(ref.results, out.results):
             torch.testing.assert_close(b.token_logprobs, a.token_logprobs, atol=1e-5, rtol=0)
             assert abs(a.weighted_mean - b.weighted_mean) < 1e-5
         st = out.stats()
         assert st["trunk_reuse"] and ("trunk_tokens" in st) == (given is trunks)
+        if given is trunks:
+            assert st["trunk_tokens"] == sum(map(len, trunks))
     # Tokens forwarded: exactly the trie tokens off the trunks, plus each context's last token.
+    # The floor: trie tokens on no request's common prefix with its trunk.
     trie = build_trie([r.input_ids for r in reqs])
-    on_trunk = set()
+    on_trunk, on_common = set(), set()
     for r, s in zip(reqs, trunk_of):
         if s < 0:
             continue
@@ -234,7 +238,9 @@ def test_trunk_equals_naive_and_forwards_only_branches(qwen, seed, budget):
         while n < min(len(r.input_ids), len(trunks[s])) and r.input_ids[n] == trunks[s][n]:
             n += 1
         on_trunk.update(trie.seq_index[reqs.index(r)][: min(n, len(r.context_ids) - 1)].tolist())
+        on_common.update(trie.seq_index[reqs.index(r)][:n].tolist())
     assert out.tokens_forwarded == trie.n_tokens - len(on_trunk)
+    assert st["branch_floor_tokens"] == trie.n_tokens - len(on_common) <= out.tokens_forwarded
     assert out.tokens_forwarded < score(reqs, qwen, "tree").tokens_forwarded
 
 

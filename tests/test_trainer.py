@@ -272,16 +272,21 @@ def test_sft_replay_adds_a_supervised_loss_to_each_update(setup):
 
 
 @pytest.mark.parametrize("method,overrides", [("ig", {}), ("ig", {"temperature": 0.8}), ("ig", {"mini_batches": 2}),
-                                              ("igpo", {})],
-                         ids=["update-forward-reused", "old-logprobs-recomputed", "extra-forward", "igpo"])
-def test_trunk_scorer_gives_the_tree_scorers_ig_and_update(setup, method, overrides):
+                                              ("ig", {"mini_batches": 3}), ("igpo", {})],
+                         ids=["update-forward-reused", "old-logprobs-recomputed", "extra-forward",
+                              "kv-too-large-to-hold", "igpo"])
+def test_trunk_scorer_gives_the_tree_scorers_ig_and_update(setup, method, overrides, monkeypatch):
     """ig_scorer=trunk (IG branches on the keys/values of the batch's forward under pi_old) leaves the
     step IG (IGPO: turn gains) and the update as with the tree scorer, while forwarding fewer tokens."""
     import copy
 
     from igsearch.train.trainer import Trainer
 
+    import igsearch.train.trainer as trainer_module
+
     name = {"ig": "step_ig", "igpo": "turn_gain"}[method]
+    if overrides.get("mini_batches") == 3:  # the scorer recomputes the keys/values in groups instead
+        monkeypatch.setattr(trainer_module, "MAX_HELD_KV_BYTES", 0)
     cfg = make_config(setup, method=method, engine="hf", steps=1, **overrides)
     trainer = Trainer(cfg, setup / f"run-trunk-{method}-{'-'.join(overrides) or 'default'}", overwrite=True)
     try:
@@ -298,6 +303,8 @@ def test_trunk_scorer_gives_the_tree_scorers_ig_and_update(setup, method, overri
             b.scores, b.metrics, b.forward = {}, dict(batch.metrics), None
             trainer.score_steps(b)
             assert (b.forward is not None) == (scorer == "trunk")
+            if b.forward is not None:
+                assert (b.forward.trunk_kv is None) == (overrides.get("mini_batches") == 3)
             trainer.advantages(b)
             trainer.model.train()
             trainer.update(b)
@@ -318,3 +325,34 @@ def test_trunk_scorer_gives_the_tree_scorers_ig_and_update(setup, method, overri
     d_trunk = torch.cat([(w_trunk[k] - state[k]).flatten().double() for k in state])
     assert d_tree.norm() > 0
     assert (d_trunk - d_tree).norm() / d_tree.norm() < 1e-3
+
+
+def test_vllm_peer_scores_step_ig_on_the_rollout_engine(setup):
+    """ig_scorer=vllm: the IG requests go to the rollout engine right after generation (prefix-cache
+    reads on) and give the trainer-side IG up to the engines' rounding; engine=hf is refused."""
+    import copy
+
+    from igsearch.train.trainer import Trainer, TrainingError
+
+    with pytest.raises(TrainingError, match="ig_scorer=vllm scores on the vLLM rollout engine"):
+        Trainer(make_config(setup, method="ig", engine="hf", ig_scorer="vllm"), setup / "run-vllm-peer-hf")
+    trainer = Trainer(make_config(setup, method="ig", steps=1, ig_scorer="vllm"), setup / "run-vllm-peer",
+                      overwrite=True)
+    try:
+        batch = trainer.rollout(1)
+        trainer.reward(batch)
+        got = {}
+        for scorer in ("vllm", "tree"):
+            trainer.cfg.ig_scorer = scorer
+            b = copy.copy(batch)
+            b.scores, b.metrics = {}, dict(batch.metrics)
+            trainer.score_steps(b)
+            got[scorer] = b
+    finally:
+        trainer.close()
+    pairs = [(a, c) for ra, rc in zip(got["vllm"].scores["step_ig"], got["tree"].scores["step_ig"])
+             for a, c in zip(ra, rc)]
+    assert all((a is None) == (c is None) for a, c in pairs)
+    scored = [(a, c) for a, c in pairs if a is not None]
+    assert scored and max(abs(a - c) for a, c in scored) < 1e-3
+    assert got["vllm"].metrics["step_ig/tokens_forwarded"] > 0

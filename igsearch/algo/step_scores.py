@@ -35,7 +35,8 @@ class ScoringBatch:
     ``config`` is the run's ``TrainConfig`` (scorers read their own fields from it); ``step`` is
     the training step, for seeding random draws. ``trunk_kv``: the policy's keys/values of the full
     rollouts under the same weights (an ``igsearch.scoring.TrunkKV``, trajectory i = trunk i) when
-    the trainer has them (``ig_scorer=trunk``), else None.
+    the trainer has them (``ig_scorer=trunk``), else None. ``engine``: the rollout engine, before
+    the weight sync (``ig_scorer=vllm`` scores on it).
     """
 
     trajectories: list[Trajectory]
@@ -44,6 +45,7 @@ class ScoringBatch:
     config: Any
     step: int = 0
     trunk_kv: Any = None
+    engine: Any = None
 
 
 @dataclass
@@ -126,14 +128,21 @@ def run_step_scorer(name: str, batch: ScoringBatch) -> StepScores:
     return out
 
 
-def _refine_template_only(config) -> str | None:
-    if config.template != "refine":
-        return (f"step IG scores <documents>/<refine> steps, which template={config.template!r} does not write; "
-                "use template=refine")
+def ig_scorer_problem(config) -> str | None:
+    """Why ``config.ig.ig_scorer`` cannot run with this config, or None."""
+    if config.ig.ig_scorer == "vllm" and config.generation.engine != "vllm":
+        return f"ig_scorer=vllm scores on the vLLM rollout engine, but engine={config.generation.engine!r}"
     return None
 
 
-@register_step_scorer("step_ig", per="step", check=_refine_template_only)
+def _check_step_ig(config) -> str | None:
+    if config.template != "refine":
+        return (f"step IG scores <documents>/<refine> steps, which template={config.template!r} does not write; "
+                "use template=refine")
+    return ig_scorer_problem(config)
+
+
+@register_step_scorer("step_ig", per="step", check=_check_step_ig)
 def step_information_gain(batch: ScoringBatch) -> StepScores:
     """IG-Search's step IG (docs/DESIGN.md section 3) of every search step, under the rollout weights.
 
@@ -148,7 +157,8 @@ def step_information_gain(batch: ScoringBatch) -> StepScores:
         n_random=ig.ig_n_random, head_tokens=ig.ig_head_tokens, head_weight=ig.ig_head_weight,
         max_gold_variants=ig.ig_max_gold_variants, max_context_tokens=ig.ig_max_context_tokens,
         seed=batch.config.seed * 7919 + batch.step, scorer=ig.ig_scorer,
-        trunks=batch.trunk_kv if ig.ig_scorer == "trunk" else None)
+        trunks=batch.trunk_kv if ig.ig_scorer == "trunk" else None,
+        scorer_options={"engine": batch.engine} if ig.ig_scorer == "vllm" else None)
     stats = {k: float(v) for k, v in res.stats.items()
              if k in ("real_mean", "baseline_mean", "tokens_forwarded") and v is not None}
     return StepScores([list(row) for row in res.step_ig], stats)

@@ -118,6 +118,7 @@ def _stats(step_ig, real, rand_means, cost: dict, scorer: str, seconds: float) -
         "padded_tokens": cost.get("padded_tokens", 0),
         "n_sequences": cost.get("n_sequences", 0),
         "n_forwards": cost.get("n_forwards", 0),
+        **{k: cost[k] for k in ("branch_floor_tokens", "cached_tokens", "trunk_tokens", "trunk_seconds") if k in cost},
     }
 
 

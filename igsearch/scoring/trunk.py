@@ -31,7 +31,7 @@ import torch
 from .base import ScoreOutput, ScoreRequest, register_scorer
 from .tree import _score_fast, _score_generic, fast_path_supported
 
-__all__ = ["TrunkKV", "compute_trunk_kv", "score_trunk"]
+__all__ = ["TrunkKV", "compute_trunk_kv", "kv_bytes", "score_trunk"]
 
 
 @dataclass
@@ -72,6 +72,14 @@ class TrunkKV:
                    [torch.cat(k) for k in keys], [torch.cat(v) for v in values])
 
 
+def kv_bytes(model, n_tokens: int) -> int:
+    """Bytes of the keys/values of ``n_tokens`` tokens under ``model`` (all layers)."""
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    elem = next(model.parameters()).element_size()
+    return n_tokens * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * elem
+
+
 def compute_trunk_kv(model, sequences: Sequence[Sequence[int]], *, max_tokens_per_row: int = 1024) -> TrunkKV:
     """One no-grad packed forward of ``sequences`` through the decoder (no LM head), keeping every
     layer's keys/values. Rows are short by default: on the CPU the block-causal mask costs O(row^2)."""
@@ -92,21 +100,27 @@ def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def cached_sources(requests: list[ScoreRequest], trie, trunks: TrunkKV, trunk_of: Sequence[int]) -> torch.Tensor:
-    """long [T]: for every packed trie token, the trunk row holding its keys/values, or -1 (forward it).
+def cached_sources(requests: list[ScoreRequest], trie, trunks: TrunkKV, trunk_of: Sequence[int]
+                   ) -> tuple[torch.Tensor, int]:
+    """(src long [T], floor): for every packed trie token, the trunk row holding its keys/values, or
+    -1 (forward it); and the branch-token floor, the trie tokens on no request's common prefix with
+    its trunk (what any exact scorer must forward, given the trunks' keys/values).
 
     A token is cached when it lies on the common prefix of some request with that request's trunk,
     before the request's last context token. All requests through a trie token share its prefix, so
     any of their trunks holds the same keys/values (up to rounding)."""
     src = torch.full((trie.n_tokens,), -1, dtype=torch.long)
+    on_trunk = torch.zeros(trie.n_tokens, dtype=torch.bool)
     for r, req in enumerate(requests):
         s = int(trunk_of[r])
         if s < 0:
             continue
-        n = min(_common_prefix_len(req.input_ids, trunks.tokens[s]), len(req.context_ids) - 1)
+        common = _common_prefix_len(req.input_ids, trunks.tokens[s])
+        on_trunk[trie.seq_index[r][:common]] = True
+        n = min(common, len(req.context_ids) - 1)
         if n > 0:
             src[trie.seq_index[r][:n]] = int(trunks.offset[s]) + torch.arange(n)
-    return src
+    return src, int((~on_trunk).sum())
 
 
 @register_scorer("trunk")
@@ -119,13 +133,17 @@ def score_trunk(
     max_tokens_per_forward: int = 4096,
     query_block: int = 256,
     use_kernels: bool | str = "auto",
+    max_trunk_tokens: int = 65536,
 ) -> ScoreOutput:
     """Score ``requests``, reusing the keys/values of ``trunks`` for each request's prefix.
 
     ``trunks``: a :class:`TrunkKV` computed under ``model`` (the caller vouches for that), or token
-    sequences whose keys/values are computed here by one packed no-grad forward (its cost is in
+    sequences whose keys/values are computed here by a packed no-grad forward, in groups of trunks of
+    at most ``max_trunk_tokens`` tokens (the keys/values held at once; the forward's cost is in
     ``stats()["trunk_tokens"]`` and ``["trunk_seconds"]``, apart from ``tokens_forwarded``).
     ``trunk_of[r]``: the trunk of request r (-1: none). Other options as for the tree scorer.
+    ``stats()`` adds ``cached_tokens`` (trie tokens taken from the trunks) and ``branch_floor_tokens``
+    (see :func:`cached_sources`).
     """
     from .trie import build_trie
 
@@ -139,19 +157,60 @@ def score_trunk(
         _score_generic(requests, model, seqs, max_tokens_per_forward, out)
         out.extra.update(path="generic", trunk_reuse=False)
         return out
-    if not isinstance(trunks, TrunkKV):
-        t0 = time.perf_counter()
-        trunks = compute_trunk_kv(model, trunks)
-        out.extra.update(trunk_tokens=trunks.n_tokens, trunk_seconds=time.perf_counter() - t0)
-    n_trunks = len(trunks.tokens)
+    n_trunks = len(trunks.tokens) if isinstance(trunks, TrunkKV) else len(trunks)
     bad = [s for s in trunk_of if not -1 <= int(s) < n_trunks]
     if bad:
         raise ValueError(f"trunk scorer: trunk index {bad[0]} out of range for {n_trunks} trunks")
-    trie = build_trie(seqs)
-    src = cached_sources(requests, trie, trunks, trunk_of)
     if use_kernels == "auto":
         use_kernels = next(model.parameters()).is_cuda
-    _score_fast(requests, model, seqs, max_tokens_per_forward, query_block, bool(use_kernels), out,
-                trie=trie, cached=(src, trunks.keys, trunks.values))
-    out.extra.update(path="fast", trunk_reuse=True, cached_tokens=int((src >= 0).sum()))
+    if isinstance(trunks, TrunkKV):
+        chunks = [(list(range(len(requests))), trunks, list(trunk_of))]
+    else:
+        chunks = _chunks(requests, trunks, trunk_of, max_trunk_tokens)
+    cached = floor = 0
+    for members, kv, local_of in chunks:
+        part = [requests[r] for r in members]
+        if not isinstance(kv, TrunkKV):  # token lists: this chunk's trunks, forwarded here
+            t0 = time.perf_counter()
+            kv = compute_trunk_kv(model, kv)
+            out.extra["trunk_tokens"] = out.extra.get("trunk_tokens", 0) + kv.n_tokens
+            out.extra["trunk_seconds"] = out.extra.get("trunk_seconds", 0.0) + time.perf_counter() - t0
+        trie = build_trie([r.input_ids for r in part])
+        src, chunk_floor = cached_sources(part, trie, kv, local_of)
+        sub = ScoreOutput(results=[None] * len(part))
+        _score_fast(part, model, [r.input_ids for r in part], max_tokens_per_forward, query_block,
+                    bool(use_kernels), sub, trie=trie, cached=(src, kv.keys, kv.values))
+        for r, res in zip(members, sub.results):
+            out.results[r] = res
+        out.tokens_forwarded += sub.tokens_forwarded
+        out.padded_tokens += sub.padded_tokens
+        out.n_forwards += sub.n_forwards
+        cached += int((src >= 0).sum())
+        floor += chunk_floor
+    out.extra.update(path="fast", trunk_reuse=True, cached_tokens=cached, branch_floor_tokens=floor)
+    return out
+
+
+def _chunks(requests, trunks, trunk_of, budget: int):
+    """Requests grouped by trunk so that each group's trunks hold at most ``budget`` tokens (a trunk
+    larger than that gets a group of its own): [(request indices, trunk token lists, local trunk_of)].
+    Requests without a trunk go with the first group. Bounds the keys/values held at once."""
+    by_trunk: dict[int, list[int]] = {}
+    for r, s in enumerate(trunk_of):
+        by_trunk.setdefault(int(s), []).append(r)
+    groups, cur, size = [], [], 0
+    for s in sorted(k for k in by_trunk if k >= 0):
+        n = len(trunks[s])
+        if cur and size + n > budget:
+            groups.append(cur)
+            cur, size = [], 0
+        cur.append(s)
+        size += n
+    if cur or not groups:
+        groups.append(cur)
+    out = []
+    for g, group in enumerate(groups):
+        local = {s: k for k, s in enumerate(group)}
+        members = [r for s in group for r in by_trunk[s]] + (by_trunk.get(-1, []) if g == 0 else [])
+        out.append((members, [trunks[s] for s in group], [local.get(int(trunk_of[r]), -1) for r in members]))
     return out

@@ -48,6 +48,9 @@ from igsearch.train.config import TrainConfig
 from igsearch.train.io import atomic_write_json, atomic_write_text
 from igsearch.train.logging import RunLogger, TrainProgress
 
+#: the most keys/values of a batch's no-grad forward the trainer holds for the trunk scorer
+MAX_HELD_KV_BYTES = 2 << 30
+
 #: a hook: ``fn(phase, batch, trainer)``, called after each phase of a step
 Hook = Callable[[str, "Batch", "Trainer"], None]
 
@@ -64,7 +67,8 @@ class PolicyForward:
     ``logp`` [B, T]: with grad, the log-probs the update's first mini-batch uses (when the update
     would run exactly this forward first: one mini-batch, engine log-probs are pi_old), else None;
     ``old`` [B, T]: no-grad pi_old log-probs (the recomputation the update needs otherwise);
-    ``trunk_kv``: an ``igsearch.scoring.TrunkKV`` of the rollouts; ``seconds``: its wall time,
+    ``trunk_kv``: an ``igsearch.scoring.TrunkKV`` of the rollouts (None: too large to hold);
+    ``seconds``: its wall time,
     charged to the update's ``time/logprobs``.
     """
 
@@ -260,7 +264,7 @@ class Trainer:
         for name in names:
             t1 = time.perf_counter()
             out = run_step_scorer(name, ScoringBatch(batch.trajectories, self.model, self.tokenizer, self.cfg,
-                                                     batch.step, trunk_kv))
+                                                     batch.step, trunk_kv, self.engine))
             batch.scores[name] = out.values
             batch.add_metrics({f"{name}/{k}": v for k, v in out.stats.items()}
                               | {f"time/score/{name}": time.perf_counter() - t1}, f"step scorer {name}")
@@ -294,21 +298,25 @@ class Trainer:
         """The batch's forward under the current weights, keeping its keys/values (see PolicyForward).
 
         With one mini-batch and engine log-probs that are pi_old, this is the update's own first
-        forward (with grad, held until the update); otherwise a no-grad forward whose log-probs
-        replace the update's recomputation of pi_old (or, when the engine's are used, are unused:
-        the one extra forward that branch-only scoring costs then)."""
-        from igsearch.scoring.trunk import TrunkKV
+        forward (with grad, held until the update; its activations dwarf the keys/values). Otherwise
+        a no-grad forward whose log-probs replace the update's recomputation of pi_old (or, when the
+        engine's are used, are unused: the one extra forward branch-only scoring then costs); its
+        keys/values are kept only up to ``MAX_HELD_KV_BYTES``, beyond which the scorer recomputes
+        them in bounded groups of rollouts."""
+        from igsearch.scoring.trunk import TrunkKV, kv_bytes
 
         t0 = time.perf_counter()
         grad = engine_logprobs_are_pi_old(self.cfg) and self.cfg.mini_batches == 1
-        rows: list = []
+        seqs = [t.prompt_ids + t.response_ids for t in trajs]
+        keep = grad or kv_bytes(self.model, sum(map(len, seqs))) <= MAX_HELD_KV_BYTES
+        rows: list | None = [] if keep else None
         was_training = self.model.training
         self.model.train(grad)  # the update forwards in train mode
         try:
             logp = self.policy_logprobs(self.model, trajs, grad=grad, kv_out=rows)
         finally:
             self.model.train(was_training)
-        kv = TrunkKV.from_rows([t.prompt_ids + t.response_ids for t in trajs], rows)
+        kv = TrunkKV.from_rows(seqs, rows) if keep else None
         return PolicyForward(logp if grad else None, None if grad else logp, kv, time.perf_counter() - t0)
 
     def update(self, batch: Batch) -> None:
