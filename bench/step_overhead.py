@@ -1,5 +1,6 @@
 """Overhead per training step of every method against the trajectory baseline (GRPO): RLOO, GiGPO,
-IGPO (turn gains through the tree scorer) and IG-Search (tree and naive scorer).
+IGPO (turn gains through the trunk scorer) and IG-Search with every IG scorer (trunk, tree, naive,
+and the vLLM prefix-cache peer when the rollout engine is vLLM).
 
 Same config, same seed, same process, same questions. What "same" means here (the design choice):
 
@@ -10,18 +11,22 @@ Same config, same seed, same process, same questions. What "same" means here (th
   order shifts by one every step so that no method is always first or last), the policy weights AND
   the AdamW state are restored to the snapshot taken after the rollout, and the method's own phases
   run and are timed on the same rollouts, by calling the trainer's phase functions: the step scorers
-  the method needs (IG-Search: step IG with the tree or the naive scorer; IGPO: turn gains; GiGPO:
+  the method needs (IG-Search: step IG with each scorer; IGPO: turn gains; GiGPO:
   anchor states), advantages, the update (packed log-probs + span-weighted PPO loss + AdamW, i.e. "update
   incl. log-probs") and the weight sync into the engine. So every method pays generation,
   retrieval, update and sync, and only the scoring phase differs (plus the noise of re-timing the
-  update). The run then continues from the weights after the IG-Search (tree) update (restored and
+  update). The run then continues from the weights after the IG-Search (trunk) update (restored and
   synced, untimed, when that method was not the last in the rotation).
 - Step time of a method = rollout wall time (shared) + rewards + step scoring + advantages + update + sync.
   Overhead = (mean step time of the method / mean step time of GRPO - 1) x 100, over the timed
   steps (the first ``--warmup`` steps are run but not counted: first-call overheads).
-- The tree and naive scorers give the same IG (checked: max |difference| is reported), so the two
-  IG-Search updates see the same advantages; the naive row shows what IG would cost without the
-  shared-prefix packing.
+- The trunk, tree and naive scorers give the same IG (checked: max |difference| is reported), so
+  the IG-Search updates see the same advantages; the naive row shows what IG would cost without any
+  prefix sharing. ``ig-trunk`` runs the batch's policy forward before scoring and the update reuses
+  it (see ``Trainer.policy_forward``): that forward is charged to its update, not to scoring.
+- ``ig-vllm`` scores on the rollout engine; since every method syncs its updated weights into the
+  engine (which clears vLLM's prefix cache), the engine is re-synced to pi_old and the rollouts are
+  put back in its cache before ig-vllm's turn, untimed: the state right after generation.
 
 Presets:
 - ``--quick`` (default on a CPU): a small world, the tiny policy after a short SFT warm start
@@ -40,8 +45,9 @@ Presets:
     python bench/step_overhead.py --preset gpu
 
 Writes bench/results/step_overhead-<device>.json and prints a markdown table; the last line is
-``overhead_tree=<percent> overhead_naive=<percent>``; the line before it gives every method's overhead,
-and IGPO's line the tokens its tree-scored turn gains forwarded against scoring each turn prefix alone.
+``overhead_trunk=<percent> overhead_tree=<percent> overhead_naive=<percent> [overhead_vllm=<percent>]``;
+the line before it gives every method's overhead, and IGPO's line the tokens its turn gains forwarded
+against scoring each turn prefix alone.
 """
 
 from __future__ import annotations
@@ -63,10 +69,12 @@ from benchutil import add_threads_argument, apply_threads, device_name, work_roo
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-#: (label, method, scorer of the forward passes): every registered method, IG-Search with both scorers
-METHODS = [("grpo", "grpo", None), ("rloo", "rloo", None), ("gigpo", "gigpo", None), ("igpo", "igpo", "tree"),
-           ("ig-tree", "ig", "tree"), ("ig-naive", "ig", "naive")]
-CONTINUE_WITH = "ig-tree"
+#: (label, method, scorer of the forward passes): every registered method, IG-Search with every scorer
+#: (ig-vllm only with a vLLM rollout engine)
+METHODS = [("grpo", "grpo", None), ("rloo", "rloo", None), ("gigpo", "gigpo", None), ("igpo", "igpo", "trunk"),
+           ("ig-trunk", "ig", "trunk"), ("ig-tree", "ig", "tree"), ("ig-naive", "ig", "naive"),
+           ("ig-vllm", "ig", "vllm")]
+CONTINUE_WITH = "ig-trunk"
 PHASES = ("generation", "retrieval", "rollout_other", "scoring", "update", "sync", "other")
 
 #: Qwen2.5-3B (config.json of Qwen/Qwen2.5-3B)
@@ -126,19 +134,27 @@ def bench_step(trainer, step: int, order: list[tuple]) -> dict:
            "batch": {k: v for k, v in batch.metrics.items() if not k.startswith("time/")}}
     igs = {}
     saved_method, saved_scorer = cfg.method, cfg.ig_scorer
+    engine_fresh = True  # the engine holds pi_old and the rollouts are in its prefix cache
     try:
         for label, method, scorer in order:
             restore(trainer, snap)
             cfg.method = method
             if scorer is not None:
                 cfg.ig_scorer = scorer
+            if scorer == "vllm" and not engine_fresh:  # untimed: back to "right after generation"
+                trainer.engine.sync_weights(trainer.model)
+                seqs = [t.prompt_ids + t.response_ids for t in batch.trajectories]
+                trainer.engine.continuation_logprobs(seqs, [len(x) for x in seqs])
             needs = estimator_needs(method)
-            own = dataclasses.replace(batch, scores={}, advantages=None, metrics={})
+            own = dataclasses.replace(batch, scores={}, advantages=None, metrics={}, forward=None)
             _sync_cuda()
             t0 = time.perf_counter()
             trainer.score_steps(own, needs=needs)
             _sync_cuda()
             t_score = time.perf_counter() - t0
+            # the batch forward ig_scorer=trunk runs first is the update's own: charged to the update
+            t_forward = own.forward.seconds if own.forward is not None else 0.0
+            t_score -= t_forward
             t0 = time.perf_counter()
             trainer.advantages(own)
             t_adv = time.perf_counter() - t0
@@ -147,11 +163,12 @@ def bench_step(trainer, step: int, order: list[tuple]) -> dict:
             trainer.model.train()
             trainer.update(own)
             _sync_cuda()
-            t_update = time.perf_counter() - t0
+            t_update = time.perf_counter() - t0 + t_forward
             t0 = time.perf_counter()
             trainer.sync(own)
             _sync_cuda()
             t_sync = time.perf_counter() - t0
+            engine_fresh = False
             if "step_ig" in own.scores:
                 igs[label] = own.scores["step_ig"]
             phases = {**shared, "scoring": t_score, "update": t_update, "sync": t_sync, "other": t_rewards + t_adv}
@@ -160,15 +177,20 @@ def bench_step(trainer, step: int, order: list[tuple]) -> dict:
                                      "grad_norm": own.metrics.get("grad_norm"), "scoring": scoring}
             if label == CONTINUE_WITH:
                 keep = snapshot(trainer) if label != order[-1][0] else None
-        if keep is not None:  # continue from the IG-Search (tree) weights; untimed
+        if keep is not None:  # continue from the IG-Search (trunk) weights; untimed
             restore(trainer, keep)
             trainer.engine.sync_weights(trainer.model)
     finally:
         cfg.method, cfg.ig_scorer = saved_method, saved_scorer
-    diffs = [abs(a - b) for ra, rb in zip(igs.get("ig-tree", []), igs.get("ig-naive", []))
+    def max_diff(label):
+        d = [abs(a - b) for ra, rb in zip(igs.get(label, []), igs.get("ig-naive", []))
              for a, b in zip(ra, rb) if a is not None and b is not None]
-    out["max_ig_diff_tree_naive"] = max(diffs) if diffs else 0.0
-    out["steps_scored"] = len(diffs)
+        return max(d) if d else 0.0, len(d)
+
+    out["max_ig_diff_tree_naive"], out["steps_scored"] = max_diff("ig-tree")
+    out["max_ig_diff_trunk_naive"] = max_diff("ig-trunk")[0]
+    if "ig-vllm" in igs:
+        out["max_ig_diff_vllm_naive"] = max_diff("ig-vllm")[0]
     return out
 
 
@@ -225,7 +247,7 @@ def setup_quick(args, root: Path):
         model = run_sft(init, world, root / "sft", steps=args.sft_steps, batch_size=8, lr=3e-3, query_noise=0.25,
                         hops=(1, 2, 3), topk=3, max_len=1024, seed=args.seed, progress=False)
         print(f"[step_overhead] SFT warm start: {args.sft_steps} steps in {time.perf_counter() - t0:.0f}s", flush=True)
-    overrides = [f"model_path={model}", f"world_dir={world}", f"seed={args.seed}", "method=ig", "ig_scorer=tree",
+    overrides = [f"model_path={model}", f"world_dir={world}", f"seed={args.seed}", "method=ig", "ig_scorer=trunk",
                  f"questions_per_step={args.questions or 8}", "eval_questions=0", "tensorboard=false",
                  f"steps={args.steps + args.warmup}", *args.overrides]
     return load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
@@ -307,7 +329,7 @@ def setup_gpu(args, root: Path):
     if args.sft_steps > 0:
         model = short_sft(init, world, root / "sft", steps=args.sft_steps, lr=args.sft_lr, seed=args.seed)
     overrides = [f"model_path={model}", f"world_dir={world}", "train_data=none", "eval_data=none",
-                 "retriever=bm25", "retriever_url=none", f"seed={args.seed}", "method=ig", "ig_scorer=tree",
+                 "retriever=bm25", "retriever_url=none", f"seed={args.seed}", "method=ig", "ig_scorer=trunk",
                  f"questions_per_step={args.questions or 64}", "eval_questions=0", "tensorboard=false",
                  f"steps={args.steps + args.warmup}", *args.overrides]
     return load_config(ROOT / "configs" / "qwen2.5-3b-gpu.yaml", overrides)
@@ -360,11 +382,12 @@ def main(argv=None) -> int:
     device = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     trainer = Trainer(cfg, root / "run", overwrite=True)
     setup_s = time.perf_counter() - t_setup
+    methods = [m for m in METHODS if m[2] != "vllm" or cfg.generation.engine == "vllm"]
     steps = []
     try:
         for i, step in enumerate(range(1, args.warmup + args.steps + 1)):
-            k = i % len(METHODS)
-            order = METHODS[k:] + METHODS[:k]
+            k = i % len(methods)
+            order = methods[k:] + methods[:k]
             t0 = time.perf_counter()
             rec = bench_step(trainer, step, order)
             rec["warmup"] = step <= args.warmup
@@ -372,9 +395,10 @@ def main(argv=None) -> int:
             steps.append(rec)
             m = rec["methods"]
             print(f"[step_overhead] step {step}{' (warm-up)' if rec['warmup'] else ''}: "
-                  + ", ".join(f"{lab} {m[lab]['step']:.2f}s (scoring {m[lab]['phases']['scoring']:.2f}s)" for lab, _, _ in METHODS)
+                  + ", ".join(f"{lab} {m[lab]['step']:.2f}s (scoring {m[lab]['phases']['scoring']:.2f}s)" for lab, _, _ in methods)
                   + f"; searches/rollout {rec['batch']['rollout/searches']:.2f}, steps scored {rec['steps_scored']}, "
-                  f"max |IG tree-naive| {rec['max_ig_diff_tree_naive']:.1e}", flush=True)
+                  f"max |IG - naive| tree {rec['max_ig_diff_tree_naive']:.1e} trunk {rec['max_ig_diff_trunk_naive']:.1e}"
+                  + (f" vllm {rec['max_ig_diff_vllm_naive']:.1e}" if "max_ig_diff_vllm_naive" in rec else ""), flush=True)
     finally:
         trainer.close()
     timed = [s for s in steps if not s["warmup"]]
@@ -384,7 +408,10 @@ def main(argv=None) -> int:
     notes = ("one Trainer; per step the rollout runs once and its time is charged to every method; for each "
              "method (rotating order) weights and AdamW state are restored, then IG (IG-Search only), "
              "advantages, update (packed log-probs + loss + AdamW) and weight sync are timed on the same "
-             "rollouts; training continues from the IG-Search (tree) update")
+             "rollouts; training continues from the IG-Search (trunk) update; ig-trunk's batch forward (run "
+             "before scoring, reused by the update) is charged to its update; before ig-vllm the engine is "
+             "re-synced to pi_old and the rollouts put back in its prefix cache, untimed, as right after "
+             "generation")
     if args.preset == "gpu":
         notes += ("; gpu preset: random-weight Qwen2.5-3B shape with the world's tokenizer, short bf16 SFT so "
                   "that rollouts search, BM25 over the synthetic world instead of the e5 server, "
@@ -405,6 +432,9 @@ def main(argv=None) -> int:
         "setup_s": setup_s,
         "searches_per_rollout": searches,
         "max_ig_diff_tree_naive": max(s["max_ig_diff_tree_naive"] for s in timed),
+        "max_ig_diff_trunk_naive": max(s["max_ig_diff_trunk_naive"] for s in timed),
+        "max_ig_diff_vllm_naive": max((s.get("max_ig_diff_vllm_naive", 0.0) for s in timed), default=None),
+        "threads": torch.get_num_threads() if device == "cpu" else None,
         "notes": notes,
         "summary": summary,
         "steps": steps,
@@ -424,11 +454,12 @@ def main(argv=None) -> int:
     igpo = summary["igpo"]
     fwd = statistics.fmean(s["methods"]["igpo"]["scoring"].get("turn_gain/tokens_forwarded", 0.0) for s in timed)
     alone = statistics.fmean(s["methods"]["igpo"]["scoring"].get("turn_gain/tokens_each_context_alone", 0.0) for s in timed)
-    print(f"IGPO turn gains through the tree scorer: {fwd:.0f} tokens forwarded per step against {alone:.0f} when "
+    print(f"IGPO turn gains through the trunk scorer: {fwd:.0f} tokens forwarded per step against {alone:.0f} when "
           f"each turn prefix is scored on its own; IGPO scoring {igpo['phases']['scoring']:.2f}s per step.")
     print(" ".join(f"overhead_{label.replace('-', '_')}={s['overhead_pct']:.1f}" for label, s in summary.items()
                    if label != "grpo"))
-    print(f"overhead_tree={summary['ig-tree']['overhead_pct']:.1f} overhead_naive={summary['ig-naive']['overhead_pct']:.1f}")
+    print(" ".join(f"overhead_{k}={summary['ig-' + k]['overhead_pct']:.1f}" for k in ("trunk", "tree", "naive", "vllm")
+                   if "ig-" + k in summary))
     return 0
 
 

@@ -4,7 +4,7 @@ A laptop always runs other processes. With torch's OpenMP pool at 2 threads on 2
 neighbour can make every parallel region wait for a descheduled thread; how long the waiting threads
 spin first is the OpenMP wait policy. This benchmark times SFT steps of the tiny policy (the demo's
 heaviest phase) in a fresh process for each setting: threads 1 / 2, ``OMP_WAIT_POLICY`` unset /
-PASSIVE / ACTIVE, alone and beside a neighbour that keeps one core busy with its own 1-thread
+PASSIVE / ACTIVE or a libgomp spin count (``SPIN<n>``), alone and beside a neighbour that keeps one core busy with its own 1-thread
 matrix products. The slowdown of a setting is its time beside the neighbour over its time alone.
 
     python bench/thread_contention.py            # ~4 minutes on 2 cores
@@ -63,11 +63,20 @@ while True:
 """
 
 
+def policy_env(policy: str | None) -> dict:
+    """Environment of a wait-policy setting: None (unset), PASSIVE, ACTIVE, or SPIN<n> (libgomp's
+    ``GOMP_SPINCOUNT=n``: spin n iterations, then sleep; unset = 300,000, PASSIVE = 0)."""
+    if not policy:
+        return {}
+    if policy.startswith("SPIN"):
+        return {"GOMP_SPINCOUNT": policy[4:]}
+    return {"OMP_WAIT_POLICY": policy}
+
+
 def time_steps(threads: int, policy: str | None, steps: int, world: Path, model: Path, busy: bool) -> list[float]:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
+    env.update(policy_env(policy))
     neighbour = None
     if busy:
         neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR], env={**env, "OMP_NUM_THREADS": "1"})
@@ -85,7 +94,8 @@ def time_steps(threads: int, policy: str | None, steps: int, world: Path, model:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=8, help="timed SFT steps per setting (after 2 untimed)")
-    ap.add_argument("--policies", default="unset,PASSIVE,ACTIVE")
+    ap.add_argument("--policies", default="unset,PASSIVE,ACTIVE,SPIN10000",
+                    help="comma-separated: unset, PASSIVE, ACTIVE, SPIN<n> (GOMP_SPINCOUNT=n)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", default=str(RESULTS / "thread_contention.json"))
     args = ap.parse_args(argv)
