@@ -2,7 +2,8 @@
 # The GPU checks in one command, for a machine with a CUDA GPU and no network:
 #   1. pytest -m gpu                         (GPU tests: kernels against their references, ...)
 #   2. bench/kernels.py                      (kernels vs torch references and library anchors)
-#   3. bench/ig_scoring.py                   (tree vs naive IG scorer, tiny and 0.5B shapes)
+#   3. bench/ig_scoring.py                   (every IG scorer: trunk, tree, naive, the vLLM peer; tiny and
+#                                             0.5B shapes; its default_scorer= line is this card's default)
 #   4. bench/step_overhead.py --preset gpu   (IG overhead per training step, Qwen2.5-3B shape)
 # Every log and JSON goes under one folder, bench/results/gpu-<card>-<date>/ (or $1 when given).
 # A failing part does not stop the others; the exit status is non-zero if any part failed, and
@@ -10,7 +11,8 @@
 #
 #   bash bench/gpu_suite.sh                 # from the repository root, in the project's venv
 #   PYTHON=.venv/bin/python bash bench/gpu_suite.sh
-#   QUICK=1 bash bench/gpu_suite.sh         # --quick where a script has it (smoke test of the suite)
+#   QUICK=1 bash bench/gpu_suite.sh         # --quick where a script has it, one timed step of
+#                                           # step_overhead (meant to fit one 10-minute call)
 set -u
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
@@ -23,7 +25,11 @@ card=$("$PY" -c 'import re, torch; print(re.sub(r"[^a-z0-9]+", "-", torch.cuda.g
 out="${1:-bench/results/gpu-${card}-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 quick=()
-[ "${QUICK:-0}" = "1" ] && quick=(--quick)
+overhead=()
+if [ "${QUICK:-0}" = "1" ]; then
+    quick=(--quick)
+    overhead=(--steps 1 --warmup 0 --sft-steps 20 --questions 16)
+fi
 
 {
     echo "date: $(date -Is)"
@@ -50,8 +56,9 @@ part() {  # part NAME COMMAND...: run, log to $out/NAME.log, record the exit sta
 part pytest-gpu "$PY" -m pytest -m gpu -q -rs --junitxml="$out/pytest-gpu.xml"
 part kernels "$PY" bench/kernels.py --device cuda "${quick[@]}" --out "$out/kernels.json"
 part ig_scoring "$PY" bench/ig_scoring.py --device cuda "${quick[@]}" --out "$out/ig_scoring.json"
-part step_overhead "$PY" bench/step_overhead.py --preset gpu --work-dir "$out/step_overhead-work" \
+part step_overhead "$PY" bench/step_overhead.py --preset gpu "${overhead[@]}" --work-dir "$out/step_overhead-work" \
     --out "$out/step_overhead.json"
+grep -h "default_scorer=" "$out/ig_scoring.log" >> "$out/summary.txt" 2>/dev/null
 # the work dir holds a 3B model and checkpoints; keep the logs and JSON only
 rm -rf "$out/step_overhead-work"
 

@@ -1,28 +1,40 @@
-"""IG scoring benchmark: the tree scorer against the naive scorer, same inputs, same process.
+"""IG scoring benchmark: every IG scorer on the same rollouts, same process.
 
 Batches of world rollouts (G rollouts x Q questions, a fixed or mixed number of search steps, N
-random counterfactuals per step) are scored by ``compute_information_gain`` with both scorers,
-under the tiny policy shape and a ~0.5B Qwen2.5 shape (random weights). Reported per case:
-tokens forwarded (real, non-pad), wall time, peak memory and the max |IG difference| between the
-two scorers.
+random counterfactuals per step) are scored by ``compute_information_gain`` with
+- ``naive``: every sequence on its own (the baseline);
+- ``tree``: shared prefixes forwarded once;
+- ``trunk``: only the tokens off the rollouts' keys/values, which are given (the trainer's update
+  forward leaves them); the forward that would compute them for IG alone is timed apart;
+- ``vllm`` (unless ``--no-vllm``): the vLLM rollout engine with prefix-cache reads, its cache reset
+  and refilled with the rollouts before each timing (the state right after generation);
+under the tiny policy shape and a ~0.5B Qwen2.5 shape (random weights). Reported per case: tokens
+forwarded (real, non-pad), the branch-token floor (the tokens no forward of the rollouts has
+computed: what any exact scorer must forward), wall time (median of ``--repeats``, scorers
+interleaved, with min and max), peak memory and the max |IG difference| from the naive scorer.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the phase; on the CPU, the
 process resident-set high-water mark (Linux VmHWM, reset through /proc/self/clear_refs before the
 phase) minus the resident set before it, i.e. the extra memory the phase needed.
 
 The rollouts are oracle rollouts of the synthetic world (seed 0, built in a temporary directory;
-BM25 retrieval, top 3, refine template) with query noise 0.35, one ``random.Random`` per rollout:
-each text is the chat prompt of a train question plus ``oracle_response``. The G rollouts of a
-question are distinct; they share the prompt and often their first steps, and differ after a noisy
-query (a near-miss entity, a misspelling, missing words; a query that finds nothing adds a clean
-retry step). "3 steps" keeps only rollouts of 3-hop questions with exactly 3 ``<documents>``
-blocks; "1-4 steps" cycles through 3-, 1- and 2-hop questions and keeps rollouts of 1 to 4 steps.
-The tiny policy and the tokenizer are the project's own (``igsearch.policy.tiny``, tokenizer
-trained on the world's text); the 0.5B shape has Qwen2.5's 151936-entry vocabulary.
+BM25 retrieval, top 3 unless the case says otherwise, refine template) with query noise 0.35, one
+``random.Random`` per rollout: each text is the chat prompt of a train question plus
+``oracle_response``. The G rollouts of a question are distinct; they share the prompt and often
+their first steps, and differ after a noisy query (a near-miss entity, a misspelling, missing
+words; a query that finds nothing adds a clean retry step). "3 steps" keeps only rollouts of 3-hop
+questions with exactly 3 ``<documents>`` blocks; "1-4 steps" cycles through 3-, 1- and 2-hop
+questions and keeps rollouts of 1 to 4 steps. The tiny policy and the tokenizer are the project's
+own (``igsearch.policy.tiny``, tokenizer trained on the world's text); the 0.5B shape has
+Qwen2.5's 151936-entry vocabulary. ``--busy`` runs everything beside a process that keeps one core
+busy.
 
     python bench/ig_scoring.py --quick    # a few minutes on a laptop CPU
-The last line is ``tokens_ratio=<naive/tree> time_ratio=<naive/tree> max_ig_diff=<value>`` for the
-headline case (tiny policy, 3 steps, N=3).
+The last line is ``tokens_ratio_floor=<best exact / floor> time_ratio=<naive / best exact>
+best=<scorer> best_seconds=... vllm_seconds=... vllm_ig_diff=... tokens_ratio=<naive/tree>
+max_ig_diff=<exact scorers vs naive>`` for the headline case (tiny policy, 3 steps, N=3); the line
+before it gives the same for the 0.5B shape, and ``default_scorer=<best>`` the scorer to use on
+this device.
 """
 
 from __future__ import annotations
@@ -31,8 +43,11 @@ import argparse
 import gc
 import itertools
 import json
+import os
 import random
 import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,7 +93,7 @@ def load_world(seed=WORLD_SEED):
     return by_hops, retriever, tokenizer
 
 
-def make_rollouts(world, tokenizer, G, Q, steps, *, skip=0, noise=QUERY_NOISE, max_tries=64):
+def make_rollouts(world, tokenizer, G, Q, steps, *, skip=0, noise=QUERY_NOISE, max_tries=64, topk=TOPK):
     """G distinct oracle rollouts for each of Q world questions; returns (texts, golds, step counts).
 
     ``steps``: an int (questions with that many hops, rollouts with exactly that many steps) or
@@ -104,7 +119,7 @@ def make_rollouts(world, tokenizer, G, Q, steps, *, skip=0, noise=QUERY_NOISE, m
         group = {}
         for k in range(max_tries):
             rng = random.Random(f"ig-bench-{row.id}-{k}")
-            response = oracle_response(row, retriever, template=REFINE_TEMPLATE, topk=TOPK,
+            response = oracle_response(row, retriever, template=REFINE_TEMPLATE, topk=topk,
                                        query_noise=noise, rng=rng)
             n = response.count(DOCS_OPEN)
             if lo <= n <= hi and response not in group:
@@ -201,6 +216,14 @@ def measure(fn, device):
 
 EXACT = ("naive", "tree", "trunk")  # trainer-side scorers: the same IG to rounding
 
+NEIGHBOUR = r"""
+import os, time
+import numpy as np
+a = np.random.rand(400, 400)
+while True:
+    a = (a @ a) / 400.0
+"""
+
 
 def trunk_ids(tokenizer, texts):
     """The rollouts' token ids (what the policy read and what vLLM's prefix cache holds)."""
@@ -210,7 +233,8 @@ def trunk_ids(tokenizer, texts):
 
 
 def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, engine=None):
-    """Score one batch with every scorer; the best of ``repeats`` timings each.
+    """Score one batch with every scorer, ``repeats`` times each, interleaved (so that a change of
+    the machine's load hits every scorer alike); the median timing is reported, with the spread.
 
     trunk: the rollouts' keys/values are given (as the trainer's update forward leaves them);
     the forward that would compute them for IG alone is timed apart (``trunk_kv_seconds``).
@@ -224,35 +248,35 @@ def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, en
     row["rollout_tokens"] = sum(map(len, ids))
     kv, kv_secs, _ = measure(lambda: compute_trunk_kv(model, ids), device)
     row["trunk_kv_seconds"] = kv_secs
-    igs = {}
-    for scorer in EXACT + (("vllm",) if engine is not None else ()):
-        options = {}
-        if scorer == "trunk":
-            options = {"trunks": kv}
-        elif scorer == "vllm":
-            options = {"scorer_options": {"engine": engine}}
-        best = None
-        for _ in range(repeats):
-            if scorer == "vllm":
+    igs, timings = {}, {}
+    scorers = EXACT + (("vllm",) if engine is not None else ())
+    for _ in range(repeats):
+        for scorer in scorers:
+            options = {}
+            if scorer == "trunk":
+                options = {"trunks": kv}
+            elif scorer == "vllm":
+                options = {"scorer_options": {"engine": engine}}
                 engine.llm.reset_prefix_cache()
                 engine.continuation_logprobs(ids, [len(x) for x in ids])  # the rollouts, as generated
             with torch.inference_mode():
                 res, secs, peak = measure(
                     lambda: compute_information_gain(texts, golds, model, tokenizer, scorer=scorer, **options, **kw),
                     device)
-            best = (res, secs, peak) if best is None or secs < best[1] else best
-        res, secs, peak = best
-        igs[scorer] = res.step_ig
-        row[scorer] = {
-            "tokens_forwarded": res.stats["tokens_forwarded"],
-            "padded_tokens": res.stats["padded_tokens"],
-            "n_sequences": res.stats["n_sequences"],
-            "n_forwards": res.stats["n_forwards"],
-            "seconds": secs,
-            "peak_mib": peak,
-        }
-        if scorer == "trunk":
-            row["branch_floor_tokens"] = res.stats["branch_floor_tokens"]
+            timings.setdefault(scorer, []).append((secs, peak))
+            igs[scorer] = res.step_ig
+            row[scorer] = {
+                "tokens_forwarded": res.stats["tokens_forwarded"],
+                "padded_tokens": res.stats["padded_tokens"],
+                "n_sequences": res.stats["n_sequences"],
+                "n_forwards": res.stats["n_forwards"],
+            }
+            if scorer == "trunk":
+                row["branch_floor_tokens"] = res.stats["branch_floor_tokens"]
+    for scorer, runs in timings.items():
+        secs = sorted(t for t, _ in runs)
+        row[scorer].update(seconds=statistics.median(secs), seconds_min=secs[0], seconds_max=secs[-1],
+                           seconds_all=[t for t, _ in runs], peak_mib=max(p for _, p in runs))
     def max_diff(a, b):
         d = [abs(x - y) for ra, rb in zip(igs[a], igs[b]) for x, y in zip(ra, rb) if x is not None]
         return max(d) if d else 0.0
@@ -313,21 +337,29 @@ def main(argv=None):
                          "make elementwise ops ~40x slower and timings meaningless)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/ig_scoring-<time>.json)")
     ap.add_argument("--no-vllm", action="store_true", help="leave out the vLLM prefix-cache peer")
+    ap.add_argument("--repeats", type=int, default=3, help="timings per scorer and case (median reported; default 3)")
+    ap.add_argument("--busy", action="store_true",
+                    help="run beside a neighbour process that keeps one core busy (1-thread matrix products)")
     args = ap.parse_args(argv)
     device, dtype = args.device, getattr(torch, args.dtype)
     if device == "cpu":
         torch.set_num_threads(args.threads)
     on_gpu = device == "cuda"
+    neighbour = None
+    if args.busy:  # another process keeps one core busy for the whole run
+        neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR], env={**os.environ, "OMP_NUM_THREADS": "1"})
     quick = args.quick
 
     # Case list: (model shape, layers or None, case name, G, Q, steps)
     if quick:
-        cases = [("tiny", None, "3 steps", 4, 3, 3), ("tiny", None, "1-4 steps", 4, 3, (1, 4))]
-        large = [("qwen2.5-0.5b", None if on_gpu else 4, "3 steps", 2, 2 if on_gpu else 1, 3)]
+        cases = [("tiny", None, "3 steps", 4, 3, 3, TOPK), ("tiny", None, "1-4 steps", 4, 3, (1, 4), TOPK)]
+        large = [("qwen2.5-0.5b", None if on_gpu else 4, "3 steps", 2, 2 if on_gpu else 1, 3, TOPK)]
     else:
-        cases = [("tiny", None, "3 steps", 5, 8, 3), ("tiny", None, "1-4 steps", 5, 8, (1, 4))]
-        large = [("qwen2.5-0.5b", None, "3 steps", 4 if on_gpu else 2, 4 if on_gpu else 2, 3),
-                 ("qwen2.5-0.5b", None, "1-4 steps", 4 if on_gpu else 2, 4 if on_gpu else 2, (1, 4))]
+        cases = [("tiny", None, "3 steps", 5, 8, 3, TOPK), ("tiny", None, "1-4 steps", 5, 8, (1, 4), TOPK),
+                 ("tiny", None, "3 steps, 16 rollouts", 16, 4, 3, TOPK),
+                 ("tiny", None, "3 steps, long documents (top 6)", 5, 8, 3, 6)]
+        large = [("qwen2.5-0.5b", None, "3 steps", 4 if on_gpu else 2, 4 if on_gpu else 2, 3, TOPK),
+                 ("qwen2.5-0.5b", None, "1-4 steps", 4 if on_gpu else 2, 4 if on_gpu else 2, (1, 4), TOPK)]
     if not args.skip_large:
         cases += large
 
@@ -344,7 +376,7 @@ def main(argv=None):
     rows, models = [], {}
     engine, tmp = None, tempfile.TemporaryDirectory(prefix="ig_scoring-model-")
     headline = large_row = None
-    for (shape, layers, name, G, Q, steps) in cases:
+    for (shape, layers, name, G, Q, steps, topk) in cases:
         key = (shape, layers)
         if key not in models:
             if engine is not None:
@@ -365,8 +397,9 @@ def main(argv=None):
                     options = {"scorer_options": {"engine": engine}}
                 compute_information_gain(warm_t, warm_g, model, tokenizer, scorer=scorer, seed=0, **options)
         model, dims = models[key]
-        texts, golds, counts = make_rollouts(world, tokenizer, G, Q, steps, skip=1)
-        row = run_case(name, model, tokenizer, texts, golds, args.n_random, device, repeats=1, engine=engine)
+        texts, golds, counts = make_rollouts(world, tokenizer, G, Q, steps, skip=1, topk=topk)
+        row = run_case(name, model, tokenizer, texts, golds, args.n_random, device, args.repeats, engine=engine)
+        row["topk"] = topk
         row["model"] = shape + (f" ({dims['num_hidden_layers']} layers)" if layers else "")
         row["shape"] = dims
         row["G"], row["Q"], row["steps"] = G, Q, steps
@@ -384,6 +417,9 @@ def main(argv=None):
     if engine is not None:
         engine.close()
     tmp.cleanup()
+    if neighbour is not None:
+        neighbour.kill()
+        neighbour.wait()
 
     mem_label = "peak MiB (cuda max allocated)" if on_gpu else "peak MiB (RSS high-water delta)"
     result = {
@@ -396,6 +432,8 @@ def main(argv=None):
         "rollouts": {"world_seed": WORLD_SEED, "split": "train", "query_noise": QUERY_NOISE, "topk": TOPK,
                      "template": "refine", "tokenizer_vocab": len(tokenizer)},
         "memory_metric": mem_label,
+        "machine": "busy: one neighbour process on one core" if args.busy else "idle (as far as this run knows)",
+        "repeats": args.repeats,
         "torch": torch.__version__,
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "notes": ("naive = every sequence on its own, left-padded micro-batches (sorted by length), "
@@ -413,12 +451,16 @@ def main(argv=None):
     out = Path(args.out) if args.out else RESULTS / f"ig_scoring-{'quick-' if quick else ''}{stamp}.json"
     out.write_text(json.dumps(result, indent=2))
     threads = f", {torch.get_num_threads()} thread(s)" if device == "cpu" else ""
-    print(f"\nIG scoring, {result['device']}{threads}, {args.dtype}, N={args.n_random}. JSON: {out}\n")
+    print(f"\nIG scoring, {result['device']}{threads}, {args.dtype}, N={args.n_random}, {result['machine']}, "
+          f"median of {args.repeats} timings. JSON: {out}\n")
     print(table(rows, mem_label))
     if large_row is not None:
         print(f"large ({large_row['model']}): time_ratio={large_row['time_ratio']:.3f} "
               f"tokens_ratio_floor={large_row['tokens_ratio_floor']:.3f} best={large_row['best_exact']}"
               + (f" vllm_seconds={large_row['vllm']['seconds']:.3f}" if "vllm" in large_row else ""))
+    wins = Counter(r["best_exact"] for r in rows)
+    print(f"default_scorer={wins.most_common(1)[0][0]} (fastest exact scorer in {wins.most_common(1)[0][1]} of "
+          f"{len(rows)} cases on {result['device']})")
     h = headline
     print(f"tokens_ratio_floor={h['tokens_ratio_floor']:.3f} time_ratio={h['time_ratio']:.3f} best={h['best_exact']} "
           f"best_seconds={h[h['best_exact']]['seconds']:.3f}"
