@@ -57,3 +57,23 @@ def test_plugin_module_registers_its_method_before_the_config_is_read(tmp_path, 
     (tmp_path / "old.yaml").write_text("model_path: /m\ntokenizer_path: null\n")
     assert load_config(tmp_path / "old.yaml").model_path == "/m"
     assert "'tokenizer_path' is no longer used" in capsys.readouterr().err
+
+
+def test_the_cli_sets_a_short_openmp_spin_unless_the_user_chose_one():
+    """GOMP_SPINCOUNT (bench/thread_contention.py) is set in a fresh `igsearch` process before torch
+    loads, and a user's own wait policy is left alone."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import os, sys; from igsearch.cli import set_openmp_wait_policy; "
+             "print(set_openmp_wait_policy(), os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "1000"]
+    out = subprocess.run([sys.executable, "-c", probe], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "None"]
+    late = "import torch; " + probe  # too late once OpenMP is loaded: not pretended
+    out = subprocess.run([sys.executable, "-c", late], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "None"]
