@@ -34,6 +34,15 @@ _LOGIT_ROWS = 512
 _FAST_MODEL_TYPES = ("qwen2", "llama")
 
 
+def fast_path_budgets(model, max_tokens_per_forward: int | None, query_block: int | None) -> tuple[int, int]:
+    """The fast path's run budget and query block, None = the device's default. On the CPU, runs of
+    1,024 tokens and 64-query blocks were 18-22% faster than 4,096 / 256 for both the tree and the
+    trunk scorer (demo rollouts, tiny policy, 1 thread; 32-128 within noise of each other); CUDA keeps
+    4,096 / 256 until a GPU measures it."""
+    cuda = next(model.parameters()).is_cuda
+    return (max_tokens_per_forward or (4096 if cuda else 1024), query_block or (256 if cuda else 64))
+
+
 # ----------------------------------------------------------------------------- shared helpers
 
 
@@ -333,15 +342,16 @@ def score_tree(
     requests: list[ScoreRequest],
     model,
     *,
-    max_tokens_per_forward: int = 4096,
-    query_block: int = 256,
+    max_tokens_per_forward: int | None = None,
+    query_block: int | None = None,
     fast_path: bool | str = "auto",
     use_kernels: bool | str = "auto",
 ) -> ScoreOutput:
     """Score ``requests`` with prefix sharing. See the module docstring.
 
     ``max_tokens_per_forward``: tokens per forward (generic) or per run of nodes (fast path).
-    ``query_block``: fast path query-block size for the sparse tree attention.
+    ``query_block``: fast path query-block size for the sparse tree attention. None: the device's
+    default (:func:`fast_path_budgets`).
     ``fast_path``: "auto" (use it when :func:`fast_path_supported`), True (require it), False.
     ``use_kernels``: "auto" (the Triton kernels when the model is on CUDA and they import), True,
     False (torch SDPA + chunked torch log-softmax).
@@ -350,6 +360,7 @@ def score_tree(
     if not requests:
         return out
     seqs = [r.input_ids for r in requests]
+    max_tokens_per_forward, query_block = fast_path_budgets(model, max_tokens_per_forward, query_block)
     supported = fast_path_supported(model)
     if fast_path is True and not supported:
         raise ValueError(

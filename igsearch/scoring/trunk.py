@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 
 from .base import ScoreOutput, ScoreRequest, register_scorer
-from .tree import _score_fast, _score_generic, fast_path_supported
+from .tree import _score_fast, _score_generic, fast_path_budgets, fast_path_supported
 
 __all__ = ["TrunkKV", "compute_trunk_kv", "kv_bytes", "score_trunk"]
 
@@ -130,8 +130,8 @@ def score_trunk(
     *,
     trunks: TrunkKV | Sequence[Sequence[int]],
     trunk_of: Sequence[int],
-    max_tokens_per_forward: int = 4096,
-    query_block: int = 256,
+    max_tokens_per_forward: int | None = None,
+    query_block: int | None = None,
     use_kernels: bool | str = "auto",
     max_trunk_tokens: int = 65536,
 ) -> ScoreOutput:
@@ -153,6 +153,7 @@ def score_trunk(
     if not requests:
         return out
     seqs = [r.input_ids for r in requests]
+    max_tokens_per_forward, query_block = fast_path_budgets(model, max_tokens_per_forward, query_block)
     if not fast_path_supported(model):
         _score_generic(requests, model, seqs, max_tokens_per_forward, out)
         out.extra.update(path="generic", trunk_reuse=False)
