@@ -143,7 +143,7 @@ def bench_step(trainer, step: int, order: list[tuple]) -> dict:
                 cfg.ig_scorer = scorer
             if scorer == "vllm" and not engine_fresh:  # untimed: back to "right after generation"
                 trainer.engine.sync_weights(trainer.model)
-                seqs = [t.prompt_ids + t.response_ids for t in batch.trajectories]
+                seqs = [t.token_ids for t in batch.trajectories]
                 trainer.engine.continuation_logprobs(seqs, [len(x) for x in seqs])
             needs = estimator_needs(method)
             own = dataclasses.replace(batch, scores={}, advantages=None, metrics={}, forward=None)

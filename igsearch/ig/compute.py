@@ -166,7 +166,7 @@ def information_gain_of_trajectories(trajectories, model, tokenizer, **options) 
     t0 = time.perf_counter()
     rollouts = [rollout_from_trajectory(t, tokenizer) for t in trajectories]
     if options.get("scorer") == "trunk" and options.get("trunks") is None:
-        options["trunks"] = [list(t.prompt_ids) + list(t.response_ids) for t in trajectories]
+        options["trunks"] = [t.token_ids for t in trajectories]
     return information_gain_of_rollouts(rollouts, [t.golds for t in trajectories], model, tokenizer,
                                         started=t0, **options)
 

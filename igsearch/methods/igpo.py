@@ -71,8 +71,7 @@ def turn_gain(batch: ScoringBatch) -> StepScores:
     if requests:
         options = {}
         if cfg.ig_scorer == "trunk":  # every turn context is a token prefix of its rollout
-            options = {"trunks": batch.trunk_kv or [list(t.prompt_ids) + list(t.response_ids)
-                                                    for t in batch.trajectories], "trunk_of": owners}
+            options = {"trunks": batch.trunk_kv or [t.token_ids for t in batch.trajectories], "trunk_of": owners}
         elif cfg.ig_scorer == "vllm":
             options = {"engine": batch.engine}
         out = score(requests, batch.model, scorer=cfg.ig_scorer, **options)

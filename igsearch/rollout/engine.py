@@ -178,7 +178,7 @@ class VLLMEngine:
         out: list[list[float] | None] = [None] * len(sequences)
         computed = 0
         retry = []
-        for i, res in zip(range(len(sequences)), run(list(range(len(sequences))), True)):
+        for i, res in enumerate(run(list(range(len(sequences))), True)):
             entries = res.prompt_logprobs or []
             seq = sequences[i]
             cached = int(res.num_cached_tokens or 0)

@@ -50,6 +50,11 @@ class Trajectory:
         return self.prompt_text + self.response_text
 
     @property
+    def token_ids(self) -> list[int]:
+        """The tokens the policy read and wrote: ``prompt_ids + response_ids`` (IG's trunk)."""
+        return list(self.prompt_ids) + list(self.response_ids)
+
+    @property
     def n_steps(self) -> int:
         return len(self.steps)
 

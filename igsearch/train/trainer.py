@@ -287,7 +287,7 @@ class Trainer:
                         ) -> torch.Tensor:
         """log pi(response token | prefix) for every response token: float32 [B, T] (0 past the end).
         ``kv_out``: collects the forward's keys/values (see ``packed_forward``)."""
-        seqs = [t.prompt_ids + t.response_ids for t in trajs]
+        seqs = [t.token_ids for t in trajs]
         with torch.set_grad_enabled(grad):
             lps = packed_token_logprobs(model, seqs, temperature=self.cfg.temperature,
                                         compute_from=[len(t.prompt_ids) for t in trajs],
@@ -307,7 +307,7 @@ class Trainer:
 
         t0 = time.perf_counter()
         grad = engine_logprobs_are_pi_old(self.cfg) and self.cfg.mini_batches == 1
-        seqs = [t.prompt_ids + t.response_ids for t in trajs]
+        seqs = [t.token_ids for t in trajs]
         keep = grad or kv_bytes(self.model, sum(map(len, seqs))) <= MAX_HELD_KV_BYTES
         rows: list | None = [] if keep else None
         was_training = self.model.training
