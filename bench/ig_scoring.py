@@ -215,6 +215,16 @@ def measure(fn, device):
 
 
 EXACT = ("naive", "tree", "trunk")  # trainer-side scorers: the same IG to rounding
+#: The tree and trunk scorers on the per-block torch path (``use_kernels=False``), timed beside the
+#: default (native ops on a CPU that built them, Triton on CUDA) when the two differ.
+TORCH_PATH = {"tree-torch": "tree", "trunk-torch": "trunk"}
+
+
+def kernel_variants(model) -> tuple[str, ...]:
+    """The ``TORCH_PATH`` scorers when the default path uses kernels (else they would repeat it)."""
+    from igsearch.scoring.tree import kernels_by_default
+
+    return tuple(TORCH_PATH) if kernels_by_default(model) else ()
 
 NEIGHBOUR = r"""
 import os, time
@@ -249,12 +259,15 @@ def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, en
     kv, kv_secs, _ = measure(lambda: compute_trunk_kv(model, ids), device)
     row["trunk_kv_seconds"] = kv_secs
     igs, timings = {}, {}
-    scorers = EXACT + (("vllm",) if engine is not None else ())
+    variants = kernel_variants(model)
+    scorers = EXACT + variants + (("vllm",) if engine is not None else ())
     for _ in range(repeats):
-        for scorer in scorers:
-            options = {}
+        for label in scorers:
+            scorer, options = TORCH_PATH.get(label, label), {}
+            if label in TORCH_PATH:
+                options = {"scorer_options": {"use_kernels": False}}
             if scorer == "trunk":
-                options = {"trunks": kv}
+                options["trunks"] = kv
             elif scorer == "vllm":
                 options = {"scorer_options": {"engine": engine}}
                 engine.llm.reset_prefix_cache()
@@ -263,15 +276,15 @@ def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, en
                 res, secs, peak = measure(
                     lambda: compute_information_gain(texts, golds, model, tokenizer, scorer=scorer, **options, **kw),
                     device)
-            timings.setdefault(scorer, []).append((secs, peak))
-            igs[scorer] = res.step_ig
-            row[scorer] = {
+            timings.setdefault(label, []).append((secs, peak))
+            igs[label] = res.step_ig
+            row[label] = {
                 "tokens_forwarded": res.stats["tokens_forwarded"],
                 "padded_tokens": res.stats["padded_tokens"],
                 "n_sequences": res.stats["n_sequences"],
                 "n_forwards": res.stats["n_forwards"],
             }
-            if scorer == "trunk":
+            if label == "trunk":
                 row["branch_floor_tokens"] = res.stats["branch_floor_tokens"]
     for scorer, runs in timings.items():
         secs = sorted(t for t, _ in runs)
@@ -281,7 +294,10 @@ def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, en
         d = [abs(x - y) for ra, rb in zip(igs[a], igs[b]) for x, y in zip(ra, rb) if x is not None]
         return max(d) if d else 0.0
     row["steps_scored"] = sum(x is not None for r in igs["naive"] for x in r)
-    row["max_ig_diff"] = max(max_diff("naive", "tree"), max_diff("naive", "trunk"))
+    row["max_ig_diff"] = max(max_diff("naive", s) for s in ("tree", "trunk") + variants)
+    row["kernels"] = "default" if not variants else "native ops (tree-torch/trunk-torch: per-block torch path)"
+    for label in variants:  # speed-up of the kernels over the torch path, same scorer
+        row[f"kernel_speedup_{TORCH_PATH[label]}"] = row[label]["seconds"] / row[TORCH_PATH[label]]["seconds"]
     row["tokens_ratio"] = row["naive"]["tokens_forwarded"] / max(1, row["tree"]["tokens_forwarded"])
     row["time_ratio_tree"] = row["naive"]["seconds"] / row["tree"]["seconds"]
     row["mem_ratio"] = row["naive"]["peak_mib"] / max(1e-9, row["tree"]["peak_mib"])
@@ -297,7 +313,7 @@ def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, en
 
 
 def table(rows, mem_label):
-    scorers = [s for s in EXACT + ("vllm",) if any(s in r for r in rows)]
+    scorers = [s for s in EXACT + tuple(TORCH_PATH) + ("vllm",) if any(s in r for r in rows)]
     head = ("| model | case | rollouts | steps | branch floor | "
             + " | ".join(f"tokens {s}" for s in scorers) + " | "
             + " | ".join(f"s {s}" for s in scorers) + " | trunk KV fwd s | best | time ratio naive/best | "
@@ -391,8 +407,11 @@ def main(argv=None):
                 engine = start_vllm(model, tokenizer, Path(tmp.name) / f"{shape}-{layers}", device)
                 print(f"[ig_scoring] vLLM engine on {shape}: {time.perf_counter() - t0:.0f} s to start", flush=True)
             warm_ids = trunk_ids(tokenizer, warm_t)
-            for scorer in EXACT + (("vllm",) if engine else ()):  # warm-up: first-call overheads out of the timings
-                options = {"trunks": warm_ids} if scorer == "trunk" else {}
+            for label in EXACT + kernel_variants(model) + (("vllm",) if engine else ()):  # warm-up: first-call overheads out
+                scorer = TORCH_PATH.get(label, label)
+                options = {"scorer_options": {"use_kernels": False}} if label in TORCH_PATH else {}
+                if scorer == "trunk":
+                    options["trunks"] = warm_ids
                 if scorer == "vllm":
                     options = {"scorer_options": {"engine": engine}}
                 compute_information_gain(warm_t, warm_g, model, tokenizer, scorer=scorer, seed=0, **options)
@@ -408,7 +427,8 @@ def main(argv=None):
         rows.append(row)
         print(f"[ig_scoring] {row['model']} {name}: best exact {row['best_exact']} {row['time_ratio']:.2f}x "
               f"faster than naive, tokens {row['tokens_ratio_floor']:.3f}x the branch floor, max IG diff "
-              f"{row['max_ig_diff']:.2e}" + (f", vLLM peer {row['vllm']['seconds']:.2f} s vs "
+              f"{row['max_ig_diff']:.2e}" + "".join(f", {k.split('_')[-1]} {v:.2f}x faster with kernels"
+                                                    for k, v in row.items() if k.startswith("kernel_speedup_")) + (f", vLLM peer {row['vllm']['seconds']:.2f} s vs "
                                               f"{row[row['best_exact']]['seconds']:.2f} s" if engine else ""), flush=True)
         if headline is None and shape == "tiny" and steps == 3:
             headline = row

@@ -8,11 +8,16 @@ On a GPU (timings with ``triton.testing.do_bench``, milliseconds):
 - span_advantage_loss (forward + backward): ours vs the eager formula and its torch.compile.
 - tree_attention (a shared-prefix tree of ~16k packed tokens): ours (block-mask build included)
   vs SDPA with the dense tree mask and FlexAttention with the same mask, the latter both warm and
-  "per new tree shape" (create_block_mask + compile + first call).
+  "per new tree shape" (create_block_mask + compile + first call). On the CPU: the native op vs the
+  torch path (dense-mask SDPA over query chunks), dense SDPA and FlexAttention on tries with the tiny
+  preset's heads and a Qwen2.5-0.5B layer's, plus branches attending to a cached trunk (past keys).
 
 On the CPU the dispatched torch paths are timed against the same eager baselines (and
-FlexAttention, which compiles for the CPU). The Triton kernels are NOT timed on the CPU: they only
-run there through Triton's interpreter, whose speed means nothing.
+FlexAttention, which compiles for the CPU); for gather_logprobs the native op (``make native``),
+the chunked torch path and eager logits + log_softmax, with the spread of the repeats and each one's
+peak RSS rise in a fresh interpreter (use ``--threads 1`` for numbers that compare across machines).
+The Triton kernels are NOT timed on the CPU: they only run there through Triton's interpreter,
+whose speed means nothing.
 
     python bench/kernels.py --quick
 
@@ -108,12 +113,11 @@ def attempt(rows, kernel, case, name, fn, device, reps, **extra):
 
 
 def bench_gather(rows, device, quick, reps):
-    if device == "cuda":
-        shapes = [(2048, 151_936, 896), (8192, 151_936, 1536)] if not quick else [(2048, 151_936, 896)]
-        dtype = torch.bfloat16
-    else:
-        shapes = [(256, 32_000, 256)] if quick else [(256, 32_000, 256), (1024, 151_936, 256)]
-        dtype = torch.float32
+    if device != "cuda":
+        bench_gather_cpu(rows, quick, reps)
+        return
+    shapes = [(2048, 151_936, 896), (8192, 151_936, 1536)] if not quick else [(2048, 151_936, 896)]
+    dtype = torch.bfloat16
     for m, v, d in shapes:
         case = f"M={m} V={v} d={d} {str(dtype)[6:]}"
         hidden = torch.randn(m, d, device=device, dtype=dtype)
@@ -126,10 +130,9 @@ def bench_gather(rows, device, quick, reps):
         with torch.no_grad():
             ours = attempt(rows, "gather_logprobs", case + " fwd", "ours", lambda: gather_logprobs(hidden, weight, targets), device, reps)
             eager_row = attempt(rows, "gather_logprobs", case + " fwd", "eager logits+log_softmax", eager, device, reps)
-            if device == "cuda":
-                attempt(rows, "gather_logprobs", case + " fwd", "cuBLAS matmul (floor)", lambda: hidden @ weight.t(), device, reps)
-                compiled = torch.compile(eager)
-                attempt(rows, "gather_logprobs", case + " fwd", "torch.compile", compiled, device, reps)
+            attempt(rows, "gather_logprobs", case + " fwd", "cuBLAS matmul (floor)", lambda: hidden @ weight.t(), device, reps)
+            compiled = torch.compile(eager)
+            attempt(rows, "gather_logprobs", case + " fwd", "torch.compile", compiled, device, reps)
         ours["peak_bytes"] = peak_bytes(lambda: gather_logprobs(hidden, weight, targets), device)
         eager_row["peak_bytes"] = peak_bytes(eager, device)
 
@@ -146,19 +149,137 @@ def bench_gather(rows, device, quick, reps):
 
         attempt(rows, "gather_logprobs", case + " fwd+bwd", "ours", ours_fb, device, reps)
         attempt(rows, "gather_logprobs", case + " fwd+bwd", "eager logits+log_softmax", eager_fb, device, reps)
-        if device == "cuda":
-            try:
-                from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+        try:
+            from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
-                def liger_fb():
-                    h.grad = w.grad = None
-                    liger_fused_linear_cross_entropy(h, w, targets, reduction="sum").backward()
+            def liger_fb():
+                h.grad = w.grad = None
+                liger_fused_linear_cross_entropy(h, w, targets, reduction="sum").backward()
 
-                attempt(rows, "gather_logprobs", case + " fwd+bwd", "Liger FLCE", liger_fb, device, reps)
-            except ImportError:
-                rows.append(dict(kernel="gather_logprobs", case=case + " fwd+bwd", impl="Liger FLCE", ms=None, error="not installed"))
+            attempt(rows, "gather_logprobs", case + " fwd+bwd", "Liger FLCE", liger_fb, device, reps)
+        except ImportError:
+            rows.append(dict(kernel="gather_logprobs", case=case + " fwd+bwd", impl="Liger FLCE", ms=None, error="not installed"))
         del hidden, weight, h, w
         gc.collect()
+
+
+# CPU: the native op (kernels/csrc, when built), the chunked torch path and eager logits + log_softmax,
+# all at the thread count of the run (`--threads`; 1 for comparable numbers). Peak memory: each
+# (implementation, mode) once in a fresh interpreter, as the rise of its peak RSS (VmHWM) above the
+# RSS with the inputs built, so allocator caches and the other rows' tensors do not count.
+
+CPU_GATHER_SHAPES = [(256, 32_000, 256, "float32"), (256, 151_936, 896, "float32")]
+CPU_GATHER_SHAPES_FULL = CPU_GATHER_SHAPES + [(1024, 151_936, 256, "float32"), (256, 32_000, 256, "bfloat16")]
+
+
+def _cpu_gather_impls():
+    """{impl name: (fwd(h, w, t), fwd+bwd(h, w, t))}; the first is "ours" (what `auto` dispatches to)."""
+    from igsearch_kernels._backend import native_reason
+
+    def eager(h, w, t):
+        return torch.log_softmax((h @ w.t()).float(), -1).gather(1, t[:, None]).squeeze(1)
+
+    def path(backend):
+        return lambda h, w, t: gather_logprobs(h, w, t, backend=backend)
+
+    impls = {}
+    if native_reason("gather_logprobs") is None:
+        impls["ours (native)"] = path("native")
+        impls["torch path (chunked)"] = path("torch")
+    else:
+        impls["ours (torch path, native not built)"] = path("torch")
+    impls["eager logits+log_softmax"] = eager
+    return impls
+
+
+def _gather_step(fn, mode, h, w, t):
+    """One call in `mode` ("fwd": no grad; "fwd+bwd": backward of the summed logp into h and w)."""
+    if mode == "fwd":
+        with torch.no_grad():
+            fn(h, w, t)
+    else:
+        h.grad = w.grad = None
+        fn(h, w, t).sum().backward()
+
+
+def _gather_inputs(m, v, d, dtype, grad):
+    """Inputs built in place (no temporaries), so the RSS after building them is their footprint."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.empty(m, d, dtype=dtype).normal_(generator=gen)
+    weight = torch.empty(v, d, dtype=dtype).normal_(0.0, d**-0.5, generator=gen)
+    targets = torch.randint(0, v, (m,), generator=gen)
+    return hidden.requires_grad_(grad), weight.requires_grad_(grad), targets
+
+
+def _proc_status_kib(key):
+    with open("/proc/self/status", encoding="ascii") as f:
+        return int(re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def cpu_peak_child(impl, mode, m, v, d, dtype, threads):
+    """Run in a fresh interpreter: print {"peak_bytes": ...} for one call of `impl` in `mode`."""
+    torch.set_num_threads(threads)
+    fn = _cpu_gather_impls()[impl]
+    dtype = getattr(torch, dtype)
+    _gather_step(fn, mode, *_gather_inputs(4, 300, 32, dtype, mode != "fwd"))  # load BLAS code and buffers
+    h, w, t = _gather_inputs(m, v, d, dtype, mode != "fwd")
+    gc.collect()
+    before = _proc_status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    _gather_step(fn, mode, h, w, t)
+    print(json.dumps({"peak_bytes": (_proc_status_kib("VmHWM") - before) * 1024}))
+
+
+def cpu_peak_bytes(impl, mode, m, v, d, dtype):
+    """Peak RSS rise of one call, measured in a fresh interpreter; None where that cannot be read."""
+    import os
+    import subprocess
+
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('bench_kernels_child', {str(Path(__file__).resolve())!r})\n"
+        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        f"mod.cpu_peak_child({impl!r}, {mode!r}, {m}, {v}, {d}, {dtype!r}, {torch.get_num_threads()})\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    try:
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+        return int(json.loads(res.stdout.strip().splitlines()[-1])["peak_bytes"])
+    except Exception:  # noqa: BLE001 - no /proc (not Linux), timeout, crash: no number
+        return None
+
+
+def time_spread(fn, reps):
+    """(median, min, max) milliseconds of `reps` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), min(times), max(times)
+
+
+def bench_gather_cpu(rows, quick, reps):
+    threads = torch.get_num_threads()
+    for m, v, d, dtype_name in CPU_GATHER_SHAPES if quick else CPU_GATHER_SHAPES_FULL:
+        dtype = getattr(torch, dtype_name)
+        for mode in ("fwd", "fwd+bwd"):
+            case = f"M={m} V={v} d={d} {dtype_name} {mode}"
+            h, w, t = _gather_inputs(m, v, d, dtype, mode != "fwd")
+            for impl, fn in _cpu_gather_impls().items():
+                row = dict(kernel="gather_logprobs", case=case, impl=impl, threads=threads, reps=reps)
+                try:
+                    row["ms"], row["ms_min"], row["ms_max"] = time_spread(lambda: _gather_step(fn, mode, h, w, t), reps)
+                except Exception as exc:  # noqa: BLE001
+                    row.update(ms=None, error=f"{type(exc).__name__}: {exc}"[:200])
+                row["peak_bytes"] = cpu_peak_bytes(impl, mode, m, v, d, dtype_name)
+                if mode != "fwd":  # part of every implementation's peak: the gradients of hidden and weight
+                    row["grads_bytes"] = (h.numel() + w.numel()) * h.element_size()
+                rows.append(row)
+            del h, w, t
+            gc.collect()
 
 
 # ----------------------------------------------------------------------------- span_advantage_loss
@@ -205,12 +326,42 @@ def shared_prefix_tree(trunk, branches, branch_len, answer_len, device):
 
 def bench_tree(rows, device, quick, reps):
     if device == "cuda":
-        trunk, branches, blen, alen, hq, hkv, d, dtype = 4096, 48, 232, 16, 28, 4, 128, torch.bfloat16
-    else:
-        trunk, branches, blen, alen, hq, hkv, d, dtype = (512, 8, 56, 8, 8, 2, 64, torch.float32) if quick else (1024, 16, 120, 8, 8, 2, 64, torch.float32)
+        shapes = [(4096, 48, 232, 16, 28, 4, 128, torch.bfloat16, "")]
+    else:  # the tiny preset's heads (3 query, 1 kv) and a Qwen2.5-0.5B layer's (14, 2), on IG-shaped tries
+        shapes = [(512, 8, 56, 8, 3, 1, 64, torch.float32, "tiny preset"),
+                  (512, 8, 56, 8, 14, 2, 64, torch.float32, "0.5B shape")]
+        if not quick:
+            shapes += [(1024, 16, 120, 8, 3, 1, 64, torch.float32, "tiny preset"),
+                       (1024, 16, 120, 8, 14, 2, 64, torch.float32, "0.5B shape")]
+    for shape in shapes:
+        bench_tree_case(rows, device, reps, *shape)
+    if device != "cuda":
+        bench_tree_cached(rows, reps)
+
+
+def bench_tree_cached(rows, reps):
+    """Branch-only scoring: the branches and answers of the trie attend to a cached trunk (past keys)."""
+    from igsearch_kernels._backend import native_reason
+
+    trunk, branches, blen, alen, hq, hkv, d = 1024, 16, 120, 8, 3, 1, 64
+    node_of_token, ancestry = shared_prefix_tree(trunk, branches, blen, alen, "cpu")
+    past, run = torch.arange(trunk), torch.arange(trunk, node_of_token.numel())
+    case = f"branches over a cached trunk: P={trunk} T={run.numel()} Hq={hq} Hkv={hkv} D={d} float32"
+    q = torch.randn(run.numel(), hq, d)
+    k, v = (torch.randn(node_of_token.numel(), hkv, d) for _ in range(2))
+    kw = dict(past_k=k[past], past_v=v[past], past_node=node_of_token[past])
+    args = (q, k[run], v[run], node_of_token[run], ancestry)
+    if native_reason("tree_attention") is None:
+        attempt(rows, "tree_attention", case, "ours (native)", lambda: tree_attention(*args, **kw, backend="native"), "cpu", reps)
+    attempt(rows, "tree_attention", case, "torch path", lambda: tree_attention(*args, **kw, backend="torch"), "cpu", reps)
+
+
+def bench_tree_case(rows, device, reps, trunk, branches, blen, alen, hq, hkv, d, dtype, label):
+    from igsearch_kernels._backend import native_reason
+
     node_of_token, ancestry = shared_prefix_tree(trunk, branches, blen, alen, device)
     t = node_of_token.numel()
-    case = f"T={t} ({branches} branches) Hq={hq} Hkv={hkv} D={d} {str(dtype)[6:]}"
+    case = f"{label + ': ' if label else ''}T={t} ({branches} branches) Hq={hq} Hkv={hkv} D={d} {str(dtype)[6:]}"
     q = torch.randn(t, hq, d, device=device, dtype=dtype)
     k = torch.randn(t, hkv, d, device=device, dtype=dtype)
     v = torch.randn(t, hkv, d, device=device, dtype=dtype)
@@ -221,7 +372,10 @@ def bench_tree(rows, device, quick, reps):
                 visited_blocks=bm.visited_blocks, causal_blocks=bm.causal_blocks)
         attempt(rows, "tree_attention", case + " new tree", "ours (block mask built)", lambda: tree_attention(q, k, v, node_of_token, ancestry), device, reps)
     else:
-        attempt(rows, "tree_attention", case, "ours (torch path)", lambda: tree_attention(q, k, v, node_of_token, ancestry), device, reps)
+        if native_reason("tree_attention") is None:
+            attempt(rows, "tree_attention", case, "ours (native)", lambda: tree_attention(q, k, v, node_of_token, ancestry, backend="native"), device, reps)
+            attempt(rows, "tree_attention", case + " new tree", "ours (native)", lambda: tree_attention(q, k, v, node_of_token, ancestry, backend="native"), device, reps)
+        attempt(rows, "tree_attention", case, "torch path", lambda: tree_attention(q, k, v, node_of_token, ancestry, backend="torch"), device, reps)
 
     dense = tree_token_mask(node_of_token, ancestry)
     qh, kh, vh = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))

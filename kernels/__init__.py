@@ -1,9 +1,11 @@
-"""igsearch_kernels: Triton kernels for step-reward RL (tree attention, fused log-prob gather,
+"""igsearch_kernels: kernels for step-reward RL (tree attention, fused log-prob gather,
 span-weighted GRPO loss), each with a torch reference and one dispatching public function.
 
-Dispatch: Triton for CUDA tensors, the torch path otherwise; `IGSEARCH_KERNEL_BACKEND=triton|torch|auto`
-(or the `backend=` argument) overrides. The Triton path on CPU tensors needs `TRITON_INTERPRET=1`
-set before this package is imported.
+Dispatch: Triton for CUDA tensors; on the CPU the native ops (``csrc/``, built by the top-level
+CMakeLists.txt: tree attention and the log-prob gather) when built, else the torch path.
+`IGSEARCH_KERNEL_BACKEND=triton|native|torch|auto` (or the `backend=` argument) overrides; the
+Triton path on CPU tensors needs `TRITON_INTERPRET=1` set before this package is imported.
+`python -m igsearch_kernels` prints which backend each function runs on, and why.
 
 Tree layout conventions (see `tree_attention`): packed q [T, Hq, D], k/v [T, Hkv, D]; the tokens of
 one trie node are contiguous and nodes are numbered in packing order, parents before children,
@@ -26,6 +28,7 @@ from .tree_attention import (
     build_tree_ancestry,
     build_tree_block_mask,
     check_tree_layout,
+    default_blocks,
     tree_attention,
     tree_attention_reference,
     tree_position_ids,
@@ -38,6 +41,7 @@ __all__ = [
     "build_tree_ancestry",
     "build_tree_block_mask",
     "check_tree_layout",
+    "default_blocks",
     "gather_logprobs",
     "gather_logprobs_reference",
     "sort_and_check_spans",

@@ -1,11 +1,14 @@
-"""Choosing between the Triton kernels and their torch references.
+"""Choosing between the Triton kernels, the native CPU ops and the torch paths.
 
 `IGSEARCH_KERNEL_BACKEND` selects the implementation for every public kernel function:
 
-- ``auto`` (default): Triton for CUDA tensors, the torch reference otherwise.
+- ``auto`` (default): Triton for CUDA tensors; on the CPU the native op (``kernels/csrc``, built by
+  the top-level CMakeLists.txt) when the function has one and the library is loaded, else the torch path.
 - ``triton``: always Triton. CPU tensors then need Triton's interpreter, i.e. ``TRITON_INTERPRET=1``
   set *before* triton (and so this package) is first imported.
-- ``torch``: always the torch reference.
+- ``native``: the native CPU op; refused (with the reason) for CUDA tensors, for functions without
+  one, or when the library is not loaded.
+- ``torch``: always the torch path.
 
 `IGSEARCH_FP32_DOT` sets how fp32 tiles are multiplied on the GPU: ``ieee`` (default; exact fp32,
 what the 1e-5 tolerances assume), ``tf32x3`` (near-fp32, faster) or ``tf32`` (fastest, ~1e-3).
@@ -18,7 +21,9 @@ import os
 import torch
 
 _ENV = "IGSEARCH_KERNEL_BACKEND"
-_CHOICES = ("auto", "triton", "torch")
+_CHOICES = ("auto", "triton", "native", "torch")
+#: Public functions that have a native CPU op.
+NATIVE_OPS = ("tree_attention", "gather_logprobs")
 
 
 def interpreter_on() -> bool:
@@ -34,11 +39,12 @@ def requested_backend() -> str:
     return value
 
 
-def resolve_backend(*tensors: torch.Tensor, backend: str | None = None) -> str:
-    """Return ``"triton"`` or ``"torch"`` for a call on `tensors`.
+def resolve_backend(*tensors: torch.Tensor, backend: str | None = None, op: str | None = None) -> str:
+    """Return ``"triton"``, ``"native"`` or ``"torch"`` for a call of function `op` on `tensors`.
 
     `backend` overrides the environment variable (same values). The Triton path on CPU tensors is
-    refused unless the interpreter is on, with an error that says how to switch it on.
+    refused unless the interpreter is on, and the native path unless `op` has a loaded native op, each
+    with an error that says what to do.
     """
     choice = (backend or requested_backend()).lower()
     if choice not in _CHOICES:
@@ -47,13 +53,33 @@ def resolve_backend(*tensors: torch.Tensor, backend: str | None = None) -> str:
     if choice == "torch":
         return "torch"
     if choice == "auto":
-        return "triton" if on_cuda else "torch"
+        if on_cuda:
+            return "triton"
+        return "native" if native_reason(op) is None else "torch"
+    if choice == "native":
+        why = "native ops run on CPU tensors" if on_cuda else native_reason(op)
+        if why is not None:
+            raise RuntimeError(f"the native backend was requested for {op}: {why}")
+        return "native"
     if not on_cuda and not interpreter_on():
         raise RuntimeError(
             "the Triton backend was requested for CPU tensors: set TRITON_INTERPRET=1 before "
             "importing triton / igsearch_kernels, or use IGSEARCH_KERNEL_BACKEND=torch"
         )
     return "triton"
+
+
+@torch.compiler.assume_constant_result  # torch.compile: evaluated once while tracing, not traced into
+def native_reason(op: str | None) -> str | None:
+    """None when `op` can run natively on the CPU, else why not (one line)."""
+    if op not in NATIVE_OPS:
+        return f"{op} has no native CPU op"
+    from ._native import has_cpu_kernel, load
+
+    loaded, reason = load()
+    if not loaded:
+        return reason
+    return None if has_cpu_kernel(op) else f"the native library has no CPU kernel for {op}: rebuild it with `make native`"
 
 
 def fp32_dot_precision() -> str:

@@ -16,8 +16,16 @@ Backward (Triton): one program per (row block, vocab tile) recomputes its logit 
 dz = g_logp * (onehot - p) - g_ent * p * (z - lse + H) and adds dz @ W into grad hidden and
 dz^T @ h into grad weight (fp32 atomics), so memory is the gradients plus one tile per program.
 
-Off the GPU the dispatcher uses `_ChunkedTorch`, the same formula in torch over row chunks that
-recomputes logits in backward (peak memory chunk x V, not M x V).
+Backends (`resolve_backend`, ``IGSEARCH_KERNEL_BACKEND`` / ``backend=``):
+
+- CUDA tensors: the Triton kernels above.
+- CPU tensors, native library built (``make native``; ``auto`` default): ``torch.ops.igsearch.gather_logprobs``
+  (kernels/csrc/gather_logprobs.cpp) for fp32/bf16/fp16 without entropy: vocab tiles of 1024 rows through
+  the BLAS, online log-sum-exp, logits recomputed per tile in backward; memory one
+  [min(M, 1024), 1024] fp32 tile. ``return_entropy=True`` or fp64 fall back to the torch path under
+  ``auto`` and are refused under ``native``.
+- Otherwise `_ChunkedTorch`: the same formula in torch over row chunks that recomputes logits in
+  backward (peak memory chunk x V, not M x V); it also handles fp64 and the entropy.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._backend import fp32_dot_precision, interpreter_on, num_sms, resolve_backend
+from ._backend import fp32_dot_precision, interpreter_on, num_sms, requested_backend, resolve_backend
 from ._tl import dot_upcast, tile_dot
 
 # --------------------------------------------------------------------------------------------
@@ -359,6 +367,30 @@ class _GatherLogprobsTriton(torch.autograd.Function):
 
 
 # --------------------------------------------------------------------------------------------
+# Native CPU op (kernels/csrc/gather_logprobs.cpp)
+# --------------------------------------------------------------------------------------------
+
+_NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _native_refusal(hidden, weight, bias, return_entropy) -> tuple[type[Exception], str] | None:
+    """None when the native op takes these arguments, else (exception type, why)."""
+    if return_entropy:
+        return ValueError, "the native op does not compute the entropy (return_entropy=True)"
+    if hidden.dtype not in _NATIVE_DTYPES or weight.dtype != hidden.dtype:
+        return TypeError, f"the native op takes fp32/bf16/fp16 hidden and weight of one dtype, got {hidden.dtype}, {weight.dtype}"
+    if bias is not None and bias.dtype not in _NATIVE_DTYPES:
+        return TypeError, f"the native op takes an fp32/bf16/fp16 bias, got {bias.dtype}"
+    return None
+
+
+def _native_gather_logprobs(hidden, weight, bias, targets, temperature, ignore_index) -> torch.Tensor:
+    """logp float32 [M] from the native op (its autograd formula is registered in _native.py)."""
+    logp, _lse = torch.ops.igsearch.gather_logprobs(hidden, weight, bias, targets, float(temperature), int(ignore_index), 0)
+    return logp
+
+
+# --------------------------------------------------------------------------------------------
 # Public function
 # --------------------------------------------------------------------------------------------
 
@@ -382,6 +414,10 @@ def gather_logprobs(
     Returns logp float32 [M] (float64 for float64 inputs), and entropy [M] of the tempered
     distribution when `return_entropy`. Differentiable w.r.t. hidden, weight and bias (through
     logp and entropy). backend: overrides `IGSEARCH_KERNEL_BACKEND`.
+
+    Runs on: CUDA -> Triton; CPU -> the native op when built (fp32/bf16/fp16, no entropy), else
+    (or for fp64 / entropy under ``auto``) the chunked torch path. ``backend="native"`` with
+    entropy or an unsupported dtype raises ValueError / TypeError.
     """
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"expected hidden [M, d] and weight [V, d], got {tuple(hidden.shape)} and {tuple(weight.shape)}")
@@ -391,7 +427,16 @@ def gather_logprobs(
         raise ValueError(f"bias must be [V={weight.shape[0]}], got {tuple(bias.shape)}")
     if temperature <= 0:
         raise ValueError("temperature must be > 0")
-    if resolve_backend(hidden, weight, backend=backend) == "torch":
+    choice = resolve_backend(hidden, weight, backend=backend, op="gather_logprobs")
+    if choice == "native":
+        refusal = _native_refusal(hidden, weight, bias, return_entropy)
+        if refusal is None:
+            return _native_gather_logprobs(hidden, weight, bias, targets, temperature, ignore_index)
+        if (backend or requested_backend()).lower() == "native":
+            exc, why = refusal
+            raise exc(f"gather_logprobs with backend native: {why}; use backend='torch' or 'auto'")
+        choice = "torch"
+    if choice == "torch":
         logp, ent = _ChunkedTorch.apply(hidden, weight, bias, targets, float(temperature), ignore_index, bool(return_entropy))
     else:
         if hidden.dtype not in (torch.float32, torch.float16, torch.bfloat16) or weight.dtype != hidden.dtype:

@@ -10,13 +10,23 @@ Layout (the tree scorer's packing):
 
 Mask: token i (node a) may attend to token j (node b) iff ``ancestry[a, b]`` and, when a == b,
 ``j <= i`` (causal inside a node; ancestors are seen in full). Every token sees itself, so no row
-is empty. Output: [T, Hq, D] in the dtype of q, softmax(q k^T * scale) v with scale 1/sqrt(D) by
+is empty.
+
+Past keys (cached ancestor KV): ``past_k``, ``past_v`` [P, Hkv, D] with ``past_node`` int [P] are keys
+and values of tokens outside the packed run: cached ones (a trunk whose KV the trainer computed) or
+ones forwarded by an earlier run. A past token of node b is seen by token i of node a iff
+``ancestry[a, b]``: it must come before every run token of its own node in that node's path (a
+cached prefix of a node, never a suffix). The scorer uses this to forward only the tokens it has no
+KV for, with one call per run. Output: [T, Hq, D] in the dtype of q, softmax(q k^T * scale) v with scale 1/sqrt(D) by
 default. Used per transformer layer with position ids = depth of the token in its path (see
 `tree_position_ids`).
 
-The Triton kernel visits, for each block of queries, only the key blocks that hold at least one
-allowed pair (`build_tree_block_mask`): tiles of nodes that are not ancestors are skipped, never
-loaded. Blocks where every pair is allowed skip the element mask too.
+Backends (see ``_backend.py``): the Triton kernel on CUDA; the native op ``igsearch::tree_attention``
+(``csrc/tree_attention.cpp``) on the CPU when it is built; else the torch path (SDPA with the tree
+mask over query chunks). The Triton kernel visits, for each block of queries, only the key blocks
+that hold at least one allowed pair (`build_tree_block_mask`): tiles of nodes that are not ancestors
+are skipped, never loaded. Blocks where every pair is allowed skip the element mask too. The native
+op gathers, per block of queries, only the keys that block may see.
 """
 
 from __future__ import annotations
@@ -134,6 +144,7 @@ def build_tree_block_mask(
     block_m: int = 64,
     block_n: int = 64,
     check: bool = True,
+    past_node: torch.Tensor | None = None,
 ) -> TreeBlockMask:
     """Block-sparse visit lists for `tree_attention`'s Triton kernel.
 
@@ -141,9 +152,15 @@ def build_tree_block_mask(
     nodes are contiguous and topologically ordered, that is: some node of the query block has some
     node of the key block as ancestor-or-self (a rectangle sum over a prefix-summed ancestry) and
     the key block starts no later than the query block ends. Reuse the result across layers.
+
+    With ``past_node`` [P] the keys are the P past tokens followed by the T run tokens (key index
+    ``P + j`` for run token j), and visits are found at node level through matrix products, which
+    holds for any order of the past tokens (see `_past_block_mask`).
     """
     if check:
         check_tree_layout(node_of_token, ancestry)
+    if past_node is not None and past_node.numel():
+        return _past_block_mask(node_of_token, ancestry, past_node, block_m, block_n)
     device = node_of_token.device
     nt = node_of_token.to(torch.long)
     t = nt.numel()
@@ -183,6 +200,47 @@ def build_tree_block_mask(
     )
 
 
+def _past_block_mask(node_of_token, ancestry, past_node, block_m, block_n) -> TreeBlockMask:
+    """Visit lists when past keys come first: Q [QB, N] / K [KB, N] mark the nodes present in each
+    query / key block; a key block is visited iff some query node sees some key node (Q @ A @ K^T >
+    0) and it holds a key that is not after the block's last query; it is full iff every node pair
+    is allowed and every key precedes the block's first query (so no element mask is needed)."""
+    device = node_of_token.device
+    nq, n = node_of_token.to(torch.long), ancestry.shape[0]
+    keys = torch.cat([past_node.to(device=device, dtype=torch.long), nq])
+    t, p = nq.numel(), past_node.numel()
+    qb, kb = triton.cdiv(t, block_m), triton.cdiv(t + p, block_n)
+
+    def present(nodes, block, blocks):
+        out = torch.zeros(blocks, n, dtype=torch.float32, device=device)
+        out[torch.arange(nodes.numel(), device=device) // block, nodes] = 1.0
+        return out
+
+    qp, kp = present(nq, block_m, qb), present(keys, block_n, kb)
+    anc = ancestry.to(device=device, dtype=torch.float32)
+    allowed_pairs = qp @ anc @ kp.T  # [QB, KB] node pairs (a in block q, b in block k) with anc[a, b]
+    q_first = torch.arange(qb, device=device) * block_m
+    q_last = torch.clamp(q_first + block_m, max=t) - 1
+    k_first = torch.arange(kb, device=device) * block_n - p  # run index of each key block's first key
+    k_last = torch.clamp(k_first + p + block_n, max=t + p) - 1 - p
+    visit = (allowed_pairs > 0) & (k_first[None, :] <= q_last[:, None])
+    area = qp.sum(1)[:, None] * kp.sum(1)[None, :]
+    full = (allowed_pairs == area) & (k_last[None, :] < q_first[:, None])
+    count = visit.sum(1)
+    width = max(int(count.max()), 1)
+    cols = torch.arange(kb, device=device)
+    order = torch.argsort(torch.where(visit, cols, cols + kb), dim=1)[:, :width]
+    live = torch.arange(width, device=device)[None, :] < count[:, None]
+    return TreeBlockMask(
+        torch.where(live, order, 0).to(torch.int32).contiguous(),
+        (torch.gather(full, 1, order) & live).to(torch.int32).contiguous(),
+        count.to(torch.int32).contiguous(),
+        block_m,
+        block_n,
+        t,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Triton kernel
 # --------------------------------------------------------------------------------------------
@@ -190,8 +248,8 @@ def build_tree_block_mask(
 
 @triton.jit
 def _tree_attn_fwd_kernel(
-    Q, K, V, O, NODE, ANC, KV_IDX, KV_FULL, KV_CNT,
-    T, N, qk_scale,
+    Q, K, V, O, NODE, KNODE, ANC, KV_IDX, KV_FULL, KV_CNT,
+    T, P, N, qk_scale,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     stride_idx,
     GROUP: tl.constexpr,
@@ -223,17 +281,18 @@ def _tree_attn_fwd_kernel(
     for i in range(0, n_visits):
         kb = tl.load(KV_IDX + pid_m * stride_idx + i)
         is_full = tl.load(KV_FULL + pid_m * stride_idx + i)
-        offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < T
+        offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)  # key index: P past keys, then the run's T
+        n_ok = offs_n < T + P
 
         k = tl.load(K + offs_n[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None],
                     mask=n_ok[None, :] & d_ok[:, None], other=0.0)
         s = tile_dot(q, k, PRECISION, UPCAST) * qk_scale  # log2 domain
         if is_full == 0:
-            node_k = tl.load(NODE + offs_n, mask=n_ok, other=0)
+            node_k = tl.load(KNODE + offs_n, mask=n_ok, other=0)
             anc = tl.load(ANC + node_q[:, None] * N + node_k[None, :],
                           mask=m_ok[:, None] & n_ok[None, :], other=0)
-            causal = (node_q[:, None] != node_k[None, :]) | (offs_n[None, :] <= offs_m[:, None])
+            # past keys (offs_n < P) precede every query of their node, so the causal test passes
+            causal = (node_q[:, None] != node_k[None, :]) | ((offs_n[None, :] - P) <= offs_m[:, None])
             s = tl.where((anc != 0) & causal & n_ok[None, :], s, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -260,7 +319,7 @@ def default_blocks(device: torch.device) -> tuple[int, int]:
     return (32, 32) if interpreter_on() else (64, 64)
 
 
-def _tree_attention_triton(q, k, v, node_of_token, ancestry, scale, block_mask):
+def _tree_attention_triton(q, k, v, node_of_token, ancestry, scale, block_mask, past):
     t, hq, d = q.shape
     hkv = k.shape[1]
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
@@ -268,13 +327,19 @@ def _tree_attention_triton(q, k, v, node_of_token, ancestry, scale, block_mask):
     if t == 0:
         return out
     node = node_of_token.to(torch.int32).contiguous()
+    knode, p = node, 0
+    if past is not None:
+        past_k, past_v, past_node = past
+        p = past_node.numel()
+        k, v = torch.cat([past_k, k]).contiguous(), torch.cat([past_v, v]).contiguous()
+        knode = torch.cat([past_node.to(torch.int32), node]).contiguous()
     anc = ancestry.to(torch.bool).contiguous().view(torch.uint8)
     bm = block_mask
     grid = (bm.kv_count.numel(), hq)
     num_warps = 4 if d <= 64 else 8
     _tree_attn_fwd_kernel[grid](
-        q, k, v, out, node, anc, bm.kv_indices, bm.kv_full, bm.kv_count,
-        t, ancestry.shape[0], scale * 1.4426950408889634,
+        q, k, v, out, node, knode, anc, bm.kv_indices, bm.kv_full, bm.kv_count,
+        t, p, ancestry.shape[0], scale * 1.4426950408889634,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), bm.kv_indices.stride(0),
         GROUP=hq // hkv, HEAD_DIM=d, BLOCK_D=triton.next_power_of_2(d),
@@ -299,47 +364,67 @@ def tree_attention_reference(
     ancestry: torch.Tensor,
     scale: float | None = None,
     chunk: int = 1024,
+    *,
+    past_k: torch.Tensor | None = None,
+    past_v: torch.Tensor | None = None,
+    past_node: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Plain torch tree attention (same shapes and mask as `tree_attention`).
+    """Plain torch tree attention (same shapes, mask and past keys as `tree_attention`).
 
     Computes in float64 for float64 inputs and float32 otherwise, `chunk` query rows at a time
-    (memory Hq * chunk * T). Returns q's dtype.
+    (memory Hq * chunk * (P + T)). Returns q's dtype.
     """
     t, hq, d = q.shape
     hkv = k.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
-    kk = k.to(work).repeat_interleave(hq // hkv, dim=1)
-    vv = v.to(work).repeat_interleave(hq // hkv, dim=1)
+    keys, values, key_node, n_past = _with_past(k, v, node_of_token, past_k, past_v, past_node)
+    kk = keys.to(work).repeat_interleave(hq // hkv, dim=1)
+    vv = values.to(work).repeat_interleave(hq // hkv, dim=1)
     nt = node_of_token.to(torch.long)
-    anc = ancestry.to(torch.bool)
-    pos = torch.arange(t, device=q.device)
     out = torch.empty(t, hq, d, dtype=work, device=q.device)
     for lo in range(0, t, chunk):
         hi = min(lo + chunk, t)
-        rows = nt[lo:hi]
-        mask = anc[rows[:, None], nt[None, :]] & ((rows[:, None] != nt[None, :]) | (pos[None, :] <= pos[lo:hi, None]))
-        scores = torch.einsum("thd,shd->hts", q[lo:hi].to(work), kk) * scale
+        mask = _chunk_mask(nt, key_node, ancestry.to(torch.bool), n_past, lo, hi, hi)
+        scores = torch.einsum("thd,shd->hts", q[lo:hi].to(work), kk[: n_past + hi]) * scale
         scores = scores.masked_fill(~mask, float("-inf"))
-        out[lo:hi] = torch.einsum("hts,shd->thd", torch.softmax(scores, dim=-1), vv)
+        out[lo:hi] = torch.einsum("hts,shd->thd", torch.softmax(scores, dim=-1), vv[: n_past + hi])
     return out.to(q.dtype)
 
 
-def _tree_attention_torch(q, k, v, node_of_token, ancestry, scale, chunk=512):
-    """The CPU path: SDPA with the tree mask, `chunk` query rows at a time, keys cut at the
-    chunk's last row (nothing later is visible). Memory Hq * chunk * T."""
+def _with_past(k, v, node_of_token, past_k, past_v, past_node):
+    """Keys, values and key node ids with the past tokens first: ([P + T, Hkv, D] x 2, long [P + T], P)."""
+    nt = node_of_token.to(torch.long)
+    if past_k is None or past_k.shape[0] == 0:
+        return k, v, nt, 0
+    return torch.cat([past_k, k]), torch.cat([past_v, v]), torch.cat([past_node.to(nt.device, torch.long), nt]), past_k.shape[0]
+
+
+def _chunk_mask(nt, key_node, anc, n_past, lo, hi, k_hi):
+    """bool [hi - lo, n_past + k_hi]: query rows lo:hi against the past keys and run keys :k_hi.
+    Ancestors precede their descendants and past tokens precede their node's run tokens, so
+    "causal inside a node" is just run key index <= query index."""
+    pos = torch.arange(k_hi, device=nt.device)
+    run_ok = pos[None, :] <= torch.arange(lo, hi, device=nt.device)[:, None]
+    causal = torch.cat([torch.ones(hi - lo, n_past, dtype=torch.bool, device=nt.device), run_ok], 1)
+    return anc.index_select(0, nt[lo:hi]).index_select(1, key_node[: n_past + k_hi]) & causal
+
+
+def _tree_attention_torch(q, k, v, node_of_token, ancestry, scale, past=(None, None, None), chunk=512):
+    """The torch path: SDPA with the tree mask, `chunk` query rows at a time, run keys cut at the
+    chunk's last row (nothing later is visible). Memory Hq * chunk * (P + T)."""
     t, hq, _ = q.shape
+    keys, values, key_node, n_past = _with_past(k, v, node_of_token, *past)
     nt = node_of_token.to(torch.long)
     anc = ancestry.to(torch.bool)
-    pos = torch.arange(t, device=q.device)
     out = torch.empty_like(q)
-    qh, kh, vh = (x.transpose(0, 1) for x in (q, k, v))
+    qh, kh, vh = (x.transpose(0, 1) for x in (q, keys, values))
     for lo in range(0, t, chunk):
         hi = min(lo + chunk, t)
-        # ancestors precede their descendants, so "causal inside a node" is just col <= row
-        mask = anc.index_select(0, nt[lo:hi]).index_select(1, nt[:hi]) & (pos[None, :hi] <= pos[lo:hi, None])
+        mask = _chunk_mask(nt, key_node, anc, n_past, lo, hi, hi)
         res = torch.nn.functional.scaled_dot_product_attention(
-            qh[:, lo:hi], kh[:, :hi], vh[:, :hi], attn_mask=mask, scale=scale, enable_gqa=hq != k.shape[1])
+            qh[:, lo:hi], kh[:, : n_past + hi], vh[:, : n_past + hi], attn_mask=mask, scale=scale,
+            enable_gqa=hq != k.shape[1])
         out[lo:hi] = res.transpose(0, 1)
     return out
 
@@ -356,18 +441,25 @@ def tree_attention(
     node_of_token: torch.Tensor,
     ancestry: torch.Tensor,
     *,
+    past_k: torch.Tensor | None = None,
+    past_v: torch.Tensor | None = None,
+    past_node: torch.Tensor | None = None,
     scale: float | None = None,
     block_mask: TreeBlockMask | None = None,
+    block_m: int = 64,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Attention of packed trie tokens over their own node (causal) and all ancestor nodes.
+    """Attention of packed trie tokens over their own node (causal), all ancestor nodes, and past keys.
 
     q: [T, Hq, D]; k, v: [T, Hkv, D] (Hq % Hkv == 0); fp32, bf16 or fp16 (the torch path also takes
-    fp64). node_of_token: int [T], non-decreasing. ancestry: bool [N, N] (see module docstring).
-    scale: softmax scale, 1/sqrt(D) by default. block_mask: from `build_tree_block_mask`, reuse it
-    across layers of one forward (built here when None; Triton path only). backend: overrides
-    `IGSEARCH_KERNEL_BACKEND`. Returns [T, Hq, D] in q's dtype. Forward only on the Triton path;
-    the torch path (SDPA with the tree mask over query chunks) is differentiable.
+    fp64; the native op fp32 and bf16). node_of_token: int [T], non-decreasing. ancestry: bool [N, N]
+    (see module docstring). past_k, past_v: [P, Hkv, D] and past_node int [P]: keys/values of
+    ancestor tokens outside this run (see module docstring), all three or none.
+    scale: softmax scale, 1/sqrt(D) by default. block_mask: from `build_tree_block_mask` (with the
+    same ``past_node``), reuse it across layers of one forward (built here when None; Triton path
+    only). block_m: query block of the native op. backend: overrides `IGSEARCH_KERNEL_BACKEND`.
+    Returns [T, Hq, D] in q's dtype. Forward only on the Triton and native paths; the torch path is
+    differentiable.
     """
     if q.dim() != 3 or k.dim() != 3 or v.shape != k.shape or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
         raise ValueError(f"expected q [T, Hq, D], k/v [T, Hkv, D]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
@@ -375,14 +467,35 @@ def tree_attention(
         raise ValueError(f"Hq={q.shape[1]} is not a multiple of Hkv={k.shape[1]}")
     if node_of_token.shape != (q.shape[0],):
         raise ValueError(f"node_of_token must be [T={q.shape[0]}], got {tuple(node_of_token.shape)}")
+    past = (past_k, past_v, past_node)
+    if any(x is None for x in past) and any(x is not None for x in past):
+        raise ValueError("past_k, past_v and past_node go together")
+    if past_k is not None:
+        n_past = past_node.shape[0] if past_node.dim() == 1 else -1
+        if past_k.shape != (n_past,) + tuple(k.shape[1:]) or past_v.shape != past_k.shape:
+            raise ValueError(f"expected past_k/past_v [P, Hkv, D] and past_node [P]; got {tuple(past_k.shape)}, "
+                             f"{tuple(past_v.shape)}, {tuple(past_node.shape)}")
     scale = 1.0 / math.sqrt(q.shape[2]) if scale is None else float(scale)
-    if resolve_backend(q, k, v, backend=backend) == "torch":
-        return _tree_attention_torch(q, k, v, node_of_token, ancestry, scale)
+    path = resolve_backend(q, k, v, backend=backend, op="tree_attention")
+    if path == "native" and q.dtype not in (torch.float32, torch.bfloat16):
+        if backend == "native":
+            raise TypeError(f"native tree_attention takes fp32 or bf16, got {q.dtype}")
+        path = "torch"
+    if path == "torch":
+        return _tree_attention_torch(q, k, v, node_of_token, ancestry, scale, past)
+    if path == "native":  # one dtype for q, k, v and the past (checked by the op)
+        q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+        if past_k is not None:
+            past_k, past_v = (x if x.stride(-1) == 1 else x.contiguous() for x in (past_k, past_v))
+            past_node = past_node.to(torch.long)
+        return torch.ops.igsearch.tree_attention(
+            q, k, v, node_of_token.to(torch.long), ancestry.to(torch.bool), past_k, past_v, past_node, scale, int(block_m))
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16) or k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"Triton tree_attention takes fp32/bf16/fp16 q, k, v of one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    has_past = past_k is not None and past_k.shape[0] > 0
     if block_mask is None:
         bm, bn = default_blocks(q.device)
-        block_mask = build_tree_block_mask(node_of_token, ancestry, bm, bn)
+        block_mask = build_tree_block_mask(node_of_token, ancestry, bm, bn, past_node=past_node if has_past else None)
     elif block_mask.num_tokens != q.shape[0]:
         raise ValueError("block_mask was built for another packing")
-    return _tree_attention_triton(q, k, v, node_of_token, ancestry, scale, block_mask)
+    return _tree_attention_triton(q, k, v, node_of_token, ancestry, scale, block_mask, past if has_past else None)

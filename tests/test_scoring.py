@@ -83,8 +83,10 @@ def _batch(kind: str, seed: int) -> list[ScoreRequest]:
 TREE_OPTIONS = [
     dict(fast_path=False),
     dict(fast_path=False, max_tokens_per_forward=24),
-    dict(fast_path=True),
+    dict(fast_path=True),  # native ops when built (use_kernels="auto")
     dict(fast_path=True, max_tokens_per_forward=16),
+    dict(fast_path=True, use_kernels=False),  # per-block torch SDPA
+    dict(fast_path=True, max_tokens_per_forward=16, use_kernels=False),
 ]
 
 
@@ -163,7 +165,7 @@ def test_bad_requests(qwen):
 
 
 def test_fast_path_with_kernels_matches_naive(qwen):
-    """The igsearch_kernels dispatch (torch references on the CPU) plugged into the fast path."""
+    """The igsearch_kernels dispatch (native ops on the CPU when built, else torch) in the fast path."""
     pytest.importorskip("igsearch_kernels")
     from igsearch.scoring.tree import _kernels
 
@@ -217,9 +219,10 @@ def test_trunk_equals_naive_and_forwards_only_branches(qwen, seed, budget):
     reqs, trunks, trunk_of = _rollout_batch(seed)
     ref = score(reqs, qwen, "naive")
     kv = compute_trunk_kv(qwen, trunks, max_tokens_per_row=budget)
-    for given, chunk in ((trunks, 65536), (trunks, 20), (kv, 65536)):  # 20: one trunk's keys/values at a time
+    for given, chunk, kernels in ((trunks, 65536, "auto"), (trunks, 20, "auto"), (kv, 65536, "auto"), (kv, 65536, False)):
+        # 20: one trunk's keys/values at a time; kernels "auto": native ops when built
         out = score(reqs, qwen, "trunk", trunks=given, trunk_of=trunk_of, max_tokens_per_forward=budget,
-                    max_trunk_tokens=chunk)
+                    max_trunk_tokens=chunk, use_kernels=kernels)
         for a, b in zip(ref.results, out.results):
             torch.testing.assert_close(b.token_logprobs, a.token_logprobs, atol=1e-5, rtol=0)
             assert abs(a.weighted_mean - b.weighted_mean) < 1e-5

@@ -287,6 +287,12 @@ def test_trunk_scorer_gives_the_tree_scorers_ig_and_update(setup, method, overri
     name = {"ig": "step_ig", "igpo": "turn_gain"}[method]
     if overrides.get("mini_batches") == 3:  # the scorer recomputes the keys/values in groups instead
         monkeypatch.setattr(trainer_module, "MAX_HELD_KV_BYTES", 0)
+    if method == "igpo":
+        # IGPO z-scores turn rewards p = exp(mean log p(gold)) that are ~1e-6 under this random policy:
+        # with the native attention the two scorers' gains agree to ~1e-9 (another summation order),
+        # which the z-score turns into ~1e-3 advantage changes. The per-block torch path gives both
+        # scorers the same rounding, so the comparison of the update stays exact.
+        monkeypatch.setenv("IGSEARCH_KERNEL_BACKEND", "torch")
     cfg = make_config(setup, method=method, engine="hf", steps=1, **overrides)
     trainer = Trainer(cfg, setup / f"run-trunk-{method}-{'-'.join(overrides) or 'default'}", overwrite=True)
     try:

@@ -250,7 +250,8 @@ def information_gain_of_rollouts(
     results = []
     if requests:
         was_training = getattr(model, "training", False)
-        model.eval()
+        if was_training:  # a scorer's model may also be a remote one (e.g. verl's actor workers)
+            model.eval()
         try:
             out = score(requests, model, scorer=scorer, **(scorer_options or {}))
         finally:

@@ -88,6 +88,17 @@ def _kernels():
     return K if hasattr(K, "tree_attention") and hasattr(K, "gather_logprobs") else None
 
 
+def kernels_by_default(model) -> bool:
+    """``use_kernels="auto"``: the Triton kernels on CUDA, the native ops on the CPU when built."""
+    if next(model.parameters()).is_cuda:
+        return _kernels() is not None
+    try:
+        from igsearch_kernels._backend import native_reason, requested_backend
+    except ImportError:  # pragma: no cover
+        return False
+    return requested_backend() in ("auto", "native") and native_reason("tree_attention") is None
+
+
 def _scatter_results(requests, owner, logp_per_pair, out: list):
     for r, off, n in owner:
         out[r] = finish_result(requests[r], logp_per_pair[off : off + n])
@@ -262,6 +273,7 @@ def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreO
             k_store[li][hit] = c_keys[li].index_select(0, rows_src).to(model.dtype)
             v_store[li][hit] = c_values[li].index_select(0, rows_src).to(model.dtype)
     tokens, positions = trie.tokens.to(device), trie.positions.to(device)
+    node_of_token, ancestry = trie.node_of_token.to(device), trie.ancestry.to(device)
     local = torch.full((trie.n_tokens,), -1, dtype=torch.long, device=device)  # packed -> row in run
 
     for n_lo, n_hi in runs:
@@ -278,10 +290,13 @@ def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreO
         prev = torch.cat(prev + [in_run_cached]).to(device) if prev or in_run_cached.numel() else \
             torch.empty(0, dtype=torch.long, device=device)
         run = run.to(device)
-        use_tree_kernel = kernels is not None and prev.numel() == 0
-        if use_tree_kernel:
-            local_anc = trie.ancestry[n_lo:n_hi, n_lo:n_hi].to(device)
-            local_node = trie.node_of_token[t_lo:t_hi].to(device) - n_lo
+        if kernels is not None:  # one tree_attention call per run and layer; earlier KV as past keys
+            run_node = node_of_token[run]
+            past_node = node_of_token[prev] if prev.numel() else None
+            block_mask = None
+            if run.is_cuda:  # the Triton kernel's visit lists, shared by all layers of the run
+                block_mask = kernels.build_tree_block_mask(run_node, ancestry, *kernels.default_blocks(run.device),
+                                                           check=False, past_node=past_node)
         else:
             blocks = _query_blocks(trie, prev, run, q_block, device, model.dtype)
 
@@ -298,8 +313,12 @@ def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreO
             if keep_kv:
                 k_store[li][run] = k
                 v_store[li][run] = v
-            if use_tree_kernel:
-                o = kernels.tree_attention(q[0].transpose(0, 1), k, v, local_node, local_anc, scale=attn.scaling)
+            if kernels is not None:
+                past = (k_store[li].index_select(0, prev), v_store[li].index_select(0, prev), past_node) \
+                    if past_node is not None else (None, None, None)
+                o = kernels.tree_attention(q[0].transpose(0, 1), k, v, run_node, ancestry, past_k=past[0],
+                                           past_v=past[1], past_node=past[2], scale=attn.scaling,
+                                           block_mask=block_mask, block_m=q_block)
             else:
                 kk = torch.cat([k_store[li].index_select(0, prev), k]) if prev.numel() else k  # [Tprev + Tc, Hkv, D]
                 vv = torch.cat([v_store[li].index_select(0, prev), v]) if prev.numel() else v
@@ -353,8 +372,9 @@ def score_tree(
     ``query_block``: fast path query-block size for the sparse tree attention. None: the device's
     default (:func:`fast_path_budgets`).
     ``fast_path``: "auto" (use it when :func:`fast_path_supported`), True (require it), False.
-    ``use_kernels``: "auto" (the Triton kernels when the model is on CUDA and they import), True,
-    False (torch SDPA + chunked torch log-softmax).
+    ``use_kernels``: "auto" (:func:`kernels_by_default`: Triton on CUDA, the native CPU ops when
+    built), True (``igsearch_kernels`` on whatever backend it dispatches to), False (per-block torch
+    SDPA + chunked torch log-softmax).
     """
     out = ScoreOutput(results=[None] * len(requests), n_sequences=len(requests))
     if not requests:
@@ -369,7 +389,7 @@ def score_tree(
         )
     if fast_path and supported:
         if use_kernels == "auto":
-            use_kernels = next(model.parameters()).is_cuda
+            use_kernels = kernels_by_default(model)
         _score_fast(requests, model, seqs, max_tokens_per_forward, query_block, bool(use_kernels), out)
         out.extra["path"] = "fast"
         out.extra["kernels"] = bool(use_kernels and _kernels() is not None)

@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 
 from .base import ScoreOutput, ScoreRequest, register_scorer
-from .tree import _score_fast, _score_generic, fast_path_budgets, fast_path_supported
+from .tree import _score_fast, _score_generic, fast_path_budgets, fast_path_supported, kernels_by_default
 
 __all__ = ["TrunkKV", "compute_trunk_kv", "kv_bytes", "score_trunk"]
 
@@ -163,7 +163,7 @@ def score_trunk(
     if bad:
         raise ValueError(f"trunk scorer: trunk index {bad[0]} out of range for {n_trunks} trunks")
     if use_kernels == "auto":
-        use_kernels = next(model.parameters()).is_cuda
+        use_kernels = kernels_by_default(model)
     if isinstance(trunks, TrunkKV):
         chunks = [(list(range(len(requests))), trunks, list(trunk_of))]
     else:
