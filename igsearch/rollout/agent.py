@@ -81,8 +81,9 @@ def char_span_to_tokens(offsets: list[int], start: int, end: int) -> tuple[int, 
 
 
 @dataclass
-class _Open:
-    """Book-keeping of one rollout while it runs."""
+class OpenRollout:
+    """Book-keeping of one rollout while it runs (``SearchAgent.run`` keeps one per rollout; the verl
+    agent loop drives one through ``absorb_turn`` and ``retrieve_and_inject``)."""
 
     traj: Trajectory
     index: int = 0
@@ -121,14 +122,14 @@ class SearchAgent:
         cfg = self.config
         G = rollouts_per_question or cfg.rollouts_per_question
         base_seed = seed
-        opens: list[_Open] = []
+        opens: list[OpenRollout] = []
         for q, prompt in enumerate(prompts):
             prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             for _ in range(G):
                 traj = Trajectory(prompt_ids=list(prompt_ids), prompt_text=prompt, question_index=q,
                                   golds=list(golds[q]) if golds is not None else [],
                                   data_source=data_sources[q] if data_sources is not None else "")
-                opens.append(_Open(traj, index=len(opens)))
+                opens.append(OpenRollout(traj, index=len(opens)))
         timings = RolloutTimings()
         turn = 0
         while True:
@@ -137,7 +138,7 @@ class SearchAgent:
                 break
             self._generate_turn(active, base_seed, turn, timings)
             searching = [o for o in active if not o.done and o.traj.steps and o.traj.steps[-1].documents == (-1, -1)]
-            self._retrieve_and_inject(searching, timings)
+            self.retrieve_and_inject(searching, timings)
             turn += 1
             timings.turns = turn
         for o in opens:
@@ -146,7 +147,7 @@ class SearchAgent:
         return [o.traj for o in opens], timings
 
     # -- one turn ---------------------------------------------------------------------------
-    def _generate_turn(self, active: list[_Open], base_seed: int, turn: int, timings: RolloutTimings) -> None:
+    def _generate_turn(self, active: list[OpenRollout], base_seed: int, turn: int, timings: RolloutTimings) -> None:
         cfg = self.config
         requests = []
         for o in active:
@@ -160,10 +161,14 @@ class SearchAgent:
         outputs = self.engine.generate(requests, sampling)
         timings.generation += time.perf_counter() - t0
         for o, out in zip(active, outputs):
-            self._absorb(o, out.token_ids, out.logprobs, out.finish_reason)
+            self.absorb_turn(o, out.token_ids, out.logprobs, out.finish_reason)
 
-    def _absorb(self, o: _Open, ids: list[int], logprobs: list[float], finish_reason: str) -> None:
-        """Append one turn of policy output and decide what happens next to this rollout."""
+    def absorb_turn(self, o: OpenRollout, ids: list[int], logprobs: list[float], finish_reason: str) -> None:
+        """Append one turn of policy output and decide what happens next to this rollout.
+
+        ``finish_reason``: "stop" (a stop tag or EOS ended the turn) or "length" (the turn's token
+        budget did). A turn that ends in ``</search>`` opens a step whose documents are still
+        (-1, -1) until ``retrieve_and_inject``; ``</answer>`` finishes the rollout."""
         traj, cfg = o.traj, self.config
         start = len(traj.response_ids)
         traj.response_ids.extend(ids)
@@ -220,7 +225,7 @@ class SearchAgent:
             return self._finish(o, "malformed: ended without an answer")
         return self._finish(o, "malformed: stopped without a closing tag")
 
-    def _finish(self, o: _Open, reason: str) -> None:
+    def _finish(self, o: OpenRollout, reason: str) -> None:
         o.traj.finish_reason = reason
         o.done = True
 
@@ -238,7 +243,9 @@ class SearchAgent:
         return ids
 
     # -- retrieval --------------------------------------------------------------------------
-    def _retrieve_and_inject(self, searching: list[_Open], timings: RolloutTimings) -> None:
+    def retrieve_and_inject(self, searching: list[OpenRollout], timings: RolloutTimings) -> None:
+        """Retrieve for the last query of every rollout in ``searching`` (one batched call) and append
+        the documents (loss mask 0); a rollout whose documents do not fit is finished ("max_tokens")."""
         if not searching:
             return
         queries = [o.traj.steps[-1].query_text for o in searching]

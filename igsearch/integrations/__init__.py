@@ -1,0 +1,1 @@
+"""Integrations of igsearch with other training frameworks (each import-guarded)."""

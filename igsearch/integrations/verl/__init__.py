@@ -1,0 +1,34 @@
+"""IG-Search on verl: importing this module registers everything verl needs, without a fork.
+
+Supported: verl 0.9.1 (the version tested; see ``SUPPORTED_VERL``). verl >= 0.9 imports it on its own
+through the ``verl.plugins`` entry point declared in igsearch's pyproject.toml; older verl needs
+``VERL_USE_EXTERNAL_MODULES=igsearch.integrations.verl``. Nothing else in igsearch imports this
+module, and it needs verl's own environment (``make verl-env``: verl pins transformers < 5.11).
+
+Registered:
+- the ``ig_search`` advantage estimator (``algorithm.adv_estimator=ig_search``; ``estimator.py``),
+- the ``igsearch_agent`` agent loop (``agent_loop.py``),
+- the ``verl_actor`` continuation scorer, which scores IG requests through the actor workers'
+  ``compute_log_prob`` (``ig_batch.py``).
+The reward function is ``reward.compute_score`` (``reward.custom_reward_function.path`` points at
+``reward.py``). The data flow through verl, step by step: docs/verl.md.
+"""
+
+from __future__ import annotations
+
+try:
+    import verl  # noqa: F401
+except ImportError as exc:  # pragma: no cover - only outside the verl environment
+    raise ImportError("igsearch.integrations.verl needs verl (tested with 0.9.1): build its environment "
+                      "with `make verl-env`") from exc
+
+from .agent_loop import IGSearchAgentLoop
+from .config import VerlIGConfig
+from .estimator import compute_ig_search_advantage, ig_search_advantages
+from .ig_batch import step_ig_for_verl_batch
+from .reward import compute_score
+
+SUPPORTED_VERL = ("0.9.1",)
+
+__all__ = ["IGSearchAgentLoop", "SUPPORTED_VERL", "VerlIGConfig", "compute_ig_search_advantage", "compute_score",
+           "ig_search_advantages", "step_ig_for_verl_batch"]

@@ -1,0 +1,70 @@
+"""IG-Search settings inside a verl run: the ``algorithm.ig`` group (``+algorithm.ig.beta=0.5`` ...).
+
+Every field defaults to igsearch's own default (``AdvantageConfig`` and ``IGConfig``, one source of
+truth); the group only renames them without the ``ig_`` prefix. Unknown keys are refused with the
+key named, so a typo does not silently train with a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from igsearch.algo.advantages import AdvantageConfig
+from igsearch.ig.config import IGConfig
+
+_ADV = AdvantageConfig()
+_IG = IGConfig()
+
+
+@dataclass(frozen=True)
+class VerlIGConfig:
+    """``algorithm.ig.*``: the step term (beta, clip, norm, span_weight) and how IG is scored."""
+
+    beta: float = _ADV.ig_beta
+    clip: float | None = _ADV.ig_clip
+    norm: str = _ADV.ig_norm
+    span_weight: str = _ADV.span_weight
+    n_random: int = _IG.ig_n_random
+    head_tokens: int = _IG.ig_head_tokens
+    head_weight: float = _IG.ig_head_weight
+    max_gold_variants: int = _IG.ig_max_gold_variants
+    max_context_tokens: int = _IG.ig_max_context_tokens
+    seed: int = 0
+
+    @classmethod
+    def from_algorithm(cls, algorithm: Any) -> "VerlIGConfig":
+        """Read ``algorithm.ig`` from verl's algorithm config (DictConfig, dict, dataclass or None)."""
+        group = _get(algorithm, "ig")
+        if group is None:
+            return cls()
+        given = dict(group.items()) if hasattr(group, "items") else dict(vars(group))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(f"algorithm.ig.{unknown[0]}: unknown IG setting (known: {', '.join(sorted(known))})")
+        cfg = cls(**given)
+        cfg.advantage_config("std").validate("algorithm.ig")
+        return cfg
+
+    def advantage_config(self, scale: str) -> AdvantageConfig:
+        """igsearch's ``AdvantageConfig`` for the ``ig`` estimator with these settings."""
+        return AdvantageConfig(method="ig", adv_scale=scale, ig_beta=self.beta, ig_clip=self.clip,
+                               ig_norm=self.norm, span_weight=self.span_weight)
+
+    def ig_options(self) -> dict:
+        """Keyword options of ``information_gain_of_rollouts``."""
+        return dict(n_random=self.n_random, head_tokens=self.head_tokens, head_weight=self.head_weight,
+                    max_gold_variants=self.max_gold_variants, max_context_tokens=self.max_context_tokens,
+                    seed=self.seed)
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if hasattr(obj, "get"):
+        try:
+            return obj.get(key)
+        except TypeError:
+            pass
+    return getattr(obj, key, None)
