@@ -67,13 +67,18 @@ def timed(fn, device: str, reps: int) -> float:
         import triton.testing
 
         return float(triton.testing.do_bench(fn, warmup=25, rep=100))
+    return time_spread(fn, reps)[0]
+
+
+def time_spread(fn, reps):
+    """(median, min, max) milliseconds of `reps` calls after one warm-up call."""
     fn()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), min(times), max(times)
 
 
 def once_ms(fn, device: str) -> float:
@@ -248,17 +253,6 @@ def cpu_peak_bytes(impl, mode, m, v, d, dtype):
         return int(json.loads(res.stdout.strip().splitlines()[-1])["peak_bytes"])
     except Exception:  # noqa: BLE001 - no /proc (not Linux), timeout, crash: no number
         return None
-
-
-def time_spread(fn, reps):
-    """(median, min, max) milliseconds of `reps` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), min(times), max(times)
 
 
 def bench_gather_cpu(rows, quick, reps):

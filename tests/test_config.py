@@ -170,3 +170,18 @@ def test_unreadable_config_files_get_one_line_naming_the_file(tmp_path):
     deep.write_text("lr: " + "[" * 100_000 + "]" * 100_000 + "\n")
     with pytest.raises(ConfigError, match=r"deep.yaml: (nested too deeply|not valid YAML)"):
         load_config(deep)
+
+
+def test_optimizer_choice():
+    import torch
+
+    from igsearch.train.trainer import build_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = build_optimizer(params, load_config(CONFIGS / "tiny-cpu.yaml", ["optimizer=sgd", "sgd_momentum=0.5", "lr=0.3"]))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.5 and sgd.defaults["lr"] == 0.3
+    assert isinstance(build_optimizer(params, load_config(CONFIGS / "tiny-cpu.yaml")), torch.optim.AdamW)
+    with pytest.raises(ConfigError, match="'optimizer'"):
+        load_config(CONFIGS / "tiny-cpu.yaml", ["optimizer=adam"])
+    with pytest.raises(ConfigError, match="'sgd_momentum'"):
+        load_config(CONFIGS / "tiny-cpu.yaml", ["optimizer=sgd", "sgd_momentum=1.0"])

@@ -58,6 +58,10 @@ def _section(cls: type, help: str) -> Any:
     return field(default_factory=cls, metadata={"help": help, "section": True})
 
 
+#: the choices of TrainConfig.optimizer (built by igsearch.train.trainer.build_optimizer)
+OPTIMIZERS = ("adamw", "sgd")
+
+
 @dataclass
 class TrainConfig:
     """Everything a GRPO / IG-Search training run needs, with the embedded CPU default as defaults."""
@@ -94,8 +98,11 @@ class TrainConfig:
     format_penalty: float = _f(0.0, "Subtracted from the reward of a malformed rollout or one without an answer.")
 
     # ---------------------------------------------------------------- optimisation
-    lr: float = _f(1e-4, "AdamW learning rate.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    optimizer: str = _f("adamw", "Policy optimizer: adamw | sgd (plain SGD with sgd_momentum; its step follows the "
+                                 "gradient's size, where AdamW gives every parameter an lr-sized step).")
+    lr: float = _f(1e-4, "Learning rate of the optimizer.")
+    sgd_momentum: float = _f(0.0, "SGD momentum (optimizer=sgd).")
+    weight_decay: float = _f(0.0, "Weight decay (decoupled for adamw, L2 for sgd).")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.999, "AdamW beta2.")
     adam_eps: float = _f(1e-8, "AdamW epsilon.")
@@ -210,10 +217,13 @@ class TrainConfig:
             "dtype": ("float32", "bfloat16", "float16"),
             "attn_implementation": ("auto", "sdpa", "flash_attention_2", "eager"),
             "template": tuple(TEMPLATES),
+            "optimizer": OPTIMIZERS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise bad(name, f"expected one of {list(allowed)}, got {getattr(self, name)!r}")
+        if not 0 <= self.sgd_momentum < 1:
+            raise bad("sgd_momentum", f"must be in [0, 1), got {self.sgd_momentum}")
         if self.rollouts_per_question < 2:
             raise bad("rollouts_per_question", "GRPO needs at least 2 rollouts per question")
         return self

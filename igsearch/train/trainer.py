@@ -200,8 +200,7 @@ class Trainer:
                                                  attn_implementation=cfg.attn_implementation)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg)
         if ckpt is not None:
             info = load_checkpoint(ckpt, self.model, self.optimizer)
             self.start_step = info["step"]
@@ -594,6 +593,14 @@ def learning_rate_at(cfg: TrainConfig, step: int) -> float:
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return cfg.lr * step / cfg.warmup_steps
     return cfg.lr
+
+
+def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The policy optimizer named by ``cfg.optimizer`` (adamw | sgd)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                             eps=cfg.adam_eps)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
