@@ -16,8 +16,9 @@ Two paths behind :func:`score_tree`:
   keys/values of its ancestors from earlier runs, so every trie token is forwarded exactly once.
   Inside a run, attention is computed per block of ``query_block`` query tokens against only the
   keys that block may see (torch SDPA), so it costs about T x (path depth + block) rather than the
-  T x T of a dense tree mask. With ``use_kernels`` the run's attention is
-  ``igsearch_kernels.tree_attention`` (runs without earlier ancestors) and the LM head +
+  T x T of a dense tree mask. With ``use_kernels`` (default: Triton on CUDA, the native ops on a
+  CPU that built them) the run's attention is one ``igsearch_kernels.tree_attention`` call per
+  layer, the earlier runs' (or cached) keys/values passed as past keys, and the LM head +
   log-softmax + gather is ``igsearch_kernels.gather_logprobs``; otherwise the gather is a
   row-chunked torch version that never holds more than ``_LOGIT_ROWS x vocab`` logits.
 """
