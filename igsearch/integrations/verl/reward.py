@@ -1,28 +1,17 @@
 """Exact match as verl's custom reward function (``reward.custom_reward_function``).
 
 verl calls ``compute_score(data_source, solution_str, ground_truth, extra_info)`` once per rollout
-with the decoded response. The answer is the text of the response's last ``<answer>...</answer>``;
-the score is :func:`igsearch.data.metrics.exact_match` against the gold variants, which may come as a
-string, a list, or Search-R1's ``{"target": [...]}``.
+with the decoded response. The answer is :func:`igsearch.data.metrics.extract_answer` (the last
+``<answer>``, which must be closed) and the score :func:`igsearch.data.metrics.exact_match` against the
+gold variants, which may come as a string, a list, or Search-R1's ``{"target": [...]}``; the same
+functions our own trainer and evaluation use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from igsearch.data.metrics import exact_match
-from igsearch.data.prompts import ANSWER_CLOSE, ANSWER_OPEN
-
-
-def extract_answer(solution_str: str) -> str | None:
-    """The stripped text of the last closed ``<answer>`` block, or None."""
-    end = solution_str.rfind(ANSWER_CLOSE)
-    if end < 0:
-        return None
-    start = solution_str.rfind(ANSWER_OPEN, 0, end)
-    if start < 0:
-        return None
-    return solution_str[start + len(ANSWER_OPEN):end].strip()
+from igsearch.data.metrics import exact_match, extract_answer
 
 
 def gold_variants(ground_truth: Any) -> list[str]:
