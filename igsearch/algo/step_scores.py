@@ -150,13 +150,14 @@ def step_information_gain(batch: ScoringBatch) -> StepScores:
     step k of the record by construction.
     """
     from igsearch.ig import information_gain_of_trajectories
+    from igsearch.ig.config import ig_draw_seed
 
     ig = batch.config.ig  # the run config's ``ig`` section (igsearch.ig.config.IGConfig)
     res = information_gain_of_trajectories(
         batch.trajectories, batch.model, batch.tokenizer,
         n_random=ig.ig_n_random, head_tokens=ig.ig_head_tokens, head_weight=ig.ig_head_weight,
         max_gold_variants=ig.ig_max_gold_variants, max_context_tokens=ig.ig_max_context_tokens,
-        seed=batch.config.seed * 7919 + batch.step, scorer=ig.ig_scorer,
+        seed=ig_draw_seed(batch.config.seed, batch.step), scorer=ig.ig_scorer,
         trunks=batch.trunk_kv if ig.ig_scorer == "trunk" else None,
         scorer_options={"engine": batch.engine} if ig.ig_scorer == "vllm" else None)
     stats = {k: float(v) for k, v in res.stats.items()

@@ -33,3 +33,9 @@ class IGConfig:
         check_range(where, "ig_head_weight", self.ig_head_weight, low=0, low_open=True)
         check_choice(where, "ig_scorer", self.ig_scorer, list_scorers())
         return self
+
+
+def ig_draw_seed(run_seed: int, step: int) -> int:
+    """Seed of the counterfactual draws of training step ``step`` in a run seeded ``run_seed``: a pure
+    function of the two, so a resumed run draws the same documents (our trainer and verl's alike)."""
+    return run_seed * 7919 + step

@@ -107,14 +107,17 @@ def test_settings_are_checked(tok):
 
 
 def test_plugin_is_discovered_through_the_entry_point():
-    """A fresh process that only imports verl finds the estimator and the agent loop (verl.plugins)."""
+    """A fresh process that only imports verl finds the estimator, the agent loop and the v1 trainer
+    (verl.plugins), as verl's TaskRunner does before it looks the trainer up by name."""
     code = ("import verl\n"
             "from verl.trainer.ppo.core_algos import get_adv_estimator_fn\n"
             "from verl.experimental.agent_loop.agent_loop import _agent_loop_registry\n"
+            "from verl.trainer.ppo.v1 import get_trainer_cls\n"
             "from igsearch.scoring import list_scorers\n"
             "get_adv_estimator_fn('ig_search')\n"
-            "print(_agent_loop_registry['igsearch_agent']['_target_'], 'verl_actor' in list_scorers())\n")
+            "print(_agent_loop_registry['igsearch_agent']['_target_'], 'verl_actor' in list_scorers(),\n"
+            "      get_trainer_cls('igsearch_sync').__name__)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["igsearch.integrations.verl.agent_loop.IGSearchAgentLoop", "True"]
+    assert out.stdout.split() == ["igsearch.integrations.verl.agent_loop.IGSearchAgentLoop", "True", "IGSearchTrainer"]
     assert _agent_loop_registry["igsearch_agent"]["_target_"].endswith("IGSearchAgentLoop")

@@ -9,7 +9,9 @@ Registered:
 - the ``ig_search`` advantage estimator (``algorithm.adv_estimator=ig_search``; ``estimator.py``),
 - the ``igsearch_agent`` agent loop (``agent_loop.py``),
 - the ``verl_actor`` continuation scorer, which scores IG requests through the actor workers'
-  ``compute_log_prob`` (``ig_batch.py``).
+  ``compute_log_prob`` (``ig_batch.py``; through TransferQueue in verl's v1 trainers: ``tq_batch.py``),
+- the ``igsearch_sync`` v1 trainer (``trainer.v1.trainer_mode=igsearch_sync``; ``trainer.py``): verl's
+  synchronous trainer that scores IG after the old log-probs and hands it to ``ig_search``.
 The reward function is ``reward.compute_score`` (``reward.custom_reward_function.path`` points at
 ``reward.py``). The data flow through verl, step by step: docs/verl.md.
 """
@@ -27,8 +29,9 @@ from .config import VerlIGConfig
 from .estimator import compute_ig_search_advantage, ig_search_advantages
 from .ig_batch import step_ig_for_verl_batch
 from .reward import compute_score
+from .trainer import IGSearchTrainer
 
 SUPPORTED_VERL = ("0.9.1",)
 
-__all__ = ["IGSearchAgentLoop", "SUPPORTED_VERL", "VerlIGConfig", "compute_ig_search_advantage", "compute_score",
+__all__ = ["IGSearchAgentLoop", "IGSearchTrainer", "SUPPORTED_VERL", "VerlIGConfig", "compute_ig_search_advantage", "compute_score",
            "ig_search_advantages", "step_ig_for_verl_batch"]

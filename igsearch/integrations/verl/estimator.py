@@ -11,16 +11,19 @@ z-scored over the group's scored steps. All-fail groups (every R_i = 0) get no o
 do get the IG term on their query spans. The result is masked by ``response_mask`` and returned as
 (advantages, returns), both [B, T], as verl expects.
 
-The step IGs and query spans travel in ``non_tensor_batch`` (``ig_step_ig``, ``ig_query_spans``:
-one object per row; see :func:`igsearch.integrations.verl.ig_batch.step_ig_for_verl_batch`), which
-igsearch's trainer passes; verl 0.9.1's stock ``compute_advantage`` does not hand
-``non_tensor_batch`` to a registered estimator (only to GDPO), so calling this estimator without them
-is refused with that explanation.
+The step IGs and query spans (one object per row) come either in ``non_tensor_batch``
+(``ig_step_ig``, ``ig_query_spans``; see :func:`igsearch.integrations.verl.ig_batch.step_ig_for_verl_batch`)
+or, inside :func:`supplied_step_ig`, from the caller: verl 0.9.1's stock ``compute_advantage`` hands
+``non_tensor_batch`` to GDPO only, so igsearch's verl trainer (``trainer.py``) scores IG and then runs
+verl's own ``_compute_advantage`` inside that block. Without either the estimator refuses to run,
+with that explanation.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +34,18 @@ from igsearch.algo.advantages import AdvantageInput, compute_advantages, per_tok
 from .config import VerlIGConfig
 
 IG_KEY, SPANS_KEY = "ig_step_ig", "ig_query_spans"
+_SUPPLIED: ContextVar[tuple[Sequence, Sequence] | None] = ContextVar("igsearch_supplied_step_ig", default=None)
+
+
+@contextmanager
+def supplied_step_ig(query_spans: Sequence, step_ig: Sequence) -> Iterator[None]:
+    """Within the block, ``ig_search`` takes the query spans and step IGs from here when verl does
+    not pass ``non_tensor_batch``. Rows in the order of the batch verl's ``compute_advantage`` sees."""
+    token = _SUPPLIED.set((query_spans, step_ig))
+    try:
+        yield
+    finally:
+        _SUPPLIED.reset(token)
 
 
 def group_ids(index: Sequence[Any]) -> list[int]:
@@ -86,16 +101,23 @@ def compute_ig_search_advantage(
     **_: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """verl's estimator signature; the IG data come in ``non_tensor_batch`` (see module docstring)."""
-    if non_tensor_batch is None or IG_KEY not in non_tensor_batch or SPANS_KEY not in non_tensor_batch:
+    if non_tensor_batch is not None and IG_KEY in non_tensor_batch and SPANS_KEY in non_tensor_batch:
+        spans, step_ig = non_tensor_batch[SPANS_KEY], non_tensor_batch[IG_KEY]
+    elif _SUPPLIED.get() is not None:
+        spans, step_ig = _SUPPLIED.get()
+    else:
         raise ValueError(
-            f"adv_estimator=ig_search needs the step IGs ({IG_KEY}) and query spans ({SPANS_KEY}) in "
-            "non_tensor_batch: run it with igsearch's verl trainer (see docs/verl.md), which scores IG after "
-            "the old log-probs and calls this estimator with them")
+            f"adv_estimator=ig_search needs the step IGs ({IG_KEY}) and query spans ({SPANS_KEY}): run it with "
+            "igsearch's verl trainer (trainer.v1.trainer_mode=igsearch_sync, see docs/verl.md), which scores IG "
+            "after the old log-probs and hands them to this estimator")
+    if len(spans) != token_level_rewards.shape[0] or len(step_ig) != token_level_rewards.shape[0]:
+        raise ValueError(f"ig_search: {len(spans)} rows of query spans and {len(step_ig)} of step IGs for a batch "
+                         f"of {token_level_rewards.shape[0]} rows")
     if index is None:
         raise ValueError("adv_estimator=ig_search needs the group index (verl's uid)")
     norm = norm_adv_by_std_in_grpo
     if config is not None and hasattr(config, "get") and config.get("norm_adv_by_std_in_grpo") is not None:
         norm = bool(config.get("norm_adv_by_std_in_grpo"))
-    return ig_search_advantages(token_level_rewards, response_mask, index, non_tensor_batch[SPANS_KEY],
-                                non_tensor_batch[IG_KEY], VerlIGConfig.from_algorithm(config),
+    return ig_search_advantages(token_level_rewards, response_mask, index, spans, step_ig,
+                                VerlIGConfig.from_algorithm(config),
                                 norm_adv_by_std=norm, epsilon=epsilon)

@@ -1,18 +1,20 @@
-"""Step IG of a verl batch, scored through the actor workers.
+"""Step IG of verl rollouts, scored through the actor workers.
 
-After verl computed the old log-probs, the trainer calls :func:`step_ig_for_verl_batch`:
+After verl computed the old log-probs, igsearch's verl trainer (``trainer.py``) calls
+:func:`step_ig_of_trajectories` (a legacy ``DataProto`` batch: :func:`step_ig_for_verl_batch`):
 
-1. Each row becomes an igsearch ``Trajectory`` (prompt ids without left padding, response ids up to
-   the attention mask, and the step spans the agent loop recorded in ``igsearch_steps``).
+1. Each row becomes an igsearch ``Trajectory`` (:func:`trajectory_from_row`: prompt ids without
+   padding, response ids, and the step spans the agent loop recorded in ``igsearch_steps``).
 2. ``information_gain_of_trajectories`` builds the IG requests exactly as our trainer does (one
    batch-wide pool of (documents, refine) pairs, counterfactual draws from ``random.Random(seed)``).
 3. The requests are scored by the ``verl_actor`` scorer: a ``DataProto`` of prompts (the contexts,
    left-padded) and responses (the gold answers, right-padded), padded with copies of its first row to
-   a multiple of the data-parallel size so every rank runs the same number of forwards, handed to
-   ``compute_log_prob`` (the actor worker group's method) and cut back.
+   a multiple of the data-parallel size so every rank runs the same number of forwards, handed to a
+   ``compute_log_prob`` function (in the v1 trainer: the actor worker group's, through TransferQueue,
+   ``tq_batch.tq_log_prob_fn``) and cut back.
 
-The step IGs and the query spans land in ``non_tensor_batch["ig_step_ig"]`` and
-``["ig_query_spans"]``, where the ``ig_search`` estimator reads them.
+The step IGs and query spans come back as the columns ``ig_step_ig`` and ``ig_query_spans`` the
+``ig_search`` estimator reads.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from .config import VerlIGConfig
 from .estimator import IG_KEY, SPANS_KEY
 
 STEPS_KEY, GOLDS_KEY = "igsearch_steps", "igsearch_golds"
+MISSING_RECORD = (f"IG needs {STEPS_KEY} and {GOLDS_KEY} from the rollout: roll out with the igsearch_agent "
+                  "agent loop")
 
 
 def steps_to_record(steps: Sequence[StepSpans]) -> list[list[int]]:
@@ -49,46 +53,48 @@ def steps_from_record(record: Sequence[Sequence[int]]) -> list[StepSpans]:
     return out
 
 
+def trajectory_from_row(prompt_ids: Sequence[int], response_ids: Sequence[int], response_mask: Sequence[int] | None,
+                        steps_record: Sequence[Sequence[int]] | None, golds: Sequence[str], index: int,
+                        tokenizer) -> Trajectory:
+    """One rollout (unpadded prompt and response ids, the agent loop's step record and golds) as an
+    igsearch ``Trajectory``. IG's contexts start with the prompt text, decoded here from the ids."""
+    p_ids, r_ids = [int(x) for x in prompt_ids], [int(x) for x in response_ids]
+    mask = [int(m) for m in response_mask] if response_mask is not None else [1] * len(r_ids)
+    return Trajectory(prompt_ids=p_ids, response_ids=r_ids, loss_mask=mask, rollout_logprobs=[0.0] * len(r_ids),
+                      steps=steps_from_record(steps_record or []), golds=[str(g) for g in golds],
+                      question_index=index, prompt_text=tokenizer.decode(p_ids, skip_special_tokens=False))
+
+
 def trajectories_from_batch(batch: DataProto, tokenizer) -> list[Trajectory]:
-    """One ``Trajectory`` per row of a verl rollout batch (prompts left-padded, responses right-padded).
-    IG's contexts start with the prompt text, decoded here from the prompt ids."""
+    """One ``Trajectory`` per row of a verl rollout ``DataProto`` (prompts left-padded, responses
+    right-padded; the step record and golds in ``non_tensor_batch``)."""
     prompts, responses = batch.batch["prompts"], batch.batch["responses"]
     attention = batch.batch["attention_mask"]
     n_prompt = prompts.shape[1]
     steps = batch.non_tensor_batch.get(STEPS_KEY)
     golds = batch.non_tensor_batch.get(GOLDS_KEY)
     if steps is None or golds is None:
-        raise ValueError(f"IG needs {STEPS_KEY} and {GOLDS_KEY} in non_tensor_batch: roll out with the "
-                         "igsearch_agent agent loop")
+        raise ValueError(MISSING_RECORD)
     trajs = []
     for i in range(prompts.shape[0]):
-        p_ids = prompts[i][attention[i, :n_prompt].bool()].tolist()
         r_len = int(attention[i, n_prompt:].sum())
-        r_ids = responses[i, :r_len].tolist()
-        mask = batch.batch["response_mask"][i, :r_len].tolist() if "response_mask" in batch.batch else [1] * r_len
-        traj = Trajectory(prompt_ids=p_ids, response_ids=r_ids, loss_mask=[int(m) for m in mask],
-                          rollout_logprobs=[0.0] * r_len, steps=steps_from_record(steps[i] or []),
-                          golds=[str(g) for g in golds[i]], question_index=i,
-                          prompt_text=tokenizer.decode(p_ids, skip_special_tokens=False))
-        trajs.append(traj)
+        mask = batch.batch["response_mask"][i, :r_len].tolist() if "response_mask" in batch.batch else None
+        trajs.append(trajectory_from_row(prompts[i][attention[i, :n_prompt].bool()].tolist(),
+                                         responses[i, :r_len].tolist(), mask, steps[i], golds[i], i, tokenizer))
     return trajs
 
 
-def step_ig_for_verl_batch(batch: DataProto, tokenizer, compute_log_prob: Callable[[DataProto], DataProto], *,
-                           config: VerlIGConfig | None = None, dp_size: int = 1,
-                           meta_info: dict | None = None) -> IGResult:
-    """Score the step IG of ``batch`` through ``compute_log_prob`` and store it for the estimator.
+def step_ig_of_trajectories(trajs: Sequence[Trajectory], tokenizer, compute_log_prob: Callable[[DataProto], DataProto],
+                            *, config: VerlIGConfig | None = None, dp_size: int = 1,
+                            meta_info: dict | None = None) -> tuple[IGResult, np.ndarray, np.ndarray]:
+    """IG of the rollouts, scored through ``compute_log_prob`` (the ``verl_actor`` scorer).
 
-    ``compute_log_prob``: the actor worker group's ``compute_log_prob`` (or any function with its
-    contract: a DataProto with prompts/responses/input_ids/attention_mask/position_ids in, one with
-    ``old_log_probs`` [n, response_length] out). ``dp_size``: the data-parallel world size (request
-    count is padded to a multiple of it). ``meta_info`` is passed on (micro-batch size, temperature).
-    """
+    Returns (result, query spans, step IGs); the last two are object arrays with one entry per
+    rollout, the columns ``ig_query_spans`` and ``ig_step_ig`` the estimator reads."""
     cfg = config or VerlIGConfig()
-    trajs = trajectories_from_batch(batch, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     result = information_gain_of_trajectories(
-        trajs, None, tokenizer, scorer="verl_actor",
+        list(trajs), None, tokenizer, scorer="verl_actor",
         scorer_options={"compute_log_prob": compute_log_prob, "pad_token_id": pad, "dp_size": dp_size,
                         "meta_info": meta_info or {}},
         **cfg.ig_options())
@@ -96,6 +102,24 @@ def step_ig_for_verl_batch(batch: DataProto, tokenizer, compute_log_prob: Callab
     spans[:] = [[tuple(s.query) for s in t.steps] for t in trajs]
     igs = np.empty(len(trajs), dtype=object)
     igs[:] = [list(row) for row in result.step_ig]
+    return result, spans, igs
+
+
+def step_ig_for_verl_batch(batch: DataProto, tokenizer, compute_log_prob: Callable[[DataProto], DataProto], *,
+                           config: VerlIGConfig | None = None, dp_size: int = 1,
+                           meta_info: dict | None = None) -> IGResult:
+    """Score the step IG of a rollout ``DataProto`` through ``compute_log_prob`` and store it in its
+    ``non_tensor_batch`` for the estimator.
+
+    ``compute_log_prob``: a function with the contract of verl's actor ``compute_log_prob``: a
+    DataProto with prompts/responses/input_ids/attention_mask/position_ids in, one with
+    ``old_log_probs`` [n, response_length] out (verl's v1 trainer wraps its worker group into one:
+    ``tq_batch.tq_log_prob_fn``). ``dp_size``: the data-parallel world size (request count is
+    padded to a multiple of it). ``meta_info`` is passed on (micro-batch size, temperature).
+    """
+    result, spans, igs = step_ig_of_trajectories(trajectories_from_batch(batch, tokenizer), tokenizer,
+                                                 compute_log_prob, config=config, dp_size=dp_size,
+                                                 meta_info=meta_info)
     batch.non_tensor_batch[SPANS_KEY] = spans
     batch.non_tensor_batch[IG_KEY] = igs
     return result

@@ -1,0 +1,91 @@
+"""``igsearch_sync``: verl's synchronous v1 PPO trainer with IG-Search's step rewards.
+
+Selected with ``trainer.v1.trainer_mode=igsearch_sync`` (and ``algorithm.adv_estimator=ig_search``).
+Everything is verl's ``PPOTrainerSync`` except the advantage stage of each step. verl runs, in order:
+rollout (our ``igsearch_agent`` loop) -> reward -> seq-len balancing -> old log-probs -> [ref] ->
+advantage -> actor update. At the advantage stage, with ``adv_estimator=ig_search``, this trainer:
+
+1. reads the step's rollouts from TransferQueue (``tq_batch.trajectories_from_tq``),
+2. builds the IG requests with ``igsearch.ig`` (batch-wide pool, ``n_random`` draws seeded by
+   ``ig_draw_seed(algorithm.ig.seed, global step)``) and scores them through the actor workers'
+   ``compute_log_prob`` under the same weights as the old log-probs (``tq_batch.tq_log_prob_fn``:
+   rows padded to a multiple of the data-parallel size and balanced by length across ranks),
+3. runs verl's own ``_compute_advantage`` with the step IGs and query spans handed to the
+   ``ig_search`` estimator (``estimator.supplied_step_ig``): KL-in-reward, rollout correction and the
+   write-back to TransferQueue stay verl's.
+
+IG metrics go to verl's logger under ``ig/`` and the scoring time under ``timing_s/ig``. With any other
+estimator the trainer is ``PPOTrainerSync`` unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from transfer_queue import KVBatchMeta
+from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
+from verl.utils.debug import marked_timer
+
+from igsearch.ig.config import ig_draw_seed
+
+from .config import VerlIGConfig
+from .estimator import supplied_step_ig
+from .ig_batch import step_ig_of_trajectories
+from .tq_batch import tq_log_prob_fn, trajectories_from_tq
+
+TRAINER_NAME = "igsearch_sync"
+ESTIMATOR_NAME = "ig_search"
+_METRICS = {"ig_mean": "ig/mean", "ig_std": "ig/std", "ig_pos_frac": "ig/positive_fraction",
+            "n_steps_scored": "ig/steps_scored", "n_steps_total": "ig/steps_total", "n_sequences": "ig/requests",
+            "tokens_forwarded": "ig/tokens_forwarded", "real_mean": "ig/real_score_mean",
+            "baseline_mean": "ig/baseline_score_mean"}
+
+
+def ig_metrics(stats: dict) -> dict[str, float]:
+    """igsearch's IG batch statistics under verl metric names (``ig/...``); None values dropped."""
+    return {name: float(stats[k]) for k, name in _METRICS.items() if stats.get(k) is not None}
+
+
+@register_trainer(TRAINER_NAME)
+class IGSearchTrainer(PPOTrainerSync):
+    """See the module docstring."""
+
+    def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        if str(self.config.algorithm.adv_estimator) != ESTIMATOR_NAME:
+            return super()._compute_advantage(batch, metrics)
+        with marked_timer("ig", self._timing(), color="purple"):
+            spans, step_ig = self.score_step_ig(batch, metrics)
+        with supplied_step_ig(spans, step_ig):
+            return super()._compute_advantage(batch, metrics)
+
+    def score_step_ig(self, batch: KVBatchMeta, metrics: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(query spans, step IGs) of ``batch``, object arrays with one entry per row in key order
+        (empty for verl's padding rows), the IGs scored by the actor workers."""
+        cfg = VerlIGConfig.from_algorithm(self.config.algorithm)
+        cfg = replace(cfg, seed=ig_draw_seed(cfg.seed, int(self.global_steps)))
+        dp_size = self.actor_dp_size()
+        rows = trajectories_from_tq(batch, self.tokenizer)
+        real = [i for i, t in enumerate(rows) if t is not None]
+        result, real_spans, real_ig = step_ig_of_trajectories(
+            [rows[i] for i in real], self.tokenizer, tq_log_prob_fn(self.actor_rollout_wg, dp_size=dp_size),
+            config=cfg, dp_size=dp_size)
+        spans, step_ig = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=object)
+        spans[:], step_ig[:] = [[] for _ in rows], [[] for _ in rows]  # padding rows: no steps
+        for j, i in enumerate(real):
+            spans[i], step_ig[i] = real_spans[j], real_ig[j]
+        metrics.update(ig_metrics(result.stats))
+        return spans, step_ig
+
+    def actor_dp_size(self) -> int:
+        """Data-parallel size of the actor mesh (as verl's own seq-len balancing reads it)."""
+        wg = self.actor_rollout_wg
+        if "actor" not in wg._dispatch_info:
+            wg._dispatch_info["actor"] = wg._query_dispatch_info("actor")
+        return max(wg._dispatch_info["actor"]) + 1
+
+    def _timing(self) -> dict:
+        if getattr(self, "timing_raw", None) is None:
+            self.timing_raw = {}
+        return self.timing_raw
