@@ -47,8 +47,9 @@ verl-env: $(VERL_VENV)/.installed
 $(VERL_VENV)/.installed: pyproject.toml
 	test -x $(VERL_VENV)/bin/python || $(PYTHON) -m venv $(VERL_VENV)
 	$(VERL_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VERL_VENV)/bin/python -m pip install --quiet torch==2.13.0
-	$(VERL_VENV)/bin/python -m pip install --quiet -e ".[verl,test]"
+	# CPU: torch 2.13.0 (the local wheel) for the tests. GPU: verl's own vLLM pins (torch 2.11, vllm 0.24).
+	if [ "$(EXTRAS)" = "cpu" ]; then $(VERL_VENV)/bin/python -m pip install --quiet torch==2.13.0; fi
+	$(VERL_VENV)/bin/python -m pip install --quiet -e ".[verl,test]" $$([ "$(EXTRAS)" = "gpu" ] && echo "verl[vllm]==0.9.1")
 	$(VERL_VENV)/bin/python -c "import verl, torch, transformers; print('verl', verl.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
 	touch $@
 

@@ -32,7 +32,7 @@ from igsearch.ig.config import ig_draw_seed  # noqa: E402
 from igsearch.integrations.verl.config import VerlIGConfig  # noqa: E402
 from igsearch.integrations.verl.estimator import ig_search_advantages  # noqa: E402
 from igsearch.integrations.verl.ig_batch import GOLDS_KEY, STEPS_KEY, steps_to_record  # noqa: E402
-from igsearch.integrations.verl.trainer import IGSearchTrainer  # noqa: E402
+from igsearch.integrations.verl.trainer import IGSearchTrainer, load_step_ig_dump  # noqa: E402
 from test_verl_ig_batch import setup  # noqa: E402,F401  (the rollouts and the tiny policy)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "verl"
@@ -147,10 +147,11 @@ def test_launch_config_composes_and_selects_every_igsearch_part():
     assert cfg.data.train_batch_size == 512 and cfg.actor_rollout_ref.rollout.n == 5
 
 
-def test_advantage_stage_scores_ig_through_the_actor_and_matches_igsearch(setup, transfer_queue):
+def test_advantage_stage_scores_ig_through_the_actor_and_matches_igsearch(setup, transfer_queue, tmp_path):
     tok, model, trajs = setup
     step, dp_size = 4, 2
-    cfg = launch_config("algorithm.ig.n_random=2", "algorithm.ig.seed=3", "actor_rollout_ref.rollout.n=3")
+    cfg = launch_config("algorithm.ig.n_random=2", "algorithm.ig.seed=3", "actor_rollout_ref.rollout.n=3",
+                        f"algorithm.ig.dump_dir={tmp_path}")
     batch = put_rollouts(trajs, step)
     batch = upsample_batch_to_divisible_size(batch, 8, tok.eos_token_id)  # verl's own padding rows
     assert len(batch) == 8 and sum(t.get("is_padding", False) for t in batch.tags) == 2
@@ -200,6 +201,12 @@ def test_advantage_stage_scores_ig_through_the_actor_and_matches_igsearch(setup,
         assert all(abs(g - w) < 1e-4 for g, w in zip(got_row, want_row) if g is not None)
     assert list(step_ig[6]) == [] and list(spans[6]) == []
 
+    # the dump (what bench/verl_smoke.py re-scores on a GPU) rebuilds the same rollouts and IGs
+    dumped, dumped_ig, seed = load_step_ig_dump(tmp_path / f"step_{step:06d}.jsonl", tok)
+    assert seed == ig_draw_seed(3, step) and len(dumped) == len(trajs)
+    assert [t.response_ids for t in dumped] == [t.response_ids for t in trajs]
+    assert dumped_ig == [list(row) for row in step_ig[:6]]
+
 
 def test_other_estimators_run_verl_unchanged(setup, transfer_queue):
     tok, model, trajs = setup
@@ -215,3 +222,21 @@ def test_other_estimators_run_verl_unchanged(setup, transfer_queue):
     got = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages"])
     first = got["advantages"].unbind()[0]
     assert first.shape[0] == len(trajs[0].response_ids) and float(first.abs().sum()) > 0
+
+
+def test_smoke_run_command_composes_and_its_metrics_parse():
+    """bench/verl_smoke.py (the GPU smoke run): its overrides compose with the launch config and pass
+    verl's validation, and verl's console metric lines parse."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("verl_smoke", CONFIG_DIR.parents[1] / "bench" / "verl_smoke.py")
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    cfg = smoke.compose_check(smoke.launch_overrides(Path("/m"), Path("/w"), "http://h:1/retrieve", Path("/d"), 2))
+    assert cfg.trainer.n_gpus_per_node == 1 and cfg.trainer.total_training_steps == 2
+    assert cfg.algorithm.ig.dump_dir == "/d" and cfg.data.train_files == "/w/train.parquet"
+    log = ("noise\nstep:1 - timing_s/step:12.5 - timing_s/ig:1.25 - perf/throughput:3000.0 - ig/mean:0.5\n"
+           "(TaskRunner pid=1) step:2 - timing_s/step:10.0 - training/epoch:0\n")
+    got = smoke.parse_metrics(log)
+    assert got[1] == {"timing_s/step": 12.5, "timing_s/ig": 1.25, "perf/throughput": 3000.0, "ig/mean": 0.5}
+    assert got[2] == {"timing_s/step": 10.0, "training/epoch": 0.0}  # Ray's actor prefix is skipped

@@ -31,6 +31,7 @@ class VerlIGConfig:
     max_gold_variants: int = _IG.ig_max_gold_variants
     max_context_tokens: int = _IG.ig_max_context_tokens
     seed: int = 0
+    dump_dir: str | None = None  # write each step's rollouts and step IGs here (trainer.dump_step_ig)
 
     @classmethod
     def from_algorithm(cls, algorithm: Any) -> "VerlIGConfig":

@@ -14,25 +14,29 @@ advantage -> actor update. At the advantage stage, with ``adv_estimator=ig_searc
    ``ig_search`` estimator (``estimator.supplied_step_ig``): KL-in-reward, rollout correction and the
    write-back to TransferQueue stay verl's.
 
-IG metrics go to verl's logger under ``ig/`` and the scoring time under ``timing_s/ig``. With any other
+IG metrics go to verl's logger under ``ig/`` and the scoring time under ``timing_s/ig``. With
+``algorithm.ig.dump_dir`` set, each step's rollouts and step IGs are also written there as JSON lines
+(:func:`dump_step_ig`; ``bench/verl_smoke.py`` re-scores them with our tree scorer). With any other
 estimator the trainer is ``PPOTrainerSync`` unchanged.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
-
 from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 from verl.utils.debug import marked_timer
 
 from igsearch.ig.config import ig_draw_seed
+from igsearch.rollout.trajectory import Trajectory
 
 from .config import VerlIGConfig
 from .estimator import supplied_step_ig
-from .ig_batch import step_ig_of_trajectories
+from .ig_batch import step_ig_of_trajectories, steps_to_record, trajectory_from_row
 from .tq_batch import tq_log_prob_fn, trajectories_from_tq
 
 TRAINER_NAME = "igsearch_sync"
@@ -41,6 +45,32 @@ _METRICS = {"ig_mean": "ig/mean", "ig_std": "ig/std", "ig_pos_frac": "ig/positiv
             "n_steps_scored": "ig/steps_scored", "n_steps_total": "ig/steps_total", "n_sequences": "ig/requests",
             "tokens_forwarded": "ig/tokens_forwarded", "real_mean": "ig/real_score_mean",
             "baseline_mean": "ig/baseline_score_mean"}
+
+
+def dump_step_ig(path: Path, trajs: list[Trajectory], step_ig: list[list[float | None]], seed: int) -> None:
+    """One JSON line per rollout: prompt/response ids, loss mask, step record, golds, the step IGs
+    and the draw seed, enough to rebuild the trajectories (``ig_batch.trajectory_from_row``) and
+    recompute the IGs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for t, row in zip(trajs, step_ig, strict=True):
+            f.write(json.dumps({"prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask,
+                                "steps": steps_to_record(t.steps), "golds": list(t.golds), "step_ig": list(row),
+                                "seed": seed}) + "\n")
+
+
+def load_step_ig_dump(path: Path, tokenizer) -> tuple[list[Trajectory], list[list[float | None]], int]:
+    """Inverse of :func:`dump_step_ig`: (trajectories, step IGs, draw seed)."""
+    trajs, step_ig, seeds = [], [], set()
+    for i, line in enumerate(Path(path).read_text().splitlines()):
+        r = json.loads(line)
+        trajs.append(trajectory_from_row(r["prompt_ids"], r["response_ids"], r["loss_mask"], r["steps"], r["golds"], i,
+                                         tokenizer))
+        step_ig.append(r["step_ig"])
+        seeds.add(int(r["seed"]))
+    if len(seeds) != 1:
+        raise ValueError(f"{path}: expected one draw seed, found {sorted(seeds)}")
+    return trajs, step_ig, seeds.pop()
 
 
 def ig_metrics(stats: dict) -> dict[str, float]:
@@ -76,6 +106,9 @@ class IGSearchTrainer(PPOTrainerSync):
         for j, i in enumerate(real):
             spans[i], step_ig[i] = real_spans[j], real_ig[j]
         metrics.update(ig_metrics(result.stats))
+        if cfg.dump_dir:
+            dump_step_ig(Path(cfg.dump_dir) / f"step_{int(self.global_steps):06d}.jsonl",
+                         [rows[i] for i in real], result.step_ig, cfg.seed)
         return spans, step_ig
 
     def actor_dp_size(self) -> int:
