@@ -102,7 +102,8 @@ class IGSearchTrainer(PPOTrainerSync):
             [rows[i] for i in real], self.tokenizer, tq_log_prob_fn(self.actor_rollout_wg, dp_size=dp_size),
             config=cfg, dp_size=dp_size)
         spans, step_ig = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=object)
-        spans[:], step_ig[:] = [[] for _ in rows], [[] for _ in rows]  # padding rows: no steps
+        for i in range(len(rows)):  # padding rows: no steps
+            spans[i], step_ig[i] = [], []
         for j, i in enumerate(real):
             spans[i], step_ig[i] = real_spans[j], real_ig[j]
         metrics.update(ig_metrics(result.stats))
