@@ -94,9 +94,9 @@ def tq_log_prob_fn(worker_group, *, dp_size: int = 1, partition_id: str = IG_PAR
             att = b["attention_mask"][i].bool()
             p, r = b["prompts"][i][att[:p_len]], b["responses"][i][att[p_len:]]
             ids = torch.cat([p, r])
-            rows.append({"prompts": p, "responses": r, "input_ids": ids, "attention_mask": torch.ones_like(ids),
-                         "position_ids": torch.arange(ids.numel()), "response_mask": torch.ones_like(r),
-                         "loss_mask": torch.ones_like(r)})
+            # the fields verl's agent-loop worker stores for a rollout (nested, so no attention_mask)
+            rows.append({"prompts": p, "responses": r, "input_ids": ids, "position_ids": torch.arange(ids.numel()),
+                         "response_mask": torch.ones_like(r), "loss_mask": torch.ones_like(r)})
             tags.append({"prompt_len": int(p.numel()), "response_len": int(r.numel()), "seq_len": int(ids.numel())})
             keys.append(f"ig{run_id}_{call}_{i}")
         tq.kv_batch_put(keys=keys, partition_id=partition_id, fields=list_of_dict_to_tensordict(rows), tags=tags)
