@@ -71,7 +71,7 @@ class IGSearchAgentLoop(AgentLoopBase):
         if retriever is None:
             if not url:
                 raise ValueError("igsearch_agent needs +igsearch.retrieval_url=http://HOST:PORT/retrieve "
-                                 "(a Search-R1 retrieval server, e.g. `igsearch serve-retrieval`)")
+                                 "(a Search-R1 retrieval server, e.g. `igsearch retrieval serve`)")
             retriever = RetrievalClient(url)
         self.agent = SearchAgent(engine=None, retriever=retriever, tokenizer=self.tokenizer, config=cfg,
                                  template=TEMPLATES[template])

@@ -98,9 +98,10 @@ class IGSearchTrainer(PPOTrainerSync):
         dp_size = self.actor_dp_size()
         rows = trajectories_from_tq(batch, self.tokenizer)
         real = [i for i, t in enumerate(rows) if t is not None]
+        trajs = [rows[i] for i in real]
         result, real_spans, real_ig = step_ig_of_trajectories(
-            [rows[i] for i in real], self.tokenizer, tq_log_prob_fn(self.actor_rollout_wg, dp_size=dp_size),
-            config=cfg, dp_size=dp_size)
+            trajs, self.tokenizer, tq_log_prob_fn(self.actor_rollout_wg, dp_size=dp_size), config=cfg,
+            dp_size=dp_size)
         spans, step_ig = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=object)
         for i in range(len(rows)):  # padding rows: no steps
             spans[i], step_ig[i] = [], []
@@ -108,8 +109,8 @@ class IGSearchTrainer(PPOTrainerSync):
             spans[i], step_ig[i] = real_spans[j], real_ig[j]
         metrics.update(ig_metrics(result.stats))
         if cfg.dump_dir:
-            dump_step_ig(Path(cfg.dump_dir) / f"step_{int(self.global_steps):06d}.jsonl",
-                         [rows[i] for i in real], result.step_ig, cfg.seed)
+            dump_step_ig(Path(cfg.dump_dir) / f"step_{int(self.global_steps):06d}.jsonl", trajs, result.step_ig,
+                         cfg.seed)
         return spans, step_ig
 
     def actor_dp_size(self) -> int:
