@@ -13,10 +13,12 @@ starts on a disjoint 2,000-entity world (700 x 16 and 1,400 x 8 examples, with a
 document loss, tied or untied embeddings) reached greedy EM 0.29-0.41 on 1-hop questions of their
 own world but 0.000 on the RL world: they memorise facts; they do not read.
 
-The demonstrations come from :func:`igsearch.world.oracle_response` with ``early_answer``: after a
-hop that is not the last, the demonstrator sometimes answers the bridge entity instead of searching
-on. The warm-started policy therefore under-searches multi-hop questions, as untrained language
-models do, and has a behaviour for RL to fix; the README says how much RL does.
+The demonstrations come from :func:`igsearch.world.oracle_response`. With ``early_answer`` p > 0
+the demonstrator, after a hop that is not the last, answers the bridge entity with probability p
+instead of searching on, so the warm-started policy under-searches multi-hop questions and has a
+behaviour for RL to fix. The default is 0: measured on this world (bench/results/rl_recipe.md), RL
+from warm starts with p = 0.3, 0.45 and 0.6 learned to search less or overshot, never to search as
+the question needs.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class WarmStartConfig:
     batch_size: int = 16          # 8 left train EM at 0.04 against 0.15 (700 steps, measured)
     lr: float = 3e-3
     warmup_steps: int = 20
-    early_answer: float = 0.0     # probability of stopping after each non-final hop (0.6 tried: RL did not fix it)
+    early_answer: float = 0.0     # probability of stopping after each non-final hop (0.3-0.6 tried: RL did not fix it)
     document_weight: float = 1.0  # language-modelling loss on the retrieved documents
     query_noise: float = 0.0
     topk: int = 2
