@@ -94,20 +94,37 @@ def test_shapes_and_tree_equals_naive(tok, model):
     assert trunk.stats["tokens_forwarded"] < st["tokens_forwarded"]
 
 
-def test_ig_matches_definition_by_hand(tok, model):
-    """Several gold variants: the variant with the best real score and its own random scores."""
-    res = compute_information_gain(TEXTS, GOLDS, model, tok, max_gold_variants=2, seed=1, scorer="naive")
+def _written(tok, gold):
+    """The gold's tokens as the policy writes its answer: "<answer> gold" tokenized as one text."""
+    tag, joint = _ids(tok, "<answer>"), _ids(tok, f"<answer> {gold}")
+    assert joint[:len(tag)] == tag
+    return joint[len(tag):]
+
+
+@pytest.mark.parametrize("answer_tokens", ["as_written", "separate"])
+def test_ig_matches_definition_by_hand(tok, model, answer_tokens):
+    """Several gold variants: the variant with the best real score and its own random scores. The
+    published pipeline's contexts end with "<answer> " and score the gold tokenized alone; as
+    written, they end with "<answer>" and score the gold's tokens in "<answer> gold"."""
+    res = compute_information_gain(TEXTS, GOLDS, model, tok, max_gold_variants=2, seed=1, scorer="naive",
+                                   answer_tokens=answer_tokens)
     rolls = [parse_rollout(t) for t in TEXTS]
     i, k = 0, 1
-    variants = [_ids(tok, g) for g in GOLDS[i]]
+    written = answer_tokens == "as_written"
+    variants = [_written(tok, g) if written else _ids(tok, g) for g in GOLDS[i]]
 
     def s(ctx_text, ans):
+        assert ctx_text.endswith("\n<answer> ")  # the published cue
+        ctx_text = ctx_text[:-1] if written else ctx_text
         w = answer_weights(len(ans), 3, 3.0)
         return score([ScoreRequest(_ids(tok, ctx_text), ans, w)], model, "naive").results[0].weighted_mean
 
-    real = [s(build_context(rolls[i], k), a) for a in variants]
+    def ctx(pair=None):
+        return build_context(rolls[i], k, pair, answer_tokens="separate")
+
+    real = [s(ctx(), a) for a in variants]
     v = max(range(2), key=lambda j: real[j])
-    rand = [s(build_context(rolls[i], k, rolls[a].steps[b].pair), variants[v]) for a, b in res.draws_used[i][k]]
+    rand = [s(ctx(rolls[a].steps[b].pair), variants[v]) for a, b in res.draws_used[i][k]]
     assert res.best_variant[i][k] == v
     assert res.real_scores[i][k] == pytest.approx(real[v], abs=1e-6)
     assert res.step_ig[i][k] == pytest.approx(real[v] - sum(rand) / len(rand), abs=1e-6)
@@ -116,13 +133,31 @@ def test_ig_matches_definition_by_hand(tok, model):
     assert answer_weights(2, 3, 3.0) == pytest.approx([1.0, 1.0])
 
 
+def test_as_written_context_and_gold_tokenize_like_the_policys_answer(tok):
+    """Context ids + gold ids (as written) are exactly the ids of the text with the answer written
+    out, which the published split (" ", "Osk") is not."""
+    from igsearch.ig import gold_token_ids
+
+    for text, golds in zip(TEXTS, GOLDS):
+        roll = parse_rollout(text)
+        for k in range(len(roll.steps)):
+            ctx = build_context(roll, k)
+            assert ctx.endswith("\n<answer>")
+            for g in golds:
+                assert _ids(tok, ctx) + gold_token_ids(tok, g) == _ids(tok, f"{ctx} {g}")
+    sep = build_context(parse_rollout(TEXTS[0]), 0, answer_tokens="separate")
+    assert _ids(tok, sep) + gold_token_ids(tok, "Osk", "separate") != _ids(tok, sep + "Osk")
+    with pytest.raises(ValueError, match="answer_tokens"):
+        gold_token_ids(tok, "Osk", "joined")
+
+
 def test_context_over_the_limit_is_cut_from_the_left(tok, model):
     limit = 20
     res = compute_information_gain(TEXTS[:2], GOLDS[:2], model, tok, max_context_tokens=limit, seed=0)
     roll = parse_rollout(TEXTS[0])
     ctx = _ids(tok, build_context(roll, 0))
     assert len(ctx) > limit
-    ans = _ids(tok, "Osk")
+    ans = _written(tok, "Osk")
     real = score([ScoreRequest(ctx[-limit:], ans, answer_weights(len(ans), 3, 3.0))], model).results[0]
     assert res.real_scores[0][0] == pytest.approx(real.weighted_mean, abs=1e-6)
     full = compute_information_gain(TEXTS[:2], GOLDS[:2], model, tok, seed=0)

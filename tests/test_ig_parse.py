@@ -28,17 +28,19 @@ def test_two_steps_with_think_between_blocks():
     assert all(s.has_ig and s.refine_was_closed for s in r.steps)
     c0 = build_context(r, 0)
     assert c0 == "\n".join([r.prefix, "<search> founder of Varo </search>", DOCS1,
-                            "<refine> Varo: founded by Ilan Mertz. </refine>"]) + "\n<answer> "
+                            "<refine> Varo: founded by Ilan Mertz. </refine>"]) + "\n<answer>"
     c1 = build_context(r, 1)
-    assert "found it" not in c1 and "done" not in c1 and c1.startswith(c0[: -len("\n<answer> ")])
-    assert c1.endswith("<refine> Mertz born in Osk. </refine>\n<answer> ")
+    assert "found it" not in c1 and "done" not in c1 and c1.startswith(c0[: -len("\n<answer>")])
+    assert c1.endswith("<refine> Mertz born in Osk. </refine>\n<answer>")
     # counterfactual: step 1's documents and refine replaced jointly
     x = ("<documents>\nsomething else entirely\n</documents>", "<refine> other </refine>")
     c1x = build_context(r, 1, x)
-    assert c1x.endswith("<search> Ilan Mertz birthplace </search>\n" + x[0] + "\n" + x[1] + "\n<answer> ")
+    assert c1x.endswith("<search> Ilan Mertz birthplace </search>\n" + x[0] + "\n" + x[1] + "\n<answer>")
     assert DOCS2 not in c1x and DOCS1 in c1x
     # a pair without refine drops the refine block
-    assert build_context(r, 0, (DOCS2, "")).endswith(DOCS2 + "\n<answer> ")
+    assert build_context(r, 0, (DOCS2, "")).endswith(DOCS2 + "\n<answer>")
+    # the published pipeline's cue ends with a space (the gold is then tokenized on its own)
+    assert build_context(r, 0, (DOCS2, ""), answer_tokens="separate").endswith(DOCS2 + "\n<answer> ")
 
 
 def test_no_search():
@@ -63,7 +65,7 @@ def test_unclosed_refine_ends_at_next_search_or_answer():
     assert r.steps[0].refine == "<refine> founded by Mertz</refine>"
     assert r.steps[1].refine == "<refine> born in Osk</refine>"
     assert not r.steps[0].refine_was_closed and not r.steps[1].refine_was_closed
-    assert build_context(r, 0).endswith(DOCS1 + "\n<refine> founded by Mertz</refine>\n<answer> ")
+    assert build_context(r, 0).endswith(DOCS1 + "\n<refine> founded by Mertz</refine>\n<answer>")
     # truncated text: the refine runs to the end
     r2 = parse_rollout(PROMPT + "<search> a </search>\n" + DOCS1 + "\n<refine> cut off here  ")
     assert r2.steps[0].refine == "<refine> cut off here</refine>"
@@ -75,7 +77,7 @@ def test_missing_refine_and_refine_belongs_to_its_step():
     r = parse_rollout(PROMPT + resp)
     assert r.steps[0].refine is None
     assert r.steps[1].refine == "<refine> about step two </refine>"
-    assert build_context(r, 0) == "\n".join([PROMPT.rstrip(), "<search> a </search>", DOCS1]) + "\n<answer> "
+    assert build_context(r, 0) == "\n".join([PROMPT.rstrip(), "<search> a </search>", DOCS1]) + "\n<answer>"
 
 
 def test_assistant_turn_rules():

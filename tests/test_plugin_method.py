@@ -97,15 +97,17 @@ def _rollouts(setup, n=4):  # noqa: F811
 
 def test_igpo_turn_gains_equal_scoring_each_prefix_alone(setup):  # noqa: F811
     from igsearch.algo.step_scores import ScoringBatch, run_step_scorer
-    from igsearch.methods.igpo import ANSWER_CUE
-
     trainer, trajs = _rollouts(setup)
     trajs[0].golds = ["Dulmar Oskaria"]
     out = run_step_scorer("turn_gain", ScoringBatch(trajs, trainer.model, trainer.tokenizer, trainer.cfg, 1))
     tok = trainer.tokenizer
-    cue = tok(ANSWER_CUE, add_special_tokens=False)["input_ids"]
+    assert trainer.cfg.ig_answer_tokens == "as_written"
+    cue = tok("<answer>", add_special_tokens=False)["input_ids"]
     for t, gains in zip(trajs, out.values):
-        gold = tok(t.golds[0], add_special_tokens=False)["input_ids"]
+        # the answer as the policy writes it: "<answer> gold" tokenized as one text, after the tag
+        written = tok(f"<answer> {t.golds[0]}", add_special_tokens=False)["input_ids"]
+        assert written[:len(cue)] == cue
+        gold = written[len(cue):]
         probs = []
         for end in [0] + [s.documents[1] for s in t.steps]:
             seq = list(t.prompt_ids) + list(t.response_ids[:end]) + cue + gold

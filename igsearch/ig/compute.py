@@ -4,8 +4,10 @@ For step t of rollout i with gold variant a:
     s(a | C) = sum_k lp_k * w_k / n,  w = [head_weight] * head_tokens + [1] * (n - head_tokens),
                divided by its mean; lp_k = log p(a_k | C, a_<k) under the model
     IG_t     = s(a* | C_t) - mean_j s(a* | C_t(x_j)),  a* = the variant with the best real score
-Context ids and answer ids are tokenised separately (no special tokens); the context is cut from
-the left to ``max_context_tokens``.
+Context ids and answer ids are tokenised separately (no special tokens); the answer ids are the
+gold as the policy writes it after ``<answer>`` (``answer_tokens="as_written"``, the default) or,
+as in the published pipeline, the gold alone after ``"<answer> "`` (``"separate"``). The context is
+cut from the left to ``max_context_tokens``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Sequence
 
 from igsearch.scoring import ScoreRequest, score
 
-from .context import build_context
+from .context import build_context, encode_text, gold_token_ids
 from .parse import ASSISTANT_MARKER, ParsedRollout, Step, parse_rollout
 from .record import rollout_from_trajectory
 from .pool import Entry, build_pool, check_draws, draw_counterfactuals
@@ -70,15 +72,11 @@ def _load(model, tokenizer):
 MAX_ANSWER_TOKENS = 64
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    # a lone surrogate (invalid UTF-16 from a broken file) makes fast tokenizers raise TypeError
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _gold_ids(golds, tokenizer, max_variants: int, n_texts: int, max_tokens: int) -> list[list[list[int]]]:
-    """Token ids of the first ``max_variants`` gold variants of each rollout, those longer than
-    ``max_tokens`` left out (a rollout may end up with none)."""
+def _gold_ids(golds, tokenizer, max_variants: int, n_texts: int, max_tokens: int,
+              answer_tokens: str = "as_written") -> list[list[list[int]]]:
+    """Token ids of the first ``max_variants`` gold variants of each rollout (as they follow the
+    answer cue of ``answer_tokens``), those longer than ``max_tokens`` left out (a rollout may end
+    up with none)."""
     if len(golds) != n_texts:
         raise ValueError(f"golds has {len(golds)} entries, texts has {n_texts}")
     if max_variants < 1:
@@ -90,7 +88,7 @@ def _gold_ids(golds, tokenizer, max_variants: int, n_texts: int, max_tokens: int
             raise ValueError(f"rollout {i}: no gold answer variants")
         ids = []
         for v in variants[:max_variants]:
-            toks = _encode(tokenizer, str(v))
+            toks = gold_token_ids(tokenizer, str(v), answer_tokens) if str(v).strip() else []
             if not toks:
                 raise ValueError(f"rollout {i}: gold variant {v!r} tokenizes to no tokens")
             if len(toks) <= max_tokens:
@@ -154,7 +152,7 @@ def compute_information_gain(
         for i, t in enumerate(texts)
     ]
     if options.get("scorer") == "trunk" and options.get("trunks") is None:
-        options["trunks"] = [_encode(tokenizer, t) for t in texts]  # the rollout as the policy reads it
+        options["trunks"] = [encode_text(tokenizer, t) for t in texts]  # the rollout as the policy reads it
     return information_gain_of_rollouts(rollouts, golds, model, tokenizer, started=t0, **options)
 
 
@@ -188,6 +186,7 @@ def information_gain_of_rollouts(
     scorer_options: dict | None = None,
     max_answer_tokens: int = MAX_ANSWER_TOKENS,
     trunks=None,
+    answer_tokens: str = "as_written",
     started: float | None = None,
 ) -> IGResult:
     """Per-step IG of rollouts already split into prefix and steps (the core of both front-ends).
@@ -200,13 +199,15 @@ def information_gain_of_rollouts(
     ``max_context_tokens``: contexts are cut from the left to this length (0 = no cut).
     ``max_answer_tokens``: longer gold variants are not scored; a rollout without a shorter one gets
     no IG on any step (counted in ``stats["rollouts_gold_too_long"]``).
+    ``answer_tokens``: how the gold meets the context (``igsearch.ig.context.ANSWER_TOKENIZATIONS``):
+    ``as_written`` (default) as the policy writes its answer, ``separate`` as the published pipeline.
     """
     t0 = time.perf_counter() if started is None else started
     if max_context_tokens < 0:
         raise ValueError(f"max_context_tokens must be >= 0 (0 = no cut), got {max_context_tokens}")
     if max_answer_tokens < 1:
         raise ValueError(f"max_answer_tokens must be >= 1, got {max_answer_tokens}")
-    gold_ids = _gold_ids(golds, tokenizer, max_gold_variants, len(rollouts), max_answer_tokens)
+    gold_ids = _gold_ids(golds, tokenizer, max_gold_variants, len(rollouts), max_answer_tokens, answer_tokens)
     pool = build_pool(rollouts)
     used = check_draws(draws, rollouts, pool) if draws is not None else draw_counterfactuals(rollouts, pool, n_random, seed)
 
@@ -215,7 +216,7 @@ def information_gain_of_rollouts(
 
     def ctx_ids(text: str) -> list[int]:
         if text not in ctx_cache:
-            ids = _encode(tokenizer, text)
+            ids = encode_text(tokenizer, text)
             ctx_cache[text] = ids[-max_context_tokens:] if max_context_tokens else ids
         return ctx_cache[text]
 
@@ -226,8 +227,8 @@ def information_gain_of_rollouts(
         for k, step in enumerate(r.steps):
             if used[i][k] is None or not gold_ids[i]:
                 continue
-            real_ctx = ctx_ids(build_context(r, k))
-            rand_ctx = [ctx_ids(build_context(r, k, rollouts[a].steps[b].pair)) for a, b in used[i][k]]
+            real_ctx = ctx_ids(build_context(r, k, answer_tokens=answer_tokens))
+            rand_ctx = [ctx_ids(build_context(r, k, rollouts[a].steps[b].pair, answer_tokens)) for a, b in used[i][k]]
             per_variant = []
             for ans in gold_ids[i]:
                 w = answer_weights(len(ans), head_tokens, head_weight)

@@ -19,12 +19,17 @@ class IGConfig:
                                                 "is kept).")
     ig_max_context_tokens: int = config_field(4096, "Scoring contexts are truncated from the left to this many "
                                                     "tokens.")
+    ig_answer_tokens: str = config_field(
+        "as_written", "How the gold answer is scored after each context: as_written (after '<answer>', tokenized as "
+                      "the policy writes its answer) | separate (the published pipeline: after '<answer> ', the gold "
+                      "tokenized on its own, a split the policy never writes).")
     ig_scorer: str = config_field(
         "trunk", "Continuation scorer for IG: trunk (reuses the keys/values of the update's forward of the rollouts "
                  "and forwards only the branches; the fastest measured on the CPU) | tree (shared-prefix packing) | "
                  "vllm (the rollout engine, reading its prefix cache) | naive (one sequence each).")
 
     def validate(self, where: str = "ig") -> "IGConfig":
+        from igsearch.ig.context import ANSWER_TOKENIZATIONS
         from igsearch.scoring import list_scorers
 
         for name in ("ig_n_random", "ig_max_gold_variants", "ig_max_context_tokens"):
@@ -32,6 +37,7 @@ class IGConfig:
         check_range(where, "ig_head_tokens", self.ig_head_tokens, low=0)
         check_range(where, "ig_head_weight", self.ig_head_weight, low=0, low_open=True)
         check_choice(where, "ig_scorer", self.ig_scorer, list_scorers())
+        check_choice(where, "ig_answer_tokens", self.ig_answer_tokens, ANSWER_TOKENIZATIONS)
         return self
 
 

@@ -2,15 +2,61 @@
 
 from __future__ import annotations
 
+from igsearch.data.prompts import ANSWER_OPEN
+
 from .parse import ParsedRollout
 
-ANSWER_CUE = "\n<answer> "
+#: The answer cue of the authors' pipeline: the context ends with a space and the gold answer is
+#: tokenized on its own (``answer_tokens="separate"``).
+ANSWER_CUE = "\n" + ANSWER_OPEN + " "
+
+#: How the gold answer meets the context. ``as_written``: the context ends at ``<answer>`` and the
+#: gold is tokenized as the policy writes it there, leading space included (" Paris", one token in a
+#: byte-level BPE). ``separate``: the published pipeline's ``"<answer> "`` + ``tokenize("Paris")``,
+#: a split (" ", "Paris") that the policy never writes, so its log-prob is far lower: on the tiny
+#: policy the final step's IG measured 0.5 +- 1.3 nats that way against 10.0 +- 2.6 as written
+#: (bench/results/rl_recipe.md).
+ANSWER_TOKENIZATIONS = ("as_written", "separate")
 
 
-def build_context(rollout: ParsedRollout, t: int, pair: tuple[str, str] | None = None) -> str:
+def encode_text(tokenizer, text: str) -> list[int]:
+    """``text``'s token ids without special tokens."""
+    # a lone surrogate (invalid UTF-16 from a broken file) makes fast tokenizers raise TypeError
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def answer_cue(answer_tokens: str = "as_written") -> str:
+    """The text every IG context ends with under ``answer_tokens`` (see ANSWER_TOKENIZATIONS)."""
+    if answer_tokens == "as_written":
+        return "\n" + ANSWER_OPEN
+    if answer_tokens == "separate":
+        return ANSWER_CUE
+    raise ValueError(f"answer_tokens must be one of {ANSWER_TOKENIZATIONS}, got {answer_tokens!r}")
+
+
+def gold_token_ids(tokenizer, gold: str, answer_tokens: str = "as_written") -> list[int]:
+    """Token ids of ``gold`` as they follow the answer cue of ``answer_tokens``: for ``as_written``
+    the tokens that ``"<answer> " + gold`` has after the tokens of ``"<answer>"``, so that cue + gold
+    tokenizes exactly as the policy's own answer does; for ``separate`` ``gold`` on its own."""
+    def encode(text):
+        return encode_text(tokenizer, text)
+
+    answer_cue(answer_tokens)  # validates the mode
+    if answer_tokens == "separate":
+        return encode(gold)
+    head, joint = encode(ANSWER_OPEN), encode(f"{ANSWER_OPEN} {gold}")
+    if joint[:len(head)] == head:
+        return joint[len(head):]
+    return encode(f" {gold}")  # the tag merged with the space: the nearest tokenization there is
+
+
+def build_context(rollout: ParsedRollout, t: int, pair: tuple[str, str] | None = None,
+                  answer_tokens: str = "as_written") -> str:
     """C_t(x): the prefix, then for every step s <= t its search, documents and refine blocks (step
     t's documents and refine replaced by ``pair`` = (documents, refine or "") when given), joined
-    with newlines, then ``"\\n<answer> "``. Text between blocks and steps after t are dropped."""
+    with newlines, then the answer cue (``answer_cue(answer_tokens)``: ``"\\n<answer>"``, or the
+    published ``"\\n<answer> "``). Text between blocks and steps after t are dropped."""
     if not 0 <= t < len(rollout.steps):
         raise IndexError(f"step {t} out of range: rollout has {len(rollout.steps)} steps")
     parts = [rollout.prefix]
@@ -22,4 +68,4 @@ def build_context(rollout: ParsedRollout, t: int, pair: tuple[str, str] | None =
         parts.append(docs)
         if refine:
             parts.append(refine)
-    return "\n".join(parts) + ANSWER_CUE
+    return "\n".join(parts) + answer_cue(answer_tokens)

@@ -3,6 +3,8 @@
 Turn-level rewards from the policy's own belief in the gold answer a (tokens a_1..a_n):
 
     p_k  = exp( (1/n) * sum_j log pi(a_j | context_k, cue, a_<j) )     (teacher-forced, pi_old)
+    cue, a: "<answer>" and the gold as the policy writes it after it (``ig_answer_tokens``, shared
+            with IG-Search: ``igsearch.ig.context.gold_token_ids``)
     context_{-1} = the prompt;  context_k = prompt + response up to the end of step k's documents
     g_k  = p_k - p_{k-1}                                               (step k = 0..S-1)
 
@@ -36,14 +38,8 @@ from igsearch.algo.advantages import (
     register_advantage_estimator,
 )
 from igsearch.algo.step_scores import ScoringBatch, StepScores, ig_scorer_problem, register_step_scorer
-from igsearch.data.prompts import ANSWER_OPEN
+from igsearch.ig.context import answer_cue, encode_text, gold_token_ids
 
-#: what follows each context before the gold answer is scored, as the policy writes an answer
-ANSWER_CUE = ANSWER_OPEN + " "
-
-
-def _encode(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 @register_step_scorer("turn_gain", per="step", check=ig_scorer_problem)
@@ -52,13 +48,14 @@ def turn_gain(batch: ScoringBatch) -> StepScores:
     from igsearch.scoring import ScoreRequest, score
 
     cfg, tok = batch.config, batch.tokenizer
-    cue = _encode(tok, ANSWER_CUE)
+    # what follows each turn's context, then the gold as the policy writes it (cfg.ig_answer_tokens)
+    cue = encode_text(tok, answer_cue(cfg.ig_answer_tokens).lstrip("\n"))
     max_ctx = cfg.ig_max_context_tokens
     requests, owners = [], []
     for i, t in enumerate(batch.trajectories):
         if not t.golds:
             raise ValueError(f"turn_gain: rollout {i} has no gold answer")
-        gold = _encode(tok, str(t.golds[0]))
+        gold = gold_token_ids(tok, str(t.golds[0]), cfg.ig_answer_tokens)
         if not gold:
             raise ValueError(f"turn_gain: rollout {i}: gold {t.golds[0]!r} tokenizes to no tokens")
         ends = [0] + [s.documents[1] for s in t.steps]

@@ -11,7 +11,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from igsearch.algo.advantages import AdvantageConfig
+from igsearch.config_fields import check_choice
 from igsearch.ig.config import IGConfig
+from igsearch.ig.context import ANSWER_TOKENIZATIONS
 
 _ADV = AdvantageConfig()
 _IG = IGConfig()
@@ -30,6 +32,7 @@ class VerlIGConfig:
     head_weight: float = _IG.ig_head_weight
     max_gold_variants: int = _IG.ig_max_gold_variants
     max_context_tokens: int = _IG.ig_max_context_tokens
+    answer_tokens: str = _IG.ig_answer_tokens
     seed: int = 0
     dump_dir: str | None = None  # write each step's rollouts and step IGs here (trainer.dump_step_ig)
 
@@ -46,6 +49,7 @@ class VerlIGConfig:
             raise ValueError(f"algorithm.ig.{unknown[0]}: unknown IG setting (known: {', '.join(sorted(known))})")
         cfg = cls(**given)
         cfg.advantage_config("std").validate("algorithm.ig")
+        check_choice("algorithm.ig", "answer_tokens", cfg.answer_tokens, ANSWER_TOKENIZATIONS)
         return cfg
 
     def advantage_config(self, scale: str) -> AdvantageConfig:
@@ -57,7 +61,7 @@ class VerlIGConfig:
         """Keyword options of ``information_gain_of_rollouts``."""
         return dict(n_random=self.n_random, head_tokens=self.head_tokens, head_weight=self.head_weight,
                     max_gold_variants=self.max_gold_variants, max_context_tokens=self.max_context_tokens,
-                    seed=self.seed)
+                    answer_tokens=self.answer_tokens, seed=self.seed)
 
 
 def _get(obj: Any, key: str) -> Any:
