@@ -39,16 +39,13 @@ def gold_token_ids(tokenizer, gold: str, answer_tokens: str = "as_written") -> l
     """Token ids of ``gold`` as they follow the answer cue of ``answer_tokens``: for ``as_written``
     the tokens that ``"<answer> " + gold`` has after the tokens of ``"<answer>"``, so that cue + gold
     tokenizes exactly as the policy's own answer does; for ``separate`` ``gold`` on its own."""
-    def encode(text):
-        return encode_text(tokenizer, text)
-
     answer_cue(answer_tokens)  # validates the mode
     if answer_tokens == "separate":
-        return encode(gold)
-    head, joint = encode(ANSWER_OPEN), encode(f"{ANSWER_OPEN} {gold}")
+        return encode_text(tokenizer, gold)
+    head, joint = encode_text(tokenizer, ANSWER_OPEN), encode_text(tokenizer, f"{ANSWER_OPEN} {gold}")
     if joint[:len(head)] == head:
         return joint[len(head):]
-    return encode(f" {gold}")  # the tag merged with the space: the nearest tokenization there is
+    return encode_text(tokenizer, f" {gold}")  # the tag merged with the space: the nearest there is
 
 
 def build_context(rollout: ParsedRollout, t: int, pair: tuple[str, str] | None = None,

@@ -41,7 +41,6 @@ from igsearch.algo.step_scores import ScoringBatch, StepScores, ig_scorer_proble
 from igsearch.ig.context import answer_cue, encode_text, gold_token_ids
 
 
-
 @register_step_scorer("turn_gain", per="step", check=ig_scorer_problem)
 def turn_gain(batch: ScoringBatch) -> StepScores:
     """g_k = p_k - p_{k-1} for every step k of every rollout (module docstring), from one scorer call."""
