@@ -237,9 +237,9 @@ while True:
 
 def trunk_ids(tokenizer, texts):
     """The rollouts' token ids (what the policy read and what vLLM's prefix cache holds)."""
-    from igsearch.ig.compute import _encode
+    from igsearch.ig.context import encode_text
 
-    return [_encode(tokenizer, t) for t in texts]
+    return [encode_text(tokenizer, t) for t in texts]
 
 
 def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, engine=None):
