@@ -149,6 +149,7 @@ def test_as_written_context_and_gold_tokenize_like_the_policys_answer(tok):
     assert _ids(tok, sep) + gold_token_ids(tok, "Osk", "separate") != _ids(tok, sep + "Osk")
     with pytest.raises(ValueError, match="answer_tokens"):
         gold_token_ids(tok, "Osk", "joined")
+    assert gold_token_ids(tok, " ", "as_written") == [] == gold_token_ids(tok, "", "separate")
 
 
 def test_context_over_the_limit_is_cut_from_the_left(tok, model):

@@ -117,6 +117,9 @@ def test_igpo_turn_gains_equal_scoring_each_prefix_alone(setup):  # noqa: F811
             probs.append(math.exp(float(lp.mean())))
         assert len(gains) == len(t.steps) > 0
         assert gains == pytest.approx([b - a for a, b in zip(probs, probs[1:])], abs=1e-5)
+    trajs[0].golds = [" "]
+    with pytest.raises(ValueError, match="rollout 0: gold ' ' tokenizes to no tokens"):
+        run_step_scorer("turn_gain", ScoringBatch(trajs, trainer.model, trainer.tokenizer, trainer.cfg, 1))
 
 
 def test_ig_steps_from_the_record_agree_with_the_text_parser(setup):  # noqa: F811

@@ -88,7 +88,7 @@ def _gold_ids(golds, tokenizer, max_variants: int, n_texts: int, max_tokens: int
             raise ValueError(f"rollout {i}: no gold answer variants")
         ids = []
         for v in variants[:max_variants]:
-            toks = gold_token_ids(tokenizer, str(v), answer_tokens) if str(v).strip() else []
+            toks = gold_token_ids(tokenizer, str(v), answer_tokens)
             if not toks:
                 raise ValueError(f"rollout {i}: gold variant {v!r} tokenizes to no tokens")
             if len(toks) <= max_tokens:

@@ -38,8 +38,11 @@ def answer_cue(answer_tokens: str = "as_written") -> str:
 def gold_token_ids(tokenizer, gold: str, answer_tokens: str = "as_written") -> list[int]:
     """Token ids of ``gold`` as they follow the answer cue of ``answer_tokens``: for ``as_written``
     the tokens that ``"<answer> " + gold`` has after the tokens of ``"<answer>"``, so that cue + gold
-    tokenizes exactly as the policy's own answer does; for ``separate`` ``gold`` on its own."""
+    tokenizes exactly as the policy's own answer does; for ``separate`` ``gold`` on its own. A blank
+    gold has no tokens (``[]``) in either mode, so callers refuse it the same way."""
     answer_cue(answer_tokens)  # validates the mode
+    if not gold.strip():
+        return []
     if answer_tokens == "separate":
         return encode_text(tokenizer, gold)
     head, joint = encode_text(tokenizer, ANSWER_OPEN), encode_text(tokenizer, f"{ANSWER_OPEN} {gold}")
