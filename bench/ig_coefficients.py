@@ -58,17 +58,24 @@ MAX_SUCCESS_PUNISHED = 0.10
 MAX_CLIP_FRAC = 0.05
 
 
-def sample_batches(args, root: Path) -> list[dict]:
-    """Rollouts + step IG of the warm start: one dict (rewards, group_ids, step_ig, query_spans, lengths) per batch."""
+def probe_config(args, root: Path):
+    """The run config the rollouts are sampled and scored with: the replication's IG-Search run (seed
+    ``args.seed``) on the warm start under ``root`` (built there if missing)."""
     from replicate import prepare, run_overrides
 
-    from igsearch.algo.rewards import trajectory_rewards
     from igsearch.train.config import load_config
+
+    world, sft, _, _ = prepare(args, root)
+    return load_config(ROOT / "configs" / "tiny-cpu.yaml", run_overrides(args, world, sft, "ig", args.seed))
+
+
+def sample_batches(args, root: Path):
+    """Rollouts + step IG of the warm start: (one dict (rewards, group_ids, step_ig, query_spans, lengths) per
+    batch, the run config they were sampled and scored with)."""
+    from igsearch.algo.rewards import trajectory_rewards
     from igsearch.train.trainer import Trainer
 
-    world, sft, _, _, _ = prepare(args, root, 0)
-    overrides = run_overrides(args, world, sft, "ig", args.seed)
-    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
+    cfg = probe_config(args, root)
     trainer = Trainer(cfg, root / "ig-coefficients-probe", overwrite=True)
     batches = []
     try:
@@ -91,7 +98,7 @@ def sample_batches(args, root: Path) -> list[dict]:
     finally:
         trainer.logger.close()
         trainer.close()
-    return batches
+    return batches, cfg
 
 
 def effects(batches: list[dict], beta: float, clip: float | None, norm: str = "group") -> dict:
@@ -211,7 +218,8 @@ def render(result: dict) -> str:
         "# Step-term coefficients: beta and the IG clip c", "",
         f"{result['device']}, {result['time'][:10]}. {s['rollouts']} rollouts of the SFT warm start "
         f"({result['args']['questions']} questions x 4 per batch, {result['args']['batches']} batches, "
-        f"temperature 1), {s['steps']} search steps. Group-normalised IG (docs/DESIGN.md section 4).", "",
+        f"temperature 1), {s['steps']} search steps. Group-normalised IG (docs/DESIGN.md section 4), the "
+        f"answer tokenized `{result.get('answer_tokens', 'separate')}` (`ig_answer_tokens`).", "",
         "| rollouts | scored steps | mean raw IG | share of steps with IG > 0 |", "|---|---:|---:|---:|",
         f"| successful | {s['success']['n']} | {fmt(s['success']['mean'])} | {fmt(s['success']['positive_frac'])} |",
         f"| failed | {s['failure']['n']} | {fmt(s['failure']['mean'])} | {fmt(s['failure']['positive_frac'])} |", "",
@@ -254,7 +262,8 @@ def parse_args(argv=None):
     args.questions = args.questions or (4 if q else 16)
     args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else 700)
     args.entities = args.entities if args.entities is not None else (300 if q else None)
-    args.steps, args.overrides = 1, []  # what replicate.run_overrides reads
+    # what replicate.run_overrides reads beyond the above: one step, no evaluation
+    args.steps, args.overrides, args.test_questions, args.eval_every = 1, [], 0, 0
     return args
 
 
@@ -268,23 +277,29 @@ def main(argv=None) -> int:
         try:
             old = json.loads(Path(args.from_json).read_text())
             batches, args_used = old["batches"], old["args"]
+            sampled = {"time": old["time"], "device": old["device"]}  # the analysis is a pure function of these
         except (OSError, ValueError, KeyError) as e:
             raise SystemExit(f"ig_coefficients: cannot read stored rollouts from {args.from_json}: {e}")
         for k in ("batches", "questions", "sft_steps", "seed", "quick"):
             setattr(args, k, args_used[k])
+        cfg = TrainConfig()
+        answer_tokens = old.get("answer_tokens", "separate")  # results from before the field scored it so
     else:
-        batches = sample_batches(args, root)
+        batches, cfg = sample_batches(args, root)
+        answer_tokens = cfg.ig_answer_tokens
+        sampled = {"time": datetime.now(timezone.utc).isoformat(),
+                   "device": device_name("cuda" if torch.cuda.is_available() else "cpu")}
     grid = [effects(batches, b, c) for c in CLIPS for b in BETAS]
-    defaults = (TrainConfig.ig_beta, TrainConfig.ig_clip)
+    defaults = (cfg.ig_beta, cfg.ig_clip)
     prefix = Path(args.out) if args.out else RESULTS / ("ig_coefficients-quick" if args.quick else "ig_coefficients")
     prefix.parent.mkdir(parents=True, exist_ok=True)
     png = prefix.with_suffix(".png")
     plot(grid, png)
-    result = {"benchmark": "ig_coefficients", "time": datetime.now(timezone.utc).isoformat(),
-              "device": device_name("cuda" if torch.cuda.is_available() else "cpu"), "torch": torch.__version__,
+    result = {"benchmark": "ig_coefficients", **sampled, "torch": torch.__version__,
               "args": {"quick": args.quick, "batches": args.batches, "questions": args.questions,
                        "sft_steps": args.sft_steps, "seed": args.seed},
-              "ig": ig_summary(batches), "grid": grid, "defaults": list(defaults), "chosen": choose(grid),
+              "answer_tokens": answer_tokens, "ig": ig_summary(batches), "grid": grid, "defaults": list(defaults),
+              "chosen": choose(grid),
               "plot": str(png), "batches": batches}
     atomic_write_text(prefix.with_suffix(".json"), json.dumps(result, indent=1))
     md = render(result)

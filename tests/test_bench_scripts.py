@@ -145,6 +145,40 @@ def test_ig_coefficients_rule():
     assert mod.choose([row(0.5, 2.0, 0.02, 0.5)]) is None
 
 
+def test_ig_coefficients_samples_with_the_replications_ig_run(tmp_path, monkeypatch):
+    """The sampling path's setup (warm start lookup + run config), without sampling."""
+    from dataclasses import replace
+
+    from igsearch.warmstart import WarmStartConfig
+
+    mod = load("ig_coefficients")
+    monkeypatch.syspath_prepend(str(BENCH))  # as when run as a script: `from replicate import ...`
+    args = mod.parse_args(["--seed", "3"])
+    world, sft = tmp_path / "world", tmp_path / "sft"
+    world.mkdir()
+    (world / "manifest.json").write_text("{}")
+    key = {"world_seed": args.world_seed,
+           "warm_start": replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities).__dict__}
+    (tmp_path / "setup.json").write_text(json.dumps({"key": key, "sft": str(sft), "world": str(world)}))
+    cfg = mod.probe_config(args, tmp_path)
+    assert (cfg.method, cfg.seed, cfg.steps, cfg.eval_every) == ("ig", 3, 1, 0)
+    assert Path(cfg.model_path) == sft and Path(cfg.world_dir) == world
+
+
+def test_ig_coefficients_reanalyses_stored_rollouts(tmp_path):
+    mod = load("ig_coefficients")
+    stored = {"time": "2026-01-02T00:00:00+00:00", "device": "CPU test (1 threads)", "batches": [_coefficient_batch()],
+              "args": {"batches": 1, "questions": 2, "sft_steps": 0, "seed": 0, "quick": False}}
+    src = tmp_path / "old.json"
+    src.write_text(json.dumps(stored))
+    assert mod.main(["--from-json", str(src), "--out", str(tmp_path / "re")]) == 0
+    out = json.loads((tmp_path / "re.json").read_text())
+    # the sampling's device and date, the tokenization of results from before the field, the run defaults
+    assert (out["device"], out["time"], out["answer_tokens"]) == (stored["device"], stored["time"], "separate")
+    assert out["defaults"] == [0.5, 2.0] and len(out["grid"]) == len(mod.BETAS) * len(mod.CLIPS)
+    assert "tokenized `separate`" in (tmp_path / "re.md").read_text() and (tmp_path / "re.png").stat().st_size > 0
+
+
 def _run(per_source: dict[str, list[int]], curve=((0, 0.0, 0.1), (10, 60.0, 0.2))):
     """A fake replicate run: final per-question EMs per data source, and (step, train_s, EM) evaluations."""
     records = [{"id": f"{src}-{i}", "data_source": src, "em": float(e)}
