@@ -243,6 +243,8 @@ def render(result: dict) -> str:
 
 
 def parse_args(argv=None):
+    from igsearch.warmstart import WarmStartConfig
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny world, short SFT, 1 small batch")
     ap.add_argument("--batches", type=int, default=None, help="rollout batches (default 8; --quick 1)")
@@ -261,7 +263,7 @@ def parse_args(argv=None):
     args.batches = args.batches or (1 if q else 8)
     args.questions = args.questions or (4 if q else 16)
     args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else 700)
-    args.entities = args.entities if args.entities is not None else (300 if q else None)
+    args.entities = args.entities if args.entities is not None else (300 if q else WarmStartConfig.entities)
     # what replicate.run_overrides reads beyond the above: one step, no evaluation
     args.steps, args.overrides, args.test_questions, args.eval_every = 1, [], 0, 0
     return args

@@ -146,21 +146,24 @@ def test_ig_coefficients_rule():
 
 
 def test_ig_coefficients_samples_with_the_replications_ig_run(tmp_path, monkeypatch):
-    """The sampling path's setup (warm start lookup + run config), without sampling."""
+    """The sampling path's setup, without sampling: it finds the warm start the replication built with its
+    defaults (rather than building another) and samples with the replication's IG-Search config."""
     from dataclasses import replace
 
+    import igsearch.warmstart
     from igsearch.warmstart import WarmStartConfig
 
     mod = load("ig_coefficients")
     monkeypatch.syspath_prepend(str(BENCH))  # as when run as a script: `from replicate import ...`
-    args = mod.parse_args(["--seed", "3"])
+    monkeypatch.setattr(igsearch.warmstart, "build_warm_start", lambda *a, **k: pytest.fail("rebuilt the warm start"))
+    rep = load("replicate").parse_args([])
     world, sft = tmp_path / "world", tmp_path / "sft"
     world.mkdir()
     (world / "manifest.json").write_text("{}")
-    key = {"world_seed": args.world_seed,
-           "warm_start": replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities).__dict__}
+    key = {"world_seed": rep.world_seed,
+           "warm_start": replace(WarmStartConfig(), steps=rep.sft_steps, entities=rep.entities).__dict__}
     (tmp_path / "setup.json").write_text(json.dumps({"key": key, "sft": str(sft), "world": str(world)}))
-    cfg = mod.probe_config(args, tmp_path)
+    cfg = mod.probe_config(mod.parse_args(["--seed", "3"]), tmp_path)
     assert (cfg.method, cfg.seed, cfg.steps, cfg.eval_every) == ("ig", 3, 1, 0)
     assert Path(cfg.model_path) == sft and Path(cfg.world_dir) == world
 
