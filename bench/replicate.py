@@ -334,8 +334,10 @@ def render(result: dict, agg: dict, png: list[Path], runs: dict) -> str:
         "# Replication on the synthetic world: " + " vs ".join(runs), "",
         f"{result['device']}. From one warm start (SFT on the warm-up split, {a['sft_steps']} steps), each method "
         f"trained for {a['steps']} steps, seeds {a['seeds']}, {a['questions']} questions x {result['config_rollouts']} "
-        f"rollouts per step, the demo's RL settings otherwise. Test split: {result['test_questions']} questions, "
-        "greedy, one rollout each. Spread: sample std over seeds and [min, max].", "",
+        f"rollouts per step, the demo's RL settings otherwise (IG-Search and IGPO score the gold answer "
+        f"`{result.get('ig_answer_tokens') or 'separate'}`, `ig_answer_tokens`). Test split: "
+        f"{result['test_questions']} questions, greedy, one rollout each. Spread: sample std over seeds and "
+        "[min, max].", "",
         "## Test EM per hop count (after training)", "",
     ]
     warm = result["warm_start_test"] or {}
@@ -478,11 +480,12 @@ def main(argv=None) -> int:
         return 0
 
     runs: dict = {m: {} for m in args.methods}
-    config_rollouts = None
+    config_rollouts = answer_tokens = None
     for seed in args.seeds:
         for method in args.methods:
             overrides = run_overrides(args, world, sft, method, seed)
-            config_rollouts = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides).rollouts_per_question
+            run_cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
+            config_rollouts, answer_tokens = run_cfg.rollouts_per_question, run_cfg.ig_answer_tokens
             record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
             rec = json.loads(record_file.read_text()) if record_file.exists() else None
             if rec is not None and rec.get("overrides") == overrides:
@@ -521,6 +524,7 @@ def main(argv=None) -> int:
                  "questions": args.questions, "eval_every": args.eval_every, "overrides": args.overrides},
         "world": {"entities": manifest["n_entities"], "splits": manifest["splits"]},
         "config_rollouts": config_rollouts,
+        "ig_answer_tokens": answer_tokens,
         "test_questions": first["evals"][0]["metrics"]["overall"]["n"],
         "warm_start_test": first["evals"][0]["metrics"],
         "summary": agg,
