@@ -467,6 +467,20 @@ def run_overrides(args, world: Path, sft: Path, method: str, seed: int) -> list[
             *args.overrides]
 
 
+# the step scorers that read the run config's `ig` section (IG-Search's step IG, IGPO's turn gains)
+IG_SCORERS = frozenset({"step_ig", "turn_gain"})
+
+
+def ig_settings(run_cfg, method: str) -> dict | None:
+    """The `ig` section a run of ``method`` depends on (None when it reads no IG). A recorded run is reused
+    only when this matches too: a changed IG default (e.g. ``ig_answer_tokens``) changes no override."""
+    from dataclasses import asdict
+
+    from igsearch.algo.advantages import estimator_needs
+
+    return asdict(run_cfg.ig) if estimator_needs(method) & IG_SCORERS else None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     apply_threads(args.threads)
@@ -488,7 +502,8 @@ def main(argv=None) -> int:
             config_rollouts, answer_tokens = run_cfg.rollouts_per_question, run_cfg.ig_answer_tokens
             record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
             rec = json.loads(record_file.read_text()) if record_file.exists() else None
-            if rec is not None and rec.get("overrides") == overrides:
+            scored_with = ig_settings(run_cfg, method)
+            if rec is not None and rec.get("overrides") == overrides and rec.get("ig_settings") == scored_with:
                 print(f"[replicate] reusing {record_file}", flush=True)
                 rec["evals"] = {int(k): v for k, v in rec["evals"].items()}
             elif args.report_only:
@@ -501,7 +516,7 @@ def main(argv=None) -> int:
 
                     shutil.rmtree(run_dir)
                 rec = train_one(args, overrides, run_dir)
-                rec["overrides"] = overrides
+                rec["overrides"], rec["ig_settings"] = overrides, scored_with
                 atomic_write_text(record_file, json.dumps(rec, indent=1, default=str))
             runs[method][seed] = rec
 

@@ -90,6 +90,20 @@ def test_replicate_arguments():
     assert mod.mean_spread([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "min": 1.0, "max": 3.0, "n": 2}
 
 
+def test_replicate_reuses_a_record_only_with_the_same_ig_settings():
+    import igsearch.methods  # noqa: F401  (registers rloo, gigpo, igpo)
+    from igsearch.train.config import load_config
+
+    mod = load("replicate")
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [])
+    other = load_config(ROOT / "configs" / "tiny-cpu.yaml", ["ig_answer_tokens=separate"])
+    for method in ("ig", "igpo"):  # they read the ig section: a changed default there must retrain them
+        assert mod.ig_settings(cfg, method)["ig_answer_tokens"] == cfg.ig_answer_tokens
+        assert mod.ig_settings(cfg, method) != mod.ig_settings(other, method)
+    for method in ("grpo", "rloo", "gigpo"):  # they do not: their records stay reusable
+        assert mod.ig_settings(cfg, method) is None
+
+
 @no_cuda
 def test_step_overhead_gpu_preset_refuses_without_cuda():
     res = run(sys.executable, str(BENCH / "step_overhead.py"), "--preset", "gpu", timeout=30)
