@@ -32,7 +32,10 @@ test questions before training and every ``--eval-every`` steps and keeps every 
     python bench/replicate.py --report-only
 
 Runs already recorded in the work dir (runs/replicate/<method>-seed<seed>/replicate_record.json)
-with the same settings are reused, not retrained.
+with the same settings are reused, not retrained: the same overrides and, for the methods that read
+the IG (IG-Search, IGPO), the same resolved ``ig`` section, so a changed IG default retrains them.
+Records do not fingerprint the code: after a change that could move a method's results, move its
+records away (re-running one seed and comparing its per-question records tells whether it moved).
 
 Writes bench/results/replication.{md,json} and replication_*.png (``--quick``: replication-quick.*,
 a smoke test, not a result). The last line is ``em_<method>=<mean> ...`` (test EM, overall).
