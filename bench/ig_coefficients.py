@@ -272,7 +272,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     apply_threads(args.threads)
-    from igsearch.train.config import TrainConfig
+    from igsearch.train.config import load_config
 
     root, tmp = work_root(args.work_dir or (None if args.quick else ROOT / "runs" / "replicate"), "ig-coefficients-")
     if args.from_json:
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"ig_coefficients: cannot read stored rollouts from {args.from_json}: {e}")
         for k in ("batches", "questions", "sft_steps", "seed", "quick"):
             setattr(args, k, args_used[k])
-        cfg = TrainConfig()
+        cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [])  # the preset the sampling path runs on
         answer_tokens = old.get("answer_tokens", "separate")  # results from before the field scored it so
     else:
         batches, cfg = sample_batches(args, root)
