@@ -443,7 +443,7 @@ def prepare(args, root: Path):
 
     t0 = time.perf_counter()
     ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities)
-    key = {"world_seed": args.world_seed, "warm_start": ws_cfg.__dict__}
+    key = {"world_seed": args.world_seed, "warm_start": ws_cfg.setup_key()}
     setup_file = root / "setup.json"
     setup = json.loads(setup_file.read_text()) if setup_file.exists() else None
     if setup and setup.get("key") == key:

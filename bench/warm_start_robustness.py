@@ -1,16 +1,23 @@
-"""Is the demo's warm start robust? Rebuild it with other seeds and thread counts on the same world.
+"""Is the demo's warm start robust, and which policy size learns best? Rebuild it on the same world.
 
-One build per call: the world of seed 0 (the demo's), the tiny policy and its SFT with ``--seed``
-(initialisation and data order) at ``--threads`` torch threads, then greedy EM on the 193 dev
-questions and on the first 200 train questions, and sampled EM on 80 dev questions x 4 rollouts at
-temperature 1 (the demo's probe, same seeds). ``--report`` compares the builds found under
-``--root``: each against the first, paired on the same dev questions (bootstrap interval, McNemar).
+One build per call: the world of seed 0 (the demo's), the tiny policy at ``--policy-size`` and its
+SFT (``--sft-steps``) with ``--seed`` (initialisation and data order) at ``--threads`` torch threads,
+then greedy EM on the 193 dev questions and on the first 200 train questions, and sampled EM on 80 dev
+questions x 4 rollouts at temperature 1 (the demo's probe, same seeds).
+
+``--report`` compares the default warm start's builds under ``--root``: each against the first,
+paired on the same dev questions (bootstrap interval, McNemar). ``--calibrate`` measures each policy
+size's seconds per SFT step and the steps that give it the default's wall-clock; ``--report-sizes``
+then compares the sizes built with those steps, seeds pooled per question, against ``base``.
 
     python bench/warm_start_robustness.py --seed 1 --threads 1 --root runs/robustness
     python bench/warm_start_robustness.py --report --root runs/robustness
+    python bench/warm_start_robustness.py --calibrate --threads 1
+    python bench/warm_start_robustness.py --policy-size large --sft-steps 285 --seed 0 --root runs/robustness
+    python bench/warm_start_robustness.py --report-sizes --root runs/robustness
 
-Writes ``ROOT/seed<S>-t<T>/robust.json`` per build and, with ``--report``,
-bench/results/warm_start_robustness.{json,md}.
+Writes ``ROOT/[SIZE-sftN-]seed<S>-t<T>/robust.json`` per build and bench/results/
+warm_start_robustness.{json,md}, policy_size_calibration.json and policy_size.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def build_and_measure(seed: int, threads: int, out: Path) -> dict:
+def build_and_measure(seed: int, threads: int, out: Path, policy_size: str = "base", sft_steps: int | None = None) -> dict:
     import torch
+    from dataclasses import replace
 
     torch.set_num_threads(threads)
     from igsearch.data.loaders import load_qa
@@ -35,10 +43,12 @@ def build_and_measure(seed: int, threads: int, out: Path) -> dict:
     from igsearch.policy.load import load_policy
     from igsearch.train.config import load_config
     from igsearch.train.trainer import make_engine, make_retriever, resolve_paths
-    from igsearch.warmstart import build_warm_start
+    from igsearch.warmstart import WarmStartConfig, build_warm_start
 
+    ws_cfg = replace(WarmStartConfig(), policy_size=policy_size, steps=sft_steps or WarmStartConfig.steps)
     t0 = time.perf_counter()
-    ws = build_warm_start(out, seed=seed, world_seed=0, progress=False, log=lambda m: print(m, flush=True))
+    ws = build_warm_start(out, seed=seed, world_seed=0, config=ws_cfg, progress=False,
+                          log=lambda m: print(m, flush=True))
     seconds = time.perf_counter() - t0
     from igsearch.demo import DEMO_RL_OVERRIDES
 
@@ -49,7 +59,8 @@ def build_and_measure(seed: int, threads: int, out: Path) -> dict:
     engine = make_engine(cfg, Path(ws["sft"]), model, tok)
     retriever = make_retriever(cfg, paths)
     template = get_template(cfg.template)
-    result = {"seed": seed, "threads": threads, "warm_start_seconds": seconds}
+    result = {"seed": seed, "threads": threads, "policy_size": policy_size, "sft_steps": ws_cfg.steps,
+              "warm_start_seconds": seconds}
     try:
         for name, rows, kw in (("dev_greedy", load_qa(paths["eval"]), {}),
                                ("train_greedy", load_qa(paths["train"], limit=200), {}),
@@ -66,12 +77,89 @@ def build_and_measure(seed: int, threads: int, out: Path) -> dict:
     return result
 
 
+def load_runs(root: Path) -> list[dict]:
+    """Every build's ``robust.json`` under ``root`` (sorted by folder), with the policy size and SFT
+    steps filled in for builds recorded before those fields (the default warm start's) and the
+    policy's parameter count read from its weights."""
+    from igsearch.warmstart import WarmStartConfig
+
+    runs = []
+    for path in sorted(root.glob("*/robust.json")):
+        r = json.loads(path.read_text())
+        r.setdefault("policy_size", "base")
+        r.setdefault("sft_steps", WarmStartConfig.steps)
+        r["parameters"] = count_parameters(path.parent / "sft")
+        r["folder"] = path.parent.name
+        runs.append(r)
+    return runs
+
+
+def count_parameters(policy_dir: Path) -> int:
+    """Parameters of a saved policy, from its safetensors headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(Path(policy_dir).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for name in st.keys():
+                n = 1
+                for d in st.get_slice(name).get_shape():
+                    n *= d
+                total += n
+    return total
+
+
+def calibrate(threads: int, steps: tuple[int, int] = (4, 16)) -> dict:
+    """Seconds per SFT step of every policy size at ``threads`` threads, on the world of seed 0 and the
+    warm start's SFT settings, and the SFT steps that give each size the default warm start's
+    wall-clock (``WarmStartConfig.steps`` of ``base``). A step's cost is the difference of two short
+    runs, so the fixed cost of loading and saving cancels. Writes bench/results/policy_size_calibration.json."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(threads)
+    from benchutil import device_name
+
+    from igsearch.policy.tiny import POLICY_SIZES, build_tiny_policy, policy_shape
+    from igsearch.train.sft import run_sft
+    from igsearch.warmstart import WarmStartConfig, world_split_sizes
+    from igsearch.world import build_world
+
+    cfg = WarmStartConfig()
+    per_step = {}
+    with tempfile.TemporaryDirectory(prefix="igsearch-calibrate-") as tmp:
+        world = Path(tmp) / "world"
+        build_world(world, seed=0, n_entities=cfg.entities, split_sizes=world_split_sizes(cfg.entities))
+        for size in POLICY_SIZES:
+            init = build_tiny_policy(world, Path(tmp) / f"{size}-init", seed=0, vocab_size=cfg.vocab_size,
+                                     **policy_shape(size))
+            seconds = []
+            for n in steps:
+                t0 = time.perf_counter()
+                run_sft(init, world, Path(tmp) / f"{size}-sft", split="warmup", steps=n, batch_size=cfg.batch_size,
+                        lr=cfg.lr, warmup_steps=cfg.warmup_steps, query_noise=cfg.query_noise,
+                        early_answer=cfg.early_answer, document_weight=cfg.document_weight, topk=cfg.topk,
+                        max_len=cfg.max_len, seed=0, progress=False)
+                seconds.append(time.perf_counter() - t0)
+            per_step[size] = (seconds[1] - seconds[0]) / (steps[1] - steps[0])
+            print(f"[calibrate] {size}: {per_step[size]:.3f} s per SFT step", flush=True)
+    result = {"device": device_name("cpu"), "threads": threads, "date": time.strftime("%Y-%m-%d"),
+              "seconds_per_step": per_step,
+              "equal_wallclock_steps": {k: round(cfg.steps * per_step["base"] / v) for k, v in per_step.items()}}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "policy_size_calibration.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
 def report(root: Path) -> str:
     from igsearch.stats import compare_records
 
-    runs = [json.loads(p.read_text()) for p in sorted(root.glob("*/robust.json"))]
+    from igsearch.warmstart import WarmStartConfig
+
+    runs = [r for r in load_runs(root) if r["policy_size"] == "base" and r["sft_steps"] == WarmStartConfig.steps]
     if not runs:
-        raise SystemExit(f"no */robust.json under {root}")
+        raise SystemExit(f"no */robust.json of the default warm start under {root}")
     base = runs[0]
     lines = ["# Warm-start robustness: rebuilds on the world of seed 0", "",
              "Greedy EM on the 193 dev questions and the first 200 train questions; sampled EM: 80 dev questions "
@@ -98,18 +186,124 @@ def report(root: Path) -> str:
     return text
 
 
+def report_sizes(root: Path, threads: int = 1) -> str:
+    """Compare the policy sizes built under ``root`` at ``threads`` threads: per build, and per
+    (size, SFT steps) with dev EM averaged over its seeds and paired per question against ``base``
+    (each question's EM averaged over a group's seeds; 95% bootstrap interval, overall and per hop
+    count). Writes bench/results/policy_size.{json,md,png}."""
+    from collections import defaultdict
+
+    from igsearch.stats import compare_records
+    from igsearch.warmstart import WarmStartConfig
+
+    runs = [r for r in load_runs(root) if r["threads"] == threads]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[(r["policy_size"], r["sft_steps"])].append(r)
+    base_key = ("base", WarmStartConfig.steps)
+    if base_key not in groups or len(groups) < 2:
+        raise SystemExit(f"need builds of the default warm start and of another size at {threads} thread(s) under {root}")
+    calib_path = RESULTS / "policy_size_calibration.json"
+    calib = json.loads(calib_path.read_text()) if calib_path.exists() else None
+    base_dev = [rec for r in groups[base_key] for rec in r["dev_greedy"]["records"]]
+    lines = [f"# Policy size at the same SFT wall-clock: warm starts on the world of seed 0 ({threads} thread)", ""]
+    if calib:
+        lines += [f"SFT cost per step, measured by `--calibrate` on {calib['device']}, {calib['date']} (batch 16, "
+                  "the warm start's settings), and the SFT steps that give each size the default warm start's "
+                  "wall-clock:", "", "| size | s per SFT step | steps for equal wall-clock |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v:.2f} | {calib['equal_wallclock_steps'][k]} |" for k, v in calib["seconds_per_step"].items()]
+        lines.append("")
+    lines += ["Per build: greedy EM on the 193 dev questions and the first 200 train questions, sampled EM on 80 dev "
+              "questions x 4 rollouts at T 1.0 (the demo's probe).", "",
+              "| size | parameters | SFT steps | seed | build s | dev EM | train EM | sampled dev EM |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        lines.append(f"| {r['policy_size']} | {r['parameters'] / 1e6:.2f}M | {r['sft_steps']} | {r['seed']} | "
+                     f"{r['warm_start_seconds']:.0f} | {r['dev_greedy']['metrics']['overall']['em']:.3f} | "
+                     f"{r['train_greedy']['metrics']['overall']['em']:.3f} | "
+                     f"{r['dev_sampled']['metrics']['overall']['em']:.3f} |")
+    lines += ["", "Per size, over its seeds: dev EM mean and range; the paired difference against base (each "
+              "question's EM averaged over the seeds of each size) overall and per hop count.", "",
+              "| size | SFT steps | seeds | dev EM mean | dev EM range | sampled mean | vs base [95%] | 1-hop | 2-hop | 3-hop |",
+              "|---|---:|---:|---:|---|---:|---|---|---|---|"]
+    summary = []
+    for (size, steps), rs in groups.items():
+        devs = [r["dev_greedy"]["metrics"]["overall"]["em"] for r in rs]
+        sampled = [r["dev_sampled"]["metrics"]["overall"]["em"] for r in rs]
+        cmp = compare_records(base_dev, [rec for r in rs for rec in r["dev_greedy"]["records"]])
+        row = {"policy_size": size, "sft_steps": steps, "parameters": rs[0]["parameters"], "seeds": [r["seed"] for r in rs],
+               "dev_em": devs, "sampled_em": sampled, "vs_base": cmp}
+        summary.append(row)
+        hops = [cmp.get(f"world_{h}hop") for h in (1, 2, 3)]
+        cells = [f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" if c else "-" for c in hops]
+        o = cmp["overall"]
+        lines.append(f"| {size} | {steps} | {len(rs)} | {sum(devs) / len(devs):.3f} | {min(devs):.3f} - {max(devs):.3f} | "
+                     f"{sum(sampled) / len(sampled):.3f} | {o['diff']:+.3f} [{o['low']:+.3f}, {o['high']:+.3f}] | "
+                     + " | ".join(cells) + " |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    png = RESULTS / "policy_size.png"
+    plot_sizes(summary, png)
+    lines += ["", f"![dev EM per build]({png.name})", ""]
+    (RESULTS / "policy_size.json").write_text(json.dumps({"threads": threads, "calibration": calib, "groups": summary,
+                                                          "runs": [{k: v for k, v in r.items() if k not in
+                                                                    ("dev_greedy", "train_greedy", "dev_sampled")}
+                                                                   for r in runs]}, indent=2))
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "policy_size.md").write_text(text)
+    return text
+
+
+def plot_sizes(summary: list[dict], path: Path) -> None:
+    """Dev EM of every build (dots) and each size's mean (bar), sizes by parameter count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = sorted(summary, key=lambda g: g["parameters"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, g in enumerate(summary):
+        ax.bar(i, sum(g["dev_em"]) / len(g["dev_em"]), color="#9ecae1", width=0.6)
+        ax.scatter([i] * len(g["dev_em"]), g["dev_em"], color="#08519c", zorder=3, label="one seed" if i == 0 else None)
+    ax.set_xticks(range(len(summary)),
+                  [f"{g['policy_size']}\n{g['parameters'] / 1e6:.1f}M, {g['sft_steps']} SFT steps" for g in summary])
+    ax.set_ylabel("greedy dev EM of the warm start")
+    ax.set_title("policy size at the same SFT wall-clock")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--root", default="runs/robustness", help="where the builds go (one folder each)")
+    ap.add_argument("--policy-size", default="base", help="a name in igsearch.policy.tiny.POLICY_SIZES (default base)")
+    ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: the warm start's 700)")
     ap.add_argument("--report", action="store_true", help="compare the builds under --root instead of building")
+    ap.add_argument("--report-sizes", action="store_true",
+                    help="compare the policy sizes built under --root at --threads (bench/results/policy_size.md)")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="measure each policy size's seconds per SFT step at --threads and the steps for equal wall-clock")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.report:
         print(report(Path(args.root)))
         return 0
-    build_and_measure(args.seed, args.threads, Path(args.root) / f"seed{args.seed}-t{args.threads}")
+    if args.report_sizes:
+        print(report_sizes(Path(args.root), args.threads))
+        return 0
+    if args.calibrate:
+        print(json.dumps(calibrate(args.threads), indent=2))
+        return 0
+    from igsearch.warmstart import WarmStartConfig
+
+    name = f"seed{args.seed}-t{args.threads}"
+    if args.policy_size != "base" or args.sft_steps not in (None, WarmStartConfig.steps):
+        name = f"{args.policy_size}-sft{args.sft_steps or WarmStartConfig.steps}-{name}"
+    build_and_measure(args.seed, args.threads, Path(args.root) / name, args.policy_size, args.sft_steps)
     return 0
 
 

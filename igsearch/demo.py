@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from igsearch.policy.tiny import POLICY_SIZES
 from igsearch.warmstart import WarmStartConfig
 
 #: RL settings on top of configs/tiny-cpu.yaml (the warm start saw 2 passages per search). The replay
@@ -32,6 +33,8 @@ def add_demo_command(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="ig", help="advantage estimator: ig (default) | grpo | any registered name")
     p.add_argument("--sft-steps", type=int, default=WarmStartConfig.steps)
+    p.add_argument("--policy-size", default=WarmStartConfig.policy_size, choices=list(POLICY_SIZES),
+                   help="tiny policy's size (default base, ~2.8M parameters; bench/results/policy_size.md compares them)")
     p.add_argument("--entities", type=int, default=WarmStartConfig.entities,
                    help="world size (default 800; question splits scale with it)")
     p.add_argument("--eval-questions", type=int, default=200, help="dev questions evaluated greedily (default 200)")
@@ -62,7 +65,7 @@ def run_demo(args) -> int:
         return time.perf_counter()
 
     t0 = phase("1/3 world, tiny policy, SFT warm start on the warm-up split")
-    ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities)
+    ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities, policy_size=args.policy_size)
     ws = build_warm_start(out, seed=args.seed, config=ws_cfg, log=console.print)
     timings["warm_start"] = time.perf_counter() - t0
 

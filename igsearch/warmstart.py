@@ -52,6 +52,15 @@ class WarmStartConfig:
     topk: int = 2
     max_len: int = 1024
     vocab_size: int = 3072
+    policy_size: str = "base"     # a name in igsearch.policy.tiny.POLICY_SIZES (small/large: bench/results/policy_size.md)
+
+    def setup_key(self) -> dict:
+        """The settings that identify a built warm start, for reuse checks. Fields at a default that
+        older builds did not record (``policy_size``) are left out, so their keys stay valid."""
+        key = asdict(self)
+        if key["policy_size"] == "base":
+            del key["policy_size"]
+        return key
 
 
 def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None = None,
@@ -64,11 +73,12 @@ def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None =
     Returns ``{"world", "policy_init", "sft", "seconds", "config"}`` (paths as ``Path``): RL trains on
     ``world/train.jsonl`` and evaluates on ``dev``/``test``; ``sft`` is the warm-started policy.
     """
-    from igsearch.policy.tiny import build_tiny_policy
+    from igsearch.policy.tiny import build_tiny_policy, policy_shape
     from igsearch.train.sft import run_sft
     from igsearch.world import build_world
 
     cfg = config or WarmStartConfig()
+    shape = policy_shape(cfg.policy_size)
     out = Path(out_dir)
     t0 = time.perf_counter()
     world = out / "world"
@@ -76,7 +86,7 @@ def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None =
                            split_sizes=world_split_sizes(cfg.entities))
     log(f"world: {manifest['n_entities']} entities, questions per split {manifest['splits']} "
         "(SFT sees only the warm-up split)")
-    init = build_tiny_policy(world, out / "policy-init", seed=seed, vocab_size=cfg.vocab_size)
+    init = build_tiny_policy(world, out / "policy-init", seed=seed, vocab_size=cfg.vocab_size, **shape)
     sft = run_sft(init, world, out / "sft", split="warmup", steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                   warmup_steps=cfg.warmup_steps, query_noise=cfg.query_noise, early_answer=cfg.early_answer,
                   document_weight=cfg.document_weight, topk=cfg.topk, max_len=cfg.max_len, seed=seed,

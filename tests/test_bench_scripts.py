@@ -175,7 +175,7 @@ def test_ig_coefficients_samples_with_the_replications_ig_run(tmp_path, monkeypa
     world.mkdir()
     (world / "manifest.json").write_text("{}")
     key = {"world_seed": rep.world_seed,
-           "warm_start": replace(WarmStartConfig(), steps=rep.sft_steps, entities=rep.entities).__dict__}
+           "warm_start": replace(WarmStartConfig(), steps=rep.sft_steps, entities=rep.entities).setup_key()}
     (tmp_path / "setup.json").write_text(json.dumps({"key": key, "sft": str(sft), "world": str(world)}))
     cfg = mod.probe_config(mod.parse_args(["--seed", "3"]), tmp_path)
     assert (cfg.method, cfg.seed, cfg.steps, cfg.eval_every) == ("ig", 3, 1, 0)
@@ -264,3 +264,57 @@ def test_warm_start_robustness_report_pairs_builds_on_the_same_questions(tmp_pat
     text = mod.report(tmp_path)
     assert "| 1 | 1 |" in text and "-0.250" in text and "spread 0.250" in text
     assert (tmp_path / "results" / "warm_start_robustness.md").exists()
+
+
+def test_policy_size_report_pools_seeds_and_pairs_against_base(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    mod = load("warm_start_robustness")
+    monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
+
+    def build(folder, size, steps, seed, ems, n_params, threads=1):
+        recs = [{"id": f"q{i}", "data_source": f"world_{1 + i % 2}hop", "em": float(e), "f1": float(e),
+                 "searches": 1, "finish_reason": "answer"} for i, e in enumerate(ems)]
+        m = {"overall": {"em": sum(ems) / len(ems)}}
+        d = tmp_path / "builds" / folder
+        (d / "sft").mkdir(parents=True)
+        save_file({"w": torch.zeros(n_params - 3), "b": torch.zeros(3)}, str(d / "sft" / "model.safetensors"))
+        record = {"seed": seed, "threads": threads, "warm_start_seconds": 1.0,
+                  "dev_greedy": {"metrics": m, "records": recs}, "train_greedy": {"metrics": m, "records": recs},
+                  "dev_sampled": {"metrics": m, "records": recs}}
+        if size != "base":  # builds from before the field record neither
+            record.update(policy_size=size, sft_steps=steps)
+        (d / "robust.json").write_text(json.dumps(record))
+
+    build("seed0-t1", "base", 700, 0, [1, 0, 0, 0], 10)
+    build("seed1-t1", "base", 700, 1, [1, 1, 0, 0], 10)
+    build("seed0-t2", "base", 700, 0, [0, 0, 0, 0], 10, threads=2)  # another thread count: left out
+    build("large-sft285-seed0-t1", "large", 285, 0, [1, 1, 1, 0], 25)
+    build("large-sft285-seed1-t1", "large", 285, 1, [1, 1, 1, 1], 25)
+    text = mod.report_sizes(tmp_path / "builds", threads=1)
+    # base averages 0.375 per question-seed, large 0.875: +0.5 overall; 2-hop (q1, q3): 0.25 -> 0.75
+    assert "| large | 2.5e-05M" not in text and "| large | 0.00M | 285 | 0 |" in text
+    assert "| large | 285 | 2 | 0.875 | 0.750 - 1.000 |" in text and "| +0.500 [" in text
+    assert "| base | 700 | 2 | 0.375 | 0.250 - 0.500 |" in text
+    saved = json.loads((tmp_path / "results" / "policy_size.json").read_text())
+    large = next(g for g in saved["groups"] if g["policy_size"] == "large")
+    two_hop = large["vs_base"]["world_2hop"]
+    assert large["parameters"] == 25 and (two_hop["a"], two_hop["b"]) == pytest.approx((0.25, 0.75))
+    assert (tmp_path / "results" / "policy_size.png").stat().st_size > 0
+    # the robustness report keeps to the default warm start
+    assert "285" not in mod.report(tmp_path / "builds")
+
+
+def test_warm_start_setup_key_keeps_old_builds_reusable():
+    from dataclasses import asdict, replace
+
+    from igsearch.policy.tiny import POLICY_SIZES, policy_shape
+    from igsearch.warmstart import WarmStartConfig
+
+    key = WarmStartConfig().setup_key()
+    assert "policy_size" not in key and key == {k: v for k, v in asdict(WarmStartConfig()).items() if k != "policy_size"}
+    assert replace(WarmStartConfig(), policy_size="large").setup_key()["policy_size"] == "large"
+    assert set(POLICY_SIZES) >= {"small", "base", "large"}
+    assert policy_shape("large")["hidden_size"] > policy_shape("base")["hidden_size"] > policy_shape("small")["hidden_size"]
+    with pytest.raises(ValueError, match="not one of small, base, large"):
+        policy_shape("huge")

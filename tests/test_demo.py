@@ -14,7 +14,7 @@ pytestmark = pytest.mark.vllm
 def test_demo_writes_report_with_paired_intervals_and_plots(tmp_path):
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--steps", "2", "--sft-steps", "5", "--eval-questions", "6",
-               "--probe-questions", "2", "--eval-every", "1", "--entities", "150",
+               "--probe-questions", "2", "--eval-every", "1", "--entities", "150", "--policy-size", "small",
                "questions_per_step=2", "rollouts_per_question=2"])
     assert rc == 0
     report = (out / "report.md").read_text()
@@ -33,3 +33,6 @@ def test_demo_writes_report_with_paired_intervals_and_plots(tmp_path):
     questions = lambda split: {json.loads(line)["question"] for line in (out / "world" / f"{split}.jsonl").open()}  # noqa: E731
     assert questions("warmup") and not questions("warmup") & (questions("train") | questions("dev") | questions("test"))
     assert json.loads((out / "sft" / "sft_summary.json").read_text())["examples"] == len(questions("warmup"))
+    # the policy is built at the size asked for, and the summary says which
+    assert json.loads((out / "sft" / "config.json").read_text())["hidden_size"] == 128
+    assert summary["warm_start"]["policy_size"] == "small"

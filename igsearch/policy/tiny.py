@@ -37,6 +37,22 @@ TINY_MODEL_SHAPE = dict(
     max_position_embeddings=4096,
 )
 
+#: Named policy sizes: overrides of :data:`TINY_MODEL_SHAPE` (parameters with the demo's 3k vocabulary).
+#: The demo's is ``base``; the others were built for the policy-size study
+#: (bench/results/policy_size.md), SFT steps scaled to the same wall-clock.
+POLICY_SIZES = {
+    "small": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=2),  # ~1.4M
+    "base": {},                                                                                           # ~2.8M
+    "large": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4),  # ~6.1M
+}
+
+
+def policy_shape(size: str) -> dict:
+    """The model shape of the named policy size (:data:`POLICY_SIZES`); ValueError names the choices."""
+    if size not in POLICY_SIZES:
+        raise ValueError(f"policy size {size!r} is not one of {', '.join(POLICY_SIZES)}")
+    return {**TINY_MODEL_SHAPE, **POLICY_SIZES[size]}
+
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 3072):
     """Train a byte-level BPE tokenizer on ``texts`` and wrap it as a ``PreTrainedTokenizerFast``.
