@@ -249,7 +249,7 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny world, short SFT, 1 small batch")
     ap.add_argument("--batches", type=int, default=None, help="rollout batches (default 8; --quick 1)")
     ap.add_argument("--questions", type=int, default=None, help="questions per batch (default 16; --quick 4)")
-    ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps if the warm start is built (default 700)")
+    ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps if the warm start is built (default: the warm start's, WarmStartConfig)")
     ap.add_argument("--entities", type=int, default=None)
     ap.add_argument("--world-seed", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
@@ -262,7 +262,7 @@ def parse_args(argv=None):
     q = args.quick
     args.batches = args.batches or (1 if q else 8)
     args.questions = args.questions or (4 if q else 16)
-    args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else 700)
+    args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else WarmStartConfig.steps)
     args.entities = args.entities if args.entities is not None else (300 if q else WarmStartConfig.entities)
     # what replicate.run_overrides reads beyond the above: one step, no evaluation
     args.steps, args.overrides, args.test_questions, args.eval_every = 1, [], 0, 0

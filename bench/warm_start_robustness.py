@@ -30,9 +30,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+#: (policy size, SFT steps) of builds recorded before robust.json named them: the warm start's default until
+#: the policy-size study (bench/results/policy_size.md) made it small with 1,482 steps.
+LEGACY_BUILD = ("base", 700)
 
 
-def build_and_measure(seed: int, threads: int, out: Path, policy_size: str = "base", sft_steps: int | None = None) -> dict:
+def build_and_measure(seed: int, threads: int, out: Path, policy_size: str, sft_steps: int) -> dict:
     import torch
     from dataclasses import replace
 
@@ -45,7 +48,7 @@ def build_and_measure(seed: int, threads: int, out: Path, policy_size: str = "ba
     from igsearch.train.trainer import make_engine, make_retriever, resolve_paths
     from igsearch.warmstart import WarmStartConfig, build_warm_start
 
-    ws_cfg = replace(WarmStartConfig(), policy_size=policy_size, steps=sft_steps or WarmStartConfig.steps)
+    ws_cfg = replace(WarmStartConfig(), policy_size=policy_size, steps=sft_steps)
     t0 = time.perf_counter()
     ws = build_warm_start(out, seed=seed, world_seed=0, config=ws_cfg, progress=False,
                           log=lambda m: print(m, flush=True))
@@ -77,21 +80,74 @@ def build_and_measure(seed: int, threads: int, out: Path, policy_size: str = "ba
     return result
 
 
+def run_demo_rl(build: Path, threads: int, steps: int = 10) -> dict:
+    """The demo's RL phase (``DEMO_RL_OVERRIDES``, IG-Search, ``steps`` steps, the build's seed) from the
+    warm start in ``build``, greedy dev EM at step 0 and at the end, no sampled probe. Writes
+    ``build/rl.json`` with both evaluations' records and the wall-clock of the RL steps."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from igsearch.demo import DEMO_RL_OVERRIDES, load_evals
+    from igsearch.train.config import load_config
+    from igsearch.train.trainer import Trainer
+
+    if not (build / "robust.json").is_file() or not (build / "sft").is_dir():
+        raise SystemExit(f"--rl: {build} is not a build of this script (no robust.json and sft/ in it)")
+    built = json.loads((build / "robust.json").read_text())
+    overrides = [*DEMO_RL_OVERRIDES, f"model_path={build / 'sft'}", f"world_dir={build / 'world'}", "device=cpu",
+                 f"steps={steps}", f"seed={built['seed']}", "method=ig", f"checkpoint_every={steps}",
+                 "keep_checkpoints=1", "eval_questions=200", "probe_questions=0", f"eval_every={steps}",
+                 "tensorboard=false"]
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, build / "rl", overwrite=True)
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    evals = load_evals(build / "rl")
+    first, last = evals[0], evals[max(evals)]
+    result = {"steps": steps, "threads": threads, "seconds": time.perf_counter() - t0,
+              "before": first["greedy"], "after": last["greedy"]}
+    (build / "rl.json").write_text(json.dumps(result))
+    print(f"[warm_start_robustness] {build.name}: dev EM {first['greedy']['metrics']['overall']['em']:.3f} -> "
+          f"{last['greedy']['metrics']['overall']['em']:.3f} after {steps} RL steps", flush=True)
+    return result
+
+
 def load_runs(root: Path) -> list[dict]:
     """Every build's ``robust.json`` under ``root`` (sorted by folder), with the policy size and SFT
-    steps filled in for builds recorded before those fields (the default warm start's) and the
-    policy's parameter count read from its weights."""
-    from igsearch.warmstart import WarmStartConfig
-
+    steps filled in for builds recorded before those fields (:data:`LEGACY_BUILD`) and the policy's
+    parameter count read from its weights."""
     runs = []
     for path in sorted(root.glob("*/robust.json")):
         r = json.loads(path.read_text())
-        r.setdefault("policy_size", "base")
-        r.setdefault("sft_steps", WarmStartConfig.steps)
-        r["parameters"] = count_parameters(path.parent / "sft")
+        r.setdefault("policy_size", LEGACY_BUILD[0])
+        r.setdefault("sft_steps", LEGACY_BUILD[1])
         r["folder"] = path.parent.name
+        rl = path.parent / "rl.json"
+        if rl.exists():
+            r["rl"] = json.loads(rl.read_text())
         runs.append(r)
+    # builds whose weights were deleted: the same size's count from a kept build's vocabulary (one world)
+    vocab = next((json.loads(c.read_text())["vocab_size"] for c in sorted(root.glob("*/sft/config.json"))), None)
+    for r in runs:
+        sft = root / r["folder"] / "sft"
+        r["parameters"] = (count_parameters(sft) if sft.is_dir()
+                           else shape_parameters(r["policy_size"], vocab) if vocab else None)
     return runs
+
+
+def shape_parameters(size: str, vocab_size: int) -> int:
+    """Parameters of the tiny policy of ``size`` with ``vocab_size`` tokens (built on the meta device)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from igsearch.policy.tiny import policy_shape
+
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab_size, tie_word_embeddings=False, **policy_shape(size)))
+    return sum(p.numel() for p in model.parameters())
 
 
 def count_parameters(policy_dir: Path) -> int:
@@ -112,7 +168,7 @@ def count_parameters(policy_dir: Path) -> int:
 def calibrate(threads: int, steps: tuple[int, int] = (4, 16)) -> dict:
     """Seconds per SFT step of every policy size at ``threads`` threads, on the world of seed 0 and the
     warm start's SFT settings, and the SFT steps that give each size the default warm start's
-    wall-clock (``WarmStartConfig.steps`` of ``base``). A step's cost is the difference of two short
+    wall-clock (:data:`LEGACY_BUILD`: 700 steps of ``base``). A step's cost is the difference of two short
     runs, so the fixed cost of loading and saving cancels. Writes bench/results/policy_size_calibration.json."""
     import tempfile
 
@@ -146,7 +202,7 @@ def calibrate(threads: int, steps: tuple[int, int] = (4, 16)) -> dict:
             print(f"[calibrate] {size}: {per_step[size]:.3f} s per SFT step", flush=True)
     result = {"device": device_name("cpu"), "threads": threads, "date": time.strftime("%Y-%m-%d"),
               "seconds_per_step": per_step,
-              "equal_wallclock_steps": {k: round(cfg.steps * per_step["base"] / v) for k, v in per_step.items()}}
+              "equal_wallclock_steps": {k: round(LEGACY_BUILD[1] * per_step[LEGACY_BUILD[0]] / v) for k, v in per_step.items()}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "policy_size_calibration.json").write_text(json.dumps(result, indent=2))
     return result
@@ -157,9 +213,10 @@ def report(root: Path) -> str:
 
     from igsearch.warmstart import WarmStartConfig
 
-    runs = [r for r in load_runs(root) if r["policy_size"] == "base" and r["sft_steps"] == WarmStartConfig.steps]
+    default = (WarmStartConfig.policy_size, WarmStartConfig.steps)
+    runs = [r for r in load_runs(root) if (r["policy_size"], r["sft_steps"]) == default]
     if not runs:
-        raise SystemExit(f"no */robust.json of the default warm start under {root}")
+        raise SystemExit(f"no */robust.json of the default warm start ({default[0]}, {default[1]} SFT steps) under {root}")
     base = runs[0]
     lines = ["# Warm-start robustness: rebuilds on the world of seed 0", "",
              "Greedy EM on the 193 dev questions and the first 200 train questions; sampled EM: 80 dev questions "
@@ -188,21 +245,21 @@ def report(root: Path) -> str:
 
 def report_sizes(root: Path, threads: int = 1) -> str:
     """Compare the policy sizes built under ``root`` at ``threads`` threads: per build, and per
-    (size, SFT steps) with dev EM averaged over its seeds and paired per question against ``base``
-    (each question's EM averaged over a group's seeds; 95% bootstrap interval, overall and per hop
-    count). Writes bench/results/policy_size.{json,md,png}."""
+    (size, SFT steps) with dev EM averaged over its seeds and paired per question against
+    :data:`LEGACY_BUILD` (each question's EM averaged over a group's seeds; 95% bootstrap interval,
+    overall and per hop count). Writes bench/results/policy_size.{json,md,png}."""
     from collections import defaultdict
 
     from igsearch.stats import compare_records
-    from igsearch.warmstart import WarmStartConfig
 
     runs = [r for r in load_runs(root) if r["threads"] == threads]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
         groups[(r["policy_size"], r["sft_steps"])].append(r)
-    base_key = ("base", WarmStartConfig.steps)
+    base_key = LEGACY_BUILD
     if base_key not in groups or len(groups) < 2:
-        raise SystemExit(f"need builds of the default warm start and of another size at {threads} thread(s) under {root}")
+        raise SystemExit(f"need builds of {base_key[0]} with {base_key[1]} SFT steps and of another size or step count "
+                         f"at {threads} thread(s) under {root}")
     calib_path = RESULTS / "policy_size_calibration.json"
     calib = json.loads(calib_path.read_text()) if calib_path.exists() else None
     base_dev = [rec for r in groups[base_key] for rec in r["dev_greedy"]["records"]]
@@ -218,7 +275,8 @@ def report_sizes(root: Path, threads: int = 1) -> str:
               "| size | parameters | SFT steps | seed | build s | dev EM | train EM | sampled dev EM |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
-        lines.append(f"| {r['policy_size']} | {r['parameters'] / 1e6:.2f}M | {r['sft_steps']} | {r['seed']} | "
+        params = f"{r['parameters'] / 1e6:.2f}M" if r["parameters"] else "-"
+        lines.append(f"| {r['policy_size']} | {params} | {r['sft_steps']} | {r['seed']} | "
                      f"{r['warm_start_seconds']:.0f} | {r['dev_greedy']['metrics']['overall']['em']:.3f} | "
                      f"{r['train_greedy']['metrics']['overall']['em']:.3f} | "
                      f"{r['dev_sampled']['metrics']['overall']['em']:.3f} |")
@@ -231,7 +289,7 @@ def report_sizes(root: Path, threads: int = 1) -> str:
         devs = [r["dev_greedy"]["metrics"]["overall"]["em"] for r in rs]
         sampled = [r["dev_sampled"]["metrics"]["overall"]["em"] for r in rs]
         cmp = compare_records(base_dev, [rec for r in rs for rec in r["dev_greedy"]["records"]])
-        row = {"policy_size": size, "sft_steps": steps, "parameters": rs[0]["parameters"], "seeds": [r["seed"] for r in rs],
+        row = {"policy_size": size, "sft_steps": steps, "parameters": max(r["parameters"] or 0 for r in rs), "seeds": [r["seed"] for r in rs],
                "dev_em": devs, "sampled_em": sampled, "vs_base": cmp}
         summary.append(row)
         hops = [cmp.get(f"world_{h}hop") for h in (1, 2, 3)]
@@ -243,10 +301,25 @@ def report_sizes(root: Path, threads: int = 1) -> str:
     RESULTS.mkdir(parents=True, exist_ok=True)
     png = RESULTS / "policy_size.png"
     plot_sizes(summary, png)
+    rl_groups = [(key, rs) for key, rs in groups.items() if all("rl" in r for r in rs)]
+    if rl_groups:
+        lines += ["", "After the demo's RL phase (IG-Search, 10 steps, `DEMO_RL_OVERRIDES`, each build's seed): greedy dev "
+                  "EM, paired against the same builds' step-0 evaluation (seeds pooled per question).", "",
+                  "| size | seeds | dev EM after RL, mean | range | change vs warm start [95%] | RL s per build (mean) |",
+                  "|---|---:|---:|---|---|---:|"]
+        for (size, steps), rs in rl_groups:
+            after = [r["rl"]["after"]["metrics"]["overall"]["em"] for r in rs]
+            c = compare_records([x for r in rs for x in r["rl"]["before"]["records"]],
+                                [x for r in rs for x in r["rl"]["after"]["records"]])["overall"]
+            next(g for g in summary if (g["policy_size"], g["sft_steps"]) == (size, steps))["rl"] = {
+                "after_em": after, "vs_warm_start": c, "seconds": [r["rl"]["seconds"] for r in rs]}
+            lines.append(f"| {size} | {len(rs)} | {sum(after) / len(after):.3f} | {min(after):.3f} - {max(after):.3f} | "
+                         f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | "
+                         f"{sum(r['rl']['seconds'] for r in rs) / len(rs):.0f} |")
     lines += ["", f"![dev EM per build]({png.name})", ""]
     (RESULTS / "policy_size.json").write_text(json.dumps({"threads": threads, "calibration": calib, "groups": summary,
                                                           "runs": [{k: v for k, v in r.items() if k not in
-                                                                    ("dev_greedy", "train_greedy", "dev_sampled")}
+                                                                    ("dev_greedy", "train_greedy", "dev_sampled", "rl")}
                                                                    for r in runs]}, indent=2))
     text = "\n".join(lines) + "\n"
     (RESULTS / "policy_size.md").write_text(text)
@@ -276,33 +349,41 @@ def plot_sizes(summary: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    sys.path.insert(0, str(ROOT))
+    from igsearch.policy.tiny import POLICY_SIZES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--root", default="runs/robustness", help="where the builds go (one folder each)")
-    ap.add_argument("--policy-size", default="base", help="a name in igsearch.policy.tiny.POLICY_SIZES (default base)")
-    ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: the warm start's 700)")
+    ap.add_argument("--policy-size", default=None, choices=list(POLICY_SIZES),
+                    help="a name in igsearch.policy.tiny.POLICY_SIZES (default: the warm start's, WarmStartConfig)")
+    ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: the warm start's, WarmStartConfig)")
     ap.add_argument("--report", action="store_true", help="compare the builds under --root instead of building")
     ap.add_argument("--report-sizes", action="store_true",
                     help="compare the policy sizes built under --root at --threads (bench/results/policy_size.md)")
+    ap.add_argument("--rl", default=None, metavar="BUILD",
+                    help="run the demo's 10 RL steps from the warm start in folder BUILD under --root (writes BUILD/rl.json)")
     ap.add_argument("--calibrate", action="store_true",
                     help="measure each policy size's seconds per SFT step at --threads and the steps for equal wall-clock")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     if args.report:
         print(report(Path(args.root)))
         return 0
     if args.report_sizes:
         print(report_sizes(Path(args.root), args.threads))
         return 0
+    if args.rl:
+        run_demo_rl(Path(args.root) / args.rl, args.threads)
+        return 0
     if args.calibrate:
         print(json.dumps(calibrate(args.threads), indent=2))
         return 0
     from igsearch.warmstart import WarmStartConfig
 
-    name = f"seed{args.seed}-t{args.threads}"
-    if args.policy_size != "base" or args.sft_steps not in (None, WarmStartConfig.steps):
-        name = f"{args.policy_size}-sft{args.sft_steps or WarmStartConfig.steps}-{name}"
+    args.policy_size = args.policy_size or WarmStartConfig.policy_size
+    args.sft_steps = args.sft_steps or WarmStartConfig.steps
+    name = f"{args.policy_size}-sft{args.sft_steps}-seed{args.seed}-t{args.threads}"
     build_and_measure(args.seed, args.threads, Path(args.root) / name, args.policy_size, args.sft_steps)
     return 0
 

@@ -40,6 +40,8 @@ class CLIError(RuntimeError):
 
 
 def _add_policy_commands(subparsers) -> None:
+    from igsearch.policy.tiny import POLICY_SIZES
+
     p = subparsers.add_parser("policy", help="build the tiny default policy")
     sub = p.add_subparsers(dest="policy_cmd", required=True)
     b = sub.add_parser("build", help="train a tokenizer on a world's text and build a random tiny Qwen2 policy")
@@ -47,16 +49,20 @@ def _add_policy_commands(subparsers) -> None:
     b.add_argument("--out", required=True, help="output HF model directory")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--vocab-size", type=int, default=3072)
+    b.add_argument("--size", default=None, choices=list(POLICY_SIZES),
+                   help="policy size (default: the warm start's, WarmStartConfig.policy_size)")
     b.set_defaults(func=_run_policy_build)
 
 
 def _run_policy_build(args) -> int:
-    from igsearch.policy.tiny import build_tiny_policy
+    from igsearch.policy.tiny import build_tiny_policy, policy_shape
+    from igsearch.warmstart import WarmStartConfig
 
     world = Path(args.world)
     if not (world / "corpus.jsonl").exists():
         raise CLIError(f"{world} is not a world directory (no corpus.jsonl); run `igsearch world build` first")
-    out = build_tiny_policy(world, args.out, seed=args.seed, vocab_size=args.vocab_size)
+    shape = policy_shape(args.size or WarmStartConfig.policy_size)
+    out = build_tiny_policy(world, args.out, seed=args.seed, vocab_size=args.vocab_size, **shape)
     print(f"tiny policy written to {out}")
     return 0
 

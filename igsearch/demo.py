@@ -34,7 +34,8 @@ def add_demo_command(subparsers) -> None:
     p.add_argument("--method", default="ig", help="advantage estimator: ig (default) | grpo | any registered name")
     p.add_argument("--sft-steps", type=int, default=WarmStartConfig.steps)
     p.add_argument("--policy-size", default=WarmStartConfig.policy_size, choices=list(POLICY_SIZES),
-                   help="tiny policy's size (default base, ~2.8M parameters; bench/results/policy_size.md compares them)")
+                   help="tiny policy's size (default small, ~1.4M parameters; bench/results/policy_size.md compares them). "
+                        "Scale --sft-steps with it: the default's steps are for small")
     p.add_argument("--entities", type=int, default=WarmStartConfig.entities,
                    help="world size (default 800; question splits scale with it)")
     p.add_argument("--eval-questions", type=int, default=200, help="dev questions evaluated greedily (default 200)")

@@ -7,7 +7,7 @@ policy learns the search protocol and, like a pretrained LLM, much of the corpus
 question is ever shown to it, so train and dev EM of the warm start agree. (SFT on the RL split
 itself let the tiny policy memorise 1,500 answers: train EM 0.405 against dev EM 0.13.)
 
-Why not a separate world with other entities: measured on this 2-core CPU, the ~2.8M-parameter policy
+Why not a separate world with other entities: measured on this 2-core CPU, the ~2.8M-parameter ``base`` policy
 does not learn to copy names it has never seen within any SFT budget the demo can afford. Warm
 starts on a disjoint 2,000-entity world (700 x 16 and 1,400 x 8 examples, with and without the
 document loss, tied or untied embeddings) reached greedy EM 0.29-0.41 on 1-hop questions of their
@@ -42,7 +42,7 @@ class WarmStartConfig:
     """How the warm start is built (the defaults are the demo's, chosen by measurement)."""
 
     entities: int = 800           # world size (the splits scale with it)
-    steps: int = 700              # SFT optimizer steps
+    steps: int = 1482             # SFT optimizer steps: base's 700 steps of wall-clock at the small size (measured)
     batch_size: int = 16          # 8 left train EM at 0.04 against 0.15 (700 steps, measured)
     lr: float = 3e-3
     warmup_steps: int = 20
@@ -52,11 +52,13 @@ class WarmStartConfig:
     topk: int = 2
     max_len: int = 1024
     vocab_size: int = 3072
-    policy_size: str = "base"     # a name in igsearch.policy.tiny.POLICY_SIZES (small/large: bench/results/policy_size.md)
+    # a name in igsearch.policy.tiny.POLICY_SIZES. At the same SFT wall-clock, small (1,482 steps) reached dev EM
+    # 0.86-0.89 where base (700 steps) reached 0.49-0.60 and large (285 steps) 0.02 (bench/results/policy_size.md)
+    policy_size: str = "small"
 
     def setup_key(self) -> dict:
-        """The settings that identify a built warm start, for reuse checks. Fields at a default that
-        older builds did not record (``policy_size``) are left out, so their keys stay valid."""
+        """The settings that identify a built warm start, for reuse checks. ``policy_size`` is left out
+        when it is ``base``, the only size before the field existed, so keys of those builds stay valid."""
         key = asdict(self)
         if key["policy_size"] == "base":
             del key["policy_size"]

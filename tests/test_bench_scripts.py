@@ -245,6 +245,8 @@ def test_retrieval_server_benchmark_help_and_percentile():
 
 
 def test_warm_start_robustness_report_pairs_builds_on_the_same_questions(tmp_path, monkeypatch):
+    from igsearch.warmstart import WarmStartConfig
+
     mod = load("warm_start_robustness")
     monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
 
@@ -255,7 +257,8 @@ def test_warm_start_robustness_report_pairs_builds_on_the_same_questions(tmp_pat
         d = tmp_path / f"seed{seed}-t{threads}"
         d.mkdir()
         (d / "robust.json").write_text(json.dumps({
-            "seed": seed, "threads": threads, "warm_start_seconds": 1.0,
+            "seed": seed, "threads": threads, "warm_start_seconds": 1.0, "policy_size": WarmStartConfig.policy_size,
+            "sft_steps": WarmStartConfig.steps,
             "dev_greedy": {"metrics": m, "records": recs}, "train_greedy": {"metrics": m, "records": recs},
             "dev_sampled": {"metrics": m, "records": recs}}))
 
@@ -301,8 +304,13 @@ def test_policy_size_report_pools_seeds_and_pairs_against_base(tmp_path, monkeyp
     two_hop = large["vs_base"]["world_2hop"]
     assert large["parameters"] == 25 and (two_hop["a"], two_hop["b"]) == pytest.approx((0.25, 0.75))
     assert (tmp_path / "results" / "policy_size.png").stat().st_size > 0
-    # the robustness report keeps to the default warm start
-    assert "285" not in mod.report(tmp_path / "builds")
+    # the robustness report keeps to the default warm start, which none of these is
+    from igsearch.warmstart import WarmStartConfig
+
+    with pytest.raises(SystemExit, match=f"default warm start \\({WarmStartConfig.policy_size}, {WarmStartConfig.steps} "):
+        mod.report(tmp_path / "builds")
+    with pytest.raises(SystemExit, match="is not a build of this script"):
+        mod.main(["--rl", "nothing-here", "--root", str(tmp_path / "builds")])
 
 
 def test_warm_start_setup_key_keeps_old_builds_reusable():
@@ -311,8 +319,10 @@ def test_warm_start_setup_key_keeps_old_builds_reusable():
     from igsearch.policy.tiny import POLICY_SIZES, policy_shape
     from igsearch.warmstart import WarmStartConfig
 
-    key = WarmStartConfig().setup_key()
-    assert "policy_size" not in key and key == {k: v for k, v in asdict(WarmStartConfig()).items() if k != "policy_size"}
+    # a build of the base size has the key it had before the field existed (as in runs/*/setup.json)
+    legacy = replace(WarmStartConfig(), policy_size="base", steps=700)
+    assert legacy.setup_key() == {k: v for k, v in asdict(legacy).items() if k != "policy_size"}
+    assert WarmStartConfig().setup_key()["policy_size"] == WarmStartConfig.policy_size != "base"
     assert replace(WarmStartConfig(), policy_size="large").setup_key()["policy_size"] == "large"
     assert set(POLICY_SIZES) >= {"small", "base", "large"}
     assert policy_shape("large")["hidden_size"] > policy_shape("base")["hidden_size"] > policy_shape("small")["hidden_size"]

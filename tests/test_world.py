@@ -212,3 +212,22 @@ def test_disjoint_world_uses_no_name_word_of_the_other(world, tmp_path):
     again = build_world(tmp_path / "again", seed=4, n_entities=SMALL, parquet=False, disjoint_from=[world[0]])
     assert (tmp_path / "again" / "corpus.jsonl").read_bytes() == (tmp_path / "other" / "corpus.jsonl").read_bytes()
     assert again["files"] == other["files"]
+
+
+def test_policy_build_command_builds_the_named_size(tmp_path, capsys):
+    from igsearch.cli import main
+    from igsearch.policy.tiny import policy_shape
+    from igsearch.warmstart import WarmStartConfig
+
+    build_world(tmp_path / "world", seed=0, n_entities=40)
+    assert main(["policy", "build", "--world", str(tmp_path / "world"), "--out", str(tmp_path / "p"),
+                 "--vocab-size", "400"]) == 0
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    default = policy_shape(WarmStartConfig.policy_size)
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (default["hidden_size"], default["num_hidden_layers"])
+    assert main(["policy", "build", "--world", str(tmp_path / "world"), "--out", str(tmp_path / "q"),
+                 "--vocab-size", "400", "--size", "large"]) == 0
+    assert json.loads((tmp_path / "q" / "config.json").read_text())["hidden_size"] == policy_shape("large")["hidden_size"]
+    with pytest.raises(SystemExit):
+        main(["policy", "build", "--world", str(tmp_path / "world"), "--out", str(tmp_path / "r"), "--size", "huge"])
+    assert "invalid choice: 'huge'" in capsys.readouterr().err

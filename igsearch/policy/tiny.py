@@ -25,8 +25,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-#: Model shape of the default policy (about 2.8M parameters with a 3k vocabulary). Sized so that
-#: SFT + GRPO finish in minutes on a 2-core CPU: cost is dominated by forward/backward FLOPs.
+#: Model shape of the ``base`` policy (about 2.8M parameters with a 3k vocabulary), which the named
+#: sizes of :data:`POLICY_SIZES` override. On a 2-core CPU cost is dominated by forward/backward FLOPs.
 TINY_MODEL_SHAPE = dict(
     hidden_size=192,
     intermediate_size=512,
@@ -38,8 +38,8 @@ TINY_MODEL_SHAPE = dict(
 )
 
 #: Named policy sizes: overrides of :data:`TINY_MODEL_SHAPE` (parameters with the demo's 3k vocabulary).
-#: The demo's is ``base``; the others were built for the policy-size study
-#: (bench/results/policy_size.md), SFT steps scaled to the same wall-clock.
+#: The warm start's default is ``small`` (``WarmStartConfig.policy_size``), chosen by building each size
+#: with SFT steps scaled to the same wall-clock (bench/results/policy_size.md).
 POLICY_SIZES = {
     "small": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=2),  # ~1.4M
     "base": {},                                                                                           # ~2.8M
