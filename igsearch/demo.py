@@ -190,7 +190,8 @@ def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> 
     wt, wd = result["warm_start_train"]["overall"], result["before"]["overall"]
     lines = [
         "# igsearch demo report", "",
-        f"GRPO with `{args.method}` for {args.steps} steps from the warm start (SFT on the warm-up split), seed "
+        f"GRPO with `{args.method}` for {args.steps} steps from the warm start (the `{args.policy_size}` policy, "
+        f"{args.sft_steps} SFT steps on the warm-up split), seed "
         f"{args.seed}; {cfg.questions_per_step} questions x {cfg.rollouts_per_question} rollouts per step at "
         f"temperature {cfg.temperature}, lr {cfg.lr}"
         + (f", plus a supervised replay of the warm start's oracle trajectories in every update (PPO-ptx, "

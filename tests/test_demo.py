@@ -35,4 +35,4 @@ def test_demo_writes_report_with_paired_intervals_and_plots(tmp_path):
     assert json.loads((out / "sft" / "sft_summary.json").read_text())["examples"] == len(questions("warmup"))
     # the policy is built at the size asked for, and the summary says which
     assert json.loads((out / "sft" / "config.json").read_text())["hidden_size"] == 128
-    assert summary["warm_start"]["policy_size"] == "small"
+    assert summary["warm_start"]["policy_size"] == "small" and "the `small` policy, 5 SFT steps" in report
