@@ -165,11 +165,13 @@ def count_parameters(policy_dir: Path) -> int:
     return total
 
 
-def calibrate(threads: int, steps: tuple[int, int] = (4, 16)) -> dict:
+def calibrate(threads: int, repeats: int = 2, steps: tuple[int, int] = (4, 16)) -> dict:
     """Seconds per SFT step of every policy size at ``threads`` threads, on the world of seed 0 and the
-    warm start's SFT settings, and the SFT steps that give each size the default warm start's
-    wall-clock (:data:`LEGACY_BUILD`: 700 steps of ``base``). A step's cost is the difference of two short
-    runs, so the fixed cost of loading and saving cancels. Writes bench/results/policy_size_calibration.json."""
+    warm start's SFT settings, and the SFT steps that give each size the wall-clock of
+    :data:`LEGACY_BUILD` (700 steps of ``base``). A step's cost is the difference of two short runs, so
+    the fixed cost of loading and saving cancels; the sizes are measured in turn, ``repeats`` times,
+    and the steps come from the medians. Writes bench/results/policy_size_calibration.json."""
+    import statistics
     import tempfile
 
     import torch
@@ -183,26 +185,31 @@ def calibrate(threads: int, steps: tuple[int, int] = (4, 16)) -> dict:
     from igsearch.world import build_world
 
     cfg = WarmStartConfig()
-    per_step = {}
+    per_step: dict[str, list[float]] = {size: [] for size in POLICY_SIZES}
     with tempfile.TemporaryDirectory(prefix="igsearch-calibrate-") as tmp:
         world = Path(tmp) / "world"
         build_world(world, seed=0, n_entities=cfg.entities, split_sizes=world_split_sizes(cfg.entities))
-        for size in POLICY_SIZES:
-            init = build_tiny_policy(world, Path(tmp) / f"{size}-init", seed=0, vocab_size=cfg.vocab_size,
-                                     **policy_shape(size))
-            seconds = []
-            for n in steps:
-                t0 = time.perf_counter()
-                run_sft(init, world, Path(tmp) / f"{size}-sft", split="warmup", steps=n, batch_size=cfg.batch_size,
-                        lr=cfg.lr, warmup_steps=cfg.warmup_steps, query_noise=cfg.query_noise,
-                        early_answer=cfg.early_answer, document_weight=cfg.document_weight, topk=cfg.topk,
-                        max_len=cfg.max_len, seed=0, progress=False)
-                seconds.append(time.perf_counter() - t0)
-            per_step[size] = (seconds[1] - seconds[0]) / (steps[1] - steps[0])
-            print(f"[calibrate] {size}: {per_step[size]:.3f} s per SFT step", flush=True)
+        for repeat in range(repeats):
+            for size in POLICY_SIZES:
+                init = build_tiny_policy(world, Path(tmp) / f"{size}-init", seed=0, vocab_size=cfg.vocab_size,
+                                         **policy_shape(size))
+                seconds = []
+                for n in steps:
+                    t0 = time.perf_counter()
+                    run_sft(init, world, Path(tmp) / f"{size}-sft", split="warmup", steps=n,
+                            batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                            query_noise=cfg.query_noise, early_answer=cfg.early_answer,
+                            document_weight=cfg.document_weight, topk=cfg.topk, max_len=cfg.max_len, seed=0,
+                            progress=False)
+                    seconds.append(time.perf_counter() - t0)
+                per_step[size].append((seconds[1] - seconds[0]) / (steps[1] - steps[0]))
+                print(f"[calibrate] repeat {repeat + 1}/{repeats}, {size}: {per_step[size][-1]:.3f} s per SFT step",
+                      flush=True)
+    median = {size: statistics.median(v) for size, v in per_step.items()}
+    legacy_size, legacy_steps = LEGACY_BUILD
     result = {"device": device_name("cpu"), "threads": threads, "date": time.strftime("%Y-%m-%d"),
-              "seconds_per_step": per_step,
-              "equal_wallclock_steps": {k: round(LEGACY_BUILD[1] * per_step[LEGACY_BUILD[0]] / v) for k, v in per_step.items()}}
+              "seconds_per_step": median, "seconds_per_step_runs": per_step,
+              "equal_wallclock_steps": {k: round(legacy_steps * median[legacy_size] / v) for k, v in median.items()}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "policy_size_calibration.json").write_text(json.dumps(result, indent=2))
     return result
@@ -266,9 +273,12 @@ def report_sizes(root: Path, threads: int = 1) -> str:
     lines = [f"# Policy size at the same SFT wall-clock: warm starts on the world of seed 0 ({threads} thread)", ""]
     if calib:
         lines += [f"SFT cost per step, measured by `--calibrate` on {calib['device']}, {calib['date']} (batch 16, "
-                  "the warm start's settings), and the SFT steps that give each size the default warm start's "
-                  "wall-clock:", "", "| size | s per SFT step | steps for equal wall-clock |", "|---|---:|---:|"]
-        lines += [f"| {k} | {v:.2f} | {calib['equal_wallclock_steps'][k]} |" for k, v in calib["seconds_per_step"].items()]
+                  "the warm start's settings; median and range of the repeats), and the SFT steps that give each "
+                  f"size the wall-clock of {LEGACY_BUILD[1]} steps of {LEGACY_BUILD[0]}:", "",
+                  "| size | s per SFT step | range | steps for equal wall-clock |", "|---|---:|---|---:|"]
+        for k, v in calib["seconds_per_step"].items():
+            runs_k = calib.get("seconds_per_step_runs", {}).get(k, [v])
+            lines.append(f"| {k} | {v:.2f} | {min(runs_k):.2f} - {max(runs_k):.2f} | {calib['equal_wallclock_steps'][k]} |")
         lines.append("")
     lines += ["Per build: greedy EM on the 193 dev questions and the first 200 train questions, sampled EM on 80 dev "
               "questions x 4 rollouts at T 1.0 (the demo's probe).", "",
@@ -366,6 +376,7 @@ def main(argv=None) -> int:
                     help="run the demo's 10 RL steps from the warm start in folder BUILD under --root (writes BUILD/rl.json)")
     ap.add_argument("--calibrate", action="store_true",
                     help="measure each policy size's seconds per SFT step at --threads and the steps for equal wall-clock")
+    ap.add_argument("--repeats", type=int, default=2, help="--calibrate: measurements per size (default 2)")
     args = ap.parse_args(argv)
     if args.report:
         print(report(Path(args.root)))
@@ -377,7 +388,7 @@ def main(argv=None) -> int:
         run_demo_rl(Path(args.root) / args.rl, args.threads)
         return 0
     if args.calibrate:
-        print(json.dumps(calibrate(args.threads), indent=2))
+        print(json.dumps(calibrate(args.threads, args.repeats), indent=2))
         return 0
     from igsearch.warmstart import WarmStartConfig
 
