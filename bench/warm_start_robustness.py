@@ -270,7 +270,7 @@ def report_sizes(root: Path, threads: int = 1) -> str:
     calib_path = RESULTS / "policy_size_calibration.json"
     calib = json.loads(calib_path.read_text()) if calib_path.exists() else None
     base_dev = [rec for r in groups[base_key] for rec in r["dev_greedy"]["records"]]
-    lines = [f"# Policy size at the same SFT wall-clock: warm starts on the world of seed 0 ({threads} thread)", ""]
+    lines = [f"# Policy size and SFT steps: warm starts on the world of seed 0 ({threads} thread)", ""]
     if calib:
         lines += [f"SFT cost per step, measured by `--calibrate` on {calib['device']}, {calib['date']} (batch 16, "
                   "the warm start's settings; median and range of the repeats), and the SFT steps that give each "
@@ -343,16 +343,17 @@ def plot_sizes(summary: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = sorted(summary, key=lambda g: g["parameters"])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    summary = sorted(summary, key=lambda g: (g["parameters"], g["sft_steps"]))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, g in enumerate(summary):
         ax.bar(i, sum(g["dev_em"]) / len(g["dev_em"]), color="#9ecae1", width=0.6)
         ax.scatter([i] * len(g["dev_em"]), g["dev_em"], color="#08519c", zorder=3, label="one seed" if i == 0 else None)
     ax.set_xticks(range(len(summary)),
-                  [f"{g['policy_size']}\n{g['parameters'] / 1e6:.1f}M, {g['sft_steps']} SFT steps" for g in summary])
+                  [f"{g['policy_size']}\n{g['parameters'] / 1e6:.1f}M params\n{g['sft_steps']} SFT steps" for g in summary])
     ax.set_ylabel("greedy dev EM of the warm start")
-    ax.set_title("policy size at the same SFT wall-clock")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title("warm starts by policy size and SFT steps (193 dev questions)")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
