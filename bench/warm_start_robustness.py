@@ -9,6 +9,8 @@ questions x 4 rollouts at temperature 1 (the demo's probe, same seeds).
 paired on the same dev questions (bootstrap interval, McNemar). ``--calibrate`` measures each policy
 size's seconds per SFT step and the steps that give it the default's wall-clock; ``--report-sizes``
 then compares the sizes built with those steps, seeds pooled per question, against ``base``.
+``--rl BUILD`` runs the demo's 10 RL steps from a build; ``--read-check BUILD`` evaluates it with the
+documents of a random other query, to tell reading from recall.
 
     python bench/warm_start_robustness.py --seed 1 --threads 1 --root runs/robustness
     python bench/warm_start_robustness.py --report --root runs/robustness
@@ -77,6 +79,56 @@ def build_and_measure(seed: int, threads: int, out: Path, policy_size: str, sft_
     finally:
         engine.close()
     (out / "robust.json").write_text(json.dumps(result))
+    return result
+
+
+class OtherQueryRetriever:
+    """Returns, for every query, what the wrapped retriever returns for a random corpus title: documents of
+    the same count and format that do not answer the query (seeded, so a check is repeatable)."""
+
+    def __init__(self, retriever, titles: list[str], seed: int = 0):
+        import random
+
+        self.retriever, self.titles, self.rng = retriever, titles, random.Random(seed)
+
+    def retrieve(self, queries, topk):
+        return self.retriever.retrieve([self.rng.choice(self.titles) for _ in queries], topk)
+
+
+def read_check(build: Path, threads: int) -> dict:
+    """Does the warm start in ``build`` read its documents? Greedy dev EM with the retrieved documents and
+    with :class:`OtherQueryRetriever`'s; writes ``build/read_check.json``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from igsearch.data.loaders import load_qa
+    from igsearch.data.prompts import get_template
+    from igsearch.demo import DEMO_RL_OVERRIDES
+    from igsearch.evaluation import evaluate
+    from igsearch.policy.load import load_policy
+    from igsearch.train.config import load_config
+    from igsearch.train.trainer import make_engine, make_retriever, resolve_paths
+
+    if not (build / "sft").is_dir() or not (build / "world" / "corpus.jsonl").is_file():
+        raise SystemExit(f"--read-check: {build} has no sft/ and world/corpus.jsonl")
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
+                      [*DEMO_RL_OVERRIDES, f"model_path={build / 'sft'}", f"world_dir={build / 'world'}", "device=cpu"])
+    paths = resolve_paths(cfg)
+    model, tok = load_policy(build / "sft", dtype="float32", device="cpu")
+    engine = make_engine(cfg, build / "sft", model, tok)
+    real = make_retriever(cfg, paths)
+    titles = [json.loads(line)["contents"].split("\n", 1)[0] for line in (build / "world" / "corpus.jsonl").open()]
+    result = {"threads": threads}
+    try:
+        for name, retriever in (("retrieved", real), ("other_query", OtherQueryRetriever(real, titles))):
+            res = evaluate(engine, retriever, tok, load_qa(paths["eval"]), template=get_template(cfg.template),
+                           config=cfg.rollout)
+            result[name] = res.metrics
+            print(f"[warm_start_robustness] {build.name}: dev EM with {name} documents "
+                  f"{res.metrics['overall']['em']:.3f}", flush=True)
+    finally:
+        engine.close()
+    (build / "read_check.json").write_text(json.dumps(result))
     return result
 
 
@@ -375,6 +427,9 @@ def main(argv=None) -> int:
                     help="compare the policy sizes built under --root at --threads (bench/results/policy_size.md)")
     ap.add_argument("--rl", default=None, metavar="BUILD",
                     help="run the demo's 10 RL steps from the warm start in folder BUILD under --root (writes BUILD/rl.json)")
+    ap.add_argument("--read-check", default=None, metavar="BUILD",
+                    help="greedy dev EM of the warm start in BUILD with its retrieved documents and with a random "
+                         "other query's (writes BUILD/read_check.json)")
     ap.add_argument("--calibrate", action="store_true",
                     help="measure each policy size's seconds per SFT step at --threads and the steps for equal wall-clock")
     ap.add_argument("--repeats", type=int, default=2, help="--calibrate: measurements per size (default 2)")
@@ -387,6 +442,9 @@ def main(argv=None) -> int:
         return 0
     if args.rl:
         run_demo_rl(Path(args.root) / args.rl, args.threads)
+        return 0
+    if args.read_check:
+        read_check(Path(args.root) / args.read_check, args.threads)
         return 0
     if args.calibrate:
         print(json.dumps(calibrate(args.threads, args.repeats), indent=2))

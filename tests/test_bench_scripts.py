@@ -328,3 +328,17 @@ def test_warm_start_setup_key_keeps_old_builds_reusable():
     assert policy_shape("large")["hidden_size"] > policy_shape("base")["hidden_size"] > policy_shape("small")["hidden_size"]
     with pytest.raises(ValueError, match="not one of small, base, large"):
         policy_shape("huge")
+
+
+def test_read_check_retriever_answers_another_query():
+    mod = load("warm_start_robustness")
+
+    class Echo:
+        def retrieve(self, queries, topk):
+            return [[f"doc for {q}"] * topk for q in queries]
+
+    titles = [f"title {i}" for i in range(50)]
+    first = mod.OtherQueryRetriever(Echo(), titles, seed=3).retrieve(["who wrote X", "where is Y"], 2)
+    again = mod.OtherQueryRetriever(Echo(), titles, seed=3).retrieve(["who wrote X", "where is Y"], 2)
+    assert first == again and len(first) == 2 and all(len(docs) == 2 for docs in first)
+    assert all(docs[0].removeprefix("doc for ") in titles for docs in first)
