@@ -37,6 +37,27 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LEGACY_BUILD = ("base", 700)
 
 
+def demo_config(sft: Path, world: Path, extra: list[str] = ()):
+    """The demo's training config (preset + ``DEMO_RL_OVERRIDES``) for the warm start ``sft`` on ``world``."""
+    from igsearch.demo import DEMO_RL_OVERRIDES
+    from igsearch.train.config import load_config
+
+    return load_config(ROOT / "configs" / "tiny-cpu.yaml",
+                       [*DEMO_RL_OVERRIDES, f"model_path={sft}", f"world_dir={world}", "device=cpu", *extra])
+
+
+def open_evaluation(sft: Path, world: Path):
+    """What :func:`igsearch.evaluation.evaluate` needs for the warm start ``sft`` on ``world`` with the demo's
+    settings: ``(cfg, paths, tokenizer, engine, retriever)``; the caller closes the engine."""
+    from igsearch.policy.load import load_policy
+    from igsearch.train.trainer import make_engine, make_retriever, resolve_paths
+
+    cfg = demo_config(sft, world)
+    paths = resolve_paths(cfg)
+    model, tok = load_policy(sft, dtype="float32", device="cpu")
+    return cfg, paths, tok, make_engine(cfg, Path(sft), model, tok), make_retriever(cfg, paths)
+
+
 def build_and_measure(seed: int, threads: int, out: Path, policy_size: str, sft_steps: int) -> dict:
     import torch
     from dataclasses import replace
@@ -45,9 +66,6 @@ def build_and_measure(seed: int, threads: int, out: Path, policy_size: str, sft_
     from igsearch.data.loaders import load_qa
     from igsearch.data.prompts import get_template
     from igsearch.evaluation import evaluate
-    from igsearch.policy.load import load_policy
-    from igsearch.train.config import load_config
-    from igsearch.train.trainer import make_engine, make_retriever, resolve_paths
     from igsearch.warmstart import WarmStartConfig, build_warm_start
 
     ws_cfg = replace(WarmStartConfig(), policy_size=policy_size, steps=sft_steps)
@@ -55,14 +73,7 @@ def build_and_measure(seed: int, threads: int, out: Path, policy_size: str, sft_
     ws = build_warm_start(out, seed=seed, world_seed=0, config=ws_cfg, progress=False,
                           log=lambda m: print(m, flush=True))
     seconds = time.perf_counter() - t0
-    from igsearch.demo import DEMO_RL_OVERRIDES
-
-    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
-                      [*DEMO_RL_OVERRIDES, f"model_path={ws['sft']}", f"world_dir={ws['world']}", "device=cpu"])
-    paths = resolve_paths(cfg)
-    model, tok = load_policy(ws["sft"], dtype="float32", device="cpu")
-    engine = make_engine(cfg, Path(ws["sft"]), model, tok)
-    retriever = make_retriever(cfg, paths)
+    cfg, paths, tok, engine, retriever = open_evaluation(Path(ws["sft"]), Path(ws["world"]))
     template = get_template(cfg.template)
     result = {"seed": seed, "threads": threads, "policy_size": policy_size, "sft_steps": ws_cfg.steps,
               "warm_start_seconds": seconds}
@@ -103,20 +114,11 @@ def read_check(build: Path, threads: int) -> dict:
     torch.set_num_threads(threads)
     from igsearch.data.loaders import load_qa
     from igsearch.data.prompts import get_template
-    from igsearch.demo import DEMO_RL_OVERRIDES
     from igsearch.evaluation import evaluate
-    from igsearch.policy.load import load_policy
-    from igsearch.train.config import load_config
-    from igsearch.train.trainer import make_engine, make_retriever, resolve_paths
 
     if not (build / "sft").is_dir() or not (build / "world" / "corpus.jsonl").is_file():
         raise SystemExit(f"--read-check: {build} has no sft/ and world/corpus.jsonl")
-    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml",
-                      [*DEMO_RL_OVERRIDES, f"model_path={build / 'sft'}", f"world_dir={build / 'world'}", "device=cpu"])
-    paths = resolve_paths(cfg)
-    model, tok = load_policy(build / "sft", dtype="float32", device="cpu")
-    engine = make_engine(cfg, build / "sft", model, tok)
-    real = make_retriever(cfg, paths)
+    cfg, paths, tok, engine, real = open_evaluation(build / "sft", build / "world")
     titles = [json.loads(line)["contents"].split("\n", 1)[0] for line in (build / "world" / "corpus.jsonl").open()]
     result = {"threads": threads}
     try:
@@ -139,18 +141,16 @@ def run_demo_rl(build: Path, threads: int, steps: int = 10) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from igsearch.demo import DEMO_RL_OVERRIDES, load_evals
-    from igsearch.train.config import load_config
+    from igsearch.demo import load_evals
     from igsearch.train.trainer import Trainer
 
     if not (build / "robust.json").is_file() or not (build / "sft").is_dir():
         raise SystemExit(f"--rl: {build} is not a build of this script (no robust.json and sft/ in it)")
     built = json.loads((build / "robust.json").read_text())
-    overrides = [*DEMO_RL_OVERRIDES, f"model_path={build / 'sft'}", f"world_dir={build / 'world'}", "device=cpu",
-                 f"steps={steps}", f"seed={built['seed']}", "method=ig", f"checkpoint_every={steps}",
-                 "keep_checkpoints=1", "eval_questions=200", "probe_questions=0", f"eval_every={steps}",
-                 "tensorboard=false"]
-    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
+    cfg = demo_config(build / "sft", build / "world",
+                      [f"steps={steps}", f"seed={built['seed']}", "method=ig", f"checkpoint_every={steps}",
+                       "keep_checkpoints=1", "eval_questions=200", "probe_questions=0", f"eval_every={steps}",
+                       "tensorboard=false"])
     t0 = time.perf_counter()
     trainer = Trainer(cfg, build / "rl", overwrite=True)
     try:
