@@ -248,10 +248,7 @@ def calibrate(threads: int, repeats: int = 2, steps: tuple[int, int] = (4, 16)) 
                 seconds = []
                 for n in steps:
                     t0 = time.perf_counter()
-                    run_sft(init, world, Path(tmp) / f"{size}-sft", split="warmup", steps=n,
-                            batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                            query_noise=cfg.query_noise, early_answer=cfg.early_answer,
-                            document_weight=cfg.document_weight, topk=cfg.topk, max_len=cfg.max_len, seed=0,
+                    run_sft(init, world, Path(tmp) / f"{size}-sft", **{**cfg.sft_kwargs(), "steps": n}, seed=0,
                             progress=False)
                     seconds.append(time.perf_counter() - t0)
                 per_step[size].append((seconds[1] - seconds[0]) / (steps[1] - steps[0]))

@@ -56,6 +56,14 @@ class WarmStartConfig:
     # 0.86-0.89 where base (700 steps) reached 0.49-0.60 and large (285 steps) 0.02 (bench/results/policy_size.md)
     policy_size: str = "small"
 
+    def sft_kwargs(self) -> dict:
+        """The keyword arguments of :func:`igsearch.train.sft.run_sft` that this config sets (the
+        warm-up split and every SFT setting; the caller adds ``seed``, ``progress`` and, to override
+        them, ``steps``)."""
+        return dict(split="warmup", steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                    warmup_steps=self.warmup_steps, query_noise=self.query_noise, early_answer=self.early_answer,
+                    document_weight=self.document_weight, topk=self.topk, max_len=self.max_len)
+
     def setup_key(self) -> dict:
         """The settings that identify a built warm start, for reuse checks. ``policy_size`` is left out
         when it is ``base``, the only size before the field existed, so keys of those builds stay valid."""
@@ -89,9 +97,6 @@ def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None =
     log(f"world: {manifest['n_entities']} entities, questions per split {manifest['splits']} "
         "(SFT sees only the warm-up split)")
     init = build_tiny_policy(world, out / "policy-init", seed=seed, vocab_size=cfg.vocab_size, **shape)
-    sft = run_sft(init, world, out / "sft", split="warmup", steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                  warmup_steps=cfg.warmup_steps, query_noise=cfg.query_noise, early_answer=cfg.early_answer,
-                  document_weight=cfg.document_weight, topk=cfg.topk, max_len=cfg.max_len, seed=seed,
-                  progress=progress)
+    sft = run_sft(init, world, out / "sft", **cfg.sft_kwargs(), seed=seed, progress=progress)
     return {"world": world, "policy_init": init, "sft": sft, "seconds": time.perf_counter() - t0,
             "config": asdict(cfg)}

@@ -342,3 +342,15 @@ def test_read_check_retriever_answers_another_query():
     again = mod.OtherQueryRetriever(Echo(), titles, seed=3).retrieve(["who wrote X", "where is Y"], 2)
     assert first == again and len(first) == 2 and all(len(docs) == 2 for docs in first)
     assert all(docs[0].removeprefix("doc for ") in titles for docs in first)
+
+
+def test_warm_start_sft_kwargs_are_run_sfts_arguments():
+    import inspect
+    from dataclasses import replace
+
+    from igsearch.train.sft import run_sft
+    from igsearch.warmstart import WarmStartConfig
+
+    kwargs = replace(WarmStartConfig(), steps=7, lr=0.5).sft_kwargs()
+    assert set(kwargs) <= set(inspect.signature(run_sft).parameters)
+    assert (kwargs["split"], kwargs["steps"], kwargs["lr"]) == ("warmup", 7, 0.5)
