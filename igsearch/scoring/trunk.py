@@ -12,7 +12,8 @@ forward: the N random document blocks and the N + 1 gold answers of a step (the 
   keep the keys/values of the forward its update runs (``packed_token_logprobs(..., kv_out=...)``).
 - :func:`score_trunk` (registered as ``"trunk"``) marks, for request r with trunk s, its first
   ``min(lcp(input_r, trunk_s), len(context_r) - 1)`` tokens as cached (the last context token is
-  always forwarded: its hidden state predicts the first answer token), fills their keys/values from
+  always forwarded: its hidden state predicts the first answer token; and no token whose logits
+  any request needs is cached, see :func:`cached_sources`), fills their keys/values from
   the trunk and runs the tree scorer's fast path over the remaining tokens only. The result equals
   the naive scorer's (same tokens at the same positions; the tests check 1e-4 in fp32).
 
@@ -106,9 +107,16 @@ def cached_sources(requests: list[ScoreRequest], trie, trunks: TrunkKV, trunk_of
     -1 (forward it); and the branch-token floor, the trie tokens on no request's common prefix with
     its trunk (what any exact scorer must forward, given the trunks' keys/values).
 
-    A token is cached when it lies on the common prefix of some request with that request's trunk,
-    before the request's last context token. All requests through a trie token share its prefix, so
-    any of their trunks holds the same keys/values (up to rounding)."""
+    Request r's cached tokens are the first ``n_r`` of its path, where ``n_r`` is the smallest of: its
+    common prefix with its trunk, its context length - 1 (the last context token predicts the first
+    answer token) and the first token of its path whose logits any request needs (a request whose
+    context runs through another request's scored tokens: a successful rollout's last turn whose
+    trunk holds the answer as written is one). A prefix of every path, so the cached set is closed
+    under ancestry. All requests through a trie token share its prefix, so any of their trunks holds
+    the same keys/values (up to rounding)."""
+    needed = torch.zeros(trie.n_tokens, dtype=torch.bool)
+    for r, req in enumerate(requests):
+        needed[trie.seq_index[r][len(req.context_ids) - 1:]] = True
     src = torch.full((trie.n_tokens,), -1, dtype=torch.long)
     on_trunk = torch.zeros(trie.n_tokens, dtype=torch.bool)
     for r, req in enumerate(requests):
@@ -116,10 +124,14 @@ def cached_sources(requests: list[ScoreRequest], trie, trunks: TrunkKV, trunk_of
         if s < 0:
             continue
         common = _common_prefix_len(req.input_ids, trunks.tokens[s])
-        on_trunk[trie.seq_index[r][:common]] = True
+        path = trie.seq_index[r]
+        on_trunk[path[:common]] = True
         n = min(common, len(req.context_ids) - 1)
+        hit = needed[path[:n]].nonzero()
+        if hit.numel():
+            n = int(hit[0, 0])
         if n > 0:
-            src[trie.seq_index[r][:n]] = int(trunks.offset[s]) + torch.arange(n)
+            src[path[:n]] = int(trunks.offset[s]) + torch.arange(n)
     return src, int((~on_trunk).sum())
 
 

@@ -1,0 +1,140 @@
+"""Every request shape real rollouts produce: the trunk and tree scorers equal the naive scorer on
+random agent rollouts (successful ones included), for IG-Search's step IG and IGPO's turn gains, in
+both answer-token modes, and no shape raises.
+
+The rollouts come from the real agent loop (``SearchAgent``) on a scripted engine: random numbers of
+searches, with and without refines, ending in the gold answer, a wrong answer, or at the turn limit.
+A successful rollout's last turn writes ``<answer> gold </answer>``, so its last turn context plus
+the gold as written is a prefix of its own trunk. A barely trained policy also writes an unclosed
+``<answer> gold`` before a search (the agent takes the turn as a search): then a later context runs
+through an earlier request's scored tokens, the shape that made the trunk scorer raise "a cached
+token is also a position whose logits are needed" in ``bench/step_overhead.py --quick``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from igsearch.algo.step_scores import ScoringBatch
+from igsearch.ig import information_gain_of_trajectories
+from igsearch.methods.igpo import turn_gain
+from igsearch.rollout.agent import RolloutConfig, SearchAgent
+from igsearch.scoring import ScoreRequest, score
+from igsearch.scoring.trunk import compute_trunk_kv
+from igsearch.train.config import load_config
+from policy_fixtures import small_tokenizer
+from rollout_fixtures import EchoRetriever, ScriptedEngine
+
+GOLD = "Arno Tesk"
+PROMPT = "<|im_start|>user\nWho directed Velmora Quist?<|im_end|>\n<|im_start|>assistant\n"
+QUERIES = ["Velmora director", "Arno Tesk", "Dulmar", "Velmora Quist", "Brenna Fell founded"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return small_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                      tie_word_embeddings=False)
+    cfg._attn_implementation = "sdpa"
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+def random_script(rng: random.Random, max_turns: int) -> list[str]:
+    """One rollout's turns: 0..max_turns searches (some with a refine), then an answer (the gold or
+    a wrong one), or, after max_turns searches, none (the rollout runs into the turn limit)."""
+    turns = []
+    for k in range(rng.randrange(0, max_turns + 1)):
+        refine = f"<refine> about {rng.choice(QUERIES)} </refine>\n" if k and rng.random() < 0.5 else ""
+        if rng.random() < 0.25:  # an unclosed answer before the search, as a barely trained policy writes
+            refine += f"<answer> {GOLD} "
+        turns.append(refine + f"<search> {rng.choice(QUERIES)} </search>")
+    if len(turns) == max_turns:  # the agent asks once more and ends the rollout at the turn limit
+        turns.append(f"<search> {rng.choice(QUERIES)} </search>")
+    else:
+        answer = GOLD if rng.random() < 0.6 else rng.choice(["Dulmar", "Mira Ost"])
+        refine = "<refine> found it </refine>\n" if turns and rng.random() < 0.5 else ""
+        turns.append(refine + f"<answer> {answer} </answer>")
+    return turns
+
+
+def agent_rollouts(tok, seed: int, groups: int = 3, group_size: int = 4, max_turns: int = 3):
+    """Trajectories of ``groups`` questions x ``group_size`` rollouts from the real agent loop; the
+    first rollout of every group is a copy of another one (identical trunks happen at G > 1)."""
+    rng = random.Random(seed)
+    trajs = []
+    for g in range(groups):
+        scripts = [random_script(rng, max_turns) for _ in range(group_size)]
+        scripts[0] = list(scripts[-1])
+        agent = SearchAgent(ScriptedEngine(tok, scripts), EchoRetriever(), tok,
+                            RolloutConfig(rollouts_per_question=group_size, max_turns=max_turns, topk=2))
+        out, _ = agent.run([PROMPT], [[GOLD]])
+        for t in out:
+            t.question_index = g
+        trajs.extend(out)
+    assert any(t.answer == GOLD for t in trajs) and any(t.answer != GOLD for t in trajs)
+    return trajs
+
+
+def _close(a, b, what):
+    assert len(a) == len(b), what
+    for x, y in zip(a, b):
+        if x is None or y is None:
+            assert x is None and y is None, what
+        else:
+            assert abs(float(x) - float(y)) < 1e-4, f"{what}: {x} vs {y}"
+
+
+@pytest.mark.parametrize("answer_tokens", ["as_written", "separate"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_step_ig_trunk_equals_tree_equals_naive(tok, model, answer_tokens, seed):
+    trajs = agent_rollouts(tok, seed)
+    kv = compute_trunk_kv(model, [t.token_ids for t in trajs])
+    results = {}
+    for name, extra in (("naive", {}), ("tree", {}), ("trunk", {}), ("trunk-kv", {"trunks": kv})):
+        results[name] = information_gain_of_trajectories(
+            trajs, model, tok, scorer=name.split("-")[0], answer_tokens=answer_tokens, seed=7, n_random=2, **extra)
+    ref = results["naive"]
+    assert any(v is not None for row in ref.step_ig for v in row)
+    for name, res in results.items():
+        for i in range(len(trajs)):
+            _close(res.step_ig[i], ref.step_ig[i], f"{name} rollout {i}")
+
+
+@pytest.mark.parametrize("answer_tokens", ["as_written", "separate"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_igpo_turn_gains_trunk_equals_tree_equals_naive(tok, model, answer_tokens, seed):
+    trajs = agent_rollouts(tok, seed)
+    kv = compute_trunk_kv(model, [t.token_ids for t in trajs])
+    gains = {}
+    for scorer, trunk_kv in (("naive", None), ("tree", None), ("trunk", None), ("trunk", kv)):
+        cfg = load_config(None, [f"ig_scorer={scorer}", f"ig_answer_tokens={answer_tokens}"], validate=False)
+        out = turn_gain(ScoringBatch(trajs, model, tok, cfg, trunk_kv=trunk_kv))
+        gains[(scorer, trunk_kv is not None)] = out.values
+    ref = gains[("naive", False)]
+    assert sum(len(row) for row in ref) > 0
+    for key, values in gains.items():
+        for i in range(len(trajs)):
+            _close(values[i], ref[i], f"{key} rollout {i}")
+
+
+def test_trunk_scorer_when_one_context_runs_through_anothers_scored_tokens(tok, model):
+    """Request b's context runs through request a's scored tokens, and both lie on the trunk: the
+    tokens whose logits a needs must be forwarded, not taken from the trunk."""
+    trunk = list(range(5, 25))
+    reqs = [ScoreRequest(trunk[:4], trunk[4:9]), ScoreRequest(trunk[:12], trunk[12:14]),
+            ScoreRequest(trunk[:6], [40, 41])]
+    ref = score(reqs, model, "naive")
+    out = score(reqs, model, "trunk", trunks=[trunk], trunk_of=[0, 0, 0])
+    for a, b in zip(ref.results, out.results):
+        torch.testing.assert_close(b.token_logprobs, a.token_logprobs, atol=1e-5, rtol=0)
