@@ -47,6 +47,8 @@ class WarmStartConfig:
     lr: float = 3e-3
     warmup_steps: int = 20
     early_answer: float = 0.0     # probability of stopping after each non-final hop (0.3-0.6 tried: RL did not fix it)
+    # probability of following a look-alike entity after each non-final hop (igsearch.world.oracle_response)
+    distractor: float = 0.0
     document_weight: float = 1.0  # language-modelling loss on the retrieved documents
     query_noise: float = 0.0
     topk: int = 2
@@ -62,14 +64,18 @@ class WarmStartConfig:
         them, ``steps``)."""
         return dict(split="warmup", steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                     warmup_steps=self.warmup_steps, query_noise=self.query_noise, early_answer=self.early_answer,
+                    distractor=self.distractor,
                     document_weight=self.document_weight, topk=self.topk, max_len=self.max_len)
 
     def setup_key(self) -> dict:
         """The settings that identify a built warm start, for reuse checks. ``policy_size`` is left out
-        when it is ``base``, the only size before the field existed, so keys of those builds stay valid."""
+        when it is ``base``, the only size before the field existed, and ``distractor`` when it is 0, so
+        keys of those builds stay valid."""
         key = asdict(self)
         if key["policy_size"] == "base":
             del key["policy_size"]
+        if key["distractor"] == 0.0:  # nor the demonstrator's look-alikes, added later still
+            del key["distractor"]
         return key
 
 

@@ -18,6 +18,7 @@ from igsearch.world import (
     NO_INFORMATION, build_world, oracle_response, oracle_texts, world_texts,
 )
 from igsearch.world.cli import add_world_commands
+from igsearch.world.graph import RELATIONS
 
 SMALL = 120
 FILES = ("corpus.jsonl", "train.jsonl", "dev.jsonl", "test.jsonl", "train.parquet",
@@ -231,3 +232,36 @@ def test_policy_build_command_builds_the_named_size(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["policy", "build", "--world", str(tmp_path / "world"), "--out", str(tmp_path / "r"), "--size", "huge"])
     assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_distractor_demonstrator_reads_both_and_follows_the_lookalike(world, retriever):
+    """With distractor q the demonstrator's refine after a non-final hop states the fact and its look-alike;
+    q = 1 follows the look-alike (a wrong answer, as many searches as the oracle), q = 0 is the oracle."""
+    from igsearch.world.passages import find_lookalike
+
+    rows = load_qa(world[0] / "train.jsonl")
+    multi = [r for r in rows if len(r.extra_info["hops"]) > 1]
+    single = [r for r in rows if len(r.extra_info["hops"]) == 1][:10]
+    with_lookalike = wrong = 0
+    for row in multi[:40]:
+        oracle = oracle_response(row, retriever, topk=2)
+        astray = oracle_response(row, retriever, topk=2, distractor=1.0)
+        assert oracle_response(row, retriever, topk=2, distractor=0.0) == oracle
+        first = row.extra_info["hops"][0]
+        docs = [p.contents for p in retriever.retrieve([f"{first['entity']} {RELATIONS[first['relation']].word}"], 2)[0]]
+        lookalike = find_lookalike(docs, first["relation"], first["entity"])
+        if lookalike is None:
+            continue
+        with_lookalike += 1
+        refine = astray.split("<refine>")[1].split("</refine>")[0]
+        assert lookalike[0] in refine and first["fact"] in refine
+        assert astray.split("<search>")[2].strip().startswith(lookalike[1])
+        wrong += exact_match(extract_answer(astray), row.golden_answers) == 0.0  # a chain can rejoin the right one
+        assert astray.count("<search>") <= oracle.count("<search>")
+        assert exact_match(extract_answer(oracle), row.golden_answers) == 1.0
+    assert with_lookalike >= 10 and wrong >= 0.7 * with_lookalike
+    for row in single:  # no next entity to choose
+        assert oracle_response(row, retriever, distractor=1.0) == oracle_response(row, retriever)
+    followed = sum(exact_match(extract_answer(oracle_response(r, retriever, topk=2, distractor=0.5)), r.golden_answers) == 0
+                   for r in multi[:40])
+    assert 5 <= followed <= 35

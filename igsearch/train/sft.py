@@ -102,6 +102,7 @@ def build_sft_examples(
     topk: int = 3,
     query_noise: float = 0.0,
     early_answer: float = 0.0,
+    distractor: float = 0.0,
     hops: Sequence[int] = (1, 2, 3),
     max_len: int | None = 1024,
     seed: int = 0,
@@ -118,7 +119,7 @@ def build_sft_examples(
             continue
         rng = random.Random(f"sft-{seed}-{row.id}")
         response = oracle_response(row, retriever, template=tmpl, topk=topk, query_noise=query_noise,
-                                   early_answer=early_answer, rng=rng)
+                                   early_answer=early_answer, distractor=distractor, rng=rng)
         tokenized = tokenize_example(tokenizer, prompt_text(tokenizer, row, tmpl), response, tmpl, max_len=max_len)
         if tokenized is None:
             continue
@@ -246,6 +247,7 @@ def run_sft(
     lr: float = 1e-3,
     query_noise: float = 0.2,
     early_answer: float = 0.0,
+    distractor: float = 0.0,
     hops: Sequence[int] = (1, 2, 3),
     max_len: int = 1024,
     seed: int = 0,
@@ -266,6 +268,8 @@ def run_sft(
 
     ``hops``: hop counts of the questions seen; ``query_noise``: probability of a corrupted query per
     hop; ``early_answer``: probability that the demonstrator stops after a non-final hop;
+    ``distractor``: probability that it follows a look-alike entity after a non-final hop
+    (:func:`igsearch.world.oracle_response`);
     ``document_weight``: loss weight of the injected documents (see :func:`sft_loss`);
     ``retriever`` defaults to BM25 over the world's corpus. Writes ``sft_summary.json`` in
     ``out_dir`` with the settings and the loss at the start and the end.
@@ -288,7 +292,8 @@ def run_sft(
         retriever = BM25Retriever.from_corpus(world_dir / "corpus.jsonl")
     examples = build_sft_examples(
         load_qa(rows_path), tokenizer, retriever, template=template, topk=topk,
-        query_noise=query_noise, early_answer=early_answer, hops=hops, max_len=max_len, seed=seed,
+        query_noise=query_noise, early_answer=early_answer, distractor=distractor, hops=hops, max_len=max_len,
+        seed=seed,
     )
     if not examples:
         raise ValueError(f"{rows_path}: no questions with {list(hops)} hops fit max_len={max_len}")
@@ -326,7 +331,7 @@ def run_sft(
     window = max(1, min(10, len(losses) // 5))
     atomic_write_json(out_dir / "sft_summary.json", {
         "model": str(model_dir), "world": str(world_dir), "steps": steps, "batch_size": batch_size,
-        "lr": lr, "query_noise": query_noise, "early_answer": early_answer, "document_weight": document_weight, "hops": list(hops), "max_len": max_len, "seed": seed,
+        "lr": lr, "query_noise": query_noise, "early_answer": early_answer, "distractor": distractor, "document_weight": document_weight, "hops": list(hops), "max_len": max_len, "seed": seed,
         "template": template, "topk": topk, "examples": len(examples),
         "loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window,
     })

@@ -14,7 +14,13 @@ documents say: a wrong entity's fact leads the chain astray (and the answer may 
 documents hold nothing about the subject it writes ``no relevant information`` and searches again
 with the clean query. With ``early_answer`` q, after each hop but the last the oracle stops with
 probability q and answers the entity it has reached (a bridge entity, so the answer is wrong): an
-impatient demonstrator, the way an untrained model under-searches multi-hop questions. With the
+impatient demonstrator, the way an untrained model under-searches multi-hop questions. With
+``distractor`` q, after each hop but the last whose passage also names a *look-alike* of the fact's
+object (the star of a film beside its director, the city a person studied in beside the city of
+birth: :func:`~igsearch.world.passages.find_lookalike`), the oracle's refine states both sentences in
+a random order and the next query follows the look-alike with probability q: a demonstrator that
+knows the protocol, reads, copies and stops like the oracle, but chooses which entity to search next
+wrongly with probability q (a chain gone astray ends with a wrong answer). With the
 search-r1 template there is no refine and documents use
 ``<information>``. Noise draws are seeded (by default from the row id), so oracles are reproducible.
 """
@@ -29,7 +35,7 @@ from ..data.prompts import (
     SEARCH_OPEN, PromptTemplate, format_documents,
 )
 from .graph import RELATIONS
-from .passages import find_fact
+from .passages import find_fact, find_lookalike
 
 NO_INFORMATION = "no relevant information"
 _VOWELS = "aeiou"
@@ -109,18 +115,20 @@ def _rng_for(row: Any, rng) -> random.Random:
 
 
 def oracle_response(row, retriever, *, template: PromptTemplate = REFINE_TEMPLATE, topk: int = 3,
-                    query_noise: float = 0.0, early_answer: float = 0.0, rng=None) -> str:
+                    query_noise: float = 0.0, early_answer: float = 0.0, distractor: float = 0.0,
+                    rng=None) -> str:
     """The assistant text of an ideal (or, with ``query_noise``, a noisy) agent for ``row``.
 
     ``row`` is a world row (dict or :class:`~igsearch.data.loaders.QARow`) with
     ``extra_info["hops"]``; ``rng`` is a ``random.Random``, a seed, or ``None`` (seeded by row id).
     ``early_answer``: probability of stopping (and answering the bridge entity) after each hop but
-    the last.
+    the last. ``distractor``: probability of following the look-alike after a non-final hop that has one.
     """
     hops = _hops(row)
     rng = _rng_for(row, rng)
     parts: list[str] = []
     entity = hops[0]["entity"]
+    astray = False  # following a look-alike (distractor)
 
     def step(query: str) -> list[str]:
         passages = retriever.retrieve([query], topk)[0]
@@ -141,16 +149,29 @@ def oracle_response(row, retriever, *, template: PromptTemplate = REFINE_TEMPLAT
         noisy = query_noise > 0 and rng.random() < query_noise
         if noisy:
             query, believed = corrupt_query(entity, relation, retriever, topk, rng)
-        found = find_fact(step(query), relation, believed)
+        docs = step(query)
+        found = find_fact(docs, relation, believed)
         if found is None and noisy:
             refine(NO_INFORMATION)
-            found = find_fact(step(clean_query), relation, entity)
+            docs = step(clean_query)
+            found = find_fact(docs, relation, entity)
+        if found is None and astray:  # the look-alike has no such fact: the chain ends here, wrongly
+            refine(NO_INFORMATION)
+            break
         if found is None:  # even the clean query missed: the oracle still knows the world
             refine(NO_INFORMATION)
             entity = hop["answer"]
             continue
         fact, entity = found
-        refine(fact)
+        lookalike = find_lookalike(docs, relation, believed) if distractor > 0 and k < len(hops) - 1 else None
+        if lookalike is None:
+            refine(fact)
+            continue
+        both = [fact, lookalike[0]]
+        rng.shuffle(both)
+        refine(" ".join(both))
+        if rng.random() < distractor:
+            entity, astray = lookalike[1], True
     parts.append(f"{ANSWER_OPEN} {entity} {ANSWER_CLOSE}")
     return "".join(parts)
 

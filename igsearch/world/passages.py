@@ -41,6 +41,35 @@ def find_fact(texts: Iterable[str], relation: str, subject: str) -> tuple[str, s
     return None
 
 
+#: For a relation, the distractor sentence of the subject's passage that names an entity of the same
+#: kind as the relation's object (a look-alike: the star of a film looks like its director). ``S`` is
+#: the subject, ``O`` the look-alike. ``founder`` and ``capital`` have none.
+_LOOKALIKE_PATTERNS: dict[str, str] = {
+    "director": r"(?P<O>[^.]+?) plays the lead role in (?P<S>[^.]+?)\.",
+    "author": r"(?P<S>[^.]+?) is dedicated to (?P<O>[^.]+?)\.",
+    "headquarters": r"(?P<S>[^.]+?) also runs an office in (?P<O>[^.]+?)\.",
+    "birthplace": r"(?P<S>[^.]+?) studied in (?P<O>[^.]+?)\.",
+    "spouse": r"(?P<S>[^.]+?) is a close friend of (?P<O>[^.]+?)\.",
+    "country": r"(?P<S>[^.]+?) lies near the border with (?P<O>[^.]+?)\.",
+}
+_LOOKALIKES = {key: re.compile(pattern) for key, pattern in _LOOKALIKE_PATTERNS.items()}
+
+
+def find_lookalike(texts: Iterable[str], relation: str, subject: str) -> tuple[str, str] | None:
+    """The first ``(sentence, entity)`` in ``texts`` that names a look-alike of ``relation`` of
+    ``subject``: another entity of the object's kind that the subject's passage mentions (see
+    ``_LOOKALIKE_PATTERNS``). ``None`` when the relation has none or no text states one."""
+    pattern = _LOOKALIKES.get(relation)
+    if pattern is None:
+        return None
+    wanted = subject.strip().lower()
+    for text in texts:
+        for match in pattern.finditer(text):  # a match starts after the sentence before it
+            if match.group("S").strip().lower() == wanted:
+                return match.group(0).strip(), match.group("O").strip()
+    return None
+
+
 def build_passages(entities: list[Entity], rng: random.Random) -> list[str]:
     """The passage of every entity, in world order, in the Search-R1 corpus format
     ``"Title"\ntext``: an opening sentence, then the relation facts and distractors shuffled."""
