@@ -76,16 +76,24 @@ def _add_eval_command(subparsers) -> None:
     p.add_argument("--index", default=None, help="index directory (default: next to the corpus)")
     p.add_argument("--encoder", default=None, help="local HF encoder directory for --retriever dense")
     p.add_argument("--engine", default="vllm", choices=["vllm", "hf"], help="generation engine")
-    p.add_argument("--template", default="refine", choices=["refine", "search-r1"])
+    # rollout settings: default to those the model folder was trained under (its rollout_settings.json), else
+    # to EVAL_DEFAULTS; a value given here that differs from the trained one is announced
+    p.add_argument("--template", default=None, choices=["refine", "search-r1"], help="default: trained, else refine")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows")
-    p.add_argument("--topk", type=int, default=3)
-    p.add_argument("--max-turns", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=160, help="per turn")
-    p.add_argument("--max-response-tokens", type=int, default=1536)
-    p.add_argument("--max-doc-tokens", type=int, default=0, help="cut injected documents to this many tokens (0 = no cut)")
+    p.add_argument("--topk", type=int, default=None, help="passages per search (default: trained, else 3)")
+    p.add_argument("--max-turns", type=int, default=None, help="default: trained, else 4")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="per turn (default: trained, else 160)")
+    p.add_argument("--max-response-tokens", type=int, default=None, help="default: trained, else 1536")
+    p.add_argument("--max-doc-tokens", type=int, default=None,
+                   help="cut injected documents to this many tokens (0 = no cut; default: trained, else 0)")
     p.add_argument("--out", default=None, help="run directory for eval.json (default runs/eval-<model name>)")
     p.add_argument("--dtype", default="float32")
     p.set_defaults(func=_run_eval)
+
+
+#: ``igsearch eval``'s rollout settings for a model folder that does not say what it was trained under
+EVAL_DEFAULTS = {"template": "refine", "topk": 3, "max_turns": 4, "max_new_tokens_per_turn": 160,
+                 "max_response_tokens": 1536, "max_doc_tokens": 0}
 
 
 def make_engine(kind: str, model_dir, *, dtype: str = "float32", max_model_len: int = 4096, seed: int = 0):
@@ -111,6 +119,7 @@ def _run_eval(args) -> int:
     from igsearch.policy.load import check_model_dir, load_tokenizer
     from igsearch.retrieval import load_retriever
     from igsearch.rollout.agent import RolloutConfig
+    from igsearch.rollout.trained import TrainedSettingsError, read_rollout_settings, resolve_settings
     from igsearch.train.io import atomic_write_json
 
     model_dir = check_model_dir(args.model)
@@ -120,16 +129,27 @@ def _run_eval(args) -> int:
         raise CLIError(f"corpus {corpus} not found; pass --corpus FILE")
     retriever = load_retriever(args.retriever, corpus=corpus, index=args.index, encoder=args.encoder)
     tokenizer = load_tokenizer(model_dir)
-    config = RolloutConfig(max_turns=args.max_turns, topk=args.topk, max_new_tokens_per_turn=args.max_new_tokens,
-                           max_response_tokens=args.max_response_tokens, max_doc_tokens=args.max_doc_tokens)
+    try:
+        trained = read_rollout_settings(model_dir)
+    except TrainedSettingsError as e:
+        raise CLIError(str(e)) from None
+    given = {"template": args.template, "topk": args.topk, "max_turns": args.max_turns,
+             "max_new_tokens_per_turn": args.max_new_tokens, "max_response_tokens": args.max_response_tokens,
+             "max_doc_tokens": args.max_doc_tokens}
+    settings = resolve_settings(trained, given, EVAL_DEFAULTS, announce=lambda m: print(f"igsearch eval: {m}"))
+    template = settings.pop("template")
+    print("igsearch eval: rollout settings " + ", ".join(f"{k}={v}" for k, v in settings.items())
+          + f", template={template} ({'as trained' if trained else 'the model folder names none: defaults'})")
+    config = RolloutConfig(**settings)
     engine = make_engine(args.engine, model_dir, dtype=args.dtype)
     console = Console()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"eval {Path(args.data).name}", total=len(rows))
-        result = evaluate(engine, retriever, tokenizer, rows, template=get_template(args.template), config=config,
+        result = evaluate(engine, retriever, tokenizer, rows, template=get_template(template), config=config,
                           progress=lambda done, total: bar.update(task, completed=done))
     out = Path(args.out or f"runs/eval-{model_dir.name}")
-    path = atomic_write_json(out / "eval.json", {"model": str(model_dir), "data": str(args.data), **result.to_dict()})
+    path = atomic_write_json(out / "eval.json", {"model": str(model_dir), "data": str(args.data),
+                                                 "rollout": {**settings, "template": template}, **result.to_dict()})
     console.print(format_table(result.metrics, f"{model_dir.name} on {Path(args.data).name} ({result.seconds:.0f} s)"))
     console.print(f"results: {path}")
     if hasattr(engine, "close"):

@@ -85,6 +85,11 @@ def test_sft_lowers_oracle_loss(world, tmp_path):
         after = sft_loss(after_model, held).item()
     assert after < before - 0.5, (before, after)
     assert (out / "tokenizer.json").is_file()
+    # the folder says what it was trained under: 1-2 hop demonstrations, 3 passages (run_sft's default)
+    settings = json.loads((out / "rollout_settings.json").read_text())
+    assert settings["topk"] == 3 and settings["template"] == "refine" and settings["max_doc_tokens"] == 0
+    assert settings["max_turns"] >= 2 and settings["source"] == "sft"  # the most searches demonstrated + 1
+    assert 0 < settings["max_response_tokens"] <= 320 and settings["max_new_tokens_per_turn"] % 32 == 0
 
 
 def test_missing_model_dir_is_a_clear_error(world, tmp_path):

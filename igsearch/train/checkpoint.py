@@ -143,13 +143,15 @@ def save_checkpoint(
     tokenizer=None,
     scheduler=None,
     keep: int | None = 3,
+    rollout_settings: dict | None = None,
 ) -> Path:
     """Write the checkpoint of ``step`` atomically and point ``latest`` at it; returns its folder.
 
     ``model`` is saved with ``save_pretrained`` (safetensors), ``tokenizer`` with its own
     ``save_pretrained`` into the same folder, ``config`` as JSON (``to_dict()`` / dataclass / dict),
     ``extra`` (any torch-serialisable dict: data cursor, running stats) with the RNG states.
-    Keeps the ``keep`` most recent checkpoints (None keeps all).
+    Keeps the ``keep`` most recent checkpoints (None keeps all). ``rollout_settings``: the settings the
+    model was trained under, kept beside it (``igsearch.rollout.trained``).
     """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
@@ -163,6 +165,10 @@ def save_checkpoint(
         model.save_pretrained(tmp / MODEL_DIR, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / MODEL_DIR)
+        if rollout_settings is not None:
+            from igsearch.rollout.trained import write_rollout_settings
+
+            write_rollout_settings(tmp / MODEL_DIR, rollout_settings, source=f"rl step {step}")
         if optimizer is not None or scheduler is not None:
             torch.save(
                 {

@@ -144,6 +144,9 @@ def parse_train_args(args) -> tuple:
             raise ConfigError(f"--plugin {module}: cannot import it ({e}); give a dotted module name importable "
                               "from the current directory, e.g. my_methods.novelty") from None
     cfg = load_config(config_path, overrides)
+    trained_overrides = trained_setting_overrides(cfg, overrides)
+    if trained_overrides:
+        cfg = load_config(config_path, [*trained_overrides, *overrides])
     if args.out is not None:
         out = Path(args.out)
     elif resume is not None:
@@ -153,6 +156,32 @@ def parse_train_args(args) -> tuple:
         name = Path(args.config).stem if args.config else "default"
         out = Path("runs") / f"{name}-{cfg.method}"
     return cfg, out, resume
+
+
+def trained_setting_overrides(cfg, overrides: list[str], announce=print) -> list[str]:
+    """``key=value`` for each rollout setting the model folder was trained under (its rollout_settings.json)
+    that the config file sets otherwise and no override names: a preset's ``topk: 3`` must not silently
+    break a policy trained with 2 passages. Each is announced; an override that differs is too."""
+    from igsearch.config_fields import ConfigError
+    from igsearch.rollout.trained import TrainedSettingsError, read_rollout_settings
+
+    if not cfg.model_path:
+        return []
+    try:
+        trained = read_rollout_settings(cfg.model_path)
+    except TrainedSettingsError as e:
+        raise ConfigError(str(e)) from None
+    named = {o.partition("=")[0].strip().rpartition(".")[2] for o in overrides}
+    current = {"template": cfg.template, **{k: getattr(cfg.rollout, k) for k in trained if k != "template"}}
+    out = []
+    for key, value in trained.items():
+        if key in named:
+            if current[key] != value:
+                announce(f"igsearch train: {key}={current[key]} overrides the value {cfg.model_path} was trained with ({value})")
+        elif current[key] != value:
+            announce(f"igsearch train: {key}={value}, as {cfg.model_path} was trained (the config says {current[key]})")
+            out.append(f"{key}={value}")
+    return out
 
 
 def run_train_command(args) -> int:

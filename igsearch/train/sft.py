@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from igsearch.data.prompts import PromptTemplate, get_template
+from igsearch.data.prompts import SEARCH_OPEN, PromptTemplate, get_template
 
 
 @dataclass
@@ -237,6 +237,28 @@ def _load_policy(model_dir: Path, device: str):
     return model.to(device), tokenizer
 
 
+def sft_rollout_settings(examples: Sequence[SFTExample], tokenizer, *, template: str, topk: int,
+                         max_len: int) -> dict:
+    """The rollout settings an SFT warm start was trained under, from its demonstrations: their template
+    and passages per search, uncut documents, one turn more than the most searches demonstrated, twice the
+    longest demonstrated turn (policy tokens between two injections, in steps of 32) and 1.5 times the
+    longest response (in steps of 64, within ``max_len`` after the longest prompt)."""
+    search_id = tokenizer.convert_tokens_to_ids(SEARCH_OPEN)
+    searches = turn = response = prompt = 0
+    for ex in examples:
+        searches = max(searches, ex.ids[ex.prompt_len:].count(search_id))
+        run = 0
+        for m in ex.loss_mask:
+            run = run + 1 if m else 0
+            turn = max(turn, run)
+        response = max(response, len(ex.ids) - ex.prompt_len)
+        prompt = max(prompt, ex.prompt_len)
+    up = lambda n, k: -(-n // k) * k  # noqa: E731
+    return {"template": template, "topk": topk, "max_doc_tokens": 0, "max_turns": searches + 1,
+            "max_new_tokens_per_turn": up(max(1, 2 * turn), 32),
+            "max_response_tokens": max(64, min(up(int(1.5 * response), 64), max_len - prompt))}
+
+
 def run_sft(
     model_dir,
     world_dir,
@@ -276,6 +298,7 @@ def run_sft(
     """
     from igsearch.data.loaders import load_qa
     from igsearch.policy.tiny import save_policy
+    from igsearch.rollout.trained import write_rollout_settings
     from igsearch.train.io import atomic_write_json
     from igsearch.train.logging import TrainProgress
 
@@ -328,6 +351,8 @@ def run_sft(
             bar.update(step, {"loss": loss.item()})
     model.eval()
     save_policy(model, tokenizer, out_dir)
+    write_rollout_settings(out_dir, sft_rollout_settings(examples, tokenizer, template=template, topk=topk,
+                                                         max_len=max_len), source="sft")
     window = max(1, min(10, len(losses) // 5))
     atomic_write_json(out_dir / "sft_summary.json", {
         "model": str(model_dir), "world": str(world_dir), "steps": steps, "batch_size": batch_size,

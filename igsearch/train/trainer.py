@@ -18,7 +18,7 @@ import json
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -506,7 +506,8 @@ class Trainer:
     def checkpoint(self, step: int) -> Path:
         try:
             return save_checkpoint(self.out, step, self.model, self.optimizer, self.cfg, tokenizer=self.tokenizer,
-                                   keep=self.cfg.keep_checkpoints)
+                                   keep=self.cfg.keep_checkpoints,
+                                   rollout_settings={**asdict(self.cfg.rollout), "template": self.cfg.template})
         except (OSError, RuntimeError) as e:  # a full disk surfaces as OSError or as torch's RuntimeError
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TrainingError(f"step {step}: could not write its checkpoint ({first}); the previous checkpoint "
@@ -528,7 +529,8 @@ class SFTReplay:
 
     The examples are built once from ``cfg.sft_replay_data`` (default: the world's warm-up split, the
     warm start's own data) with the run's retriever and template, documents weighted like the warm
-    start; each update draws ``sft_replay_batch`` of them with a generator seeded by (seed, step,
+    start, by the warm start's own demonstrator (:func:`replay_demonstrator`: replaying a perfect
+    oracle to a warm start that imitated a flawed one would teach the flaw's fix by supervision); each update draws ``sft_replay_batch`` of them with a generator seeded by (seed, step,
     update), so a resumed run draws the same ones.
     """
 
@@ -541,8 +543,9 @@ class SFTReplay:
             raise DataError(f"config: field 'sft_replay_data': {path} not found (a world split with oracle hops)")
         warm = WarmStartConfig()
         self.cfg, self.document_weight = cfg, warm.document_weight
+        self.demonstrator = replay_demonstrator(cfg.model_path)
         self.examples = build_sft_examples(load_qa(path), tokenizer, retriever, template=cfg.template, topk=cfg.topk,
-                                           max_len=warm.max_len, seed=cfg.seed)
+                                           max_len=warm.max_len, seed=cfg.seed, **self.demonstrator)
         if not self.examples:
             raise DataError(f"{path}: no oracle trajectories could be built for sft_replay_coef")
 
@@ -553,6 +556,21 @@ class SFTReplay:
         batch = rng.sample(self.examples, min(self.cfg.sft_replay_batch, len(self.examples)))
         return sft_loss(model, batch, max_tokens_per_row=self.cfg.max_tokens_per_forward,
                         document_weight=self.document_weight)
+
+
+def replay_demonstrator(model_path) -> dict:
+    """The demonstrator settings (``distractor``) the warm start at ``model_path`` was trained on, from its
+    ``sft_summary.json``; none (the oracle) for a model without one. ``early_answer`` is left out: the
+    replay of the early-answer warm starts measured in bench/results/rl_recipe.md used the oracle."""
+    path = Path(model_path or "") / "sft_summary.json"
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    q = summary.get("distractor", 0.0)
+    return {"distractor": float(q)} if isinstance(q, (int, float)) and q > 0 else {}
 
 
 def run_progress(out: Path) -> str:
