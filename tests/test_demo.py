@@ -1,4 +1,4 @@
-"""`igsearch demo` end to end at toy size: worlds, policy, SFT on the other world, evals, GRPO+IG, report."""
+"""`igsearch demo` end to end at toy size: world, policy, SFT on the warm-up split, evals, GRPO+IG, report."""
 
 from __future__ import annotations
 

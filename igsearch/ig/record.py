@@ -4,7 +4,7 @@ The agent records, while it runs, the token span of every step's query, document
 (``igsearch.rollout.trajectory.StepSpans``). This module turns that record into the same
 ``ParsedRollout`` the text parser produces, by decoding each span and cutting it to its tags, so
 IG is computed on exactly the steps the rollout took (the advantage estimators put the IG on the
-same steps' query tokens). ``tests/test_ig_parse.py`` checks it against ``parse_rollout`` on the
+same steps' query tokens). ``tests/test_plugin_method.py`` checks it against ``parse_rollout`` on the
 agent's rollouts.
 """
 

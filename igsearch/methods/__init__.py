@@ -3,7 +3,7 @@
 Each module here is one method in one file: its advantage estimator (registered by name, with the
 step scorers it ``needs``) and any step scorer of its own. Importing this package registers them all;
 the trainer does. A method of your own is written the same way in any module you import before
-training (see docs/DESIGN.md section 8 and ``tests/test_plugin_method.py``).
+training (see docs/DESIGN.md section 11 and ``tests/test_plugin_method.py``).
 
 - ``rloo``: REINFORCE leave-one-out baseline, trajectory level.
 - ``gigpo``: GiGPO (verl-agent): episode-level group advantage plus step-level groups of identical
