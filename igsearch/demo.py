@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from igsearch.policy.tiny import POLICY_SIZES
-from igsearch.warmstart import WarmStartConfig
+from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 
 #: RL settings on top of configs/tiny-cpu.yaml (the warm start saw 2 passages per search). The replay
 #: of the warm start's oracle trajectories (PPO-ptx) is the best recipe measured: it keeps dev EM at the
@@ -36,6 +36,9 @@ def add_demo_command(subparsers) -> None:
     p.add_argument("--policy-size", default=WarmStartConfig.policy_size, choices=list(POLICY_SIZES),
                    help="tiny policy's size (default small, ~1.4M parameters; bench/results/policy_size.md compares them). "
                         "Scale --sft-steps with it: the default's steps are for small")
+    p.add_argument("--demonstrator", default=_demonstrator_name(WarmStartConfig.distractor), choices=list(DEMONSTRATORS),
+                   help="what the warm start imitates: oracle (perfect) or lookalike (searches a look-alike entity "
+                        "after a non-final hop with probability 0.6; igsearch.warmstart.DEMONSTRATORS)")
     p.add_argument("--entities", type=int, default=WarmStartConfig.entities,
                    help="world size (default 800; question splits scale with it)")
     p.add_argument("--eval-questions", type=int, default=200, help="dev questions evaluated greedily (default 200)")
@@ -66,7 +69,8 @@ def run_demo(args) -> int:
         return time.perf_counter()
 
     t0 = phase("1/3 world, tiny policy, SFT warm start on the warm-up split")
-    ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities, policy_size=args.policy_size)
+    ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities, policy_size=args.policy_size,
+                     distractor=DEMONSTRATORS[args.demonstrator])
     ws = build_warm_start(out, seed=args.seed, config=ws_cfg, log=console.print)
     timings["warm_start"] = time.perf_counter() - t0
 
@@ -103,6 +107,10 @@ def run_demo(args) -> int:
     print(report, flush=True)
     console.print(f"[bold green]report: {out / 'report.md'}")
     return 0
+
+
+def _demonstrator_name(distractor: float) -> str:
+    return next((name for name, q in DEMONSTRATORS.items() if q == distractor), "oracle")
 
 
 def _default_preset() -> str | None:
@@ -191,7 +199,7 @@ def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> 
     lines = [
         "# igsearch demo report", "",
         f"GRPO with `{args.method}` for {args.steps} steps from the warm start (the `{args.policy_size}` policy, "
-        f"{args.sft_steps} SFT steps on the warm-up split), seed "
+        f"{args.sft_steps} SFT steps on the warm-up split imitating the `{args.demonstrator}` demonstrator), seed "
         f"{args.seed}; {cfg.questions_per_step} questions x {cfg.rollouts_per_question} rollouts per step at "
         f"temperature {cfg.temperature}, lr {cfg.lr}"
         + (f", plus a supervised replay of the warm start's oracle trajectories in every update (PPO-ptx, "

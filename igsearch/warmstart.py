@@ -32,6 +32,14 @@ from pathlib import Path
 WORLD_SPLITS = {"train": 800, "dev": 200, "test": 300, "warmup": 1600}
 
 
+#: Named demonstrators of the warm start (the ``distractor`` probability of
+#: :func:`igsearch.world.oracle_response`): ``oracle``, the perfect one; ``lookalike``, one that knows the
+#: protocol, reads, copies and stops like the oracle but, after a non-final hop, searches the look-alike
+#: entity the passage names (a film's star for its director) with probability 0.6, so that which entity
+#: to search next is what RL has to learn (bench/results/demonstrator_headroom.md).
+DEMONSTRATORS: dict[str, float] = {"oracle": 0.0, "lookalike": 0.6}
+
+
 def world_split_sizes(entities: int) -> dict[str, int]:
     """:data:`WORLD_SPLITS` scaled to a world of ``entities`` entities (at least 5 questions each)."""
     return {name: max(5, round(size * entities / 800)) for name, size in WORLD_SPLITS.items()}

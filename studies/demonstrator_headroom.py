@@ -73,7 +73,15 @@ def measure(folder: Path, samples: int, limit: int | None) -> dict:
             "early_answer": summary.get("early_answer", 0.0), "sft_steps": summary["steps"],
             "samples": samples, "temperature": cfg.temperature, "per_hop": hops,
             "seconds": {"greedy": t_greedy, "sampled": t_sampled},
-            "greedy_records": greedy.records, "sampled_records": sampled.records}
+            "greedy_records": greedy.records, "sampled_right": sampled_right(sampled.records)}
+
+
+def sampled_right(records: list[dict]) -> dict[str, int]:
+    """Question id -> how many of its sampled rollouts were right (the sampled records themselves are many)."""
+    out: dict[str, int] = defaultdict(int)
+    for r in records:
+        out[str(r["id"])] += int(r["em"] > 0)
+    return dict(out)
 
 
 def _template(cfg):
@@ -137,9 +145,9 @@ def main(argv=None) -> int:
     from igsearch.train.io import atomic_write_json, atomic_write_text
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out.with_suffix(".json"), results)
-    atomic_write_text(args.out.with_suffix(".md"), render(results, args.samples))
-    plot(results, args.samples, args.out.with_suffix(".png"))
+    atomic_write_json(Path(f"{args.out}.json"), results)
+    atomic_write_text(Path(f"{args.out}.md"), render(results, args.samples))
+    plot(results, args.samples, Path(f"{args.out}.png"))
     print(f"wrote {args.out}.{{json,md,png}}")
     return 0
 

@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true", help="summarise the runs under --root")
     ap.add_argument("--out", type=Path, default=None, help="with --report: write OUT.md and OUT.json")
     ap.add_argument("overrides", nargs="*", metavar="key=value")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     if args.report:
         rep = report(args.root)
         text = render(rep)
@@ -157,8 +157,8 @@ def main(argv=None) -> int:
         if args.out:
             from igsearch.train.io import atomic_write_json, atomic_write_text
 
-            atomic_write_json(args.out.with_suffix(".json"), rep)
-            atomic_write_text(args.out.with_suffix(".md"), text)
+            atomic_write_json(Path(f"{args.out}.json"), rep)
+            atomic_write_text(Path(f"{args.out}.md"), text)
         return 0
     if args.warm_start is None or not (args.warm_start / "sft" / "sft_summary.json").is_file():
         print(f"{args.warm_start}: not a warm start folder (sft/sft_summary.json missing)", file=sys.stderr)
