@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchutil import add_threads_argument, apply_threads, device_name, work_root  # noqa: E402
-from igsearch.train.io import atomic_write_text  # noqa: E402
+from igsearch.io import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 from benchutil import add_threads_argument, apply_threads, device_name, work_root  # noqa: E402
-from igsearch.train.io import atomic_write_text  # noqa: E402
+from igsearch.io import atomic_write_text  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- all-fail probe
@@ -70,7 +70,7 @@ def all_fail_probe(trainer, trajs, adv) -> dict:
     """Gradient norm and advantage size of the loss restricted to the all-fail groups of a batch."""
     from igsearch.algo.advantages import per_token_advantages
     from igsearch.algo.loss import policy_loss
-    from igsearch.algo.packing import pad_to_batch
+    from igsearch.policy.packing import pad_to_batch
     from igsearch.data.metrics import exact_match
 
     ems = [exact_match(t.answer, t.golds) if t.answer is not None else 0.0 for t in trajs]

@@ -120,7 +120,7 @@ def _run_eval(args) -> int:
     from igsearch.retrieval import load_retriever
     from igsearch.rollout.agent import RolloutConfig
     from igsearch.rollout.trained import TrainedSettingsError, read_rollout_settings, resolve_settings
-    from igsearch.train.io import atomic_write_json
+    from igsearch.io import atomic_write_json
 
     model_dir = check_model_dir(args.model)
     rows = load_qa(args.data, limit=args.limit)

@@ -54,7 +54,7 @@ def run_demo(args) -> int:
     from igsearch.data.loaders import load_qa
     from igsearch.evaluation import format_table
     from igsearch.train.config import load_config
-    from igsearch.train.io import atomic_write_json, atomic_write_text
+    from igsearch.io import atomic_write_json, atomic_write_text
     from igsearch.train.trainer import Trainer
     from igsearch.warmstart import build_warm_start
 

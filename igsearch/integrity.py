@@ -45,7 +45,7 @@ def check_manifest(folder: str | os.PathLike, files: dict[str, dict]) -> str | N
 
 def fsync_tree(root: str | os.PathLike) -> None:
     """fsync every file and folder under ``root`` (so that a rename publishes durable contents)."""
-    from igsearch.train.io import fsync_dir
+    from igsearch.io import fsync_dir
 
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:

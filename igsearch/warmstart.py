@@ -27,6 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from igsearch.policy.tiny import DEFAULT_POLICY_SIZE
+
 #: Question splits of the demo's world of 800 entities (which has ~2,900 questions in all); other
 #: world sizes scale them.
 WORLD_SPLITS = {"train": 800, "dev": 200, "test": 300, "warmup": 1600}
@@ -64,7 +66,7 @@ class WarmStartConfig:
     vocab_size: int = 3072
     # a name in igsearch.policy.tiny.POLICY_SIZES. At the same SFT wall-clock, small (1,482 steps) reached dev EM
     # 0.86-0.89 where base (700 steps) reached 0.49-0.60 and large (285 steps) 0.02 (bench/results/policy_size.md)
-    policy_size: str = "small"
+    policy_size: str = DEFAULT_POLICY_SIZE
 
     def sft_kwargs(self) -> dict:
         """The keyword arguments of :func:`igsearch.train.sft.run_sft` that this config sets (the

@@ -142,7 +142,7 @@ def main(argv=None) -> int:
             return 2
         results.append(measure(folder, args.samples, args.limit))
         print(render(results[-1:], args.samples), flush=True)
-    from igsearch.train.io import atomic_write_json, atomic_write_text
+    from igsearch.io import atomic_write_json, atomic_write_text
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(f"{args.out}.json"), results)

@@ -8,7 +8,10 @@ records in ``<run>/evals/``). ``--report`` pools the runs under ``--root`` per (
 - per hop count, greedy dev EM before and after, per-question EM averaged over seeds, with a paired
   95% bootstrap interval over questions;
 - every method against GRPO on the same questions (same recipe);
-- searches per question before and after.
+- searches per question before and after;
+- which decision moved: every greedy answer is classed as right, the look-alike's (the answer the
+  demonstrator reaches when it follows the look-alike at every non-final hop) or other (copy errors,
+  stopping), before and after, summed over seeds.
 
     python studies/rl_probe.py runs/ws-d0.6 --method grpo --seed 0 --steps 20 --root runs/probe sft_replay_coef=0
     python studies/rl_probe.py --report --root runs/probe --out bench/results/rl_probe
@@ -39,7 +42,7 @@ def recipe_name(warm: Path, steps: int, overrides: list[str]) -> str:
 def run_one(warm: Path, method: str, seed: int, steps: int, eval_every: int, overrides: list[str], root: Path) -> Path:
     from igsearch.demo import DEMO_RL_OVERRIDES
     from igsearch.train.config import load_config
-    from igsearch.train.io import atomic_write_json
+    from igsearch.io import atomic_write_json
     from igsearch.train.trainer import Trainer
 
     out = root / recipe_name(warm, steps, overrides) / f"{method}-s{seed}"
@@ -84,11 +87,45 @@ def pooled(records_per_seed: list[list[dict]]) -> list[dict]:
     return [{**e, "em": e["em"] / e["k"], "searches": e["searches"] / e["k"]} for e in acc.values()]
 
 
+def lookalike_answers(world: Path, topk: int = 2) -> dict[str, str]:
+    """Question id -> the answer of the demonstrator that follows the look-alike at every non-final hop
+    that has one (dev split of ``world``); questions whose look-alike chain ends at the right answer are
+    left out."""
+    from igsearch.data.loaders import load_qa
+    from igsearch.data.metrics import exact_match, extract_answer
+    from igsearch.retrieval.bm25 import BM25Retriever
+    from igsearch.world import oracle_response
+
+    retriever = BM25Retriever.from_corpus(world / "corpus.jsonl")
+    out = {}
+    for row in load_qa(world / "dev.jsonl"):
+        answer = extract_answer(oracle_response(row, retriever, topk=topk, distractor=1.0)) or ""
+        if not exact_match(answer, row.golden_answers):
+            out[str(row.id)] = answer
+    return out
+
+
+def decision_classes(records: list[dict], astray: dict[str, str]) -> dict[str, int]:
+    """Counts of greedy answers that are right, the look-alike chain's, or other."""
+    from igsearch.data.metrics import exact_match
+
+    counts = {"right": 0, "lookalike": 0, "other": 0}
+    for r in records:
+        if r["em"] > 0:
+            counts["right"] += 1
+        elif str(r["id"]) in astray and r["prediction"] and exact_match(r["prediction"], [astray[str(r["id"])]]):
+            counts["lookalike"] += 1
+        else:
+            counts["other"] += 1
+    return counts
+
+
 def report(root: Path) -> dict:
     from igsearch.stats import compare_records
 
     runs = load_runs(root)
     out: dict = {"runs": {}, "vs_grpo": {}}
+    astray_by_world: dict[str, dict] = {}
     for (recipe, method), seeds in sorted(runs.items()):
         before = pooled([s["first"]["greedy"]["records"] for s in seeds.values()])
         after = pooled([s["last"]["greedy"]["records"] for s in seeds.values()])
@@ -102,6 +139,12 @@ def report(root: Path) -> dict:
             "change": compare_records(before, after),
             "_after": after,
         }
+        warm = Path(next(iter(seeds.values()))["meta"]["warm_start"])
+        if warm.is_dir():
+            astray = astray_by_world.setdefault(str(warm), lookalike_answers(warm / "world"))
+            out["runs"][f"{recipe}/{method}"]["decisions"] = {
+                when: decision_classes([r for s in seeds.values() for r in s[key]["greedy"]["records"]], astray)
+                for when, key in (("before", "first"), ("after", "last"))}
     for key, res in out["runs"].items():
         base = out["runs"].get(f"{res['recipe']}/grpo")
         if base is not None and res["method"] != "grpo":
@@ -128,6 +171,14 @@ def render(rep: dict) -> str:
             for name, r in cmp.items():
                 lines.append(f"| {key} | {name} | {r['n']} | {r['a']:.3f} | {r['b']:.3f} | "
                              f"{r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] |")
+    if any("decisions" in res for res in rep["runs"].values()):
+        lines += ["", "Greedy answers by decision, summed over seeds (right / the look-alike chain's / other):", "",
+                  "| recipe | method | before | after |", "|---|---|---|---|"]
+        for res in rep["runs"].values():
+            if "decisions" in res:
+                b, a = res["decisions"]["before"], res["decisions"]["after"]
+                lines.append(f"| {res['recipe']} | {res['method']} | {b['right']} / {b['lookalike']} / {b['other']} | "
+                             f"{a['right']} / {a['lookalike']} / {a['other']} |")
     lines += ["", "Recipes (overrides on top of the demo's):"]
     seen = set()
     for res in rep["runs"].values():
@@ -155,7 +206,7 @@ def main(argv=None) -> int:
         text = render(rep)
         print(text)
         if args.out:
-            from igsearch.train.io import atomic_write_json, atomic_write_text
+            from igsearch.io import atomic_write_json, atomic_write_text
 
             atomic_write_json(Path(f"{args.out}.json"), rep)
             atomic_write_text(Path(f"{args.out}.md"), text)

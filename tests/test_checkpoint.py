@@ -16,7 +16,7 @@ import transformers
 
 from igsearch.train import checkpoint as ck
 from igsearch.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
-from igsearch.train.io import atomic_write_json, atomic_write_text
+from igsearch.io import atomic_write_json, atomic_write_text
 
 
 def _model(seed=0):

@@ -5,8 +5,8 @@ import torch
 import transformers
 
 import igsearch_kernels
-from igsearch.algo import packing
-from igsearch.algo.packing import block_causal_mask, pack_rows, packed_token_logprobs, pad_to_batch
+from igsearch.policy import packing
+from igsearch.policy.packing import block_causal_mask, pack_rows, packed_token_logprobs, pad_to_batch
 
 HAS_KERNEL = callable(getattr(igsearch_kernels, "gather_logprobs", None))
 

@@ -28,7 +28,7 @@ class TrainedSettingsError(ValueError):
 def write_rollout_settings(model_dir, settings: Mapping, source: str) -> Path:
     """Write ``model_dir/rollout_settings.json`` with the :data:`TRAINED_FIELDS` of ``settings`` and
     ``source`` (what trained the folder: "sft", "rl step 20", ...)."""
-    from igsearch.train.io import atomic_write_json
+    from igsearch.io import atomic_write_json
 
     missing = [k for k in TRAINED_FIELDS if k not in settings]
     if missing:

@@ -84,7 +84,7 @@ def kv_bytes(model, n_tokens: int) -> int:
 def compute_trunk_kv(model, sequences: Sequence[Sequence[int]], *, max_tokens_per_row: int = 1024) -> TrunkKV:
     """One no-grad packed forward of ``sequences`` through the decoder (no LM head), keeping every
     layer's keys/values. Rows are short by default: on the CPU the block-causal mask costs O(row^2)."""
-    from igsearch.algo.packing import packed_forward
+    from igsearch.policy.packing import packed_forward
 
     rows: list = []
     with torch.inference_mode():

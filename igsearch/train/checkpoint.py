@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from igsearch.integrity import check_manifest, file_manifest, fsync_tree
-from igsearch.train.io import atomic_write_json, atomic_write_text, fsync_dir
+from igsearch.io import atomic_write_json, atomic_write_text, fsync_dir
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"

@@ -68,13 +68,12 @@ def run_sft_command(args) -> int:
 
     model = Path(args.model)
     if args.model == "tiny":
-        from igsearch.policy.tiny import build_tiny_policy, policy_shape
-        from igsearch.warmstart import WarmStartConfig
+        from igsearch.policy.tiny import DEFAULT_POLICY_SIZE, build_tiny_policy, policy_shape
 
         model = Path(args.out).with_name(Path(args.out).name + "-init")
-        print(f"building the tiny default policy ({WarmStartConfig.policy_size}) for {args.world} in {model}",
+        print(f"building the tiny default policy ({DEFAULT_POLICY_SIZE}) for {args.world} in {model}",
               file=sys.stderr)
-        build_tiny_policy(args.world, model, seed=args.seed, **policy_shape(WarmStartConfig.policy_size))
+        build_tiny_policy(args.world, model, seed=args.seed, **policy_shape(DEFAULT_POLICY_SIZE))
     out = run_sft(
         model, args.world, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         query_noise=args.query_noise, early_answer=args.early_answer, document_weight=args.document_weight,

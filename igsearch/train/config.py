@@ -45,7 +45,7 @@ from igsearch.ig.config import IGConfig
 from igsearch.retrieval.config import RetrievalConfig
 from igsearch.rollout.agent import RolloutConfig
 from igsearch.rollout.engine import EngineConfig
-from igsearch.train.io import atomic_write_text
+from igsearch.io import atomic_write_text
 
 #: fields older versions wrote into checkpoints' config.json, skipped when such a config is read back
 REMOVED_FIELDS = frozenset({"tokenizer_path"})  # the tokenizer is always the model directory's

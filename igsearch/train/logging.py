@@ -94,7 +94,7 @@ class RunLogger:
                         kept.append(line)
                 except json.JSONDecodeError:
                     continue  # a line torn by a crash
-        from igsearch.train.io import atomic_write_text
+        from igsearch.io import atomic_write_text
 
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self._file = open(self.path, "a", encoding="utf-8")

@@ -11,7 +11,7 @@ the response in segments, every ``\\n<documents>...</documents>\\n`` block token
 loss mask 0 (injected by the environment, never trained on), everything else with loss mask 1,
 then ``<|im_end|>``. The loss is the mean negative log-likelihood over mask-1 response tokens,
 computed on length-bucketed padded micro-batches (CPU / SDPA) or with the packed varlen forward
-(``igsearch.algo.packing``, flash-attn); the output layer only runs on the trained positions.
+(``igsearch.policy.packing``, flash-attn); the output layer only runs on the trained positions.
 """
 
 from __future__ import annotations
@@ -188,10 +188,10 @@ def sft_loss(model, examples: Sequence[SFTExample], *, max_tokens_per_row: int |
     With SDPA (CPU, or GPU without flash-attn): length-bucketed right-padded micro-batches of at most
     ``max_tokens_per_row`` padded tokens each, plain causal attention (a block-diagonal packing mask
     costs O(row length^2) and disables the fast kernel). With flash-attn: the packed varlen forward
-    (``igsearch.algo.packing``) with rows of ``max_tokens_per_row`` tokens.
+    (``igsearch.policy.packing``) with rows of ``max_tokens_per_row`` tokens.
     """
     if _uses_varlen(model):
-        from igsearch.algo.packing import packed_token_logprobs
+        from igsearch.policy.packing import packed_token_logprobs
 
         logps = packed_token_logprobs(
             model, [e.ids for e in examples], compute_from=[e.prompt_len for e in examples],
@@ -299,7 +299,7 @@ def run_sft(
     from igsearch.data.loaders import load_qa
     from igsearch.policy.tiny import save_policy
     from igsearch.rollout.trained import write_rollout_settings
-    from igsearch.train.io import atomic_write_json
+    from igsearch.io import atomic_write_json
     from igsearch.train.logging import TrainProgress
 
     model_dir, world_dir, out_dir = Path(model_dir), Path(world_dir), Path(out_dir)

@@ -28,7 +28,7 @@ import igsearch.methods  # noqa: F401  (registers the built-in estimators and st
 from igsearch.algo.advantages import AdvantageInput, AdvantageOutput, compute_advantages, estimator_needs
 from igsearch.algo.step_scores import ScoringBatch, check_step_scorer, run_step_scorer
 from igsearch.algo.loss import policy_loss
-from igsearch.algo.packing import packed_token_logprobs, pad_to_batch
+from igsearch.policy.packing import packed_token_logprobs, pad_to_batch
 from igsearch.algo.rewards import trajectory_rewards
 from igsearch.data.loaders import DataError, QARow, load_qa
 from igsearch.data.metrics import exact_match
@@ -45,7 +45,7 @@ from igsearch.train.checkpoint import (
     save_checkpoint,
 )
 from igsearch.train.config import TrainConfig
-from igsearch.train.io import atomic_write_json, atomic_write_text
+from igsearch.io import atomic_write_json, atomic_write_text
 from igsearch.train.logging import RunLogger, TrainProgress
 
 #: the most keys/values of a batch's no-grad forward the trainer holds for the trunk scorer
@@ -529,23 +529,22 @@ class SFTReplay:
 
     The examples are built once from ``cfg.sft_replay_data`` (default: the world's warm-up split, the
     warm start's own data) with the run's retriever and template, documents weighted like the warm
-    start, by the warm start's own demonstrator (:func:`replay_demonstrator`: replaying a perfect
+    start, by the warm start's own demonstrator (:func:`replay_settings`: replaying a perfect
     oracle to a warm start that imitated a flawed one would teach the flaw's fix by supervision); each update draws ``sft_replay_batch`` of them with a generator seeded by (seed, step,
     update), so a resumed run draws the same ones.
     """
 
     def __init__(self, cfg: TrainConfig, paths: dict, tokenizer, retriever):
         from igsearch.train.sft import build_sft_examples
-        from igsearch.warmstart import WarmStartConfig
 
         path = Path(cfg.sft_replay_data) if cfg.sft_replay_data else Path(cfg.world_dir or "") / "warmup.jsonl"
         if not path.is_file():
             raise DataError(f"config: field 'sft_replay_data': {path} not found (a world split with oracle hops)")
-        warm = WarmStartConfig()
-        self.cfg, self.document_weight = cfg, warm.document_weight
-        self.demonstrator = replay_demonstrator(cfg.model_path)
+        warm = replay_settings(cfg.model_path)
+        self.cfg, self.document_weight = cfg, warm.pop("document_weight")
+        self.demonstrator = warm
         self.examples = build_sft_examples(load_qa(path), tokenizer, retriever, template=cfg.template, topk=cfg.topk,
-                                           max_len=warm.max_len, seed=cfg.seed, **self.demonstrator)
+                                           seed=cfg.seed, **warm)
         if not self.examples:
             raise DataError(f"{path}: no oracle trajectories could be built for sft_replay_coef")
 
@@ -558,19 +557,29 @@ class SFTReplay:
                         document_weight=self.document_weight)
 
 
-def replay_demonstrator(model_path) -> dict:
-    """The demonstrator settings (``distractor``) the warm start at ``model_path`` was trained on, from its
-    ``sft_summary.json``; none (the oracle) for a model without one. ``early_answer`` is left out: the
-    replay of the early-answer warm starts measured in bench/results/rl_recipe.md used the oracle."""
+#: How the replay weighs documents and cuts examples when the model folder does not say how it was warm-started:
+#: as the embedded default's warm start does (``igsearch.warmstart.WarmStartConfig``; a test checks they agree).
+REPLAY_DEFAULTS = {"document_weight": 1.0, "max_len": 1024}
+
+
+def replay_settings(model_path) -> dict:
+    """How the warm start at ``model_path`` was trained, from its ``sft_summary.json``: ``document_weight``,
+    ``max_len`` and its demonstrator (``distractor``, only when > 0); :data:`REPLAY_DEFAULTS` and the oracle
+    for a folder without one. ``early_answer`` is left out: the replay of the early-answer warm starts
+    measured in bench/results/rl_recipe.md used the oracle."""
+    out = dict(REPLAY_DEFAULTS)
     path = Path(model_path or "") / "sft_summary.json"
-    if not path.is_file():
-        return {}
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
-        return {}
+        summary = {}
+    for key, kind in (("document_weight", float), ("max_len", int)):
+        if isinstance(summary.get(key), (int, float)):
+            out[key] = kind(summary[key])
     q = summary.get("distractor", 0.0)
-    return {"distractor": float(q)} if isinstance(q, (int, float)) and q > 0 else {}
+    if isinstance(q, (int, float)) and q > 0:
+        out["distractor"] = float(q)
+    return out
 
 
 def run_progress(out: Path) -> str:
