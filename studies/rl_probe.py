@@ -14,7 +14,7 @@ records in ``<run>/evals/``). ``--report`` pools the runs under ``--root`` per (
   stopping), before and after, summed over seeds.
 
     python studies/rl_probe.py runs/ws-d0.6 --method grpo --seed 0 --steps 20 --root runs/probe sft_replay_coef=0
-    python studies/rl_probe.py --report --root runs/probe --out bench/results/rl_probe
+    python studies/rl_probe.py --report --root runs/probe --out bench/results/rl_probe   # .md, .json, .png
 
 Each run writes ``ROOT/<recipe>/<method>-s<seed>/`` (the trainer's run folder, with ``probe.json``:
 the warm start, the overrides and the wall-clock).
@@ -120,6 +120,35 @@ def decision_classes(records: list[dict], astray: dict[str, str]) -> dict[str, i
     return counts
 
 
+def plot_over_steps(root: Path, path: Path) -> None:
+    """Greedy dev EM over RL steps, one line per (recipe, method) averaged over its seeds (thin: each seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[int, list[tuple[int, float]]]] = defaultdict(dict)
+    for meta_path in sorted(root.glob("*/*/probe.json")):
+        meta = json.loads(meta_path.read_text())
+        points = []
+        for p in sorted((meta_path.parent / "evals").glob("step_*.json")):
+            rec = json.loads(p.read_text())
+            points.append((rec["step"], rec["greedy"]["metrics"]["overall"]["em"]))
+        series[f"{meta_path.parent.parent.name}/{meta['method']}"][meta["seed"]] = points
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (key, seeds), color in zip(sorted(series.items()), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
+        steps = sorted({s for pts in seeds.values() for s, _ in pts})
+        for pts in seeds.values():
+            ax.plot([s for s, _ in pts], [e for _, e in pts], color=color, alpha=0.25, linewidth=0.8)
+        mean = [sum(dict(pts).get(s, float("nan")) for pts in seeds.values()) / len(seeds) for s in steps]
+        ax.plot(steps, mean, color=color, marker="o", label=f"{key} ({len(seeds)} seeds)")
+    ax.set_xlabel("RL step"), ax.set_ylabel("greedy dev EM"), ax.legend(fontsize=7)
+    ax.set_title("greedy dev EM over RL steps (mean over seeds; thin lines: each seed)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def report(root: Path) -> dict:
     from igsearch.stats import compare_records
 
@@ -210,6 +239,7 @@ def main(argv=None) -> int:
 
             atomic_write_json(Path(f"{args.out}.json"), rep)
             atomic_write_text(Path(f"{args.out}.md"), text)
+            plot_over_steps(args.root, Path(f"{args.out}.png"))
         return 0
     if args.warm_start is None or not (args.warm_start / "sft" / "sft_summary.json").is_file():
         print(f"{args.warm_start}: not a warm start folder (sft/sft_summary.json missing)", file=sys.stderr)

@@ -24,6 +24,19 @@ def small_tokenizer():
     return build_tokenizer(WORLD_TEXTS, vocab_size=400)
 
 
+def random_qwen(vocab_size: int, *, seed: int = 0, max_positions: int = 4096):
+    """A random 2-layer Qwen2 (hidden 64, GQA 4/2 heads, untied, SDPA) in eval mode: a real model whose
+    predictions depend on the whole context, for scorer and IG tests."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+                      tie_word_embeddings=False)
+    cfg._attn_implementation = "sdpa"
+    return Qwen2ForCausalLM(cfg).eval()
+
+
 def bigram_policy(tokenizer, transitions: dict[str, str | list[str]], *, tied: bool = False,
                   margin: float = 40.0, seed: int = 0, leak: float = 0.0):
     """A Qwen2ForCausalLM that, after token ``a``, emits token ``transitions[a]`` with prob ~1

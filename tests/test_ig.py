@@ -8,6 +8,7 @@ import torch
 from igsearch.data.prompts import ALL_TAGS
 from igsearch.ig import ASSISTANT_MARKER, answer_weights, build_context, compute_information_gain, parse_rollout
 from igsearch.scoring import ScoreRequest, score
+from policy_fixtures import random_qwen
 
 PROMPT = "<|im_start|>user\nWho founded {q}?<|im_end|>\n" + ASSISTANT_MARKER
 
@@ -52,14 +53,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model(tok):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      tie_word_embeddings=False)
-    cfg._attn_implementation = "sdpa"
-    return Qwen2ForCausalLM(cfg).eval()
+    return random_qwen(len(tok), max_positions=2048)
 
 
 def _ids(tok, text):

@@ -25,7 +25,7 @@ from igsearch.rollout.agent import RolloutConfig, SearchAgent
 from igsearch.scoring import ScoreRequest, score
 from igsearch.scoring.trunk import compute_trunk_kv
 from igsearch.train.config import load_config
-from policy_fixtures import small_tokenizer
+from policy_fixtures import random_qwen, small_tokenizer
 from rollout_fixtures import EchoRetriever, ScriptedEngine
 
 GOLD = "Arno Tesk"
@@ -40,14 +40,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model(tok):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      tie_word_embeddings=False)
-    cfg._attn_implementation = "sdpa"
-    return Qwen2ForCausalLM(cfg).eval()
+    return random_qwen(len(tok))
 
 
 def random_script(rng: random.Random, max_turns: int) -> list[str]:
