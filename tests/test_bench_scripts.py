@@ -319,9 +319,10 @@ def test_warm_start_setup_key_keeps_old_builds_reusable():
     from igsearch.policy.tiny import POLICY_SIZES, policy_shape
     from igsearch.warmstart import WarmStartConfig
 
-    # a build of the base size has the key it had before the field existed (as in runs/*/setup.json)
+    # a build of the base size (by the oracle) has the key it had before the fields existed (as in runs/*/setup.json)
     legacy = replace(WarmStartConfig(), policy_size="base", steps=700)
-    assert legacy.setup_key() == {k: v for k, v in asdict(legacy).items() if k != "policy_size"}
+    assert legacy.setup_key() == {k: v for k, v in asdict(legacy).items() if k not in ("policy_size", "distractor")}
+    assert replace(WarmStartConfig(), distractor=0.6).setup_key()["distractor"] == 0.6  # a look-alike build differs
     assert WarmStartConfig().setup_key()["policy_size"] == WarmStartConfig.policy_size != "base"
     assert replace(WarmStartConfig(), policy_size="large").setup_key()["policy_size"] == "large"
     assert set(POLICY_SIZES) >= {"small", "base", "large"}
