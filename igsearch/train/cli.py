@@ -143,7 +143,8 @@ def parse_train_args(args) -> tuple:
             raise ConfigError(f"--plugin {module}: cannot import it ({e}); give a dotted module name importable "
                               "from the current directory, e.g. my_methods.novelty") from None
     cfg = load_config(config_path, overrides)
-    trained_overrides = trained_setting_overrides(cfg, overrides)
+    # a resumed run keeps its own saved settings; a new one takes the model folder's over a preset's
+    trained_overrides = trained_setting_overrides(cfg, overrides) if resume is None else []
     if trained_overrides:
         cfg = load_config(config_path, [*trained_overrides, *overrides])
     if args.out is not None:
