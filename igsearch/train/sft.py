@@ -297,9 +297,9 @@ def run_sft(
     ``out_dir`` with the settings and the loss at the start and the end.
     """
     from igsearch.data.loaders import load_qa
+    from igsearch.io import atomic_write_json
     from igsearch.policy.tiny import save_policy
     from igsearch.rollout.trained import write_rollout_settings
-    from igsearch.io import atomic_write_json
     from igsearch.train.logging import TrainProgress
 
     model_dir, world_dir, out_dir = Path(model_dir), Path(world_dir), Path(out_dir)
