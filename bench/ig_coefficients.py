@@ -243,13 +243,11 @@ def render(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    from igsearch.warmstart import WarmStartConfig
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny world, short SFT, 1 small batch")
     ap.add_argument("--batches", type=int, default=None, help="rollout batches (default 8; --quick 1)")
     ap.add_argument("--questions", type=int, default=None, help="questions per batch (default 16; --quick 4)")
-    ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps if the warm start is built (default: the warm start's, WarmStartConfig)")
+    ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps if the warm start is built (default: the replication's)")
     ap.add_argument("--entities", type=int, default=None)
     ap.add_argument("--world-seed", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
@@ -262,8 +260,12 @@ def parse_args(argv=None):
     q = args.quick
     args.batches = args.batches or (1 if q else 8)
     args.questions = args.questions or (4 if q else 16)
-    args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else WarmStartConfig.steps)
-    args.entities = args.entities if args.entities is not None else (300 if q else WarmStartConfig.entities)
+    from replicate import parse_args as replication_args
+
+    shared = replication_args(["--quick"] if q else [])  # the replication's warm start, unless told otherwise
+    args.sft_steps = args.sft_steps if args.sft_steps is not None else shared.sft_steps
+    args.entities = args.entities if args.entities is not None else shared.entities
+    args.eval_split, args.demonstrator = shared.eval_split, shared.demonstrator
     # what replicate.run_overrides reads beyond the above: one step, no evaluation
     args.steps, args.overrides, args.test_questions, args.eval_every = 1, [], 0, 0
     return args

@@ -157,6 +157,11 @@ def compact(records: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- report
 
 
+def split_standard_error(em: float, n: int) -> float:
+    """The standard error of an EM measured on ``n`` questions: sqrt(p (1 - p) / n)."""
+    return math.sqrt(max(em * (1 - em), 0.0) / max(n, 1))
+
+
 def mean_spread(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values), "n": len(values)}
@@ -335,25 +340,28 @@ def render(result: dict, agg: dict, png: list[Path], runs: dict) -> str:
         lines += ["> **SMOKE TEST (`--quick`)**: one seed, a handful of steps; these numbers are not a result.", ""]
     lines += [
         "# Replication on the synthetic world: " + " vs ".join(runs), "",
-        f"{result['device']}. From one warm start (SFT on the warm-up split, {a['sft_steps']} steps), each method "
+        f"{result['device']}. From one warm start (SFT on the warm-up split, {a['sft_steps']} steps, demonstrator "
+        f"`{a.get('demonstrator', 'oracle')}`), each method "
         f"trained for {a['steps']} steps, seeds {a['seeds']}, {a['questions']} questions x {result['config_rollouts']} "
         f"rollouts per step, the demo's RL settings otherwise (IG-Search and IGPO score the gold answer "
         f"`{result.get('ig_answer_tokens') or 'separate'}`, `ig_answer_tokens`). Test split: "
         f"{result['test_questions']} questions, greedy, one rollout each. Spread: sample std over seeds and "
-        "[min, max].", "",
+        "[min, max]. SE: the standard error of one EM on that many questions at the warm start's EM, "
+        "sqrt(p(1-p)/n); paired differences below are tighter than that.", "",
         "## Test EM per hop count (after training)", "",
     ]
     warm = result["warm_start_test"] or {}
     sources = list(next(iter(agg.values()))["test_em"])
-    head = "| data_source | warm start | " + " | ".join(f"{m} EM" for m in agg) + " | " + \
+    head = "| data_source | n (SE) | warm start | " + " | ".join(f"{m} EM" for m in agg) + " | " + \
         " | ".join(f"{m} searches" for m in agg) + " |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for s in sources:
         ws = f"{warm[s]['em']:.3f}" if s in warm else "-"
+        n = f"{warm[s]['n']} ({split_standard_error(warm[s]['em'], warm[s]['n']):.3f})" if s in warm else "-"
         cells = [f"{agg[m]['test_em'][s]['mean']:.3f} ± {agg[m]['test_em'][s]['std']:.3f} "
                  f"[{agg[m]['test_em'][s]['min']:.3f}, {agg[m]['test_em'][s]['max']:.3f}]" for m in agg]
         cells += [f"{agg[m]['test_searches'][s]['mean']:.2f}" for m in agg]
-        lines.append(f"| {s} | {ws} | " + " | ".join(cells) + " |")
+        lines.append(f"| {s} | {n} | {ws} | " + " | ".join(cells) + " |")
     lines += [""] + verdict(runs, agg, result["paired"].get("ig vs grpo"))[:-1]
     for name, cmp in result["paired"].items():
         a_name, b_name = name.split(" vs ")[1], name.split(" vs ")[0]
@@ -393,6 +401,7 @@ def render(result: dict, agg: dict, png: list[Path], runs: dict) -> str:
 def parse_args(argv=None):
     import igsearch.methods  # noqa: F401  (registers the built-in methods)
     from igsearch.algo.advantages import list_advantage_estimators
+    from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 3 steps, small world, short SFT")
@@ -402,7 +411,14 @@ def parse_args(argv=None):
     ap.add_argument("--questions", type=int, default=None, help="questions per step (default 16, as the demo; --quick 4)")
     ap.add_argument("--test-questions", type=int, default=None, help="test questions evaluated (default 300; --quick 24)")
     ap.add_argument("--eval-every", type=int, default=None, help="evaluate on test every N steps (default 10; --quick 3)")
-    ap.add_argument("--entities", type=int, default=None, help="world size (default: the demo's; --quick 300)")
+    ap.add_argument("--entities", type=int, default=None,
+                    help="world size (default 1,400: room for 1,000 dev and 1,000 test questions; --quick 300)")
+    ap.add_argument("--eval-split", type=int, default=None,
+                    help="dev and test questions each (default 1,000: a 0.03 EM difference is resolvable; --quick: "
+                         "the scaled default split)")
+    ap.add_argument("--demonstrator", default="lookalike", choices=list(DEMONSTRATORS),
+                    help="what the warm start imitates (default lookalike: the testbed where step credit can pay; "
+                         "oracle: the perfect demonstrator, which leaves RL nothing to learn)")
     ap.add_argument("--world-seed", type=int, default=0)
     add_threads_argument(ap)
     ap.add_argument("--work-dir", default=None, help="worlds/SFT/runs (default runs/replicate; --quick a temp dir)")
@@ -415,15 +431,15 @@ def parse_args(argv=None):
                     help="train nothing: report from the runs already recorded in --work-dir")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides")
     args = ap.parse_args(argv)
-    from igsearch.warmstart import WarmStartConfig
 
     q = args.quick
     args.seeds = [int(s) for s in (args.seeds or ("0" if q else "0,1,2")).split(",") if s.strip()]
     args.steps = args.steps if args.steps is not None else (3 if q else 60)
     args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else WarmStartConfig.steps)
     args.questions = args.questions if args.questions is not None else (4 if q else 16)
-    args.test_questions = args.test_questions if args.test_questions is not None else (24 if q else 300)
-    args.entities = args.entities if args.entities is not None else (300 if q else WarmStartConfig.entities)
+    args.eval_split = args.eval_split if args.eval_split is not None else (0 if q else 1000)
+    args.test_questions = args.test_questions if args.test_questions is not None else (24 if q else args.eval_split)
+    args.entities = args.entities if args.entities is not None else (300 if q else 1400)
     args.eval_every = args.eval_every if args.eval_every is not None else (3 if q else 10)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.methods:
@@ -433,16 +449,25 @@ def parse_args(argv=None):
     return args
 
 
+def warm_start_config(args):
+    """The warm start's settings: the demo's, with the benchmark's SFT steps, world size, eval split and
+    demonstrator."""
+    from dataclasses import replace
+
+    from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
+
+    return replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities, eval_split_size=args.eval_split,
+                   distractor=DEMONSTRATORS[args.demonstrator])
+
+
 def prepare(args, root: Path):
     """World, tiny policy and warm start under ``root``; reused when ``root/setup.json`` matches.
 
     Returns (world_dir, sft_dir, manifest, setup_seconds)."""
-    from dataclasses import replace
-
-    from igsearch.warmstart import WarmStartConfig, build_warm_start
+    from igsearch.warmstart import build_warm_start
 
     t0 = time.perf_counter()
-    ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities)
+    ws_cfg = warm_start_config(args)
     key = {"world_seed": args.world_seed, "warm_start": ws_cfg.setup_key()}
     setup_file = root / "setup.json"
     setup = json.loads(setup_file.read_text()) if setup_file.exists() else None
@@ -451,7 +476,7 @@ def prepare(args, root: Path):
         print(f"[replicate] reusing the world and warm start of {setup_file} (settings match)", flush=True)
         sft, world = Path(setup["sft"]), Path(setup["world"])
     else:
-        ws = build_warm_start(root, seed=args.world_seed, config=ws_cfg, progress=False,
+        ws = build_warm_start(root, seed=args.world_seed, config=ws_cfg, progress=True,
                               log=lambda msg: print(f"[replicate] {msg}", flush=True))
         sft, world = ws["sft"], ws["world"]
         atomic_write_text(setup_file, json.dumps({"key": key, "sft": str(sft), "world": str(world)}, default=str))
@@ -539,7 +564,8 @@ def main(argv=None) -> int:
         "device": device_name("cpu") if not torch.cuda.is_available() else device_name("cuda"),
         "torch": torch.__version__,
         "args": {"quick": args.quick, "seeds": args.seeds, "steps": args.steps, "sft_steps": args.sft_steps,
-                 "questions": args.questions, "eval_every": args.eval_every, "overrides": args.overrides},
+                 "questions": args.questions, "eval_every": args.eval_every, "overrides": args.overrides,
+                 "demonstrator": args.demonstrator, "entities": args.entities, "eval_split": args.eval_split},
         "world": {"entities": manifest["n_entities"], "splits": manifest["splits"]},
         "config_rollouts": config_rollouts,
         "ig_answer_tokens": answer_tokens,

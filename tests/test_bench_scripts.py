@@ -162,10 +162,7 @@ def test_ig_coefficients_rule():
 def test_ig_coefficients_samples_with_the_replications_ig_run(tmp_path, monkeypatch):
     """The sampling path's setup, without sampling: it finds the warm start the replication built with its
     defaults (rather than building another) and samples with the replication's IG-Search config."""
-    from dataclasses import replace
-
     import igsearch.warmstart
-    from igsearch.warmstart import WarmStartConfig
 
     mod = load("ig_coefficients")
     monkeypatch.syspath_prepend(str(BENCH))  # as when run as a script: `from replicate import ...`
@@ -174,8 +171,7 @@ def test_ig_coefficients_samples_with_the_replications_ig_run(tmp_path, monkeypa
     world, sft = tmp_path / "world", tmp_path / "sft"
     world.mkdir()
     (world / "manifest.json").write_text("{}")
-    key = {"world_seed": rep.world_seed,
-           "warm_start": replace(WarmStartConfig(), steps=rep.sft_steps, entities=rep.entities).setup_key()}
+    key = {"world_seed": rep.world_seed, "warm_start": load("replicate").warm_start_config(rep).setup_key()}
     (tmp_path / "setup.json").write_text(json.dumps({"key": key, "sft": str(sft), "world": str(world)}))
     cfg = mod.probe_config(mod.parse_args(["--seed", "3"]), tmp_path)
     assert (cfg.method, cfg.seed, cfg.steps, cfg.eval_every) == ("ig", 3, 1, 0)
@@ -321,8 +317,9 @@ def test_warm_start_setup_key_keeps_old_builds_reusable():
 
     # a build of the base size (by the oracle) has the key it had before the fields existed (as in runs/*/setup.json)
     legacy = replace(WarmStartConfig(), policy_size="base", steps=700)
-    assert legacy.setup_key() == {k: v for k, v in asdict(legacy).items() if k not in ("policy_size", "distractor")}
+    assert legacy.setup_key() == {k: v for k, v in asdict(legacy).items() if k not in ("policy_size", "distractor", "eval_split_size")}
     assert replace(WarmStartConfig(), distractor=0.6).setup_key()["distractor"] == 0.6  # a look-alike build differs
+    assert replace(WarmStartConfig(), eval_split_size=1000).setup_key()["eval_split_size"] == 1000
     assert WarmStartConfig().setup_key()["policy_size"] == WarmStartConfig.policy_size != "base"
     assert replace(WarmStartConfig(), policy_size="large").setup_key()["policy_size"] == "large"
     assert set(POLICY_SIZES) >= {"small", "base", "large"}
