@@ -103,9 +103,11 @@ def sample_batches(args, root: Path):
 
 def effects(batches: list[dict], beta: float, clip: float | None, norm: str = "group") -> dict:
     """What the step term does at (beta, clip): the shares and ratio described in the module docstring."""
+    import igsearch.methods  # noqa: F401  (registers the ig estimator)
     from igsearch.algo.advantages import AdvantageConfig, AdvantageInput, compute_advantages
+    from igsearch.ig.config import IGConfig
 
-    cfg = AdvantageConfig(method="ig", ig_beta=beta, ig_clip=clip, ig_norm=norm)
+    cfg = AdvantageConfig(method="ig").with_options(IGConfig(ig_beta=beta, ig_clip=clip, ig_norm=norm))
     tok = {"success": [0, 0], "failure": [0, 0]}  # [flipped tokens, tokens]
     steps = {"success": [0, 0], "failure": [0, 0]}  # [flipped steps, steps]
     all_fail_abs, mixed_abs, clipped, scored = [], [], 0.0, 0.0

@@ -12,13 +12,19 @@ from igsearch.algo.advantages import (
     compute_advantages,
     get_advantage_estimator,
     group_normalized_rewards,
-    grpo_advantages,
     list_advantage_estimators,
-    normalize_step_ig,
     per_token_advantages,
     register_advantage_estimator,
 )
 from igsearch.algo.rewards import trajectory_reward
+from igsearch.ig.config import IGConfig
+from igsearch.methods.grpo import grpo_advantages
+from igsearch.methods.ig import normalize_step_ig
+
+
+def ig_config(**knobs) -> AdvantageConfig:
+    """The ``ig`` estimator with IG-Search's knobs (the run config's ``ig`` section) set to ``knobs``."""
+    return AdvantageConfig(method="ig").with_options(IGConfig(**knobs))
 
 
 def _sample_std(xs):
@@ -62,7 +68,7 @@ def test_all_fail_group_ig_nonzero_on_query_tokens_grpo_exactly_zero():
     step_ig = [[0.8, -0.1], [0.2, None], [-0.5, 0.4], [0.3, 0.1], [0.0, -0.2], [0.6, 0.5]]
     inp = _batch(step_ig, rewards=(0.0,) * 6)
     T = 16
-    ig = compute_advantages(inp, AdvantageConfig(method="ig", ig_beta=0.5))
+    ig = compute_advantages(inp, ig_config(ig_beta=0.5))
     grpo = compute_advantages(inp, AdvantageConfig(method="grpo"))
     a_ig = per_token_advantages(ig, None, T)
     a_grpo = per_token_advantages(grpo, 0.5, T)
@@ -82,7 +88,7 @@ def test_all_fail_group_ig_nonzero_on_query_tokens_grpo_exactly_zero():
 def test_ig_group_normalisation_and_clip():
     step_ig = [[0.8, -0.1], [0.2, None], [-0.5, 0.4], [3.0, 0.1], [0.0, -0.2], [0.6, 0.5]]
     inp = _batch(step_ig)
-    cfg = AdvantageConfig(method="ig", ig_beta=1.0, ig_clip=1.5)
+    cfg = ig_config(ig_beta=1.0, ig_clip=1.5)
     out = compute_advantages(inp, cfg)
     # group 7: scored values 0.8, -0.1, 0.2, -0.5, 0.4
     g = [0.8, -0.1, 0.2, -0.5, 0.4]
@@ -104,9 +110,9 @@ def test_ig_group_normalisation_and_clip():
 def test_ig_batch_and_none_norm_and_inverse_length():
     step_ig = [[0.8, -0.1], [0.2, None], [-0.5, 0.4], [0.3, 0.1], [0.0, -0.2], [0.6, 0.5]]
     inp = _batch(step_ig)
-    none = compute_advantages(inp, AdvantageConfig(ig_norm="none", ig_clip=None))
+    none = compute_advantages(inp, ig_config(ig_norm="none", ig_clip=None))
     assert float(none.span_values[0]) == pytest.approx(0.8)
-    inv = compute_advantages(inp, AdvantageConfig(ig_norm="none", ig_clip=None, span_weight="inverse_length"))
+    inv = compute_advantages(inp, ig_config(ig_norm="none", ig_clip=None, span_weight="inverse_length"))
     assert float(inv.span_values[0]) == pytest.approx(0.8 / 3)  # span (2, 5)
     batch = normalize_step_ig(step_ig, inp.group_ids, norm="batch", clip=None)[0]
     flat = [v for row in batch for v in row if v is not None]

@@ -107,23 +107,48 @@ def test_sections_are_owned_by_their_modules_and_named_flat_or_dotted(tmp_path):
     cfg = load_config(None, ["model_path=m", "ig_beta=0.3", "method=grpo", "loss.loss_agg=seq-mean-token-sum",
                              "ig_scorer=naive"])
     assert isinstance(cfg.advantage, AdvantageConfig) and isinstance(cfg.loss, LossConfig) and isinstance(cfg.ig, IGConfig)
-    assert cfg.advantage.method == "grpo" and cfg.advantage.ig_beta == 0.3 and cfg.ig.ig_scorer == "naive"
+    assert cfg.advantage.method == "grpo" and cfg.ig.ig_beta == 0.3 and cfg.ig.ig_scorer == "naive"
     assert cfg.loss.loss_agg == "seq-mean-token-sum" and cfg.method == "grpo"  # flat reads are the same field
     cfg.method = "rloo"
     assert cfg.advantage.method == "rloo" and "method" not in vars(cfg)
     nested = tmp_path / "nested.yaml"
-    nested.write_text("model_path: m\nadvantage:\n  ig_beta: 0.7\n  method: igpo\nkl_coef: 0.01\n")
+    nested.write_text("model_path: m\nig:\n  ig_beta: 0.7\nadvantage:\n  method: igpo\nkl_coef: 0.01\n")
     loaded = load_config(nested)
-    assert (loaded.advantage.ig_beta, loaded.method, loaded.loss.kl_coef) == (0.7, "igpo", 0.01)
+    assert (loaded.ig.ig_beta, loaded.method, loaded.loss.kl_coef) == (0.7, "igpo", 0.01)
     assert "advantage:" in (cfg.save(tmp_path / "saved.yaml")).read_text()  # saved nested
     # a flat config.json written before the sections existed still loads
     flat = {"model_path": "m", "ig_beta": 0.2, "loss_agg": "token-mean", "method": "ig", "lr": 0.5}
     old = TrainConfig.from_dict(flat)
-    assert (old.advantage.ig_beta, old.lr) == (0.2, 0.5)
+    assert (old.ig.ig_beta, old.lr) == (0.2, 0.5)
     with pytest.raises(ConfigError, match="field 'ig_norm': expected one of"):
-        load_config(None, ["model_path=m", "advantage.ig_norm=sideways"])
+        load_config(None, ["model_path=m", "ig.ig_norm=sideways"])
     with pytest.raises(ConfigError, match="unknown field 'advantage.nope'"):
         load_config(None, ["model_path=m", "advantage.nope=1"])
+
+
+def test_method_sections_are_named_after_their_method_and_old_names_still_load(tmp_path):
+    """GiGPO's and IGPO's knobs are their own sections (dotted or nested in YAML), handed to their
+    estimators; the names of older versions (flat ``gigpo_omega``, ``advantage.ig_beta``, nested
+    under ``advantage:`` in a checkpoint's config.json) load into them."""
+    from igsearch.methods.gigpo import GiGPOConfig
+
+    cfg = load_config(None, ["model_path=m", "method=gigpo", "gigpo.omega=0.8", "igpo.gamma=0.5"])
+    assert cfg.method_options() == GiGPOConfig(omega=0.8) and cfg.method_options("igpo").gamma == 0.5
+    assert cfg.method_options("ig") is cfg.ig and cfg.method_options("grpo") is None
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("model_path: m\ngigpo:\n  gamma: 0.9\n")
+    assert load_config(yaml_file).methods["gigpo"] == GiGPOConfig(gamma=0.9)
+    again = TrainConfig.from_dict(cfg.to_dict())  # a checkpoint's config.json round trip
+    assert again.methods == cfg.methods and again.ig == cfg.ig
+    old = TrainConfig.from_dict({"model_path": "m", "gigpo_omega": 0.3,
+                                 "advantage": {"method": "igpo", "igpo_gamma": 0.7, "ig_beta": 0.1}})
+    assert (old.methods["gigpo"].omega, old.method_options().gamma, old.ig.ig_beta) == (0.3, 0.7, 0.1)
+    assert load_config(None, ["model_path=m", "advantage.ig_clip=1.5"]).ig.ig_clip == 1.5
+    with pytest.raises(ConfigError, match="unknown field 'gigpo.nope'"):
+        load_config(None, ["model_path=m", "gigpo.nope=1"])
+    with pytest.raises(ConfigError, match="'gamma'"):
+        load_config(None, ["model_path=m", "gigpo.gamma=2"])
+    assert "gigpo.omega (a float, default 1.0)" in describe_config()
 
 
 def test_every_config_field_is_read_somewhere():

@@ -15,7 +15,8 @@ from igsearch.algo.advantages import (
     per_token_advantages,
 )
 from igsearch.algo.step_scores import list_step_scorers
-from igsearch.methods.igpo import turn_rewards
+from igsearch.methods.gigpo import GiGPOConfig
+from igsearch.methods.igpo import IGPOConfig, turn_rewards
 
 
 def _sd(xs):  # sample std, as every estimator uses
@@ -59,7 +60,7 @@ def _gigpo_batch():
 
 def test_gigpo_episode_plus_anchor_group_advantages():
     gamma, omega = 0.5, 0.7
-    out = compute_advantages(_gigpo_batch(), AdvantageConfig(method="gigpo", gigpo_gamma=gamma, gigpo_omega=omega))
+    out = compute_advantages(_gigpo_batch(), AdvantageConfig(method="gigpo").with_options(GiGPOConfig(gamma=gamma, omega=omega)))
     R = [1.0, 0.0, 1.0]
     a_e = [_z(r, R) for r in R]
     # discounted returns of each turn: gamma^(K - 1 - k) * R
@@ -93,7 +94,7 @@ def test_igpo_turn_rewards_normalised_in_group_then_accumulated():
         turn_spans=[[(0, 3), (5, 8), (10, 12)], [(0, 3)]],
         scores={"turn_gain": [[0.2, 0.3], [-0.1]]},
     )
-    out = compute_advantages(inp, AdvantageConfig(method="igpo", igpo_gamma=gamma))
+    out = compute_advantages(inp, AdvantageConfig(method="igpo").with_options(IGPOConfig(gamma=gamma)))
     r_a, r_b = [0.2, 0.3, 1.0], [-0.1 + 0.0]
     pool = r_a + r_b
     n_a, n_b = [_z(v, pool) for v in r_a], [_z(v, pool) for v in r_b]

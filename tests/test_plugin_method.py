@@ -1,7 +1,8 @@
 """Step-reward methods as plug-ins, end to end through the trainer (HF engine, scripted policy).
 
-- A method written in this file (a step scorer and an estimator that needs it) trains one step:
-  the trainer runs exactly the scorers the estimator declared.
+- A method written in this file (a step scorer, an estimator that needs it and a config section
+  of its own knob) trains one step: the trainer runs exactly the scorers the estimator declared,
+  and the knob set in a YAML preset reaches the estimator.
 - Every registered method trains one step on the same setup.
 - IGPO's turn gains from one tree-scorer call equal scoring each turn prefix on its own.
 - IG's steps built from the rollout's token-span record agree with the text parser.
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ from igsearch.algo.advantages import (
     register_advantage_estimator,
 )
 from igsearch.algo.step_scores import StepScores, register_step_scorer
+from igsearch.config_fields import config_field
 from igsearch.train.logging import read_metrics
 from test_trainer import make_config, setup  # noqa: F401  (module fixture: world + scripted policy)
 
@@ -35,23 +38,31 @@ def query_length(batch) -> StepScores:
                       {"mean": 1.0})
 
 
-@register_advantage_estimator("test_short_queries", needs={"test_query_length"})
+@dataclass
+class ShortQueriesConfig:
+    """The method's own knob: the run config's ``test_short_queries`` section."""
+
+    per_token: float = config_field(0.1, "Step reward per query token (negative: short queries are better).")
+
+
+@register_advantage_estimator("test_short_queries", needs={"test_query_length"}, config=ShortQueriesConfig)
 def short_queries(inp, cfg) -> AdvantageOutput:
-    """A toy step reward: every query span gets -length/10, nothing at trajectory level."""
+    """A toy step reward: every query span gets -length * per_token, nothing at trajectory level."""
     lengths = inp.per_step("test_query_length", "test_short_queries")
     rows, values = [], []
     for i, (row, spans) in enumerate(zip(lengths, inp.query_spans)):
         for v, (s, e) in zip(row, spans):
             rows.append((i, s, e))
-            values.append(-v / 10)
+            values.append(-v * cfg.options.per_token)
     spans_t, values_t = (torch.tensor(rows), torch.tensor(values)) if rows else empty_spans()
+    CALLS.append(f"per_token={cfg.options.per_token}")
     return AdvantageOutput(torch.zeros(len(inp.rewards)), spans_t, values_t, beta=1.0, stats={"test/n": len(rows)})
 
 
-def _train_one_step(setup, method, name):  # noqa: F811
+def _train_one_step(setup, method, name, cfg=None):  # noqa: F811
     from igsearch.train.trainer import Trainer
 
-    trainer = Trainer(make_config(setup, method=method, engine="hf", steps=1, checkpoint_every=10), setup / name)
+    trainer = Trainer(cfg or make_config(setup, method=method, engine="hf", steps=1, checkpoint_every=10), setup / name)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     phases = []
     trainer.add_hook(lambda phase, batch, tr: phases.append(phase))
@@ -64,10 +75,20 @@ def _train_one_step(setup, method, name):  # noqa: F811
     return row, changed, phases
 
 
-def test_a_method_written_outside_the_trainer_trains(setup):  # noqa: F811
+def test_a_method_written_outside_the_trainer_trains(setup, tmp_path):  # noqa: F811
+    import yaml
+
+    from igsearch.train.config import load_config
+
     CALLS.clear()
-    row, changed, phases = _train_one_step(setup, "test_short_queries", "run-plugin")
-    assert CALLS == ["test_query_length"]
+    # a preset that names the method and sets its knob in the method's own section
+    base = make_config(setup, method="test_short_queries", engine="hf", steps=1, checkpoint_every=10).to_dict()
+    del base["methods"]
+    preset = tmp_path / "plugin.yaml"
+    preset.write_text(yaml.safe_dump(base) + "test_short_queries:\n  per_token: 0.25\n")
+    cfg = load_config(preset)
+    row, changed, phases = _train_one_step(setup, "test_short_queries", "run-plugin", cfg)
+    assert CALLS == ["test_query_length", "per_token=0.25"]
     assert phases == ["rollout", "reward", "score_steps", "advantages", "update", "sync"]
     assert row["test_query_length/mean"] == 1.0 and row["test/n"] > 0 and "time/score/test_query_length" in row
     assert changed and row["grad_norm"] > 0  # all groups fail, yet the step reward moves the policy

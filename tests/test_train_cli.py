@@ -42,7 +42,8 @@ def test_plugin_module_registers_its_method_before_the_config_is_read(tmp_path, 
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "halved.py").write_text(
-        "from igsearch.algo.advantages import grpo_advantages, register_advantage_estimator\n"
+        "from igsearch.algo.advantages import register_advantage_estimator\n"
+        "from igsearch.methods.grpo import grpo_advantages\n"
         "@register_advantage_estimator('test_halved_grpo')\n"
         "def halved(inp, cfg):\n"
         "    out = grpo_advantages(inp, cfg)\n"

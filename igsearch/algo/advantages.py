@@ -1,31 +1,28 @@
-"""Advantage estimators (docs/DESIGN.md section 4) behind a registry, so other step-reward methods plug in by name.
+"""Advantage estimators (docs/DESIGN.md section 4) behind a registry, so step-reward methods plug in by name.
 
-An estimator maps an ``AdvantageInput`` (rewards, GRPO groups, optional step IG and the token span
-of each step's query) and an ``AdvantageConfig`` to an ``AdvantageOutput``: one advantage per
-sequence plus a span table of per-token additions. The per-token advantage it stands for is
+An estimator maps an ``AdvantageInput`` (rewards, GRPO groups, the step scores it declared it needs
+and the token span of each step's query) and an ``AdvantageConfig`` to an ``AdvantageOutput``: one
+advantage per sequence plus a span table of per-token additions. The per-token advantage it stands for is
 
     A[i, k] = seq_adv[i] + beta * sum over spans (i, start, end, v) with start <= k < end of v
 
 which the loss kernel (``igsearch_kernels.span_advantage_loss``) applies without materialising
 [B, T]; ``per_token_advantages`` materialises it for tests and logging.
 
-Group statistics use the sample standard deviation (Bessel-corrected, ``ddof=1``), as the GRPO of
-verl / Search-R1 and TRL do (``torch.std``); a group with a single member has std 0 and therefore
-advantage 0 (no relative signal), and so has a group whose step IGs are all equal.
+This module is the core every method shares: the registry, the input and output, and the group
+statistics. Group statistics use the sample standard deviation (Bessel-corrected, ``ddof=1``), as the
+GRPO of verl / Search-R1 and TRL do (``torch.std``); a group with a single member has std 0 and
+therefore advantage 0 (no relative signal).
 
-Built-in estimators:
-
-- ``grpo``: trajectory-level GRPO, ``A_i = (R_i - mean_g R) / (std_g R + eps)`` (``scale="none"``:
-  ``R_i - mean_g R``); the span table is empty.
-- ``ig``: the same ``A_i`` plus, for every step t of rollout i with an IG value, a span over the
-  step's query tokens (``<search> ... </search>``) with value ``IGn[i, t]`` (or
-  ``IGn[i, t] / |span|`` with ``span_weight="inverse_length"``). ``IGn`` is the step IG z-scored over
-  all scored steps of the group (``ig_norm="group"``) or of the batch (``"batch"``) or left raw
-  (``"none"``), then clipped to ``[-ig_clip, ig_clip]``. Steps whose IG is None get no span.
+The methods themselves, built-in ones included, are one file each in ``igsearch.methods``: an
+estimator registered with the step scorers it ``needs`` and, when it has knobs, the dataclass of its
+own config section (``config=``), which the run config names after the method (``gigpo.omega``) and
+the estimator reads as ``cfg.options``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -34,24 +31,27 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-#: the choices of AdvantageConfig.scale, .ig_norm and .span_weight
+#: the choices of AdvantageConfig.adv_scale
 ADV_SCALES = ("std", "none")
-IG_NORMS = ("group", "batch", "none")
-SPAN_WEIGHTS = ("uniform", "inverse_length")
 
 AdvantageEstimator = Callable[["AdvantageInput", "AdvantageConfig"], "AdvantageOutput"]
 
 _ESTIMATORS: dict[str, AdvantageEstimator] = {}
 _NEEDS: dict[str, frozenset[str]] = {}
+_CONFIGS: dict[str, type] = {}
 
 
 def register_advantage_estimator(
-    name: str, *, needs: Iterable[str] = ()
+    name: str, *, needs: Iterable[str] = (), config: type | None = None
 ) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
     """Decorator registering ``fn(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput`` as ``name``.
 
     ``needs``: names of the step scorers (``igsearch.algo.step_scores``) whose values the estimator
     reads from ``inp.scores``; the trainer runs exactly those scorers before calling it.
+    ``config``: the dataclass of the method's own knobs (fields made with
+    ``igsearch.config_fields.config_field``, an optional ``validate(where)``). The run config holds
+    one section of it named after the method (YAML ``name: {field: value}``, override
+    ``name.field=value``), and the estimator reads the run's values as ``cfg.options``.
     Registering a name twice with a different function is an error (guards against silent
     shadowing); re-registering the same function is allowed (module reloads).
     """
@@ -62,6 +62,10 @@ def register_advantage_estimator(
             raise ValueError(f"advantage estimator {name!r} is already registered ({_origin(old)})")
         _ESTIMATORS[name] = fn
         _NEEDS[name] = frozenset(needs)
+        if config is not None:
+            _CONFIGS[name] = config
+        else:
+            _CONFIGS.pop(name, None)
         return fn
 
     return decorator
@@ -92,9 +96,16 @@ def list_advantage_estimators() -> list[str]:
     return sorted(_ESTIMATORS)
 
 
+def estimator_config_classes() -> dict[str, type]:
+    """Method name -> the dataclass of its own config section, for the methods registered with one."""
+    return dict(_CONFIGS)
+
+
 @dataclass
 class AdvantageConfig:
-    """The ``advantage`` section of the run config: which estimator, and the knobs estimators read."""
+    """The ``advantage`` section of the run config: which estimator, and the group normalisation every
+    estimator shares. A method's own knobs live in its own section (``register_advantage_estimator(config=)``),
+    carried here as ``options``."""
 
     method: str = config_field(
         "ig", "Advantage estimator by registry name: ig (GRPO + step information gain) | grpo (trajectory-level "
@@ -102,29 +113,30 @@ class AdvantageConfig:
               "turn-level gain) | any name registered with register_advantage_estimator.")
     adv_scale: str = config_field("std", "GRPO group advantage: std ((R - mean) / (std + eps)) | none (R - mean).")
     adv_eps: float = config_field(1e-6, "Epsilon added to the group standard deviations.")
-    ig_beta: float = config_field(0.5, "beta: weight of the normalised step IG added to the query-span tokens' "
-                                       "advantage (default measured by bench/ig_coefficients.py).")
-    ig_norm: str = config_field("group", "Step-IG normalisation: group (z-score per group) | batch (z-score per "
-                                         "batch) | none.")
-    ig_clip: float | None = config_field(2.0, "c: normalised step IG is clipped to [-c, c]; none disables clipping "
-                                              "(default measured by bench/ig_coefficients.py).")
-    span_weight: str = config_field("uniform", "Weight of a query-span token: uniform (1) | inverse_length (1 / |span|).")
-    gigpo_omega: float = config_field(1.0, "GiGPO: weight omega of the step-level (anchor-state group) advantage.")
-    gigpo_gamma: float = config_field(0.95, "GiGPO: discount gamma of the episode reward back to earlier turns.")
-    igpo_gamma: float = config_field(1.0, "IGPO: discount gamma of the cumulative normalised turn rewards.")
 
     def validate(self, where: str = "advantage") -> "AdvantageConfig":
         """ConfigError naming ``where`` and the field for a value out of range; returns self. (Whether
         ``method`` is registered is checked where the registry is complete: the trainer.)"""
         check_choice(where, "adv_scale", self.adv_scale, ADV_SCALES)
-        check_choice(where, "ig_norm", self.ig_norm, IG_NORMS)
-        check_choice(where, "span_weight", self.span_weight, SPAN_WEIGHTS)
         check_range(where, "adv_eps", self.adv_eps, low=0)
-        if self.ig_clip is not None:
-            check_range(where, "ig_clip", self.ig_clip, low=0, low_open=True)
-        for name in ("gigpo_gamma", "igpo_gamma"):
-            check_range(where, name, getattr(self, name), low=0, low_open=True, high=1)
         return self
+
+    def with_options(self, options: Any) -> "AdvantageConfig":
+        """A copy that carries ``options``, the method's own config section (an instance of the class it
+        registered with ``config=``), as the run config set it."""
+        out = dataclasses.replace(self)
+        out.__dict__["_options"] = options
+        return out
+
+    @property
+    def options(self) -> Any:
+        """The method's own settings: those attached by :meth:`with_options`, else the defaults of the class
+        it registered (None for a method without one)."""
+        attached = self.__dict__.get("_options")
+        if attached is not None:
+            return attached
+        cls = _CONFIGS.get(self.method)
+        return cls() if cls is not None else None
 
 
 @dataclass
@@ -321,103 +333,9 @@ def group_normalized_rewards(
     return adv, stats
 
 
-def normalize_step_ig(
-    step_ig: Sequence[Sequence[float | None]],
-    group_ids: Sequence[int],
-    *,
-    norm: str = "group",
-    clip: float | None = 2.0,
-    eps: float = 1e-6,
-) -> tuple[list[list[float | None]], dict[str, float]]:
-    """IGn with the same layout as ``step_ig`` (None stays None), plus statistics.
-
-    ``norm="group"``: (IG - mean) / (std + eps) over all scored steps of the rollouts of a group;
-    ``"batch"``: the same over every scored step of the batch; ``"none"``: raw IG. Then clipped to
-    [-clip, clip] unless ``clip`` is None.
-    """
-    if norm not in IG_NORMS:
-        raise ValueError(f"unknown IG normalisation {norm!r}; expected one of {list(IG_NORMS)}")
-    for row in step_ig:
-        for v in row:
-            if v is not None and not math.isfinite(float(v)):
-                raise ValueError(f"step IG must be finite or None, got {v}")
-    if norm == "group":
-        pools = list(group_index(group_ids).values())
-    elif norm == "batch":
-        pools = [list(range(len(step_ig)))]
-    else:
-        pools = []
-    out: list[list[float | None]] = [[None if v is None else float(v) for v in row] for row in step_ig]
-    for members in pools:
-        scored = [float(v) for i in members for v in step_ig[i] if v is not None]
-        if not scored:
-            continue
-        mean, std = mean_std(scored)
-        for i in members:
-            out[i] = [None if v is None else (v - mean) / (std + eps) for v in out[i]]
-    raw = [float(v) for row in step_ig for v in row if v is not None]
-    n_clipped = 0
-    if clip is not None:
-        for row in out:
-            for t, v in enumerate(row):
-                if v is not None and abs(v) > clip:
-                    row[t] = max(-clip, min(clip, v))
-                    n_clipped += 1
-    normed = [v for row in out for v in row if v is not None]
-    n_steps = sum(len(row) for row in step_ig)
-    stats = {
-        "ig/mean": sum(raw) / len(raw) if raw else 0.0,
-        "ig/std": mean_std(raw)[1] if raw else 0.0,
-        "ig/min": min(raw) if raw else 0.0,
-        "ig/max": max(raw) if raw else 0.0,
-        "ig/scored_steps": float(len(raw)),
-        "ig/scored_frac": len(raw) / n_steps if n_steps else 0.0,
-        "ig/positive_frac": sum(v > 0 for v in raw) / len(raw) if raw else 0.0,
-        "ig/norm_abs_mean": sum(abs(v) for v in normed) / len(normed) if normed else 0.0,
-        "ig/clip_frac": n_clipped / len(normed) if normed else 0.0,
-    }
-    return out, stats
-
-
 # ------------------------------------------------------------------------------------------------
-# Built-in estimators
+# Helpers for estimators
 
 
 def empty_spans() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.float32)
-
-
-@register_advantage_estimator("grpo")
-def grpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
-    """Trajectory-level GRPO: one advantage per rollout, no spans."""
-    seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.adv_scale, eps=cfg.adv_eps)
-    spans, values = empty_spans()
-    return AdvantageOutput(seq_adv, spans, values, beta=0.0, stats=stats)
-
-
-@register_advantage_estimator("ig", needs={"step_ig"})
-def ig_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
-    """GRPO plus normalised step IG on the query tokens of each scored step."""
-    step_ig = inp.per_step("step_ig", "ig")
-    if cfg.span_weight not in SPAN_WEIGHTS:
-        raise ValueError(f"unknown span weighting {cfg.span_weight!r}; expected one of {list(SPAN_WEIGHTS)}")
-    seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.adv_scale, eps=cfg.adv_eps)
-    ign, ig_stats = normalize_step_ig(
-        step_ig, inp.group_ids, norm=cfg.ig_norm, clip=cfg.ig_clip, eps=cfg.adv_eps
-    )
-    stats.update(ig_stats)
-    rows: list[tuple[int, int, int]] = []
-    values: list[float] = []
-    for i, (row, spans) in enumerate(zip(ign, inp.query_spans)):
-        for v, (start, end) in zip(row, spans):
-            if v is None or end <= start:
-                continue
-            rows.append((i, int(start), int(end)))
-            values.append(v / (end - start) if cfg.span_weight == "inverse_length" else v)
-    if rows:
-        span_t = torch.tensor(rows, dtype=torch.long)
-        value_t = torch.tensor(values, dtype=torch.float32)
-    else:
-        span_t, value_t = empty_spans()
-    stats["ig/span_tokens"] = float(sum(e - s for _, s, e in rows))
-    return AdvantageOutput(seq_adv, span_t, value_t, beta=float(cfg.ig_beta), stats=stats)

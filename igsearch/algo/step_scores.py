@@ -15,7 +15,8 @@ The trainer runs exactly the scorers the chosen estimator needs, under the rollo
 before the update), and passes their values as ``AdvantageInput.scores[name]``. The scorer owns the
 metric keys it returns (they are logged as ``<name>/<key>``).
 
-Built in: ``step_ig`` (here); ``turn_gain`` and ``anchor_state`` in ``igsearch.methods``.
+Built in, beside the methods that need them in ``igsearch.methods``: ``step_ig`` (``ig``), ``turn_gain``
+(``igpo``) and ``anchor_state`` (``gigpo``).
 """
 
 from __future__ import annotations
@@ -133,33 +134,3 @@ def ig_scorer_problem(config) -> str | None:
     if config.ig.ig_scorer == "vllm" and config.generation.engine != "vllm":
         return f"ig_scorer=vllm scores on the vLLM rollout engine, but engine={config.generation.engine!r}"
     return None
-
-
-def _check_step_ig(config) -> str | None:
-    if config.template != "refine":
-        return (f"step IG scores <documents>/<refine> steps, which template={config.template!r} does not write; "
-                "use template=refine")
-    return ig_scorer_problem(config)
-
-
-@register_step_scorer("step_ig", per="step", check=_check_step_ig)
-def step_information_gain(batch: ScoringBatch) -> StepScores:
-    """IG-Search's step IG (docs/DESIGN.md section 3) of every search step, under the rollout weights.
-
-    Contexts are built from the rollout's step record (``Trajectory.steps``), so step k of the IG is
-    step k of the record by construction.
-    """
-    from igsearch.ig import information_gain_of_trajectories
-    from igsearch.ig.config import ig_draw_seed
-
-    ig = batch.config.ig  # the run config's ``ig`` section (igsearch.ig.config.IGConfig)
-    res = information_gain_of_trajectories(
-        batch.trajectories, batch.model, batch.tokenizer,
-        n_random=ig.ig_n_random, head_tokens=ig.ig_head_tokens, head_weight=ig.ig_head_weight,
-        max_gold_variants=ig.ig_max_gold_variants, max_context_tokens=ig.ig_max_context_tokens,
-        answer_tokens=ig.ig_answer_tokens, seed=ig_draw_seed(batch.config.seed, batch.step), scorer=ig.ig_scorer,
-        trunks=batch.trunk_kv if ig.ig_scorer == "trunk" else None,
-        scorer_options={"engine": batch.engine} if ig.ig_scorer == "vllm" else None)
-    stats = {k: float(v) for k, v in res.stats.items()
-             if k in ("real_mean", "baseline_mean", "tokens_forwarded") and v is not None}
-    return StepScores([list(row) for row in res.step_ig], stats)

@@ -1,4 +1,6 @@
-"""The ``ig`` section of the run config: how step information gain is scored (docs/DESIGN.md section 3)."""
+"""The ``ig`` section of the run config: IG-Search's own settings. How step information gain is scored
+(docs/DESIGN.md section 3; IGPO's turn gains share these) and how the ``ig`` estimator
+(``igsearch.methods.ig``) adds it to the advantage (section 4)."""
 
 from __future__ import annotations
 
@@ -6,10 +8,23 @@ from dataclasses import dataclass
 
 from igsearch.config_fields import check_choice, check_range, config_field
 
+#: the choices of IGConfig.ig_norm and .span_weight
+IG_NORMS = ("group", "batch", "none")
+SPAN_WEIGHTS = ("uniform", "inverse_length")
+
 
 @dataclass
 class IGConfig:
-    """Settings of ``information_gain_of_rollouts`` as the trainer's ``step_ig`` scorer uses them."""
+    """IG-Search's settings: the step term of the advantage (``ig_beta`` ... ``span_weight``), then how the
+    ``step_ig`` scorer runs ``information_gain_of_trajectories``."""
+
+    ig_beta: float = config_field(0.5, "beta: weight of the normalised step IG added to the query-span tokens' "
+                                       "advantage (default measured by bench/ig_coefficients.py).")
+    ig_norm: str = config_field("group", "Step-IG normalisation: group (z-score per group) | batch (z-score per "
+                                         "batch) | none.")
+    ig_clip: float | None = config_field(2.0, "c: normalised step IG is clipped to [-c, c]; none disables clipping "
+                                              "(default measured by bench/ig_coefficients.py).")
+    span_weight: str = config_field("uniform", "Weight of a query-span token: uniform (1) | inverse_length (1 / |span|).")
 
     ig_n_random: int = config_field(3, "Counterfactual (documents, refine) pairs drawn per step.")
     ig_head_tokens: int = config_field(3, "Number of leading gold-answer tokens weighted by ig_head_weight.")
@@ -32,6 +47,10 @@ class IGConfig:
         from igsearch.ig.context import ANSWER_TOKENIZATIONS
         from igsearch.scoring import list_scorers
 
+        check_choice(where, "ig_norm", self.ig_norm, IG_NORMS)
+        check_choice(where, "span_weight", self.span_weight, SPAN_WEIGHTS)
+        if self.ig_clip is not None:
+            check_range(where, "ig_clip", self.ig_clip, low=0, low_open=True)
         for name in ("ig_n_random", "ig_max_gold_variants", "ig_max_context_tokens"):
             check_range(where, name, getattr(self, name), low=1)
         check_range(where, "ig_head_tokens", self.ig_head_tokens, low=0)

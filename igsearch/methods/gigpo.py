@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from dataclasses import dataclass
 
 import torch
 
@@ -34,6 +35,19 @@ from igsearch.algo.advantages import (
     register_advantage_estimator,
 )
 from igsearch.algo.step_scores import ScoringBatch, StepScores, register_step_scorer
+from igsearch.config_fields import check_range, config_field
+
+
+@dataclass
+class GiGPOConfig:
+    """The ``gigpo`` section of the run config."""
+
+    omega: float = config_field(1.0, "Weight omega of the step-level (anchor-state group) advantage.")
+    gamma: float = config_field(0.95, "Discount gamma of the episode reward back to earlier turns.")
+
+    def validate(self, where: str = "gigpo") -> "GiGPOConfig":
+        check_range(where, "gamma", self.gamma, low=0, low_open=True, high=1)
+        return self
 
 
 def history_key(token_ids) -> str:
@@ -50,9 +64,10 @@ def anchor_states(batch: ScoringBatch) -> StepScores:
     return StepScores(values)
 
 
-@register_advantage_estimator("gigpo", needs={"anchor_state"})
+@register_advantage_estimator("gigpo", needs={"anchor_state"}, config=GiGPOConfig)
 def gigpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
     """Episode advantage in ``seq_adv`` [B], step-level anchor-group advantages as one span per turn."""
+    knobs: GiGPOConfig = cfg.options
     states = inp.per_turn("anchor_state", "gigpo")
     turns = inp.turns("gigpo")
     seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.adv_scale, eps=cfg.adv_eps)
@@ -60,7 +75,7 @@ def gigpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutp
     for i, (row, spans) in enumerate(zip(states, turns)):
         n = len(spans)
         for k, key in enumerate(row):
-            ret = cfg.gigpo_gamma ** (n - 1 - k) * float(inp.rewards[i])
+            ret = knobs.gamma ** (n - 1 - k) * float(inp.rewards[i])
             returns.setdefault((inp.group_ids[i], key), []).append((i, k, ret))
     rows, values = [], []
     sizes = []
@@ -80,4 +95,4 @@ def gigpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutp
     stats["gigpo/step_group_size_mean"] = sum(sizes) / len(sizes) if sizes else 0.0
     stats["gigpo/shared_state_frac"] = sum(s > 1 for s in sizes) / len(sizes) if sizes else 0.0
     stats["gigpo/step_adv_abs_mean"] = sum(abs(v) for v in values) / len(values) if values else 0.0
-    return AdvantageOutput(seq_adv, span_t, value_t, beta=float(cfg.gigpo_omega), stats=stats)
+    return AdvantageOutput(seq_adv, span_t, value_t, beta=float(knobs.omega), stats=stats)

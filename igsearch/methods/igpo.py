@@ -14,7 +14,8 @@ outcome reward R; when the rollout has no turn after its last documents, R is ad
 turn. Within the G rollouts of a question, all turn rewards are z-scored together (sample std;
 ``scale="none"``: centred only), and the advantage of turn k is the discounted sum of the normalised
 rewards from k on: ``A[i, k] = sum_{j >= k} gamma^(j - k) * r~[i, j]``, on every policy token of the
-turn (one span per turn, ``beta`` 1, ``seq_adv`` 0).
+turn (one span per turn, ``beta`` 1, ``seq_adv`` 0). ``gamma`` is the run config's ``igpo.gamma``
+(:class:`IGPOConfig`); how the gold is scored is IG-Search's ``ig`` section, shared.
 
 The scorer ``turn_gain`` scores all S + 1 contexts of every rollout in one packed tree forward: the
 contexts are prefixes of one another, so the trie shares them and each context only adds its cue
@@ -25,6 +26,7 @@ context on its own.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -38,7 +40,19 @@ from igsearch.algo.advantages import (
     register_advantage_estimator,
 )
 from igsearch.algo.step_scores import ScoringBatch, StepScores, ig_scorer_problem, register_step_scorer
+from igsearch.config_fields import check_range, config_field
 from igsearch.ig.context import answer_cue, encode_text, gold_token_ids
+
+
+@dataclass
+class IGPOConfig:
+    """The ``igpo`` section of the run config."""
+
+    gamma: float = config_field(1.0, "Discount gamma of the cumulative normalised turn rewards.")
+
+    def validate(self, where: str = "igpo") -> "IGPOConfig":
+        check_range(where, "gamma", self.gamma, low=0, low_open=True, high=1)
+        return self
 
 
 @register_step_scorer("turn_gain", per="step", check=ig_scorer_problem)
@@ -98,9 +112,10 @@ def turn_rewards(gains: list[float], n_turns: int, outcome: float) -> list[float
     return r
 
 
-@register_advantage_estimator("igpo", needs={"turn_gain"})
+@register_advantage_estimator("igpo", needs={"turn_gain"}, config=IGPOConfig)
 def igpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
     """Per-turn advantages as one span per turn (``seq_adv`` is 0, ``beta`` 1)."""
+    gamma = cfg.options.gamma
     gains = inp.per_step("turn_gain", "igpo")
     turns = inp.turns("igpo")
     rewards = [turn_rewards([float(g) for g in gains[i]], len(turns[i]), float(inp.rewards[i]))
@@ -116,7 +131,7 @@ def igpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutpu
         acc = 0.0
         adv = [0.0] * len(row)
         for k in range(len(row) - 1, -1, -1):
-            acc = row[k] + cfg.igpo_gamma * acc
+            acc = row[k] + gamma * acc
             adv[k] = acc
         for k, (start, end) in enumerate(turns[i]):
             if end > start:

@@ -4,12 +4,18 @@ and ``key=value`` overrides.
 Sections: ``retrieval`` (``igsearch.retrieval.config.RetrievalConfig``), ``generation``
 (``igsearch.rollout.engine.EngineConfig``: the engine and vLLM's settings), ``rollout``
 (``igsearch.rollout.agent.RolloutConfig``: the agent loop), ``advantage``
-(``igsearch.algo.advantages.AdvantageConfig``: the method and the estimators' knobs), ``loss``
-(``igsearch.algo.loss.LossConfig``) and ``ig`` (``igsearch.ig.config.IGConfig``).
-Each section declares, documents and validates its own fields; ``TrainConfig`` holds the run-level
-ones. Section fields have unique names, so a preset or an override may name them flat
-(``ig_beta=0.3``, ``method=grpo``) or dotted (``advantage.ig_beta=0.3``), and YAML may nest them under
-the section name; ``cfg.advantage.ig_beta`` is the field, ``cfg.ig_beta`` reads (and sets) it too.
+(``igsearch.algo.advantages.AdvantageConfig``: the method and the group normalisation), ``loss``
+(``igsearch.algo.loss.LossConfig``) and ``ig`` (``igsearch.ig.config.IGConfig``: IG-Search's knobs and
+how IG is scored). Each section declares, documents and validates its own fields; ``TrainConfig``
+holds the run-level ones. Section fields have unique names, so a preset or an override may name them
+flat (``ig_beta=0.3``, ``method=grpo``) or dotted (``ig.ig_beta=0.3``), and YAML may nest them under
+the section name; ``cfg.ig.ig_beta`` is the field, ``cfg.ig_beta`` reads (and sets) it too.
+
+Method sections: a method registered with its own config class
+(``register_advantage_estimator(name, config=cls)``, e.g. ``gigpo``, ``igpo``) has a section named
+after it, dotted only (``gigpo.omega=0.8``; YAML ``gigpo: {omega: 0.8}``), held in ``cfg.methods`` and
+handed to its estimator by :meth:`TrainConfig.method_options`. Names of older versions (``gigpo_omega``,
+``advantage.ig_beta``, ...) still load: :data:`RENAMED_FIELDS`.
 
 Every field carries its documentation in ``metadata["help"]`` (shown by ``describe_config()`` and in
 error messages). Presets live in ``configs/``:
@@ -38,7 +44,8 @@ from typing import Any
 
 import yaml
 
-from igsearch.algo.advantages import AdvantageConfig
+import igsearch.methods  # noqa: F401  (the built-in methods register their config sections)
+from igsearch.algo.advantages import AdvantageConfig, estimator_config_classes
 from igsearch.algo.loss import LossConfig
 from igsearch.config_fields import ConfigError, config_field
 from igsearch.ig.config import IGConfig
@@ -49,6 +56,13 @@ from igsearch.io import atomic_write_text
 
 #: fields older versions wrote into checkpoints' config.json, skipped when such a config is read back
 REMOVED_FIELDS = frozenset({"tokenizer_path"})  # the tokenizer is always the model directory's
+#: names of older versions -> today's, so their presets, overrides and checkpoints' config.json still load
+RENAMED_FIELDS = {
+    "gigpo_omega": "gigpo.omega", "gigpo_gamma": "gigpo.gamma", "igpo_gamma": "igpo.gamma",
+    **{f"advantage.{old}": new for old, new in (("gigpo_omega", "gigpo.omega"), ("gigpo_gamma", "gigpo.gamma"),
+                                                ("igpo_gamma", "igpo.gamma"))},
+    **{f"advantage.{name}": f"ig.{name}" for name in ("ig_beta", "ig_norm", "ig_clip", "span_weight")},
+}
 
 
 _f = config_field
@@ -144,6 +158,10 @@ class TrainConfig:
                                  "times at the training temperature, with fixed seeds (0 = no probe).")
     tensorboard: bool = _f(True, "Also write TensorBoard event files next to metrics.jsonl.")
 
+    # ---------------------------------------------------------------- the methods' own sections
+    methods: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "Method name -> its config section (built from the registry: see method_options).", "methods": True})
+
     # ------------------------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:  # only called when normal lookup fails: section fields
         section = _ALIASES.get(name)
@@ -157,6 +175,18 @@ class TrainConfig:
             setattr(getattr(self, section), name, value)
         else:
             object.__setattr__(self, name, value)
+
+    def method_options(self, name: str | None = None) -> Any:
+        """The config section of method ``name`` (default: the run's ``method``): a fixed section when its
+        class is one (IG-Search's is ``ig``), else its entry in ``methods`` (the registered class's
+        defaults when absent); None for a method registered without one."""
+        cls = estimator_config_classes().get(name or self.advantage.method)
+        if cls is None:
+            return None
+        for section, section_cls in _SECTIONS.items():
+            if section_cls is cls:
+                return getattr(self, section)
+        return self.methods.get(name or self.advantage.method) or cls()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field, sections nested (JSON / YAML serialisable)."""
@@ -196,6 +226,9 @@ class TrainConfig:
                 raise bad(name, f"must be a finite number, got {value}")
         for name in _SECTIONS:
             getattr(self, name).validate(source)
+        for options in self.methods.values():
+            if hasattr(options, "validate"):
+                options.validate(source)
         for name in ("steps", "questions_per_step", "ppo_epochs",
                      "mini_batches", "max_tokens_per_forward", "checkpoint_every", "keep_checkpoints",
                      "log_every", "sft_replay_batch"):
@@ -235,15 +268,26 @@ _SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fie
 #: section field name -> section name (the flat alias of ``section.field``)
 _ALIASES: dict[str, str] = {f.name: section for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
 assert not set(_ALIASES) & {f.name for f in dataclasses.fields(TrainConfig)}, "a section field shadows a run field"
+#: run-level fields (the ``methods`` holder is filled from the method sections, not set by name)
+_RUN_FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name not in _SECTIONS and not f.metadata.get("methods")]
+
+
+def _method_sections() -> dict[str, type]:
+    """Method name -> config class, for the registered methods whose class is not a fixed section (read
+    at each call: a plug-in registers when its module is imported)."""
+    fixed = set(_SECTIONS.values())
+    return {name: cls for name, cls in estimator_config_classes().items()
+            if cls not in fixed and name not in _SECTIONS and name not in {f.name for f in _RUN_FIELDS}}
 
 
 def _all_values(cfg: TrainConfig):
-    """(name, value) of every run-level and section field."""
-    for f in dataclasses.fields(cfg):
-        if f.name in _SECTIONS:
-            yield from ((g.name, getattr(getattr(cfg, f.name), g.name)) for g in dataclasses.fields(_SECTIONS[f.name]))
-        else:
-            yield f.name, getattr(cfg, f.name)
+    """(name, value) of every run-level, section and method-section field."""
+    for f in _RUN_FIELDS:
+        yield f.name, getattr(cfg, f.name)
+    for section in _SECTIONS:
+        yield from ((g.name, getattr(getattr(cfg, section), g.name)) for g in dataclasses.fields(_SECTIONS[section]))
+    for method, options in cfg.methods.items():
+        yield from ((f"{method}.{g.name}", getattr(options, g.name)) for g in dataclasses.fields(options))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,21 +306,26 @@ def config_fields() -> dict[str, dataclasses.Field]:
     for f in dataclasses.fields(TrainConfig):
         if f.name in _SECTIONS:
             out.update({f"{f.name}.{g.name}": g for g in dataclasses.fields(_SECTIONS[f.name])})
-        else:
+        elif not f.metadata.get("methods"):
             out[f.name] = f
+    for method, cls in _method_sections().items():
+        out.update({f"{method}.{g.name}": g for g in dataclasses.fields(cls)})
     return out
 
 
 def _field_types() -> dict[str, Any]:
     """``config_fields()`` name -> type."""
-    types_ = {k: v for k, v in typing.get_type_hints(TrainConfig).items() if k not in _SECTIONS}
-    for section, cls in _SECTIONS.items():
+    hints = typing.get_type_hints(TrainConfig)
+    types_ = {f.name: hints[f.name] for f in _RUN_FIELDS}
+    for section, cls in {**_SECTIONS, **_method_sections()}.items():
         types_.update({f"{section}.{k}": v for k, v in typing.get_type_hints(cls).items()})
     return types_
 
 
 def _canonical(name: str) -> str:
-    """The ``config_fields()`` name of ``name`` (a run field, a flat section alias or ``section.field``)."""
+    """The ``config_fields()`` name of ``name`` (a run field, a flat section alias, ``section.field`` or a
+    name of an older version)."""
+    name = RENAMED_FIELDS.get(name, name)
     return f"{_ALIASES[name]}.{name}" if name in _ALIASES else name
 
 
@@ -405,11 +454,15 @@ def _set_fields(values: dict[str, Any], source: str, data: dict) -> None:
         if name in REMOVED_FIELDS:  # e.g. the config of a run made by an older version
             print(f"{source}: field {name!r} is no longer used and is ignored", file=sys.stderr)
             continue
-        if name in _SECTIONS and isinstance(raw, dict):
+        sections = {**_SECTIONS, **_method_sections()}
+        if name in sections and isinstance(raw, dict):
             for sub, sub_raw in raw.items():
-                if str(sub) not in {f.name for f in dataclasses.fields(_SECTIONS[name])}:
-                    raise _unknown_field_error(source, f"{name}.{sub}")
-                _set_field(values, source, f"{name}.{sub}", sub_raw)
+                dotted = f"{name}.{sub}"
+                if str(sub) not in {f.name for f in dataclasses.fields(sections[name])} and dotted not in RENAMED_FIELDS:
+                    raise _unknown_field_error(source, dotted)
+                _set_field(values, source, dotted, sub_raw)
+        elif name == "methods" and isinstance(raw, dict):  # as to_dict() writes the method sections
+            _set_fields(values, source, {str(method): options for method, options in raw.items()})
         else:
             _set_field(values, source, name, raw)
 
@@ -417,9 +470,14 @@ def _set_fields(values: dict[str, Any], source: str, data: dict) -> None:
 def _build(values: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from ``_set_field`` values (missing fields keep their defaults)."""
     top = {k: v for k, v in values.items() if "." not in k}
+
+    def section_of(name: str, cls: type) -> Any:
+        prefix = name + "."
+        return cls(**{k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)})
+
     for section, cls in _SECTIONS.items():
-        prefix = section + "."
-        top[section] = cls(**{k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)})
+        top[section] = section_of(section, cls)
+    top["methods"] = {method: section_of(method, cls) for method, cls in _method_sections().items()}
     return TrainConfig(**top)
 
 

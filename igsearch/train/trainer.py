@@ -272,7 +272,7 @@ class Trainer:
     def advantages(self, batch: Batch) -> None:
         """The registered estimator's advantages from the rewards, groups, step record and scores."""
         inp = AdvantageInput.from_trajectories(batch.trajectories, batch.rewards, batch.scores)
-        batch.advantages = compute_advantages(inp, self.cfg.advantage)
+        batch.advantages = compute_advantages(inp, self.cfg.advantage.with_options(self.cfg.method_options()))
         batch.add_metrics({k if "/" in k else f"adv/{k}": v for k, v in batch.advantages.stats.items()
                            if isinstance(v, (int, float))}, f"estimator {self.cfg.method}")
 

@@ -1,7 +1,7 @@
 """IG-Search settings inside a verl run: the ``algorithm.ig`` group (``+algorithm.ig.beta=0.5`` ...).
 
-Every field defaults to igsearch's own default (``AdvantageConfig`` and ``IGConfig``, one source of
-truth); the group only renames them without the ``ig_`` prefix. Unknown keys are refused with the
+Every field defaults to igsearch's own default (``IGConfig``, one source of truth); the group only
+renames them without the ``ig_`` prefix. Unknown keys are refused with the
 key named, so a typo does not silently train with a default.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+import igsearch.methods  # noqa: F401  (registers the ig estimator read by advantage_config)
 from igsearch.algo.advantages import AdvantageConfig
 from igsearch.config_fields import check_choice
 from igsearch.ig.config import IGConfig
 from igsearch.ig.context import ANSWER_TOKENIZATIONS
 
-_ADV = AdvantageConfig()
 _IG = IGConfig()
 
 
@@ -23,10 +23,10 @@ _IG = IGConfig()
 class VerlIGConfig:
     """``algorithm.ig.*``: the step term (beta, clip, norm, span_weight) and how IG is scored."""
 
-    beta: float = _ADV.ig_beta
-    clip: float | None = _ADV.ig_clip
-    norm: str = _ADV.ig_norm
-    span_weight: str = _ADV.span_weight
+    beta: float = _IG.ig_beta
+    clip: float | None = _IG.ig_clip
+    norm: str = _IG.ig_norm
+    span_weight: str = _IG.span_weight
     n_random: int = _IG.ig_n_random
     head_tokens: int = _IG.ig_head_tokens
     head_weight: float = _IG.ig_head_weight
@@ -48,14 +48,19 @@ class VerlIGConfig:
         if unknown:
             raise ValueError(f"algorithm.ig.{unknown[0]}: unknown IG setting (known: {', '.join(sorted(known))})")
         cfg = cls(**given)
-        cfg.advantage_config("std").validate("algorithm.ig")
+        adv = cfg.advantage_config("std")
+        adv.validate("algorithm.ig")
+        adv.options.validate("algorithm.ig")
         check_choice("algorithm.ig", "answer_tokens", cfg.answer_tokens, ANSWER_TOKENIZATIONS)
         return cfg
 
     def advantage_config(self, scale: str) -> AdvantageConfig:
         """igsearch's ``AdvantageConfig`` for the ``ig`` estimator with these settings."""
-        return AdvantageConfig(method="ig", adv_scale=scale, ig_beta=self.beta, ig_clip=self.clip,
-                               ig_norm=self.norm, span_weight=self.span_weight)
+        ig = IGConfig(ig_beta=self.beta, ig_clip=self.clip, ig_norm=self.norm, span_weight=self.span_weight,
+                      ig_n_random=self.n_random, ig_head_tokens=self.head_tokens, ig_head_weight=self.head_weight,
+                      ig_max_gold_variants=self.max_gold_variants, ig_max_context_tokens=self.max_context_tokens,
+                      ig_answer_tokens=self.answer_tokens)
+        return AdvantageConfig(method="ig", adv_scale=scale).with_options(ig)
 
     def ig_options(self) -> dict:
         """Keyword options of ``information_gain_of_rollouts``."""
