@@ -411,11 +411,12 @@ def parse_args(argv=None):
     ap.add_argument("--questions", type=int, default=None, help="questions per step (default 16, as the demo; --quick 4)")
     ap.add_argument("--test-questions", type=int, default=None, help="test questions evaluated (default 300; --quick 24)")
     ap.add_argument("--eval-every", type=int, default=None, help="evaluate on test every N steps (default 10; --quick 3)")
-    ap.add_argument("--entities", type=int, default=None,
-                    help="world size (default 1,400: room for 1,000 dev and 1,000 test questions; --quick 300)")
-    ap.add_argument("--eval-split", type=int, default=None,
-                    help="dev and test questions each (default 1,000: a 0.03 EM difference is resolvable; --quick: "
-                         "the scaled default split)")
+    ap.add_argument("--entities", type=int, default=None, help="world size (default: the demo's; --quick 300)")
+    ap.add_argument("--eval-split", type=int, default=0,
+                    help="dev and test questions each (default 0: the demo world's split, 200 and 300). 1,000 each "
+                         "needs --entities 1400, where the tiny warm start is far weaker (greedy test EM 0.263 "
+                         "against 0.580 on dev at 800 entities, measured): its EM comes from the documents it "
+                         "memorised in SFT, and the same SFT spreads over more of them")
     ap.add_argument("--demonstrator", default="lookalike", choices=list(DEMONSTRATORS),
                     help="what the warm start imitates (default lookalike: the testbed where step credit can pay; "
                          "oracle: the perfect demonstrator, which leaves RL nothing to learn)")
@@ -437,9 +438,9 @@ def parse_args(argv=None):
     args.steps = args.steps if args.steps is not None else (3 if q else 60)
     args.sft_steps = args.sft_steps if args.sft_steps is not None else (30 if q else WarmStartConfig.steps)
     args.questions = args.questions if args.questions is not None else (4 if q else 16)
-    args.eval_split = args.eval_split if args.eval_split is not None else (0 if q else 1000)
-    args.test_questions = args.test_questions if args.test_questions is not None else (24 if q else args.eval_split)
-    args.entities = args.entities if args.entities is not None else (300 if q else 1400)
+    args.test_questions = args.test_questions if args.test_questions is not None else (
+        24 if q else max(300, args.eval_split))
+    args.entities = args.entities if args.entities is not None else (300 if q else WarmStartConfig.entities)
     args.eval_every = args.eval_every if args.eval_every is not None else (3 if q else 10)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.methods:
