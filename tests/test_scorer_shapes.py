@@ -22,7 +22,7 @@ from igsearch.algo.step_scores import ScoringBatch
 from igsearch.ig import information_gain_of_trajectories
 from igsearch.methods.igpo import turn_gain
 from igsearch.rollout.agent import RolloutConfig, SearchAgent
-from igsearch.scoring import ScoreRequest, score
+from igsearch.scoring import ScoreRequest, Scorer, score
 from igsearch.scoring.trunk import compute_trunk_kv
 from igsearch.train.config import load_config
 from policy_fixtures import random_qwen, small_tokenizer
@@ -112,7 +112,8 @@ def test_igpo_turn_gains_trunk_equals_tree_equals_naive(tok, model, answer_token
     gains = {}
     for scorer, trunk_kv in (("naive", None), ("tree", None), ("trunk", None), ("trunk", kv)):
         cfg = load_config(None, [f"ig_scorer={scorer}", f"ig_answer_tokens={answer_tokens}"], validate=False)
-        out = turn_gain(ScoringBatch(trajs, model, tok, cfg, trunk_kv=trunk_kv))
+        bound = Scorer(scorer, model, trunks=trunk_kv) if trunk_kv is not None else None  # None: the batch's default
+        out = turn_gain(ScoringBatch(trajs, model, tok, cfg, scorer=bound))
         gains[(scorer, trunk_kv is not None)] = out.values
     ref = gains[("naive", False)]
     assert sum(len(row) for row in ref) > 0

@@ -31,13 +31,15 @@ from igsearch.rollout.trajectory import Trajectory
 
 @dataclass
 class ScoringBatch:
-    """What a scorer sees: the rollouts, the policy that generated them and the run's settings.
+    """What a step scorer sees: the rollouts, the policy that generated them and the run's settings.
 
     ``config`` is the run's ``TrainConfig`` (scorers read their own fields from it); ``step`` is
-    the training step, for seeding random draws. ``trunk_kv``: the policy's keys/values of the full
-    rollouts under the same weights (an ``igsearch.scoring.TrunkKV``, trajectory i = trunk i) when
-    the trainer has them (``ig_scorer=trunk``), else None. ``engine``: the rollout engine, before
-    the weight sync (``ig_scorer=vllm`` scores on it).
+    the training step, for seeding random draws. ``scorer``: the run's continuation scorer
+    (an ``igsearch.scoring.Scorer`` of kind ``ig_scorer``, bound to the policy under the rollout
+    weights, to the rollouts as its trunks (trajectory i = trunk i; their keys/values when the trainer
+    holds them) and to the rollout engine before the weight sync): step scorers that score
+    continuations call ``batch.scorer.score(requests, trunk_of=...)``. None when the trainer has not
+    built one (:meth:`continuation_scorer` builds one then).
     """
 
     trajectories: list[Trajectory]
@@ -45,8 +47,16 @@ class ScoringBatch:
     tokenizer: Any
     config: Any
     step: int = 0
-    trunk_kv: Any = None
-    engine: Any = None
+    scorer: Any = None
+
+    def continuation_scorer(self):
+        """``scorer``, or one of kind ``config.ig.ig_scorer`` on ``model`` with the rollouts' token ids as trunks."""
+        if self.scorer is None:
+            from igsearch.scoring import Scorer
+
+            self.scorer = Scorer(self.config.ig.ig_scorer, self.model,
+                                 trunks=[t.token_ids for t in self.trajectories])
+        return self.scorer
 
 
 @dataclass

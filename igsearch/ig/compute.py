@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from igsearch.scoring import ScoreRequest, score
+from igsearch.scoring import ScoreRequest, Scorer, scorer_reads
 
 from .context import build_context, encode_text, gold_token_ids
 from .parse import ASSISTANT_MARKER, ParsedRollout, Step, parse_rollout
@@ -151,9 +151,14 @@ def compute_information_gain(
         parse_rollout(t, None if prompt_texts is None else prompt_texts[i], assistant_marker, f"rollout {i}: ")
         for i, t in enumerate(texts)
     ]
-    if options.get("scorer") == "trunk" and options.get("trunks") is None:
+    if _reads_trunks(options.get("scorer")) and options.get("trunks") is None:
         options["trunks"] = [encode_text(tokenizer, t) for t in texts]  # the rollout as the policy reads it
     return information_gain_of_rollouts(rollouts, golds, model, tokenizer, started=t0, **options)
+
+
+def _reads_trunks(scorer) -> bool:
+    """Whether ``scorer`` (a name) reads trunks that the caller left to default; a ``Scorer`` brings its own."""
+    return isinstance(scorer, str) and "trunks" in scorer_reads(scorer)
 
 
 def information_gain_of_trajectories(trajectories, model, tokenizer, **options) -> IGResult:
@@ -163,7 +168,7 @@ def information_gain_of_trajectories(trajectories, model, tokenizer, **options) 
     ``scorer="trunk"`` the trunks default to the trajectories' own token ids)."""
     t0 = time.perf_counter()
     rollouts = [rollout_from_trajectory(t, tokenizer) for t in trajectories]
-    if options.get("scorer") == "trunk" and options.get("trunks") is None:
+    if _reads_trunks(options.get("scorer")) and options.get("trunks") is None:
         options["trunks"] = [t.token_ids for t in trajectories]
     return information_gain_of_rollouts(rollouts, [t.golds for t in trajectories], model, tokenizer,
                                         started=t0, **options)
@@ -182,7 +187,7 @@ def information_gain_of_rollouts(
     max_context_tokens: int = 4096,
     draws=None,
     seed: int | None = None,
-    scorer: str = "tree",
+    scorer: "str | Scorer" = "tree",
     scorer_options: dict | None = None,
     max_answer_tokens: int = MAX_ANSWER_TOKENS,
     trunks=None,
@@ -192,10 +197,12 @@ def information_gain_of_rollouts(
     """Per-step IG of rollouts already split into prefix and steps (the core of both front-ends).
 
     ``draws[i][k]``: pool entries (rollout, step) for step k of rollout i; None draws them from
-    ``random.Random(seed)``. ``scorer``: "tree", "trunk" or "naive" (``scorer_options`` go to it).
-    ``trunks`` (scorer "trunk" only, required there): rollout i's token ids as the policy read them,
-    or a ``igsearch.scoring.TrunkKV`` of them under ``model``; each request's prefix in common with
-    its rollout is not forwarded again.
+    ``random.Random(seed)``. ``scorer``: an ``igsearch.scoring.Scorer`` (bound to its model, trunks and
+    engine; ``model``, ``scorer_options`` and ``trunks`` are then unused) or a registered scorer's name,
+    "tree", "trunk", "naive", ... (``scorer_options`` go to it).
+    ``trunks`` (a named scorer that reads trunks, "trunk": required there): rollout i's token ids as the
+    policy read them, or a ``igsearch.scoring.TrunkKV`` of them under ``model``; each request's prefix
+    in common with its rollout is not forwarded again.
     ``max_context_tokens``: contexts are cut from the left to this length (0 = no cut).
     ``max_answer_tokens``: longer gold variants are not scored; a rollout without a shorter one gets
     no IG on any step (counted in ``stats["rollouts_gold_too_long"]``).
@@ -240,24 +247,26 @@ def information_gain_of_rollouts(
             plan.append((i, k, per_variant))
             request_rollout.extend([i] * (len(requests) - len(request_rollout)))
 
-    if scorer == "trunk":
-        if trunks is None:
-            raise ValueError("scorer 'trunk' needs the rollouts' token ids (trunks=...)")
-        n_trunks = len(trunks.tokens) if hasattr(trunks, "tokens") else len(trunks)
+    if isinstance(scorer, str):
+        if "trunks" in scorer_reads(scorer) and trunks is None:
+            raise ValueError(f"scorer {scorer!r} needs the rollouts' token ids (trunks=...)")
+        scorer = Scorer(scorer, model, trunks=trunks, options=dict(scorer_options or {}))
+    if scorer.trunks is not None:
+        n_trunks = len(scorer.trunks.tokens) if hasattr(scorer.trunks, "tokens") else len(scorer.trunks)
         if n_trunks != len(rollouts):
             raise ValueError(f"trunks has {n_trunks} entries for {len(rollouts)} rollouts")
-        scorer_options = {**(scorer_options or {}), "trunks": trunks, "trunk_of": request_rollout}
     cost: dict = {}
     results = []
     if requests:
-        was_training = getattr(model, "training", False)
+        scoring_model = scorer.model
+        was_training = getattr(scoring_model, "training", False)
         if was_training:  # a scorer's model may also be a remote one (e.g. verl's actor workers)
-            model.eval()
+            scoring_model.eval()
         try:
-            out = score(requests, model, scorer=scorer, **(scorer_options or {}))
+            out = scorer.score(requests, trunk_of=request_rollout)
         finally:
             if was_training:
-                model.train()
+                scoring_model.train()
         results, cost = out.results, out.stats()
 
     step_ig = [[None] * len(r.steps) for r in rollouts]
@@ -286,6 +295,6 @@ def information_gain_of_rollouts(
         best_variant=best,
         draws_used=used,
         steps=[r.steps for r in rollouts],
-        stats={**_stats(step_ig, real_all, rand_all, cost, scorer, time.perf_counter() - t0),
+        stats={**_stats(step_ig, real_all, rand_all, cost, scorer.kind, time.perf_counter() - t0),
                "rollouts_gold_too_long": sum(not ids for ids in gold_ids)},
     )

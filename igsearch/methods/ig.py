@@ -56,9 +56,8 @@ def step_information_gain(batch: ScoringBatch) -> StepScores:
         batch.trajectories, batch.model, batch.tokenizer,
         n_random=ig.ig_n_random, head_tokens=ig.ig_head_tokens, head_weight=ig.ig_head_weight,
         max_gold_variants=ig.ig_max_gold_variants, max_context_tokens=ig.ig_max_context_tokens,
-        answer_tokens=ig.ig_answer_tokens, seed=ig_draw_seed(batch.config.seed, batch.step), scorer=ig.ig_scorer,
-        trunks=batch.trunk_kv if ig.ig_scorer == "trunk" else None,
-        scorer_options={"engine": batch.engine} if ig.ig_scorer == "vllm" else None)
+        answer_tokens=ig.ig_answer_tokens, seed=ig_draw_seed(batch.config.seed, batch.step),
+        scorer=batch.continuation_scorer())
     stats = {k: float(v) for k, v in res.stats.items()
              if k in ("real_mean", "baseline_mean", "tokens_forwarded") and v is not None}
     return StepScores([list(row) for row in res.step_ig], stats)

@@ -58,7 +58,7 @@ class IGPOConfig:
 @register_step_scorer("turn_gain", per="step", check=ig_scorer_problem)
 def turn_gain(batch: ScoringBatch) -> StepScores:
     """g_k = p_k - p_{k-1} for every step k of every rollout (module docstring), from one scorer call."""
-    from igsearch.scoring import ScoreRequest, score
+    from igsearch.scoring import ScoreRequest
 
     cfg, tok = batch.config, batch.tokenizer
     # what follows each turn's context, then the gold as the policy writes it (cfg.ig_answer_tokens)
@@ -78,13 +78,8 @@ def turn_gain(batch: ScoringBatch) -> StepScores:
             owners.append(i)
     values: list[list[float]] = [[] for _ in batch.trajectories]
     stats: dict[str, float] = {}
-    if requests:
-        options = {}
-        if cfg.ig_scorer == "trunk":  # every turn context is a token prefix of its rollout
-            options = {"trunks": batch.trunk_kv or [t.token_ids for t in batch.trajectories], "trunk_of": owners}
-        elif cfg.ig_scorer == "vllm":
-            options = {"engine": batch.engine}
-        out = score(requests, batch.model, scorer=cfg.ig_scorer, **options)
+    if requests:  # every turn context is a token prefix of its rollout: its trunk
+        out = batch.continuation_scorer().score(requests, trunk_of=owners)
         probs: list[list[float]] = [[] for _ in batch.trajectories]
         for i, res in zip(owners, out.results):
             probs[i].append(math.exp(res.weighted_mean))

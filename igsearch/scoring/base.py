@@ -10,7 +10,7 @@ the continuation tokens before it, and their weighted mean ``sum(lp * w) / len(c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -91,16 +91,26 @@ def finish_result(request: ScoreRequest, token_logprobs: torch.Tensor) -> ScoreR
 ScorerFn = Callable[..., ScoreOutput]
 
 _SCORERS: dict[str, ScorerFn] = {}
+_READS: dict[str, frozenset[str]] = {}
+
+#: what a scorer may declare it reads besides the requests and the model (see :class:`Scorer`)
+SCORER_INPUTS = frozenset({"trunks", "trunk_of", "engine"})
 
 
-def register_scorer(name: str) -> Callable[[ScorerFn], ScorerFn]:
+def register_scorer(name: str, *, reads: Sequence[str] = ()) -> Callable[[ScorerFn], ScorerFn]:
     """Decorator: make ``fn(requests, model, **options) -> ScoreOutput`` available as ``name``.
 
-    The scorer modules register themselves; ``igsearch.scoring`` imports them (this module imports
-    none of them, so there is no import cycle)."""
+    ``reads``: the keyword inputs of :data:`SCORER_INPUTS` the scorer needs beyond the requests and the
+    model (the trunk scorer: ``trunks`` and ``trunk_of``; the vLLM scorer: ``engine``); a
+    :class:`Scorer` hands it exactly those. The scorer modules register themselves;
+    ``igsearch.scoring`` imports them (this module imports none of them, so there is no import cycle)."""
+    unknown = set(reads) - SCORER_INPUTS
+    if unknown:
+        raise ValueError(f"scorer {name!r}: unknown inputs {sorted(unknown)}; known: {sorted(SCORER_INPUTS)}")
 
     def decorator(fn: ScorerFn) -> ScorerFn:
         _SCORERS[name] = fn
+        _READS[name] = frozenset(reads)
         return fn
 
     return decorator
@@ -111,11 +121,54 @@ def list_scorers() -> list[str]:
 
 
 def get_scorer(name: str) -> ScorerFn:
-    """The scorer function called ``name`` (``"naive"`` or ``"tree"``)."""
+    """The scorer function called ``name`` (``"naive"``, ``"tree"``, ``"trunk"``, ``"vllm"``, or a plug-in's)."""
     try:
         return _SCORERS[name]
     except KeyError:
         raise ValueError(f"unknown scorer {name!r}; known: {sorted(_SCORERS)}") from None
+
+
+def scorer_reads(name: str) -> frozenset[str]:
+    """The inputs the scorer ``name`` declared in ``register_scorer(reads=...)``."""
+    get_scorer(name)
+    return _READS[name]
+
+
+@dataclass
+class Scorer:
+    """One continuation scorer bound to what it reads, built once per batch and handed to whoever
+    scores (IG-Search's ``step_ig``, IGPO's ``turn_gain``, a plug-in's scorer): ``scorer.score(requests)``.
+
+    ``kind``: a registered scorer name. ``model``: the causal LM under which it scores (a remote one for
+    verl's actor scorer; unused by ``vllm``). ``trunks``: trunk i = rollout i, as token ids or an
+    ``igsearch.scoring.TrunkKV`` computed under ``model`` (read by scorers that declare ``trunks``).
+    ``engine``: the rollout engine (read by ``vllm``). ``options``: further keyword options of the
+    scorer (``max_tokens_per_forward``, ...).
+    """
+
+    kind: str
+    model: Any = None
+    trunks: Any = None
+    engine: Any = None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def reads(self) -> frozenset[str]:
+        return scorer_reads(self.kind)
+
+    def score(self, requests: Sequence[ScoreRequest], *, trunk_of: Sequence[int] | None = None) -> ScoreOutput:
+        """Score ``requests`` (see :func:`score`). ``trunk_of[r]``: the trunk (rollout) request r continues,
+        -1 for none; read only by scorers that declared ``trunk_of``."""
+        given = {"trunks": self.trunks, "trunk_of": trunk_of, "engine": self.engine}
+        missing = sorted(k for k in self.reads if given[k] is None)
+        if missing:
+            raise ValueError(f"scorer {self.kind!r} needs {', '.join(missing)}; the Scorer was built without")
+        if self.trunks is not None and trunk_of is not None:
+            n = len(self.trunks.tokens) if hasattr(self.trunks, "tokens") else len(self.trunks)
+            bad = [t for t in trunk_of if not -1 <= int(t) < n]
+            if bad:
+                raise ValueError(f"scorer {self.kind!r}: trunk index {bad[0]} out of range for {n} trunks")
+        return score(requests, self.model, scorer=self.kind, **{k: given[k] for k in self.reads}, **self.options)
 
 
 def score(requests: Sequence[ScoreRequest], model, scorer: str = "tree", **options) -> ScoreOutput:

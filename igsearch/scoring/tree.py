@@ -128,7 +128,10 @@ def _group_sequences(trie: PackedTrie, budget: int) -> list[list[int]]:
     return groups
 
 
-def _score_generic(requests, model, seqs, budget, out: ScoreOutput):
+def score_grouped_tries(requests, model, seqs, budget, out: ScoreOutput):
+    """The path for models the fast path does not support: the sequences' trie split into groups of at
+    most ``budget`` tokens, each forwarded with a dense tree mask through the model's own forward;
+    fills ``out`` (results in request order, token counts)."""
     device = next(model.parameters()).device
     full = build_trie(seqs)
     for group in _group_sequences(full, budget):
@@ -230,7 +233,7 @@ def _query_blocks(trie: PackedTrie, prev: torch.Tensor, run: torch.Tensor, q_blo
     return blocks
 
 
-def _score_fast(requests, model, seqs, budget, q_block, use_kernels, out: ScoreOutput, *, trie=None, cached=None):
+def score_packed_trie(requests, model, seqs, budget, q_block, use_kernels, out: ScoreOutput, *, trie=None, cached=None):
     """Layer-by-layer forward of the packed trie, one run of nodes (<= budget tokens) at a time.
 
     Inside a run, all tokens go through each layer together (big matmuls); attention is computed
@@ -391,10 +394,10 @@ def score_tree(
     if fast_path and supported:
         if use_kernels == "auto":
             use_kernels = kernels_by_default(model)
-        _score_fast(requests, model, seqs, max_tokens_per_forward, query_block, bool(use_kernels), out)
+        score_packed_trie(requests, model, seqs, max_tokens_per_forward, query_block, bool(use_kernels), out)
         out.extra["path"] = "fast"
         out.extra["kernels"] = bool(use_kernels and _kernels() is not None)
     else:
-        _score_generic(requests, model, seqs, max_tokens_per_forward, out)
+        score_grouped_tries(requests, model, seqs, max_tokens_per_forward, out)
         out.extra["path"] = "generic"
     return out

@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 
 from .base import ScoreOutput, ScoreRequest, register_scorer
-from .tree import _score_fast, _score_generic, fast_path_budgets, fast_path_supported, kernels_by_default
+from .tree import score_packed_trie, score_grouped_tries, fast_path_budgets, fast_path_supported, kernels_by_default
 
 __all__ = ["TrunkKV", "compute_trunk_kv", "kv_bytes", "score_trunk"]
 
@@ -135,7 +135,7 @@ def cached_sources(requests: list[ScoreRequest], trie, trunks: TrunkKV, trunk_of
     return src, int((~on_trunk).sum())
 
 
-@register_scorer("trunk")
+@register_scorer("trunk", reads=("trunks", "trunk_of"))
 def score_trunk(
     requests: list[ScoreRequest],
     model,
@@ -167,7 +167,7 @@ def score_trunk(
     seqs = [r.input_ids for r in requests]
     max_tokens_per_forward, query_block = fast_path_budgets(model, max_tokens_per_forward, query_block)
     if not fast_path_supported(model):
-        _score_generic(requests, model, seqs, max_tokens_per_forward, out)
+        score_grouped_tries(requests, model, seqs, max_tokens_per_forward, out)
         out.extra.update(path="generic", trunk_reuse=False)
         return out
     n_trunks = len(trunks.tokens) if isinstance(trunks, TrunkKV) else len(trunks)
@@ -191,7 +191,7 @@ def score_trunk(
         trie = build_trie([r.input_ids for r in part])
         src, chunk_floor = cached_sources(part, trie, kv, local_of)
         sub = ScoreOutput(results=[None] * len(part))
-        _score_fast(part, model, [r.input_ids for r in part], max_tokens_per_forward, query_block,
+        score_packed_trie(part, model, [r.input_ids for r in part], max_tokens_per_forward, query_block,
                     bool(use_kernels), sub, trie=trie, cached=(src, kv.keys, kv.values))
         for r, res in zip(members, sub.results):
             out.results[r] = res

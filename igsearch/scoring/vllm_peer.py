@@ -18,7 +18,7 @@ import torch
 from .base import ScoreOutput, ScoreRequest, finish_result, register_scorer
 
 
-@register_scorer("vllm")
+@register_scorer("vllm", reads=("engine",))
 def score_vllm(requests: list[ScoreRequest], model=None, *, engine) -> ScoreOutput:
     """Score ``requests`` on ``engine`` (an ``igsearch.rollout.engine.VLLMEngine``).
 

@@ -37,6 +37,7 @@ from igsearch.evaluation import evaluate, question_messages
 from igsearch.policy.load import chat_prompt, check_model_dir
 from igsearch.rollout.agent import RolloutConfig, SearchAgent
 from igsearch.rollout.trajectory import Trajectory
+from igsearch.scoring import Scorer, TrunkKV, kv_bytes
 from igsearch.train.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -256,14 +257,16 @@ class Trainer:
         """Run the step scorers the estimator needs (``needs`` overrides), under the current weights
         (= pi_old: no update has happened yet). Each scorer's stats are logged as ``<name>/<key>``."""
         names = sorted(self.needs if needs is None else needs)
-        if names and self.cfg.ig.ig_scorer == "trunk" and batch.forward is None:
-            batch.forward = self.policy_forward(batch.trajectories)
-        trunk_kv = batch.forward.trunk_kv if batch.forward is not None else None
+        scorer = Scorer(self.cfg.ig.ig_scorer, self.model, engine=self.engine)
+        if names and "trunks" in scorer.reads:  # the update's forward of the rollouts gives their keys/values
+            if batch.forward is None:
+                batch.forward = self.policy_forward(batch.trajectories)
+            scorer.trunks = batch.forward.trunk_kv or [t.token_ids for t in batch.trajectories]
         t0 = time.perf_counter()
         for name in names:
             t1 = time.perf_counter()
             out = run_step_scorer(name, ScoringBatch(batch.trajectories, self.model, self.tokenizer, self.cfg,
-                                                     batch.step, trunk_kv, self.engine))
+                                                     batch.step, scorer))
             batch.scores[name] = out.values
             batch.add_metrics({f"{name}/{k}": v for k, v in out.stats.items()}
                               | {f"time/score/{name}": time.perf_counter() - t1}, f"step scorer {name}")
@@ -302,8 +305,6 @@ class Trainer:
         engine's are used, are unused: the one extra forward branch-only scoring then costs); its
         keys/values are kept only up to ``MAX_HELD_KV_BYTES``, beyond which the scorer recomputes
         them in bounded groups of rollouts."""
-        from igsearch.scoring.trunk import TrunkKV, kv_bytes
-
         t0 = time.perf_counter()
         grad = engine_logprobs_are_pi_old(self.cfg) and self.cfg.mini_batches == 1
         seqs = [t.token_ids for t in trajs]
