@@ -362,3 +362,13 @@ def test_vllm_peer_scores_step_ig_on_the_rollout_engine(setup):
     scored = [(a, c) for a, c in pairs if a is not None]
     assert scored and max(abs(a - c) for a, c in scored) < 1e-3
     assert got["vllm"].metrics["step_ig/tokens_forwarded"] > 0
+
+
+def test_a_prompt_over_max_prompt_tokens_is_refused_before_training(setup, tmp_path):
+    from igsearch.data.loaders import DataError
+    from igsearch.train.trainer import Trainer
+
+    with pytest.raises(DataError, match=r"train\.jsonl: question '.+': its prompt is \d+ tokens, more than "
+                                        r"max_prompt_tokens=8"):
+        Trainer(make_config(setup, engine="hf", max_prompt_tokens=8), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -104,7 +104,8 @@ class TrainConfig:
     train_data: str | None = _f(None, "Training questions (Search-R1 parquet / jsonl); None = world_dir's train split.")
     eval_data: str | None = _f(None, "Evaluation questions; None = world_dir's dev split.")
     template: str = _f("refine", "Prompt template: refine (AutoRefine, used by IG) | search-r1.")
-    max_prompt_tokens: int = _f(512, "Prompts longer than this many tokens are rejected when loading the data.")
+    max_prompt_tokens: int = _f(512, "Training questions whose chat prompt is longer than this many tokens are refused when the trainer "
+                                 "starts (the question named); also sizes the vLLM context with max_response_tokens.")
 
     # ---------------------------------------------------------------- rollouts
     steps: int = _f(100, "Number of policy updates (training steps).")

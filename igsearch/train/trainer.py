@@ -199,6 +199,7 @@ class Trainer:
             start_dir = ckpt / "model"
         self.model, self.tokenizer = load_policy(start_dir, dtype=cfg.dtype, device=str(self.device),
                                                  attn_implementation=cfg.attn_implementation)
+        check_prompt_lengths(self.rows, self.tokenizer, self.template, cfg.max_prompt_tokens, self.paths["train"])
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
@@ -523,6 +524,19 @@ class Trainer:
     def close(self) -> None:
         if hasattr(self.engine, "close"):
             self.engine.close()
+
+
+def check_prompt_lengths(rows: list[QARow], tokenizer, template, limit: int, path) -> None:
+    """DataError naming the file and the first question whose chat prompt is longer than ``limit``
+    tokens (``max_prompt_tokens``), before anything trains: such a prompt would leave the rollout no
+    room within the engine's context."""
+    prompts = [chat_prompt(tokenizer, question_messages(r, template)) for r in rows]
+    for start in range(0, len(prompts), 4096):  # batched: a large split tokenizes in seconds
+        ids = tokenizer(prompts[start:start + 4096], add_special_tokens=False)["input_ids"]
+        for row, tokens in zip(rows[start:start + 4096], ids):
+            if len(tokens) > limit:
+                raise DataError(f"{path}: question {row.id!r}: its prompt is {len(tokens)} tokens, more than "
+                                f"max_prompt_tokens={limit} (raise max_prompt_tokens or shorten the question)")
 
 
 class SFTReplay:
