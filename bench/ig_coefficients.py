@@ -61,12 +61,10 @@ MAX_CLIP_FRAC = 0.05
 def probe_config(args, root: Path):
     """The run config the rollouts are sampled and scored with: the replication's IG-Search run (seed
     ``args.seed``) on the warm start under ``root`` (built there if missing)."""
-    from replicate import prepare, run_overrides
-
-    from igsearch.train.config import load_config
+    from replicate import prepare, run_config, run_overrides
 
     world, sft, _, _ = prepare(args, root)
-    return load_config(ROOT / "configs" / "tiny-cpu.yaml", run_overrides(args, world, sft, "ig", args.seed))
+    return run_config(args, run_overrides(args, world, sft, "ig", args.seed))
 
 
 def sample_batches(args, root: Path):

@@ -110,11 +110,10 @@ def train_one(args, cfg_overrides: list[str], run_dir: Path) -> dict:
     """Train one (method, seed) with the trainer's periodic test evaluation; returns per-step metrics,
     all-fail probes and the evaluations ``{step: {"metrics", "records", "train_s"}}``."""
     from igsearch.demo import load_evals
-    from igsearch.train.config import load_config
     from igsearch.train.logging import read_metrics
     from igsearch.train.trainer import Trainer
 
-    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", cfg_overrides)
+    cfg = run_config(args, cfg_overrides)
     trainer = Trainer(cfg, run_dir, overwrite=True)
     probes: list[dict] = []
 
@@ -485,11 +484,18 @@ def prepare(args, root: Path):
     return world, sft, manifest, time.perf_counter() - t0
 
 
-def run_overrides(args, world: Path, sft: Path, method: str, seed: int) -> list[str]:
-    """The training config of one (method, seed): the demo's RL settings plus the benchmark's own."""
-    from igsearch.demo import DEMO_RL_OVERRIDES
+def run_config(args, overrides: list[str]):
+    """The training config of a run: the demo's preset for the warm start's demonstrator
+    (``igsearch.demo.demo_preset``), then ``overrides``."""
+    from igsearch.demo import demo_preset
+    from igsearch.train.config import load_config
 
-    return [*DEMO_RL_OVERRIDES, f"model_path={sft}", f"world_dir={world}", f"eval_data={world / 'test.jsonl'}",
+    return load_config(demo_preset(args.demonstrator), overrides)
+
+
+def run_overrides(args, world: Path, sft: Path, method: str, seed: int) -> list[str]:
+    """The overrides of one (method, seed) on the demo's preset: the benchmark's own settings."""
+    return [f"model_path={sft}", f"world_dir={world}", f"eval_data={world / 'test.jsonl'}",
             f"steps={args.steps}", f"seed={seed}", f"method={method}", f"checkpoint_every={args.steps}",
             f"questions_per_step={args.questions}", f"eval_questions={args.test_questions}",
             f"eval_every={args.eval_every}", "probe_questions=0", "tensorboard=false", "keep_checkpoints=1",
@@ -513,7 +519,6 @@ def ig_settings(run_cfg, method: str) -> dict | None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     apply_threads(args.threads)
-    from igsearch.train.config import load_config
 
     root, tmp = work_root(args.work_dir or (None if args.quick else ROOT / "runs" / "replicate"), "replicate-")
     t_all = time.perf_counter()
@@ -527,7 +532,7 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for method in args.methods:
             overrides = run_overrides(args, world, sft, method, seed)
-            run_cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
+            run_cfg = run_config(args, overrides)
             config_rollouts, answer_tokens = run_cfg.rollouts_per_question, run_cfg.ig_answer_tokens
             record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
             rec = json.loads(record_file.read_text()) if record_file.exists() else None

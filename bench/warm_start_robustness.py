@@ -38,12 +38,12 @@ LEGACY_BUILD = ("base", 700)
 
 
 def demo_config(sft: Path, world: Path, extra: list[str] = ()):
-    """The demo's training config (preset + ``DEMO_RL_OVERRIDES``) for the warm start ``sft`` on ``world``."""
-    from igsearch.demo import DEMO_RL_OVERRIDES
+    """The demo's training config for the oracle warm starts this study builds (configs/demo-oracle.yaml)
+    for the warm start ``sft`` on ``world``."""
+    from igsearch.demo import demo_preset
     from igsearch.train.config import load_config
 
-    return load_config(ROOT / "configs" / "tiny-cpu.yaml",
-                       [*DEMO_RL_OVERRIDES, f"model_path={sft}", f"world_dir={world}", "device=cpu", *extra])
+    return load_config(demo_preset("oracle"), [f"model_path={sft}", f"world_dir={world}", "device=cpu", *extra])
 
 
 def open_evaluation(sft: Path, world: Path):
@@ -135,7 +135,7 @@ def read_check(build: Path, threads: int) -> dict:
 
 
 def run_demo_rl(build: Path, threads: int, steps: int = 10) -> dict:
-    """The demo's RL phase (``DEMO_RL_OVERRIDES``, IG-Search, ``steps`` steps, the build's seed) from the
+    """The demo's RL phase on an oracle warm start (configs/demo-oracle.yaml, IG-Search, ``steps`` steps, the build's seed) from the
     warm start in ``build``, greedy dev EM at step 0 and at the end, no sampled probe. Writes
     ``build/rl.json`` with both evaluations' records and the wall-clock of the RL steps."""
     import torch
@@ -362,7 +362,7 @@ def report_sizes(root: Path, threads: int = 1) -> str:
     plot_sizes(summary, png)
     rl_groups = [(key, rs) for key, rs in groups.items() if all("rl" in r for r in rs)]
     if rl_groups:
-        lines += ["", "After the demo's RL phase (IG-Search, 10 steps, `DEMO_RL_OVERRIDES`, each build's seed): greedy dev "
+        lines += ["", "After the demo's RL phase (IG-Search, 10 steps, configs/demo-oracle.yaml, each build's seed): greedy dev "
                   "EM, paired against the same builds' step-0 evaluation (seeds pooled per question).", "",
                   "| size | seeds | dev EM after RL, mean | range | change vs warm start [95%] | RL s per build (mean) |",
                   "|---|---:|---:|---|---|---:|"]

@@ -19,33 +19,43 @@ from rich.console import Console
 from igsearch.policy.tiny import POLICY_SIZES
 from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 
-#: RL settings on top of configs/tiny-cpu.yaml (the warm start saw 2 passages per search). The replay
-#: of the warm start's oracle trajectories (PPO-ptx) is the best recipe measured: it keeps dev EM at the
-#: warm start's where plain GRPO / IG-Search lose 0.02-0.06 in 20 steps (bench/results/rl_recipe.md).
-DEMO_RL_OVERRIDES = ["topk=2", "max_response_tokens=768", "max_turns=4", "lr=1e-4", "warmup_steps=3",
-                     "questions_per_step=16", "sft_replay_coef=1.0"]
+#: the repository's presets folder (configs/)
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+#: the RL preset of each demonstrator's warm start: ``lookalike`` trains 40 steps without replay (the recipe
+#: under which RL raised dev EM, bench/results/rl_probe.md); ``oracle`` keeps the replay that held EM there.
+DEMO_PRESETS = {"lookalike": "demo.yaml", "oracle": "demo-oracle.yaml"}
+#: the demonstrator the demo imitates unless told otherwise: the one RL has something to learn from
+DEFAULT_DEMONSTRATOR = "lookalike"
+
+
+def demo_preset(demonstrator: str = DEFAULT_DEMONSTRATOR) -> Path:
+    """The training preset (configs/demo*.yaml) of the demo's RL run on a ``demonstrator`` warm start."""
+    return CONFIGS / DEMO_PRESETS[demonstrator]
 
 
 def add_demo_command(subparsers) -> None:
     p = subparsers.add_parser("demo", help="world -> warm start -> GRPO with IG -> eval, with a report (CPU, minutes)")
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    p.add_argument("--steps", type=int, default=10, help="RL steps (default 10: the demo fits 15 minutes on 2 cores)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="RL steps (default: the preset's, 40 for lookalike and 10 for oracle)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="ig", help="advantage estimator: ig (default) | grpo | any registered name")
     p.add_argument("--sft-steps", type=int, default=WarmStartConfig.steps)
     p.add_argument("--policy-size", default=WarmStartConfig.policy_size, choices=list(POLICY_SIZES),
                    help="tiny policy's size (default small, ~1.4M parameters; bench/results/policy_size.md compares them). "
                         "Scale --sft-steps with it: the default's steps are for small")
-    p.add_argument("--demonstrator", default=_demonstrator_name(WarmStartConfig.distractor), choices=list(DEMONSTRATORS),
-                   help="what the warm start imitates: oracle (perfect) or lookalike (searches a look-alike entity "
-                        "after a non-final hop with probability 0.6; igsearch.warmstart.DEMONSTRATORS)")
+    p.add_argument("--demonstrator", default=DEFAULT_DEMONSTRATOR, choices=list(DEMONSTRATORS),
+                   help="what the warm start imitates: lookalike (default: knows the protocol but, after a non-final "
+                        "hop, searches a look-alike entity with probability 0.6, which RL learns to avoid) or oracle "
+                        "(perfect: RL has little to learn; igsearch.warmstart.DEMONSTRATORS)")
     p.add_argument("--entities", type=int, default=WarmStartConfig.entities,
                    help="world size (default 800; question splits scale with it)")
     p.add_argument("--eval-questions", type=int, default=200, help="dev questions evaluated greedily (default 200)")
     p.add_argument("--probe-questions", type=int, default=80,
                    help="dev questions of the sampled probe, x rollouts_per_question rollouts (default 80)")
     p.add_argument("--eval-every", type=int, default=5, help="evaluate every N RL steps (default 5)")
-    p.add_argument("--config", default=None, help="training preset (default: configs/tiny-cpu.yaml settings)")
+    p.add_argument("--config", default=None,
+                   help="training preset (default: the demonstrator's, configs/demo.yaml or configs/demo-oracle.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides")
     p.set_defaults(func=run_demo)
 
@@ -74,11 +84,13 @@ def run_demo(args) -> int:
     ws = build_warm_start(out, seed=args.seed, config=ws_cfg, log=console.print)
     timings["warm_start"] = time.perf_counter() - t0
 
-    overrides = [*DEMO_RL_OVERRIDES, f"model_path={ws['sft']}", f"world_dir={ws['world']}", f"steps={args.steps}",
-                 f"seed={args.seed}", f"method={args.method}", f"checkpoint_every={max(1, args.steps)}",
+    overrides = [f"model_path={ws['sft']}", f"world_dir={ws['world']}", f"seed={args.seed}", f"method={args.method}",
                  f"eval_questions={args.eval_questions}", f"probe_questions={args.probe_questions}",
-                 f"eval_every={min(args.eval_every, args.steps)}", *args.overrides]
-    cfg = load_config(args.config or _default_preset(), overrides)
+                 *([f"steps={args.steps}"] if args.steps is not None else []), *args.overrides]
+    cfg = load_config(args.config or demo_preset(args.demonstrator), overrides, validate=False)
+    args.steps = cfg.steps
+    cfg.checkpoint_every, cfg.eval_every = max(1, cfg.steps), min(args.eval_every, cfg.steps)
+    cfg.validate(str(args.config or demo_preset(args.demonstrator)))
     run_dir = out / "train"
     t0 = phase("2/3 the warm start on this world: greedy EM on train vs dev questions")
     trainer = Trainer(cfg, run_dir, overwrite=True)
@@ -107,15 +119,6 @@ def run_demo(args) -> int:
     print(report, flush=True)
     console.print(f"[bold green]report: {out / 'report.md'}")
     return 0
-
-
-def _demonstrator_name(distractor: float) -> str:
-    return next((name for name, q in DEMONSTRATORS.items() if q == distractor), "oracle")
-
-
-def _default_preset() -> str | None:
-    here = Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml"
-    return str(here) if here.exists() else None
 
 
 def load_evals(run_dir: Path) -> dict[int, dict]:

@@ -1,7 +1,7 @@
 """How much a warm start leaves for RL: greedy EM, sampled EM and pass@k per hop count on dev.
 
 For each warm start folder (``igsearch.warmstart.build_warm_start``'s layout: ``world/`` and
-``sft/``), with the demo's rollout settings (configs/tiny-cpu.yaml + ``DEMO_RL_OVERRIDES``):
+``sft/``), with the demo's rollout settings (configs/demo.yaml):
 
 - greedy EM on the dev questions;
 - ``--samples`` rollouts per question at the training temperature (fixed seeds): sampled EM (the mean

@@ -1,7 +1,7 @@
 """Does RL improve a warm start? Methods x seeds from one warm start, paired on the same dev questions.
 
 Each run trains ``--method`` with ``--seed`` from the warm start folder (``world/`` and ``sft/``) with the
-demo's settings (configs/tiny-cpu.yaml + ``DEMO_RL_OVERRIDES``) plus ``key=value`` overrides, and the
+demo's settings for the look-alike warm start (configs/demo.yaml) plus ``key=value`` overrides, and the
 trainer evaluates greedily on the dev questions before RL and every ``--eval-every`` steps (per-question
 records in ``<run>/evals/``). ``--report`` pools the runs under ``--root`` per (method, recipe):
 
@@ -40,14 +40,14 @@ def recipe_name(warm: Path, steps: int, overrides: list[str]) -> str:
 
 
 def run_one(warm: Path, method: str, seed: int, steps: int, eval_every: int, overrides: list[str], root: Path) -> Path:
-    from igsearch.demo import DEMO_RL_OVERRIDES
+    from igsearch.demo import demo_preset
     from igsearch.train.config import load_config
     from igsearch.io import atomic_write_json
     from igsearch.train.trainer import Trainer
 
     out = root / recipe_name(warm, steps, overrides) / f"{method}-s{seed}"
-    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [
-        *DEMO_RL_OVERRIDES, f"model_path={warm / 'sft'}", f"world_dir={warm / 'world'}", f"steps={steps}",
+    cfg = load_config(demo_preset("lookalike"), [
+        f"model_path={warm / 'sft'}", f"world_dir={warm / 'world'}", f"steps={steps}",
         f"seed={seed}", f"method={method}", f"checkpoint_every={steps}", "eval_questions=100000",
         "probe_questions=0", f"eval_every={eval_every}", *overrides])
     t0 = time.perf_counter()

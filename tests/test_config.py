@@ -151,6 +151,25 @@ def test_method_sections_are_named_after_their_method_and_old_names_still_load(t
     assert "gigpo.omega (a float, default 1.0)" in describe_config()
 
 
+def test_a_preset_starts_from_its_base(tmp_path):
+    """``base:`` loads another preset (relative to this one) first; this one's fields win; a cycle or a
+    missing base is one clear error. The demo's presets are built this way."""
+    (tmp_path / "a.yaml").write_text("lr: 0.5\nsteps: 7\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nsteps: 9\nig:\n  ig_beta: 0.2\n")
+    cfg = load_config(tmp_path / "b.yaml", ["model_path=m"])
+    assert (cfg.lr, cfg.steps, cfg.ig_beta) == (0.5, 9, 0.2)
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(ConfigError, match="in a cycle"):
+        load_config(tmp_path / "b.yaml", ["model_path=m"])
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml: config file not found \\(the base of"):
+        load_config(tmp_path / "c.yaml", ["model_path=m"])
+    root = Path(__file__).resolve().parents[1] / "configs"
+    demo, oracle = (load_config(root / name, ["model_path=m"]) for name in ("demo.yaml", "demo-oracle.yaml"))
+    assert (demo.steps, demo.sft_replay_coef, oracle.steps, oracle.sft_replay_coef) == (40, 0.0, 10, 1.0)
+    assert demo.topk == oracle.topk == 2 and demo.ig_scorer == load_config(root / "tiny-cpu.yaml", ["model_path=m"]).ig_scorer
+
+
 def test_every_config_field_is_read_somewhere():
     """A knob nothing reads is a lie: every TrainConfig field must be accessed as an attribute in the package."""
     import dataclasses

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from igsearch.cli import main
 
@@ -36,3 +37,6 @@ def test_demo_writes_report_with_paired_intervals_and_plots(tmp_path):
     # the policy is built at the size asked for, and the summary says which
     assert json.loads((out / "sft" / "config.json").read_text())["hidden_size"] == 128
     assert summary["warm_start"]["policy_size"] == "small" and "the `small` policy, 5 SFT steps" in report
+    # the default demonstrator is the look-alike one, trained with its preset (configs/demo.yaml: no replay)
+    assert summary["warm_start"]["distractor"] == 0.6 and "imitating the `lookalike` demonstrator" in report
+    assert yaml.safe_load((out / "train" / "config.yaml").read_text())["sft_replay_coef"] == 0.0

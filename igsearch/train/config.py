@@ -491,10 +491,40 @@ def parse_override(text: str) -> tuple[str, str]:
     return key, value.strip()
 
 
+def _load_preset(path: Path, values: dict[str, Any], chain: list[Path]) -> None:
+    """The fields of the YAML preset ``path`` into ``values``, after those of its ``base:`` preset (a path
+    relative to it), so a preset states only what it changes."""
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(f"{source}: config file not found" + (f" (the base of {chain[-1]})" if chain else ""))
+    if path.resolve() in chain or len(chain) > 8:
+        raise ConfigError(f"{source}: presets name each other as base in a cycle: "
+                          + " -> ".join(str(p) for p in [*chain, path]))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a config (expected a flat mapping of field: value)") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of field: value, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{source}: field 'base': expected the path of another preset, got {base!r}")
+        _load_preset(path.parent / base, values, [*chain, path.resolve()])
+    _set_fields(values, source, data)
+
+
 def load_config(
     path: str | Path | None = None, overrides: typing.Iterable[str] = (), *, validate: bool = True
 ) -> TrainConfig:
     """TrainConfig from the YAML file ``path`` (None = the defaults), then ``key=value`` overrides.
+    A preset may start from another: ``base: tiny-cpu.yaml`` (relative to it) loads that one first.
 
     Values are typed by the field (int / float / bool / str / list / optional). Errors are
     ConfigError naming the file (or the override) and the field.
@@ -503,22 +533,7 @@ def load_config(
     source = "defaults"
     if path is not None:
         source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{source}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: not valid YAML: {e}") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{source}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-        except RecursionError:
-            raise ConfigError(f"{source}: nested too deeply to be a config (expected a flat mapping of field: value)") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping of field: value, got {type(data).__name__}")
-        _set_fields(values, source, data)
+        _load_preset(Path(path), values, [])
     for text in overrides:
         key, raw = parse_override(text)
         _set_field(values, f"override {text!r}", key, raw)
