@@ -32,8 +32,9 @@ test questions before training and every ``--eval-every`` steps and keeps every 
     python bench/replicate.py --report-only
 
 Runs already recorded in the work dir (runs/replicate/<method>-seed<seed>/replicate_record.json)
-with the same settings are reused, not retrained: the same overrides and, for the methods that read
-the IG (IG-Search, IGPO), the same resolved ``ig`` section, so a changed IG default retrains them.
+with the same settings are reused, not retrained: the same resolved training config (its ``ig``
+section only for the methods that read the IG, IG-Search and IGPO, so a changed IG default retrains
+them and no other).
 Records do not fingerprint the code: after a change that could move a method's results, move its
 records away (re-running one seed and comparing its per-question records tells whether it moved).
 
@@ -351,7 +352,7 @@ def render(result: dict, agg: dict, png: list[Path], runs: dict) -> str:
     ]
     warm = result["warm_start_test"] or {}
     sources = list(next(iter(agg.values()))["test_em"])
-    head = "| data_source | n (SE) | warm start | " + " | ".join(f"{m} EM" for m in agg) + " | " + \
+    head = "| data_source | n (SE) | warm start | " + " | ".join(f"{m} EM" for m in agg) + " | warm start searches | " + \
         " | ".join(f"{m} searches" for m in agg) + " |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for s in sources:
@@ -359,6 +360,7 @@ def render(result: dict, agg: dict, png: list[Path], runs: dict) -> str:
         n = f"{warm[s]['n']} ({split_standard_error(warm[s]['em'], warm[s]['n']):.3f})" if s in warm else "-"
         cells = [f"{agg[m]['test_em'][s]['mean']:.3f} ± {agg[m]['test_em'][s]['std']:.3f} "
                  f"[{agg[m]['test_em'][s]['min']:.3f}, {agg[m]['test_em'][s]['max']:.3f}]" for m in agg]
+        cells += [f"{warm[s]['searches']:.2f}" if s in warm else "-"]
         cells += [f"{agg[m]['test_searches'][s]['mean']:.2f}" for m in agg]
         lines.append(f"| {s} | {n} | {ws} | " + " | ".join(cells) + " |")
     lines += [""] + verdict(runs, agg, result["paired"].get("ig vs grpo"))[:-1]
@@ -506,14 +508,33 @@ def run_overrides(args, world: Path, sft: Path, method: str, seed: int) -> list[
 IG_SCORERS = frozenset({"step_ig", "turn_gain"})
 
 
-def ig_settings(run_cfg, method: str) -> dict | None:
-    """The `ig` section a run of ``method`` depends on (None when it reads no IG). A recorded run is reused
-    only when this matches too: a changed IG default (e.g. ``ig_answer_tokens``) changes no override."""
-    from dataclasses import asdict
-
+def run_identity(run_cfg, method: str) -> dict:
+    """What a recorded run of ``method`` must match to be reused: its resolved training config, without
+    the ``ig`` section when the method reads no IG (a changed IG default, e.g. ``ig_answer_tokens``,
+    retrains IG-Search and IGPO only)."""
     from igsearch.algo.advantages import estimator_needs
 
-    return asdict(run_cfg.ig) if estimator_needs(method) & IG_SCORERS else None
+    identity = json.loads(json.dumps(run_cfg.to_dict(), default=str))
+    if not estimator_needs(method) & IG_SCORERS:
+        identity.pop("ig")
+    return identity
+
+
+def recorded_identity(rec: dict, method: str) -> dict | None:
+    """:func:`run_identity` of a record. Records made before the demo's presets hold their overrides on
+    configs/tiny-cpu.yaml and their ``ig`` section apart: resolved here, and None (not reusable) when that
+    section no longer resolves to what they were scored with."""
+    from igsearch.train.config import load_config
+
+    if "config" in rec:
+        return rec["config"]
+    if "overrides" not in rec:
+        return None
+    identity = run_identity(load_config(ROOT / "configs" / "tiny-cpu.yaml", rec["overrides"]), method)
+    scored = rec.get("ig_settings") or {}
+    if "ig" in identity and any(identity["ig"].get(k) != v for k, v in scored.items()):
+        return None
+    return identity
 
 
 def main(argv=None) -> int:
@@ -536,8 +557,8 @@ def main(argv=None) -> int:
             config_rollouts, answer_tokens = run_cfg.rollouts_per_question, run_cfg.ig_answer_tokens
             record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
             rec = json.loads(record_file.read_text()) if record_file.exists() else None
-            scored_with = ig_settings(run_cfg, method)
-            if rec is not None and rec.get("overrides") == overrides and rec.get("ig_settings") == scored_with:
+            identity = run_identity(run_cfg, method)
+            if rec is not None and recorded_identity(rec, method) == identity:
                 print(f"[replicate] reusing {record_file}", flush=True)
                 rec["evals"] = {int(k): v for k, v in rec["evals"].items()}
             elif args.report_only:
@@ -550,7 +571,7 @@ def main(argv=None) -> int:
 
                     shutil.rmtree(run_dir)
                 rec = train_one(args, overrides, run_dir)
-                rec["overrides"], rec["ig_settings"] = overrides, scored_with
+                rec["overrides"], rec["config"] = overrides, identity
                 atomic_write_text(record_file, json.dumps(rec, indent=1, default=str))
             runs[method][seed] = rec
 

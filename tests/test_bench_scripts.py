@@ -98,10 +98,15 @@ def test_replicate_reuses_a_record_only_with_the_same_ig_settings():
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [])
     other = load_config(ROOT / "configs" / "tiny-cpu.yaml", ["ig_answer_tokens=separate"])
     for method in ("ig", "igpo"):  # they read the ig section: a changed default there must retrain them
-        assert mod.ig_settings(cfg, method)["ig_answer_tokens"] == cfg.ig_answer_tokens
-        assert mod.ig_settings(cfg, method) != mod.ig_settings(other, method)
+        assert mod.run_identity(cfg, method)["ig"]["ig_answer_tokens"] == cfg.ig_answer_tokens
+        assert mod.run_identity(cfg, method) != mod.run_identity(other, method)
     for method in ("grpo", "rloo", "gigpo"):  # they do not: their records stay reusable
-        assert mod.ig_settings(cfg, method) is None
+        assert mod.run_identity(cfg, method) == mod.run_identity(other, method)
+    assert mod.run_identity(cfg, "grpo") != mod.run_identity(load_config(ROOT / "configs" / "tiny-cpu.yaml", ["lr=0.5"]), "grpo")
+    # a record made before the demo's presets (overrides on tiny-cpu.yaml, the ig section apart) still matches
+    old = {"overrides": ["lr=1e-4"], "ig_settings": {"ig_answer_tokens": cfg.ig_answer_tokens}}
+    assert mod.recorded_identity(old, "ig") == mod.run_identity(cfg, "ig")
+    assert mod.recorded_identity({**old, "ig_settings": {"ig_answer_tokens": "separate"}}, "ig") is None
 
 
 @no_cuda
