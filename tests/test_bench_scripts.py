@@ -15,18 +15,22 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
+STUDIES = ROOT / "studies"
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 
 
 def load(name: str):
-    sys.path.insert(0, str(BENCH))
+    """A script of bench/ (benchmarks) or studies/ (measurements of learning), imported as a module."""
+    folder = BENCH if (BENCH / f"{name}.py").exists() else STUDIES
+    sys.path[:0] = [str(BENCH), str(STUDIES)]
     try:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"{folder.name}_{name}", folder / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         return mod
     finally:
         sys.path.remove(str(BENCH))
+        sys.path.remove(str(STUDIES))
 
 
 def run(*args, timeout=60):
@@ -170,7 +174,7 @@ def test_ig_coefficients_samples_with_the_replications_ig_run(tmp_path, monkeypa
     import igsearch.warmstart
 
     mod = load("ig_coefficients")
-    monkeypatch.syspath_prepend(str(BENCH))  # as when run as a script: `from replicate import ...`
+    monkeypatch.syspath_prepend(str(STUDIES))  # as when run as a script: `from replicate import ...`
     monkeypatch.setattr(igsearch.warmstart, "build_warm_start", lambda *a, **k: pytest.fail("rebuilt the warm start"))
     rep = load("replicate").parse_args([])
     world, sft = tmp_path / "world", tmp_path / "sft"

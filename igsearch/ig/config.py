@@ -19,11 +19,11 @@ class IGConfig:
     ``step_ig`` scorer runs ``information_gain_of_trajectories``."""
 
     ig_beta: float = config_field(0.5, "beta: weight of the normalised step IG added to the query-span tokens' "
-                                       "advantage (default measured by bench/ig_coefficients.py).")
+                                       "advantage (default measured by studies/ig_coefficients.py).")
     ig_norm: str = config_field("group", "Step-IG normalisation: group (z-score per group) | batch (z-score per "
                                          "batch) | none.")
     ig_clip: float | None = config_field(2.0, "c: normalised step IG is clipped to [-c, c]; none disables clipping "
-                                              "(default measured by bench/ig_coefficients.py).")
+                                              "(default measured by studies/ig_coefficients.py).")
     span_weight: str = config_field("uniform", "Weight of a query-span token: uniform (1) | inverse_length (1 / |span|).")
 
     ig_n_random: int = config_field(3, "Counterfactual (documents, refine) pairs drawn per step.")

@@ -24,9 +24,9 @@ at most 5% of the steps (clip outliers only); beta is the largest whose ``succes
 at most 10% (the step term may credit searches of failed rollouts, but must not, beyond sampling
 noise, override the outcome of successful ones).
 
-    python bench/ig_coefficients.py --quick    # tiny world, short SFT, minutes
-    python bench/ig_coefficients.py            # the replication's warm start, 8 x 16 questions x 4 rollouts
-    python bench/ig_coefficients.py --from-json bench/results/ig_coefficients.json   # re-analyse, no sampling
+    python studies/ig_coefficients.py --quick    # tiny world, short SFT, minutes
+    python studies/ig_coefficients.py            # the replication's warm start, 8 x 16 questions x 4 rollouts
+    python studies/ig_coefficients.py --from-json bench/results/ig_coefficients.json   # re-analyse, no sampling
 
 Writes bench/results/ig_coefficients{-quick}.{json,md,png}; the last line is
 ``beta=<b> clip=<c> success_punished=<x> all_fail_signal=<y>`` for the configured defaults.
@@ -45,13 +45,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # replicate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # benchutil
 
 from benchutil import add_threads_argument, apply_threads, device_name, work_root  # noqa: E402
 from igsearch.io import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"  # the history of experiments lives there
 BETAS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.0)
 CLIPS = (1.0, 2.0, 3.0, None)
 MAX_SUCCESS_PUNISHED = 0.10

@@ -12,11 +12,11 @@ then compares the sizes built with those steps, seeds pooled per question, again
 ``--rl BUILD`` runs the demo's 10 RL steps from a build; ``--read-check BUILD`` evaluates it with the
 documents of a random other query, to tell reading from recall.
 
-    python bench/warm_start_robustness.py --seed 1 --threads 1 --root runs/robustness
-    python bench/warm_start_robustness.py --report --root runs/robustness
-    python bench/warm_start_robustness.py --calibrate --threads 1
-    python bench/warm_start_robustness.py --policy-size large --sft-steps 285 --seed 0 --root runs/robustness
-    python bench/warm_start_robustness.py --report-sizes --root runs/robustness
+    python studies/warm_start_robustness.py --seed 1 --threads 1 --root runs/robustness
+    python studies/warm_start_robustness.py --report --root runs/robustness
+    python studies/warm_start_robustness.py --calibrate --threads 1
+    python studies/warm_start_robustness.py --policy-size large --sft-steps 285 --seed 0 --root runs/robustness
+    python studies/warm_start_robustness.py --report-sizes --root runs/robustness
 
 Writes ``ROOT/[SIZE-sftN-]seed<S>-t<T>/robust.json`` per build and bench/results/
 warm_start_robustness.{json,md}, policy_size_calibration.json and policy_size.{json,md,png}.
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"  # the history of experiments lives there
 #: (policy size, SFT steps) of builds recorded before robust.json named them: the warm start's default until
 #: the policy-size study (bench/results/policy_size.md) made it small with 1,482 steps.
 LEGACY_BUILD = ("base", 700)
@@ -410,6 +410,7 @@ def plot_sizes(summary: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))  # benchutil
     from igsearch.policy.tiny import POLICY_SIZES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

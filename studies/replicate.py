@@ -1,8 +1,9 @@
 """Replication on the synthetic world: every registered method (GRPO, IG-Search, ...) from one warm start, several seeds.
 
-From ONE warm start (``igsearch.warmstart``: the tiny policy, SFT on the world's warm-up split, the
-demo's settings), each method is trained for ``--steps`` steps on the world's train split with seeds
-``--seeds`` (the demo's RL settings otherwise); a method and a seed see the same questions per step
+From ONE warm start (``igsearch.warmstart``: the tiny policy, SFT on the world's warm-up split imitating
+``--demonstrator``, default ``lookalike``, the demo's settings), each method is trained for ``--steps``
+steps on the world's train split with seeds ``--seeds`` (the demo's preset for that demonstrator otherwise,
+``igsearch.demo.demo_preset``: configs/demo.yaml); a method and a seed see the same questions per step
 (question sampling is a function of (seed, step)). The trainer evaluates greedily on ``--test-questions``
 test questions before training and every ``--eval-every`` steps and keeps every per-question result
 (``<run>/evals/step_NNNNNN.json``). Reported:
@@ -23,13 +24,13 @@ test questions before training and every ``--eval-every`` steps and keeps every 
   and the normal update runs. GRPO's advantages on an all-fail group are exactly 0, so its norm is 0
   (with kl_coef 0): measured, not assumed. Its time is subtracted from the wall-clock figures.
 
-    python bench/replicate.py --quick          # smoke test: 1 seed, few steps, minutes
-    python bench/replicate.py                  # 3 seeds x every method, one process
+    python studies/replicate.py --quick          # smoke test: 1 seed, few steps, minutes
+    python studies/replicate.py                  # 3 seeds x every method, one process
 
     # on 2 cores: one warm start, one process per method, then merge
-    python bench/replicate.py --setup-only --threads 2
-    python bench/replicate.py --methods grpo & python bench/replicate.py --methods ig & wait
-    python bench/replicate.py --report-only
+    python studies/replicate.py --setup-only --threads 2
+    python studies/replicate.py --methods grpo & python studies/replicate.py --methods ig & wait
+    python studies/replicate.py --report-only
 
 Runs already recorded in the work dir (runs/replicate/<method>-seed<seed>/replicate_record.json)
 with the same settings are reused, not retrained: the same resolved training config (its ``ig``
@@ -57,9 +58,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # benchutil
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"  # the history of experiments lives there
 from benchutil import add_threads_argument, apply_threads, device_name, work_root  # noqa: E402
 from igsearch.io import atomic_write_text  # noqa: E402
 
@@ -389,7 +391,7 @@ def render(result: dict, agg: dict, png: list[Path], runs: dict) -> str:
         ad = "-" if s["all_fail_adv_abs_mean"] is None else f"{s['all_fail_adv_abs_mean']:.3g}"
         lines.append(f"| {m} | {s['all_fail_frac']:.3f} | {s['all_fail_groups']} / {s['groups']} | {g} | {ad} | "
                      f"{s['batch_grad_norm_mean']:.3g} |")
-    lines += ["", "The all-fail gradient is measured by the benchmark (see bench/replicate.py): the unclipped L2 "
+    lines += ["", "The all-fail gradient is measured by the benchmark (see studies/replicate.py): the unclipped L2 "
               "norm of the gradient of the PPO loss restricted to the rollouts of the all-fail groups of the batch, "
               "at the weights before the update, with the method's own advantages.", ""]
     lines += [f"![{p.stem}]({p.name})" for p in png]
