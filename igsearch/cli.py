@@ -96,19 +96,6 @@ EVAL_DEFAULTS = {"template": "refine", "topk": 3, "max_turns": 4, "max_new_token
                  "max_response_tokens": 1536, "max_doc_tokens": 0}
 
 
-def make_engine(kind: str, model_dir, *, dtype: str = "float32", max_model_len: int = 4096, seed: int = 0):
-    """A generation engine on ``model_dir``: "vllm" or "hf" (transformers generate)."""
-    if kind == "vllm":
-        from igsearch.rollout.engine import VLLMEngine
-
-        return VLLMEngine(model_dir, dtype=dtype, max_model_len=max_model_len, seed=seed)
-    from igsearch.policy.load import load_policy
-    from igsearch.rollout.engine import HFEngine
-
-    model, tokenizer = load_policy(model_dir, dtype=dtype)
-    return HFEngine(model, tokenizer)
-
-
 def _run_eval(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
@@ -119,6 +106,7 @@ def _run_eval(args) -> int:
     from igsearch.policy.load import check_model_dir, load_tokenizer
     from igsearch.retrieval import load_retriever
     from igsearch.rollout.agent import RolloutConfig
+    from igsearch.rollout.engine import build_engine
     from igsearch.rollout.trained import TrainedSettingsError, read_rollout_settings, resolve_settings
     from igsearch.io import atomic_write_json
 
@@ -141,7 +129,7 @@ def _run_eval(args) -> int:
     print("igsearch eval: rollout settings " + ", ".join(f"{k}={v}" for k, v in settings.items())
           + f", template={template} ({'as trained' if trained else 'the model folder names none: defaults'})")
     config = RolloutConfig(**settings)
-    engine = make_engine(args.engine, model_dir, dtype=args.dtype)
+    engine = build_engine(args.engine, model_dir, dtype=args.dtype)
     console = Console()
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"eval {Path(args.data).name}", total=len(rows))

@@ -50,12 +50,12 @@ def open_evaluation(sft: Path, world: Path):
     """What :func:`igsearch.evaluation.evaluate` needs for the warm start ``sft`` on ``world`` with the demo's
     settings: ``(cfg, paths, tokenizer, engine, retriever)``; the caller closes the engine."""
     from igsearch.policy.load import load_policy
-    from igsearch.train.trainer import make_engine, make_retriever, resolve_paths
+    from igsearch.train.trainer import engine_from_config, make_retriever, resolve_paths
 
     cfg = demo_config(sft, world)
     paths = resolve_paths(cfg)
     model, tok = load_policy(sft, dtype="float32", device="cpu")
-    return cfg, paths, tok, make_engine(cfg, Path(sft), model, tok), make_retriever(cfg, paths)
+    return cfg, paths, tok, engine_from_config(cfg, Path(sft), model, tok), make_retriever(cfg, paths)
 
 
 def build_and_measure(seed: int, threads: int, out: Path, policy_size: str, sft_steps: int) -> dict:

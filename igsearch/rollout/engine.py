@@ -99,6 +99,35 @@ def _vllm_cpu_defaults() -> dict:
     return {"gpu_memory_utilization": 0.2, "kv_cache_memory_bytes": 1 << 30, "max_num_batched_tokens": 1 << 17}
 
 
+def build_engine(kind: str, model_dir, *, model=None, tokenizer=None, dtype: str = "float32",
+                 max_model_len: int = 4096, seed: int = 0, enforce_eager: bool = True,
+                 cpu_kvcache_gb: float | None = None, gpu_memory_utilization: float | None = None):
+    """The generation engine ``kind`` on the policy in ``model_dir``, for every caller (trainer, eval, studies).
+
+    ``"vllm"``: vLLM on its own copy of the weights; without CUDA its KV cache is ``cpu_kvcache_gb`` GiB
+    (default: ``_vllm_cpu_defaults``), with CUDA it takes ``gpu_memory_utilization`` of the GPU (default:
+    vLLM's). ``"hf"``: transformers ``generate`` on ``model``/``tokenizer`` (the trainer's own, so updates
+    need no sync), loaded from ``model_dir`` when not given."""
+    if kind == "hf":
+        if model is None or tokenizer is None:
+            from igsearch.policy.load import load_policy
+
+            model, tokenizer = load_policy(model_dir, dtype=dtype)
+        return HFEngine(model, tokenizer)
+    if kind != "vllm":
+        raise ValueError(f"unknown engine {kind!r}; use 'vllm' or 'hf'")
+    import torch
+
+    kwargs = {}
+    if torch.cuda.is_available():
+        if gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+    elif cpu_kvcache_gb is not None:
+        kwargs["kv_cache_memory_bytes"] = int(cpu_kvcache_gb * (1 << 30))
+    return VLLMEngine(model_dir, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager,
+                      **kwargs)
+
+
 class VLLMEngine:
     """vLLM offline engine. Create it under ``if __name__ == "__main__":`` (vLLM spawns workers)."""
 

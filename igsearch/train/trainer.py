@@ -140,22 +140,15 @@ def make_retriever(cfg: TrainConfig, paths: dict):
     return load_retriever(cfg.retriever, corpus=paths.get("corpus"), index=cfg.index_path)
 
 
-def make_engine(cfg: TrainConfig, model_dir: Path, model, tokenizer):
-    """The rollout engine: vLLM on ``model_dir`` (the weights the run starts from) or transformers."""
-    if cfg.engine == "hf":
-        from igsearch.rollout.engine import HFEngine
+def engine_from_config(cfg: TrainConfig, model_dir: Path, model, tokenizer):
+    """The run's rollout engine (``igsearch.rollout.engine.build_engine``): vLLM on ``model_dir`` (the weights
+    the run starts from) or transformers on the trained ``model``."""
+    from igsearch.rollout.engine import build_engine
 
-        return HFEngine(model, tokenizer)
-    from igsearch.rollout.engine import VLLMEngine
-
-    max_len = cfg.vllm_max_model_len or (cfg.max_prompt_tokens + cfg.max_response_tokens + 64)
-    kwargs = {}
-    if not torch.cuda.is_available():
-        kwargs["kv_cache_memory_bytes"] = int(cfg.vllm_cpu_kvcache_gb * (1 << 30))
-    else:
-        kwargs["gpu_memory_utilization"] = cfg.vllm_gpu_memory_utilization
-    return VLLMEngine(model_dir, dtype=cfg.dtype, max_model_len=max_len, seed=cfg.seed,
-                      enforce_eager=cfg.vllm_enforce_eager, **kwargs)
+    return build_engine(cfg.engine, model_dir, model=model, tokenizer=tokenizer, dtype=cfg.dtype,
+                        max_model_len=cfg.vllm_max_model_len or (cfg.max_prompt_tokens + cfg.max_response_tokens + 64),
+                        seed=cfg.seed, enforce_eager=cfg.vllm_enforce_eager, cpu_kvcache_gb=cfg.vllm_cpu_kvcache_gb,
+                        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
 
 
 def sample_questions(n_rows: int, k: int, seed: int, step: int) -> list[int]:
@@ -213,7 +206,7 @@ class Trainer:
             self.ref_model.eval().requires_grad_(False)
         self.retriever = make_retriever(cfg, self.paths)
         self.replay = SFTReplay(cfg, self.paths, self.tokenizer, self.retriever) if cfg.sft_replay_coef > 0 else None
-        self.engine = make_engine(cfg, start_dir, self.model, self.tokenizer)
+        self.engine = engine_from_config(cfg, start_dir, self.model, self.tokenizer)
         self.agent = SearchAgent(self.engine, self.retriever, self.tokenizer, cfg.rollout, template=self.template)
         if overwrite and resume is None:
             clear_run(self.out)
