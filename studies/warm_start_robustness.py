@@ -50,7 +50,7 @@ def open_evaluation(sft: Path, world: Path):
     """What :func:`igsearch.evaluation.evaluate` needs for the warm start ``sft`` on ``world`` with the demo's
     settings: ``(cfg, paths, tokenizer, engine, retriever)``; the caller closes the engine."""
     from igsearch.policy.load import load_policy
-    from igsearch.train.trainer import engine_from_config, make_retriever, resolve_paths
+    from igsearch.train.assembly import engine_from_config, make_retriever, resolve_paths
 
     cfg = demo_config(sft, world)
     paths = resolve_paths(cfg)

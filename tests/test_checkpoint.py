@@ -215,7 +215,8 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_says_why(tmp_path, kind
 
 def test_training_into_a_folder_that_holds_a_run_is_refused(tmp_path):
     from igsearch.train.config import load_config
-    from igsearch.train.trainer import Trainer, TrainingError, clear_run, run_progress
+    from igsearch.train.assembly import clear_run, run_progress
+    from igsearch.train.trainer import Trainer, TrainingError
 
     out = tmp_path / "run"
     save_checkpoint(out, 2, _model(), None)

@@ -138,8 +138,11 @@ def test_method_sections_are_named_after_their_method_and_old_names_still_load(t
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("model_path: m\ngigpo:\n  gamma: 0.9\n")
     assert load_config(yaml_file).methods["gigpo"] == GiGPOConfig(gamma=0.9)
-    again = TrainConfig.from_dict(cfg.to_dict())  # a checkpoint's config.json round trip
-    assert again.methods == cfg.methods and again.ig == cfg.ig
+    again = TrainConfig.from_dict(cfg.to_dict())  # a checkpoint's config.json round trip: the run's method's section
+    assert again.method_options() == cfg.method_options() and again.ig == cfg.ig
+    assert list(cfg.to_dict()["methods"]) == ["gigpo"]  # no other method's (nor a plug-in's) section is saved
+    with pytest.raises(ConfigError, match="'methods.nope': the settings of method 'nope', which is not registered"):
+        TrainConfig.from_dict({"model_path": "m", "methods": {"nope": {"x": 1}}})
     old = TrainConfig.from_dict({"model_path": "m", "gigpo_omega": 0.3,
                                  "advantage": {"method": "igpo", "igpo_gamma": 0.7, "ig_beta": 0.1}})
     assert (old.methods["gigpo"].omega, old.method_options().gamma, old.ig.ig_beta) == (0.3, 0.7, 0.1)

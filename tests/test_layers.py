@@ -98,7 +98,7 @@ def test_the_check_finds_an_upward_import(tmp_path, monkeypatch):
 def test_replay_defaults_are_the_warm_starts():
     """The trainer cannot import the warm start (it sits above train); its fallback for the replay must
     still be the warm start's settings."""
-    from igsearch.train.trainer import REPLAY_DEFAULTS
+    from igsearch.train.replay import REPLAY_DEFAULTS
     from igsearch.warmstart import WarmStartConfig
 
     assert REPLAY_DEFAULTS == {"document_weight": WarmStartConfig.document_weight, "max_len": WarmStartConfig.max_len}

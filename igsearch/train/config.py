@@ -190,8 +190,12 @@ class TrainConfig:
         return self.methods.get(name or self.advantage.method) or cls()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of every field, sections nested (JSON / YAML serialisable)."""
-        return dataclasses.asdict(self)
+        """Plain dict of every field, sections nested (JSON / YAML serialisable). Of the method sections
+        only the run's own method's is kept: a saved config must not depend on other plug-ins that
+        happened to be imported when it was written."""
+        out = dataclasses.asdict(self)
+        out["methods"] = {name: options for name, options in out["methods"].items() if name == self.advantage.method}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
@@ -462,8 +466,13 @@ def _set_fields(values: dict[str, Any], source: str, data: dict) -> None:
                 if str(sub) not in {f.name for f in dataclasses.fields(sections[name])} and dotted not in RENAMED_FIELDS:
                     raise _unknown_field_error(source, dotted)
                 _set_field(values, source, dotted, sub_raw)
-        elif name == "methods" and isinstance(raw, dict):  # as to_dict() writes the method sections
-            _set_fields(values, source, {str(method): options for method, options in raw.items()})
+        elif name == "methods" and isinstance(raw, dict):  # as to_dict() writes the run's method section
+            for method, options in raw.items():
+                if str(method) not in _method_sections():
+                    raise ConfigError(f"{source}: field 'methods.{method}': the settings of method {str(method)!r}, "
+                                      "which is not registered (import its module first: igsearch train --plugin "
+                                      "MODULE)")
+                _set_fields(values, source, {str(method): options})
         else:
             _set_field(values, source, name, raw)
 

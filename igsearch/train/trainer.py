@@ -7,7 +7,9 @@ zero-spread filtering) -> ``score_steps`` (exactly the step scorers the estimato
 ``update`` (packed policy log-probs with ``gather_logprobs``, span-weighted PPO loss with
 ``span_advantage_loss``, AdamW) -> ``sync`` (weights into the engine). Hooks registered with
 ``add_hook`` run after every phase; benchmarks use them (or call the phases) instead of patching the
-trainer. The trainer knows no method by name. Checkpoints are atomic;
+trainer. The trainer knows no method and no scorer by name. What a run is assembled from (paths,
+retriever, engine, input checks, the run folder) is ``train/assembly.py``; the PPO-ptx replay is
+``train/replay.py``. Checkpoints are atomic;
 ``resume`` continues exactly: question sampling, rollout seeds and counterfactual draws are all
 functions of (seed, step), and the RNG states are restored from the checkpoint.
 """
@@ -30,24 +32,27 @@ from igsearch.algo.step_scores import ScoringBatch, check_step_scorer, run_step_
 from igsearch.algo.loss import policy_loss
 from igsearch.policy.packing import packed_token_logprobs, pad_to_batch
 from igsearch.algo.rewards import trajectory_rewards
-from igsearch.data.loaders import DataError, QARow, load_qa
+from igsearch.data.loaders import QARow, load_qa
 from igsearch.data.metrics import exact_match
 from igsearch.data.prompts import get_template
 from igsearch.evaluation import evaluate, question_messages
-from igsearch.policy.load import chat_prompt, check_model_dir
+from igsearch.policy.load import chat_prompt
 from igsearch.rollout.agent import RolloutConfig, SearchAgent
 from igsearch.rollout.trajectory import Trajectory
 from igsearch.scoring import Scorer, TrunkKV, kv_bytes
-from igsearch.train.checkpoint import (
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
+from igsearch.train.assembly import (
+    check_prompt_lengths,
+    clear_run,
+    engine_from_config,
+    make_retriever,
+    resolve_paths,
+    run_progress,
 )
+from igsearch.train.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from igsearch.train.config import TrainConfig
 from igsearch.io import atomic_write_json, atomic_write_text
 from igsearch.train.logging import RunLogger, TrainProgress
+from igsearch.train.replay import SFTReplay
 
 #: the most keys/values of a batch's no-grad forward the trainer holds for the trunk scorer
 MAX_HELD_KV_BYTES = 2 << 30
@@ -104,51 +109,6 @@ class Batch:
         if clash:
             raise KeyError(f"{owner}: metric keys {clash} already written by another phase (one owner per key)")
         self.metrics.update(values)
-
-
-def resolve_paths(cfg: TrainConfig) -> dict[str, Path]:
-    """Model, train/eval data and corpus paths of a config, with clear errors for missing ones."""
-    model = check_model_dir(cfg.model_path)
-    world = Path(cfg.world_dir) if cfg.world_dir else None
-
-    def pick(explicit, name):
-        if explicit:
-            return Path(explicit)
-        if world is None:
-            raise DataError(f"config: field {name!r}: not set and no world_dir to take it from")
-        return world / {"train_data": "train.jsonl", "eval_data": "dev.jsonl", "corpus_path": "corpus.jsonl"}[name]
-
-    paths = {"model": model, "train": pick(cfg.train_data, "train_data"), "eval": pick(cfg.eval_data, "eval_data")}
-    if cfg.retriever in ("bm25", "dense"):
-        paths["corpus"] = pick(cfg.corpus_path, "corpus_path")
-        if not paths["corpus"].exists():
-            raise DataError(f"{paths['corpus']}: corpus not found (build the world with `igsearch world build`)")
-    for key in ("train", "eval"):
-        if not paths[key].exists():
-            raise DataError(f"{paths[key]}: {key} data not found")
-    return paths
-
-
-def make_retriever(cfg: TrainConfig, paths: dict):
-    from igsearch.retrieval import load_retriever
-    from igsearch.retrieval.client import RetrievalClient
-
-    if cfg.retriever == "http":
-        if not cfg.retriever_url:
-            raise DataError("config: field 'retriever_url': needed for retriever=http")
-        return RetrievalClient(cfg.retriever_url, timeout=cfg.retriever_timeout_s)
-    return load_retriever(cfg.retriever, corpus=paths.get("corpus"), index=cfg.index_path)
-
-
-def engine_from_config(cfg: TrainConfig, model_dir: Path, model, tokenizer):
-    """The run's rollout engine (``igsearch.rollout.engine.build_engine``): vLLM on ``model_dir`` (the weights
-    the run starts from) or transformers on the trained ``model``."""
-    from igsearch.rollout.engine import build_engine
-
-    return build_engine(cfg.engine, model_dir, model=model, tokenizer=tokenizer, dtype=cfg.dtype,
-                        max_model_len=cfg.vllm_max_model_len or (cfg.max_prompt_tokens + cfg.max_response_tokens + 64),
-                        seed=cfg.seed, enforce_eager=cfg.vllm_enforce_eager, cpu_kvcache_gb=cfg.vllm_cpu_kvcache_gb,
-                        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
 
 
 def sample_questions(n_rows: int, k: int, seed: int, step: int) -> list[int]:
@@ -517,100 +477,6 @@ class Trainer:
     def close(self) -> None:
         if hasattr(self.engine, "close"):
             self.engine.close()
-
-
-def check_prompt_lengths(rows: list[QARow], tokenizer, template, limit: int, path) -> None:
-    """DataError naming the file and the first question whose chat prompt is longer than ``limit``
-    tokens (``max_prompt_tokens``), before anything trains: such a prompt would leave the rollout no
-    room within the engine's context."""
-    prompts = [chat_prompt(tokenizer, question_messages(r, template)) for r in rows]
-    for start in range(0, len(prompts), 4096):  # batched: a large split tokenizes in seconds
-        ids = tokenizer(prompts[start:start + 4096], add_special_tokens=False)["input_ids"]
-        for row, tokens in zip(rows[start:start + 4096], ids):
-            if len(tokens) > limit:
-                raise DataError(f"{path}: question {row.id!r}: its prompt is {len(tokens)} tokens, more than "
-                                f"max_prompt_tokens={limit} (raise max_prompt_tokens or shorten the question)")
-
-
-class SFTReplay:
-    """PPO-ptx (InstructGPT): a supervised loss on oracle trajectories added to the policy loss.
-
-    The examples are built once from ``cfg.sft_replay_data`` (default: the world's warm-up split, the
-    warm start's own data) with the run's retriever and template, documents weighted like the warm
-    start, by the warm start's own demonstrator (:func:`replay_settings`: replaying a perfect
-    oracle to a warm start that imitated a flawed one would teach the flaw's fix by supervision); each update draws ``sft_replay_batch`` of them with a generator seeded by (seed, step,
-    update), so a resumed run draws the same ones.
-    """
-
-    def __init__(self, cfg: TrainConfig, paths: dict, tokenizer, retriever):
-        from igsearch.train.sft import build_sft_examples
-
-        path = Path(cfg.sft_replay_data) if cfg.sft_replay_data else Path(cfg.world_dir or "") / "warmup.jsonl"
-        if not path.is_file():
-            raise DataError(f"config: field 'sft_replay_data': {path} not found (a world split with oracle hops)")
-        warm = replay_settings(cfg.model_path)
-        self.cfg, self.document_weight = cfg, warm.pop("document_weight")
-        self.demonstrator = warm
-        self.examples = build_sft_examples(load_qa(path), tokenizer, retriever, template=cfg.template, topk=cfg.topk,
-                                           seed=cfg.seed, **warm)
-        if not self.examples:
-            raise DataError(f"{path}: no oracle trajectories could be built for sft_replay_coef")
-
-    def loss(self, model, step: int, update: int) -> torch.Tensor:
-        from igsearch.train.sft import sft_loss
-
-        rng = random.Random(f"replay-{self.cfg.seed}-{step}-{update}")
-        batch = rng.sample(self.examples, min(self.cfg.sft_replay_batch, len(self.examples)))
-        return sft_loss(model, batch, max_tokens_per_row=self.cfg.max_tokens_per_forward,
-                        document_weight=self.document_weight)
-
-
-#: How the replay weighs documents and cuts examples when the model folder does not say how it was warm-started:
-#: as the embedded default's warm start does (``igsearch.warmstart.WarmStartConfig``; a test checks they agree).
-REPLAY_DEFAULTS = {"document_weight": 1.0, "max_len": 1024}
-
-
-def replay_settings(model_path) -> dict:
-    """How the warm start at ``model_path`` was trained, from its ``sft_summary.json``: ``document_weight``,
-    ``max_len`` and its demonstrator (``distractor``, only when > 0); :data:`REPLAY_DEFAULTS` and the oracle
-    for a folder without one. ``early_answer`` is left out: the replay of the early-answer warm starts
-    measured in bench/results/rl_recipe.md used the oracle."""
-    out = dict(REPLAY_DEFAULTS)
-    path = Path(model_path or "") / "sft_summary.json"
-    try:
-        summary = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        summary = {}
-    for key, kind in (("document_weight", float), ("max_len", int)):
-        if isinstance(summary.get(key), (int, float)):
-            out[key] = kind(summary[key])
-    q = summary.get("distractor", 0.0)
-    if isinstance(q, (int, float)) and q > 0:
-        out["distractor"] = float(q)
-    return out
-
-
-def run_progress(out: Path) -> str:
-    """What of a training run ``out`` holds ("" for nothing): checkpoints and logged steps."""
-    parts = []
-    ckpts = list_checkpoints(out)
-    if ckpts:
-        parts.append(f"{len(ckpts)} checkpoint(s), the last {ckpts[-1].name}")
-    metrics = out / "metrics.jsonl"
-    if metrics.is_file() and metrics.stat().st_size > 0:
-        parts.append("logged metrics")
-    return ", ".join(parts)
-
-
-def clear_run(out: Path) -> None:
-    """Remove what a run wrote into ``out``: checkpoints, metrics, evaluations, saved batches."""
-    import shutil
-
-    for name in ("checkpoints", "evals", "tensorboard"):
-        shutil.rmtree(out / name, ignore_errors=True)
-    for pattern in ("metrics.jsonl", "eval.json", "batch_step*.jsonl"):
-        for f in out.glob(pattern):
-            f.unlink()
 
 
 def engine_logprobs_are_pi_old(cfg: TrainConfig) -> bool:
