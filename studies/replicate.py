@@ -132,10 +132,13 @@ def train_one(args, cfg_overrides: list[str], run_dir: Path) -> dict:
 
     trainer.add_hook(probe_all_fail)
     try:
-        trainer.run()
+        ran = trainer.run()
     finally:
         trainer.logger.close()
         trainer.close()
+    if ran["stopped_by"] or ran["steps"] < cfg.steps:  # a stopped run must not be recorded (it would be reused)
+        raise SystemExit(f"replicate: {cfg.method} seed {cfg.seed} stopped at step {ran['steps']} of {cfg.steps} "
+                         f"({ran['stopped_by'] or 'interrupted'}); no record written, run it again")
     rows = read_metrics(run_dir)
     steps = [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in rows if "reward/mean" in r]
     probe_s = {p["step"]: p["seconds"] for p in probes}

@@ -211,6 +211,31 @@ def _run(per_source: dict[str, list[int]], curve=((0, 0.0, 0.1), (10, 60.0, 0.2)
     return {"evals": evals, "steps": [], "probes": []}
 
 
+def test_replicate_records_no_run_that_stopped_early(tmp_path, monkeypatch):
+    """A run stopped by SIGTERM returns from the trainer's loop with its checkpoint; the replication must not
+    record (and later reuse) it as a finished run."""
+    import igsearch.train.trainer
+
+    class Stopped:
+        def __init__(self, cfg, out, overwrite=False):
+            self.cfg, self.logger = cfg, type("L", (), {"close": lambda self: None})()
+
+        def add_hook(self, fn):
+            pass
+
+        def run(self):
+            return {"steps": 2, "out": "x", "stopped_by": "SIGTERM"}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(igsearch.train.trainer, "Trainer", Stopped)
+    mod = load("replicate")
+    args = mod.parse_args(["--steps", "5"])
+    with pytest.raises(SystemExit, match="stopped at step 2 of 5 \\(SIGTERM\\); no record written"):
+        mod.train_one(args, ["model_path=/m", "steps=5", "method=grpo"], tmp_path / "run")
+
+
 def test_replicate_verdict_follows_the_stated_rule():
     mod = load("replicate")
     agg = {"ig": {"all_fail_grad_norm_mean": 0.1}, "grpo": {"all_fail_grad_norm_mean": 0.0}}
