@@ -421,8 +421,8 @@ def parse_args(argv=None):
     ap.add_argument("--eval-split", type=int, default=0,
                     help="dev and test questions each (default 0: the demo world's split, 200 and 300). 1,000 each "
                          "needs --entities 1400, where the tiny warm start is far weaker (greedy test EM 0.263 "
-                         "against 0.580 on dev at 800 entities, measured): its EM comes from the documents it "
-                         "memorised in SFT, and the same SFT spreads over more of them")
+                         "against 0.498 at 800 entities, bench/results/eval_split_1000.md): its EM comes from the "
+                         "documents it memorised in SFT, and the same SFT spreads over more of them")
     ap.add_argument("--demonstrator", default="lookalike", choices=list(DEMONSTRATORS),
                     help="what the warm start imitates (default lookalike: the testbed where step credit can pay; "
                          "oracle: the perfect demonstrator, which leaves RL nothing to learn)")
