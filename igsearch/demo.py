@@ -87,10 +87,11 @@ def run_demo(args) -> int:
     overrides = [f"model_path={ws['sft']}", f"world_dir={ws['world']}", f"seed={args.seed}", f"method={args.method}",
                  f"eval_questions={args.eval_questions}", f"probe_questions={args.probe_questions}",
                  *([f"steps={args.steps}"] if args.steps is not None else []), *args.overrides]
-    cfg = load_config(args.config or demo_preset(args.demonstrator), overrides, validate=False)
+    preset = args.config or demo_preset(args.demonstrator)
+    cfg = load_config(preset, overrides, validate=False)
     args.steps = cfg.steps
     cfg.checkpoint_every, cfg.eval_every = max(1, cfg.steps), min(args.eval_every, cfg.steps)
-    cfg.validate(str(args.config or demo_preset(args.demonstrator)))
+    cfg.validate(str(preset))
     run_dir = out / "train"
     t0 = phase("2/3 the warm start on this world: greedy EM on train vs dev questions")
     trainer = Trainer(cfg, run_dir, overwrite=True)

@@ -163,11 +163,6 @@ class Scorer:
         missing = sorted(k for k in self.reads if given[k] is None)
         if missing:
             raise ValueError(f"scorer {self.kind!r} needs {', '.join(missing)}; the Scorer was built without")
-        if self.trunks is not None and trunk_of is not None:
-            n = len(self.trunks.tokens) if hasattr(self.trunks, "tokens") else len(self.trunks)
-            bad = [t for t in trunk_of if not -1 <= int(t) < n]
-            if bad:
-                raise ValueError(f"scorer {self.kind!r}: trunk index {bad[0]} out of range for {n} trunks")
         return score(requests, self.model, scorer=self.kind, **{k: given[k] for k in self.reads}, **self.options)
 
 

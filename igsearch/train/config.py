@@ -57,10 +57,10 @@ from igsearch.io import atomic_write_text
 #: fields older versions wrote into checkpoints' config.json, skipped when such a config is read back
 REMOVED_FIELDS = frozenset({"tokenizer_path"})  # the tokenizer is always the model directory's
 #: names of older versions -> today's, so their presets, overrides and checkpoints' config.json still load
+_MOVED_METHOD_KNOBS = {"gigpo_omega": "gigpo.omega", "gigpo_gamma": "gigpo.gamma", "igpo_gamma": "igpo.gamma"}
 RENAMED_FIELDS = {
-    "gigpo_omega": "gigpo.omega", "gigpo_gamma": "gigpo.gamma", "igpo_gamma": "igpo.gamma",
-    **{f"advantage.{old}": new for old, new in (("gigpo_omega", "gigpo.omega"), ("gigpo_gamma", "gigpo.gamma"),
-                                                ("igpo_gamma", "igpo.gamma"))},
+    **_MOVED_METHOD_KNOBS,
+    **{f"advantage.{old}": new for old, new in _MOVED_METHOD_KNOBS.items()},
     **{f"advantage.{name}": f"ig.{name}" for name in ("ig_beta", "ig_norm", "ig_clip", "span_weight")},
 }
 
