@@ -133,14 +133,14 @@ def bench_step(trainer, step: int, order: list[tuple]) -> dict:
     out = {"step": step, "order": [m[0] for m in order], "methods": {},
            "batch": {k: v for k, v in batch.metrics.items() if not k.startswith("time/")}}
     igs = {}
-    saved_method, saved_scorer = cfg.method, cfg.ig_scorer
+    saved_method, saved_scorer = cfg.advantage.method, cfg.ig.ig_scorer
     engine_fresh = True  # the engine holds pi_old and the rollouts are in its prefix cache
     try:
         for label, method, scorer in order:
             restore(trainer, snap)
-            cfg.method = method
+            cfg.advantage.method = method
             if scorer is not None:
-                cfg.ig_scorer = scorer
+                cfg.ig.ig_scorer = scorer
             if scorer == "vllm" and not engine_fresh:  # untimed: back to "right after generation"
                 trainer.engine.sync_weights(trainer.model)
                 seqs = [t.token_ids for t in batch.trajectories]
@@ -181,7 +181,7 @@ def bench_step(trainer, step: int, order: list[tuple]) -> dict:
             restore(trainer, keep)
             trainer.engine.sync_weights(trainer.model)
     finally:
-        cfg.method, cfg.ig_scorer = saved_method, saved_scorer
+        cfg.advantage.method, cfg.ig.ig_scorer = saved_method, saved_scorer
     def max_diff(label):
         d = [abs(a - b) for ra, rb in zip(igs.get(label, []), igs.get("ig-naive", []))
              for a, b in zip(ra, rb) if a is not None and b is not None]
@@ -247,7 +247,8 @@ def setup_quick(args, root: Path):
         model = run_sft(init, world, root / "sft", steps=args.sft_steps, batch_size=8, lr=3e-3, query_noise=0.25,
                         hops=(1, 2, 3), topk=3, max_len=1024, seed=args.seed, progress=False)
         print(f"[step_overhead] SFT warm start: {args.sft_steps} steps in {time.perf_counter() - t0:.0f}s", flush=True)
-    overrides = [f"model_path={model}", f"world_dir={world}", f"seed={args.seed}", "method=ig", "ig_scorer=trunk",
+    overrides = [f"model_path={model}", f"world_dir={world}", f"seed={args.seed}", "advantage.method=ig",
+                 "ig.ig_scorer=trunk",
                  f"questions_per_step={args.questions or 8}", "eval_questions=0", "tensorboard=false",
                  f"steps={args.steps + args.warmup}", *args.overrides]
     return load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
@@ -329,7 +330,8 @@ def setup_gpu(args, root: Path):
     if args.sft_steps > 0:
         model = short_sft(init, world, root / "sft", steps=args.sft_steps, lr=args.sft_lr, seed=args.seed)
     overrides = [f"model_path={model}", f"world_dir={world}", "train_data=none", "eval_data=none",
-                 "retriever=bm25", "retriever_url=none", f"seed={args.seed}", "method=ig", "ig_scorer=trunk",
+                 "retrieval.retriever=bm25", "retrieval.retriever_url=none", f"seed={args.seed}", "advantage.method=ig",
+                 "ig.ig_scorer=trunk",
                  f"questions_per_step={args.questions or 64}", "eval_questions=0", "tensorboard=false",
                  f"steps={args.steps + args.warmup}", *args.overrides]
     return load_config(ROOT / "configs" / "qwen2.5-3b-gpu.yaml", overrides)
@@ -448,7 +450,7 @@ def main(argv=None) -> int:
     if tmp is not None:
         tmp.cleanup()
     print(f"\nOverhead per training step of every method over GRPO, {dev}, preset {args.preset}, {cfg.questions_per_step} questions x "
-          f"{cfg.rollouts_per_question} rollouts, {args.steps} timed steps (+{args.warmup} warm-up), "
+          f"{cfg.rollout.rollouts_per_question} rollouts, {args.steps} timed steps (+{args.warmup} warm-up), "
           f"{searches:.2f} searches per rollout. Paper: +6.4%. JSON: {out}\n")
     print(table(summary))
     igpo = summary["igpo"]

@@ -84,7 +84,7 @@ def run_demo(args) -> int:
     ws = build_warm_start(out, seed=args.seed, config=ws_cfg, log=console.print)
     timings["warm_start"] = time.perf_counter() - t0
 
-    overrides = [f"model_path={ws['sft']}", f"world_dir={ws['world']}", f"seed={args.seed}", f"method={args.method}",
+    overrides = [f"model_path={ws['sft']}", f"world_dir={ws['world']}", f"seed={args.seed}", f"advantage.method={args.method}",
                  f"eval_questions={args.eval_questions}", f"probe_questions={args.probe_questions}",
                  *([f"steps={args.steps}"] if args.steps is not None else []), *args.overrides]
     preset = args.config or demo_preset(args.demonstrator)
@@ -204,8 +204,8 @@ def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> 
         "# igsearch demo report", "",
         f"GRPO with `{args.method}` for {args.steps} steps from the warm start (the `{args.policy_size}` policy, "
         f"{args.sft_steps} SFT steps on the warm-up split imitating the `{args.demonstrator}` demonstrator), seed "
-        f"{args.seed}; {cfg.questions_per_step} questions x {cfg.rollouts_per_question} rollouts per step at "
-        f"temperature {cfg.temperature}, lr {cfg.lr}"
+        f"{args.seed}; {cfg.questions_per_step} questions x {cfg.rollout.rollouts_per_question} rollouts per step at "
+        f"temperature {cfg.rollout.temperature}, lr {cfg.lr}"
         + (f", plus a supervised replay of the warm start's oracle trajectories in every update (PPO-ptx, "
            f"sft_replay_coef {cfg.sft_replay_coef}, {cfg.sft_replay_batch} per update)" if cfg.sft_replay_coef > 0 else "")
         + ".", "",
@@ -218,8 +218,8 @@ def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> 
     ]
     if "paired_probe" in result:
         n = result["paired_probe"]["overall"]["n"]
-        lines += [f"## Probe: sampled EM at temperature {cfg.temperature}, {n} dev questions x "
-                  f"{cfg.rollouts_per_question} rollouts, same seeds at every step", "",
+        lines += [f"## Probe: sampled EM at temperature {cfg.rollout.temperature}, {n} dev questions x "
+                  f"{cfg.rollout.rollouts_per_question} rollouts, same seeds at every step", "",
                   format_comparison(result["paired_probe"], f"step {s0}", f"step {s1}"), ""]
     lines += [
         "## The warm start on this world", "",

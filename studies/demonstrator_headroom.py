@@ -58,7 +58,7 @@ def measure(folder: Path, samples: int, limit: int | None) -> dict:
         t_greedy = time.perf_counter() - t0
         t0 = time.perf_counter()
         sampled = evaluate(engine, retriever, tok, rows, template=_template(cfg), config=cfg.rollout,
-                           samples=samples, temperature=cfg.temperature, seed=12345)
+                           samples=samples, temperature=cfg.rollout.temperature, seed=12345)
         t_sampled = time.perf_counter() - t0
     finally:
         engine.close()
@@ -71,7 +71,7 @@ def measure(folder: Path, samples: int, limit: int | None) -> dict:
                       "headroom": per_k[name]["pass"] - p, "searches": g["searches"]}
     return {"folder": str(folder), "distractor": summary.get("distractor", 0.0),
             "early_answer": summary.get("early_answer", 0.0), "sft_steps": summary["steps"],
-            "samples": samples, "temperature": cfg.temperature, "per_hop": hops,
+            "samples": samples, "temperature": cfg.rollout.temperature, "per_hop": hops,
             "seconds": {"greedy": t_greedy, "sampled": t_sampled},
             "greedy_records": greedy.records, "sampled_right": sampled_right(sampled.records)}
 

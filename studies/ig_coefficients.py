@@ -291,11 +291,11 @@ def main(argv=None) -> int:
         answer_tokens = old.get("answer_tokens", "separate")  # results from before the field scored it so
     else:
         batches, cfg = sample_batches(args, root)
-        answer_tokens = cfg.ig_answer_tokens
+        answer_tokens = cfg.ig.ig_answer_tokens
         sampled = {"time": datetime.now(timezone.utc).isoformat(),
                    "device": device_name("cuda" if torch.cuda.is_available() else "cpu")}
     grid = [effects(batches, b, c) for c in CLIPS for b in BETAS]
-    defaults = (cfg.ig_beta, cfg.ig_clip)
+    defaults = (cfg.ig.ig_beta, cfg.ig.ig_clip)
     prefix = Path(args.out) if args.out else RESULTS / ("ig_coefficients-quick" if args.quick else "ig_coefficients")
     prefix.parent.mkdir(parents=True, exist_ok=True)
     png = prefix.with_suffix(".png")

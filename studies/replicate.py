@@ -97,7 +97,7 @@ def all_fail_probe(trainer, trajs, adv) -> dict:
     logp = trainer.policy_logprobs(model, sub, grad=True)
     Tm = logp.shape[1]
     dev = logp.device
-    loss, _ = policy_loss(logp, old[:, :Tm].to(dev), mask[:, :Tm].to(dev), sub_adv, trainer.cfg)
+    loss, _ = policy_loss(logp, old[:, :Tm].to(dev), mask[:, :Tm].to(dev), sub_adv, trainer.cfg.loss)
     loss.backward()
     sq = sum(float(p.grad.detach().float().pow(2).sum()) for p in model.parameters() if p.grad is not None)
     model.zero_grad(set_to_none=True)
@@ -127,7 +127,7 @@ def train_one(args, cfg_overrides: list[str], run_dir: Path) -> dict:
         probes.append({"step": batch.step, **all_fail_probe(tr, batch.trajectories, batch.advantages)})
         probes[-1]["seconds"] = time.perf_counter() - t0
         p = probes[-1]
-        print(f"[replicate] {cfg.method} seed {cfg.seed} step {batch.step}/{cfg.steps}: all-fail groups "
+        print(f"[replicate] {cfg.advantage.method} seed {cfg.seed} step {batch.step}/{cfg.steps}: all-fail groups "
               f"{p['n_all_fail']}/{p['n_groups']}, their grad norm {p.get('grad_norm', float('nan')):.3g}", flush=True)
 
     trainer.add_hook(probe_all_fail)
@@ -137,7 +137,7 @@ def train_one(args, cfg_overrides: list[str], run_dir: Path) -> dict:
         trainer.logger.close()
         trainer.close()
     if ran["stopped_by"] or ran["steps"] < cfg.steps:  # a stopped run must not be recorded (it would be reused)
-        raise SystemExit(f"replicate: {cfg.method} seed {cfg.seed} stopped at step {ran['steps']} of {cfg.steps} "
+        raise SystemExit(f"replicate: {cfg.advantage.method} seed {cfg.seed} stopped at step {ran['steps']} of {cfg.steps} "
                          f"({ran['stopped_by'] or 'interrupted'}); no record written, run it again")
     rows = read_metrics(run_dir)
     steps = [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in rows if "reward/mean" in r]
@@ -503,7 +503,7 @@ def run_config(args, overrides: list[str]):
 def run_overrides(args, world: Path, sft: Path, method: str, seed: int) -> list[str]:
     """The overrides of one (method, seed) on the demo's preset: the benchmark's own settings."""
     return [f"model_path={sft}", f"world_dir={world}", f"eval_data={world / 'test.jsonl'}",
-            f"steps={args.steps}", f"seed={seed}", f"method={method}", f"checkpoint_every={args.steps}",
+            f"steps={args.steps}", f"seed={seed}", f"advantage.method={method}", f"checkpoint_every={args.steps}",
             f"questions_per_step={args.questions}", f"eval_questions={args.test_questions}",
             f"eval_every={args.eval_every}", "probe_questions=0", "tensorboard=false", "keep_checkpoints=1",
             *args.overrides]
@@ -559,7 +559,7 @@ def main(argv=None) -> int:
         for method in args.methods:
             overrides = run_overrides(args, world, sft, method, seed)
             run_cfg = run_config(args, overrides)
-            config_rollouts, answer_tokens = run_cfg.rollouts_per_question, run_cfg.ig_answer_tokens
+            config_rollouts, answer_tokens = run_cfg.rollout.rollouts_per_question, run_cfg.ig.ig_answer_tokens
             record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
             rec = json.loads(record_file.read_text()) if record_file.exists() else None
             identity = run_identity(run_cfg, method)

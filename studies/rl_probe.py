@@ -48,7 +48,7 @@ def run_one(warm: Path, method: str, seed: int, steps: int, eval_every: int, ove
     out = root / recipe_name(warm, steps, overrides) / f"{method}-s{seed}"
     cfg = load_config(demo_preset("lookalike"), [
         f"model_path={warm / 'sft'}", f"world_dir={warm / 'world'}", f"steps={steps}",
-        f"seed={seed}", f"method={method}", f"checkpoint_every={steps}", "eval_questions=100000",
+        f"seed={seed}", f"advantage.method={method}", f"checkpoint_every={steps}", "eval_questions=100000",
         "probe_questions=0", f"eval_every={eval_every}", *overrides])
     t0 = time.perf_counter()
     trainer = Trainer(cfg, out, overwrite=True)

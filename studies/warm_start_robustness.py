@@ -81,7 +81,7 @@ def build_and_measure(seed: int, threads: int, out: Path, policy_size: str, sft_
         for name, rows, kw in (("dev_greedy", load_qa(paths["eval"]), {}),
                                ("train_greedy", load_qa(paths["train"], limit=200), {}),
                                ("dev_sampled", load_qa(paths["eval"], limit=80),
-                                {"samples": cfg.rollouts_per_question, "temperature": cfg.temperature,
+                                {"samples": cfg.rollout.rollouts_per_question, "temperature": cfg.rollout.temperature,
                                  "seed": 12345})):
             res = evaluate(engine, retriever, tok, rows, template=template, config=cfg.rollout, **kw)
             result[name] = res.to_dict()
@@ -148,7 +148,7 @@ def run_demo_rl(build: Path, threads: int, steps: int = 10) -> dict:
         raise SystemExit(f"--rl: {build} is not a build of this script (no robust.json and sft/ in it)")
     built = json.loads((build / "robust.json").read_text())
     cfg = demo_config(build / "sft", build / "world",
-                      [f"steps={steps}", f"seed={built['seed']}", "method=ig", f"checkpoint_every={steps}",
+                      [f"steps={steps}", f"seed={built['seed']}", "advantage.method=ig", f"checkpoint_every={steps}",
                        "keep_checkpoints=1", "eval_questions=200", "probe_questions=0", f"eval_every={steps}",
                        "tensorboard=false"])
     t0 = time.perf_counter()

@@ -102,13 +102,13 @@ def test_replicate_reuses_a_record_only_with_the_same_ig_settings():
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [])
     other = load_config(ROOT / "configs" / "tiny-cpu.yaml", ["ig_answer_tokens=separate"])
     for method in ("ig", "igpo"):  # they read the ig section: a changed default there must retrain them
-        assert mod.run_identity(cfg, method)["ig"]["ig_answer_tokens"] == cfg.ig_answer_tokens
+        assert mod.run_identity(cfg, method)["ig"]["ig_answer_tokens"] == cfg.ig.ig_answer_tokens
         assert mod.run_identity(cfg, method) != mod.run_identity(other, method)
     for method in ("grpo", "rloo", "gigpo"):  # they do not: their records stay reusable
         assert mod.run_identity(cfg, method) == mod.run_identity(other, method)
     assert mod.run_identity(cfg, "grpo") != mod.run_identity(load_config(ROOT / "configs" / "tiny-cpu.yaml", ["lr=0.5"]), "grpo")
     # a record made before the demo's presets (overrides on tiny-cpu.yaml, the ig section apart) still matches
-    old = {"overrides": ["lr=1e-4"], "ig_settings": {"ig_answer_tokens": cfg.ig_answer_tokens}}
+    old = {"overrides": ["lr=1e-4"], "ig_settings": {"ig_answer_tokens": cfg.ig.ig_answer_tokens}}
     assert mod.recorded_identity(old, "ig") == mod.run_identity(cfg, "ig")
     assert mod.recorded_identity({**old, "ig_settings": {"ig_answer_tokens": "separate"}}, "ig") is None
 
@@ -183,7 +183,7 @@ def test_ig_coefficients_samples_with_the_replications_ig_run(tmp_path, monkeypa
     key = {"world_seed": rep.world_seed, "warm_start": load("replicate").warm_start_config(rep).setup_key()}
     (tmp_path / "setup.json").write_text(json.dumps({"key": key, "sft": str(sft), "world": str(world)}))
     cfg = mod.probe_config(mod.parse_args(["--seed", "3"]), tmp_path)
-    assert (cfg.method, cfg.seed, cfg.steps, cfg.eval_every) == ("ig", 3, 1, 0)
+    assert (cfg.advantage.method, cfg.seed, cfg.steps, cfg.eval_every) == ("ig", 3, 1, 0)
     assert Path(cfg.model_path) == sft and Path(cfg.world_dir) == world
 
 

@@ -19,9 +19,9 @@ def test_every_field_is_documented():
 
 def test_tiny_preset_loads_and_is_small():
     cfg = load_config(CONFIGS / "tiny-cpu.yaml")
-    assert cfg.method == "ig" and cfg.device == "cpu"
-    assert cfg.questions_per_step * cfg.rollouts_per_question <= 64
-    assert cfg.topk == 3 and cfg.max_turns == 3
+    assert cfg.advantage.method == "ig" and cfg.device == "cpu"
+    assert cfg.questions_per_step * cfg.rollout.rollouts_per_question <= 64
+    assert cfg.rollout.topk == 3 and cfg.rollout.max_turns == 3
 
 
 def test_gpu_preset_has_search_r1_settings_and_needs_model_path(tmp_path):
@@ -30,8 +30,8 @@ def test_gpu_preset_has_search_r1_settings_and_needs_model_path(tmp_path):
         load_config(path)
     cfg = load_config(path, ["model_path=/models/Qwen2.5-3B", "train_data=x.parquet"])
     assert cfg.lr == 1e-6 and isinstance(cfg.lr, float)
-    assert (cfg.rollouts_per_question, cfg.topk, cfg.max_turns) == (5, 3, 4)
-    assert (cfg.clip_low, cfg.clip_high, cfg.kl_coef, cfg.loss_agg) == (0.2, 0.2, 0.001, "token-mean")
+    assert (cfg.rollout.rollouts_per_question, cfg.rollout.topk, cfg.rollout.max_turns) == (5, 3, 4)
+    assert (cfg.loss.clip_low, cfg.loss.clip_high, cfg.loss.kl_coef, cfg.loss.loss_agg) == (0.2, 0.2, 0.001, "token-mean")
 
 
 def test_overrides_are_typed_by_field():
@@ -39,8 +39,8 @@ def test_overrides_are_typed_by_field():
         "lr=3e-5", "steps=7", "vllm_enforce_eager=false", "method=grpo", "ig_clip=none",
         "--rollouts-per-question=6", "model_path=/x",
     ])
-    assert cfg.lr == 3e-5 and cfg.steps == 7 and cfg.vllm_enforce_eager is False
-    assert cfg.method == "grpo" and cfg.ig_clip is None and cfg.rollouts_per_question == 6
+    assert cfg.lr == 3e-5 and cfg.steps == 7 and cfg.generation.vllm_enforce_eager is False
+    assert cfg.advantage.method == "grpo" and cfg.ig.ig_clip is None and cfg.rollout.rollouts_per_question == 6
     assert cfg.model_path == "/x"
 
 
@@ -108,13 +108,18 @@ def test_sections_are_owned_by_their_modules_and_named_flat_or_dotted(tmp_path):
                              "ig_scorer=naive"])
     assert isinstance(cfg.advantage, AdvantageConfig) and isinstance(cfg.loss, LossConfig) and isinstance(cfg.ig, IGConfig)
     assert cfg.advantage.method == "grpo" and cfg.ig.ig_beta == 0.3 and cfg.ig.ig_scorer == "naive"
-    assert cfg.loss.loss_agg == "seq-mean-token-sum" and cfg.method == "grpo"  # flat reads are the same field
-    cfg.method = "rloo"
-    assert cfg.advantage.method == "rloo" and "method" not in vars(cfg)
+    assert cfg.loss.loss_agg == "seq-mean-token-sum"
+    # one name per field in code: the flat input names are no attributes of the config
+    for flat in ("method", "ig_beta", "topk", "kl_coef"):
+        assert not hasattr(cfg, flat)
+    with pytest.raises(AttributeError):
+        cfg.ig_beta = 0.9  # a slotless dataclass would accept it silently; TrainConfig refuses
+    cfg.advantage.method = "rloo"
+    assert cfg.advantage.method == "rloo"
     nested = tmp_path / "nested.yaml"
     nested.write_text("model_path: m\nig:\n  ig_beta: 0.7\nadvantage:\n  method: igpo\nkl_coef: 0.01\n")
     loaded = load_config(nested)
-    assert (loaded.ig.ig_beta, loaded.method, loaded.loss.kl_coef) == (0.7, "igpo", 0.01)
+    assert (loaded.ig.ig_beta, loaded.advantage.method, loaded.loss.kl_coef) == (0.7, "igpo", 0.01)
     assert "advantage:" in (cfg.save(tmp_path / "saved.yaml")).read_text()  # saved nested
     # a flat config.json written before the sections existed still loads
     flat = {"model_path": "m", "ig_beta": 0.2, "loss_agg": "token-mean", "method": "ig", "lr": 0.5}
@@ -160,7 +165,7 @@ def test_a_preset_starts_from_its_base(tmp_path):
     (tmp_path / "a.yaml").write_text("lr: 0.5\nsteps: 7\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\nsteps: 9\nig:\n  ig_beta: 0.2\n")
     cfg = load_config(tmp_path / "b.yaml", ["model_path=m"])
-    assert (cfg.lr, cfg.steps, cfg.ig_beta) == (0.5, 9, 0.2)
+    assert (cfg.lr, cfg.steps, cfg.ig.ig_beta) == (0.5, 9, 0.2)
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     with pytest.raises(ConfigError, match="in a cycle"):
         load_config(tmp_path / "b.yaml", ["model_path=m"])
@@ -170,7 +175,7 @@ def test_a_preset_starts_from_its_base(tmp_path):
     root = Path(__file__).resolve().parents[1] / "configs"
     demo, oracle = (load_config(root / name, ["model_path=m"]) for name in ("demo.yaml", "demo-oracle.yaml"))
     assert (demo.steps, demo.sft_replay_coef, oracle.steps, oracle.sft_replay_coef) == (40, 0.0, 10, 1.0)
-    assert demo.topk == oracle.topk == 2 and demo.ig_scorer == load_config(root / "tiny-cpu.yaml", ["model_path=m"]).ig_scorer
+    assert demo.rollout.topk == oracle.rollout.topk == 2 and demo.ig.ig_scorer == load_config(root / "tiny-cpu.yaml", ["model_path=m"]).ig.ig_scorer
 
 
 def test_every_config_field_is_read_somewhere():

@@ -122,7 +122,7 @@ def test_igpo_turn_gains_equal_scoring_each_prefix_alone(setup):  # noqa: F811
     trajs[0].golds = ["Dulmar Oskaria"]
     out = run_step_scorer("turn_gain", ScoringBatch(trajs, trainer.model, trainer.tokenizer, trainer.cfg, 1))
     tok = trainer.tokenizer
-    assert trainer.cfg.ig_answer_tokens == "as_written"
+    assert trainer.cfg.ig.ig_answer_tokens == "as_written"
     cue = tok("<answer>", add_special_tokens=False)["input_ids"]
     for t, gains in zip(trajs, out.values):
         # the answer as the policy writes it: "<answer> gold" tokenized as one text, after the tag

@@ -112,7 +112,7 @@ def test_cli_parsing(tmp_path):
     a = parser.parse_args(["train", "--config", "configs/tiny-cpu.yaml", "--method", "grpo", "--steps", "3",
                            "--resume", str(tmp_path / "run" / "checkpoints" / "step_000002"), "lr=2e-5"])
     cfg, out, resume = parse_train_args(a)
-    assert (cfg.method, cfg.steps, cfg.lr) == ("grpo", 3, 2e-5)
+    assert (cfg.advantage.method, cfg.steps, cfg.lr) == ("grpo", 3, 2e-5)
     assert out == tmp_path / "run" and resume.name == "step_000002"
 
 

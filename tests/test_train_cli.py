@@ -21,7 +21,7 @@ def test_resume_without_config_uses_the_runs_saved_config(tmp_path):
     run.mkdir()
     load_config(None, ["model_path=/models/x", "lr=0.0025", "method=grpo"]).save(run / "config.yaml")
     cfg, out, resume = parse_train_args(args(resume=str(run / "checkpoints" / "step_000004"), steps=9))
-    assert cfg.lr == 0.0025 and cfg.method == "grpo" and cfg.steps == 9
+    assert cfg.lr == 0.0025 and cfg.advantage.method == "grpo" and cfg.steps == 9
     assert out == run and resume.name == "step_000004"
 
 
@@ -32,7 +32,7 @@ def test_resume_of_a_folder_without_config_says_so(tmp_path):
 
 def test_method_and_steps_flags_override_the_preset(tmp_path):
     cfg, out, _ = parse_train_args(args(config="configs/tiny-cpu.yaml", method="grpo", steps=3))
-    assert cfg.method == "grpo" and cfg.steps == 3 and out.name == "tiny-cpu-grpo"
+    assert cfg.advantage.method == "grpo" and cfg.steps == 3 and out.name == "tiny-cpu-grpo"
 
 
 def test_plugin_module_registers_its_method_before_the_config_is_read(tmp_path, monkeypatch, capsys):
@@ -51,7 +51,7 @@ def test_plugin_module_registers_its_method_before_the_config_is_read(tmp_path, 
         "    return out\n")
     monkeypatch.chdir(tmp_path)
     cfg, _, _ = parse_train_args(args(plugin=["my_plugins.halved"], overrides=["model_path=/m", "method=test_halved_grpo"]))
-    assert cfg.method == "test_halved_grpo" and estimator_needs("test_halved_grpo") == frozenset()
+    assert cfg.advantage.method == "test_halved_grpo" and estimator_needs("test_halved_grpo") == frozenset()
     with pytest.raises(ConfigError, match="--plugin my_plugins.nope: cannot import it"):
         parse_train_args(args(plugin=["my_plugins.nope"], overrides=["model_path=/m"]))
     # a run's config.yaml from an older version, with a field that is gone, still loads

@@ -197,8 +197,8 @@ def test_periodic_eval_probe_warmup_and_zero_spread_filter(setup):
     for step in (0, 2, 3):
         rec = json.loads((out / "evals" / f"step_{step:06d}.json").read_text())
         assert len(rec["greedy"]["records"]) == 3
-        assert len(rec["probe"]["records"]) == 2 * cfg.rollouts_per_question
-        assert {r["sample"] for r in rec["probe"]["records"]} == set(range(cfg.rollouts_per_question))
+        assert len(rec["probe"]["records"]) == 2 * cfg.rollout.rollouts_per_question
+        assert {r["sample"] for r in rec["probe"]["records"]} == set(range(cfg.rollout.rollouts_per_question))
         row = next(r for r in rows if r["step"] == step)
         assert row["eval/em/overall"] == 0.0 and row["probe/all_fail_frac"] == 1.0
 
@@ -304,7 +304,7 @@ def test_trunk_scorer_gives_the_tree_scorers_ig_and_update(setup, method, overri
         for scorer in ("tree", "trunk"):
             trainer.model.load_state_dict(state)
             trainer.optimizer.load_state_dict(opt)
-            trainer.cfg.ig_scorer = scorer
+            trainer.cfg.ig.ig_scorer = scorer
             b = copy.copy(batch)
             b.scores, b.metrics, b.forward = {}, dict(batch.metrics), None
             trainer.score_steps(b)
@@ -349,7 +349,7 @@ def test_vllm_peer_scores_step_ig_on_the_rollout_engine(setup):
         trainer.reward(batch)
         got = {}
         for scorer in ("vllm", "tree"):
-            trainer.cfg.ig_scorer = scorer
+            trainer.cfg.ig.ig_scorer = scorer
             b = copy.copy(batch)
             b.scores, b.metrics = {}, dict(batch.metrics)
             trainer.score_steps(b)

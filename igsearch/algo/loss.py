@@ -66,7 +66,7 @@ def policy_loss(
     ``logp``, ``old_logp``, ``ref_logp``: float [B, T] log-probs of the response tokens under the
     current, rollout (pi_old) and reference policies; ``mask``: [B, T], 1 on tokens the policy wrote
     and 0 on injected / padding tokens; ``adv``: the estimator's output (span coordinates index T);
-    ``cfg``: a LossConfig (or a TrainConfig). ``ref_logp`` is needed when ``cfg.kl_coef > 0``.
+    ``cfg``: a LossConfig (a run config's ``loss`` section). ``ref_logp`` is needed when ``cfg.kl_coef > 0``.
     """
     import igsearch_kernels
 

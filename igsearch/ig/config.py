@@ -59,6 +59,13 @@ class IGConfig:
         check_choice(where, "ig_answer_tokens", self.ig_answer_tokens, ANSWER_TOKENIZATIONS)
         return self
 
+    def scoring_options(self) -> dict:
+        """These settings as the keyword options of ``igsearch.ig.information_gain_of_trajectories`` (and
+        ``compute_information_gain``): the one place their field names map to the function's."""
+        return dict(n_random=self.ig_n_random, head_tokens=self.ig_head_tokens, head_weight=self.ig_head_weight,
+                    max_gold_variants=self.ig_max_gold_variants, max_context_tokens=self.ig_max_context_tokens,
+                    answer_tokens=self.ig_answer_tokens)
+
 
 def ig_draw_seed(run_seed: int, step: int) -> int:
     """Seed of the counterfactual draws of training step ``step`` in a run seeded ``run_seed``: a pure

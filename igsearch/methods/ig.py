@@ -51,13 +51,9 @@ def step_information_gain(batch: ScoringBatch) -> StepScores:
     from igsearch.ig import information_gain_of_trajectories
     from igsearch.ig.config import ig_draw_seed
 
-    ig = batch.config.ig  # the run config's ``ig`` section (igsearch.ig.config.IGConfig)
     res = information_gain_of_trajectories(
-        batch.trajectories, batch.model, batch.tokenizer,
-        n_random=ig.ig_n_random, head_tokens=ig.ig_head_tokens, head_weight=ig.ig_head_weight,
-        max_gold_variants=ig.ig_max_gold_variants, max_context_tokens=ig.ig_max_context_tokens,
-        answer_tokens=ig.ig_answer_tokens, seed=ig_draw_seed(batch.config.seed, batch.step),
-        scorer=batch.continuation_scorer())
+        batch.trajectories, batch.model, batch.tokenizer, **batch.config.ig.scoring_options(),
+        seed=ig_draw_seed(batch.config.seed, batch.step), scorer=batch.continuation_scorer())
     stats = {k: float(v) for k, v in res.stats.items()
              if k in ("real_mean", "baseline_mean", "tokens_forwarded") and v is not None}
     return StepScores([list(row) for row in res.step_ig], stats)

@@ -60,15 +60,15 @@ def turn_gain(batch: ScoringBatch) -> StepScores:
     """g_k = p_k - p_{k-1} for every step k of every rollout (module docstring), from one scorer call."""
     from igsearch.scoring import ScoreRequest
 
-    cfg, tok = batch.config, batch.tokenizer
-    # what follows each turn's context, then the gold as the policy writes it (cfg.ig_answer_tokens)
-    cue = encode_text(tok, answer_cue(cfg.ig_answer_tokens).lstrip("\n"))
-    max_ctx = cfg.ig_max_context_tokens
+    ig, tok = batch.config.ig, batch.tokenizer  # how the gold is scored: IG-Search's ``ig`` section
+    # what follows each turn's context, then the gold as the policy writes it (ig.ig_answer_tokens)
+    cue = encode_text(tok, answer_cue(ig.ig_answer_tokens).lstrip("\n"))
+    max_ctx = ig.ig_max_context_tokens
     requests, owners = [], []
     for i, t in enumerate(batch.trajectories):
         if not t.golds:
             raise ValueError(f"turn_gain: rollout {i} has no gold answer")
-        gold = gold_token_ids(tok, str(t.golds[0]), cfg.ig_answer_tokens)
+        gold = gold_token_ids(tok, str(t.golds[0]), ig.ig_answer_tokens)
         if not gold:
             raise ValueError(f"turn_gain: rollout {i}: gold {t.golds[0]!r} tokenizes to no tokens")
         ends = [0] + [s.documents[1] for s in t.steps]

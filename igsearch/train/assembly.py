@@ -25,8 +25,8 @@ def resolve_paths(cfg: TrainConfig) -> dict[str, Path]:
         return world / {"train_data": "train.jsonl", "eval_data": "dev.jsonl", "corpus_path": "corpus.jsonl"}[name]
 
     paths = {"model": model, "train": pick(cfg.train_data, "train_data"), "eval": pick(cfg.eval_data, "eval_data")}
-    if cfg.retriever in ("bm25", "dense"):
-        paths["corpus"] = pick(cfg.corpus_path, "corpus_path")
+    if cfg.retrieval.retriever in ("bm25", "dense"):
+        paths["corpus"] = pick(cfg.retrieval.corpus_path, "corpus_path")
         if not paths["corpus"].exists():
             raise DataError(f"{paths['corpus']}: corpus not found (build the world with `igsearch world build`)")
     for key in ("train", "eval"):
@@ -39,11 +39,11 @@ def make_retriever(cfg: TrainConfig, paths: dict):
     from igsearch.retrieval import load_retriever
     from igsearch.retrieval.client import RetrievalClient
 
-    if cfg.retriever == "http":
-        if not cfg.retriever_url:
+    if cfg.retrieval.retriever == "http":
+        if not cfg.retrieval.retriever_url:
             raise DataError("config: field 'retriever_url': needed for retriever=http")
-        return RetrievalClient(cfg.retriever_url, timeout=cfg.retriever_timeout_s)
-    return load_retriever(cfg.retriever, corpus=paths.get("corpus"), index=cfg.index_path)
+        return RetrievalClient(cfg.retrieval.retriever_url, timeout=cfg.retrieval.retriever_timeout_s)
+    return load_retriever(cfg.retrieval.retriever, corpus=paths.get("corpus"), index=cfg.retrieval.index_path)
 
 
 def engine_from_config(cfg: TrainConfig, model_dir: Path, model, tokenizer):
@@ -51,10 +51,10 @@ def engine_from_config(cfg: TrainConfig, model_dir: Path, model, tokenizer):
     the run starts from) or transformers on the trained ``model``."""
     from igsearch.rollout.engine import build_engine
 
-    return build_engine(cfg.engine, model_dir, model=model, tokenizer=tokenizer, dtype=cfg.dtype,
-                        max_model_len=cfg.vllm_max_model_len or (cfg.max_prompt_tokens + cfg.max_response_tokens + 64),
-                        seed=cfg.seed, enforce_eager=cfg.vllm_enforce_eager, cpu_kvcache_gb=cfg.vllm_cpu_kvcache_gb,
-                        gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
+    return build_engine(cfg.generation.engine, model_dir, model=model, tokenizer=tokenizer, dtype=cfg.dtype,
+                        max_model_len=cfg.generation.vllm_max_model_len or (cfg.max_prompt_tokens + cfg.rollout.max_response_tokens + 64),
+                        seed=cfg.seed, enforce_eager=cfg.generation.vllm_enforce_eager, cpu_kvcache_gb=cfg.generation.vllm_cpu_kvcache_gb,
+                        gpu_memory_utilization=cfg.generation.vllm_gpu_memory_utilization)
 
 
 def check_prompt_lengths(rows: list[QARow], tokenizer, template, limit: int, path) -> None:

@@ -108,7 +108,7 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start again from step 0 in an output directory that holds a run (its checkpoints, "
                         "metrics and evaluations are removed)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=1e-6 ig_beta=0.3")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=1e-6 ig.ig_beta=0.3")
     p.set_defaults(func=run_train_command)
     return p
 
@@ -119,7 +119,7 @@ def parse_train_args(args) -> tuple:
 
     overrides = list(args.overrides)
     if args.method is not None:
-        overrides.append(f"method={args.method}")
+        overrides.append(f"advantage.method={args.method}")
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")
     resume = Path(args.resume) if args.resume else None
@@ -154,7 +154,7 @@ def parse_train_args(args) -> tuple:
         out = resume.parent.parent if resume.parent.name == "checkpoints" else resume
     else:
         name = Path(args.config).stem if args.config else "default"
-        out = Path("runs") / f"{name}-{cfg.method}"
+        out = Path("runs") / f"{name}-{cfg.advantage.method}"
     return cfg, out, resume
 
 

@@ -7,9 +7,10 @@ Sections: ``retrieval`` (``igsearch.retrieval.config.RetrievalConfig``), ``gener
 (``igsearch.algo.advantages.AdvantageConfig``: the method and the group normalisation), ``loss``
 (``igsearch.algo.loss.LossConfig``) and ``ig`` (``igsearch.ig.config.IGConfig``: IG-Search's knobs and
 how IG is scored). Each section declares, documents and validates its own fields; ``TrainConfig``
-holds the run-level ones. Section fields have unique names, so a preset or an override may name them
-flat (``ig_beta=0.3``, ``method=grpo``) or dotted (``ig.ig_beta=0.3``), and YAML may nest them under
-the section name; ``cfg.ig.ig_beta`` is the field, ``cfg.ig_beta`` reads (and sets) it too.
+holds the run-level ones. A field has one name: ``ig.ig_beta`` in an override (``ig.ig_beta=0.3``), nested
+under its section in YAML, ``cfg.ig.ig_beta`` in code. Section fields have unique names, so input written
+before the sections existed, flat (``ig_beta=0.3``, ``method=grpo``), still loads as that field; what
+igsearch writes and shows is always the section's name.
 
 Method sections: a method registered with its own config class
 (``register_advantage_estimator(name, config=cls)``, e.g. ``gigpo``, ``igpo``) has a section named
@@ -164,18 +165,12 @@ class TrainConfig:
         "help": "Method name -> its config section (built from the registry: see method_options).", "methods": True})
 
     # ------------------------------------------------------------------------------------------
-    def __getattr__(self, name: str) -> Any:  # only called when normal lookup fails: section fields
-        section = _ALIASES.get(name)
-        if section is None:
-            raise AttributeError(f"{type(self).__name__} has no field {name!r}")
-        return getattr(object.__getattribute__(self, section), name)
-
     def __setattr__(self, name: str, value: Any) -> None:
-        section = _ALIASES.get(name)
-        if section is not None:
-            setattr(getattr(self, section), name, value)
-        else:
-            object.__setattr__(self, name, value)
+        # a misspelt or flat name (``cfg.ig_beta = 0.3``) would otherwise become a new attribute that nothing reads
+        if name not in _FIELD_NAMES:
+            where = f"; it is {_ALIASES[name]}.{name}" if name in _ALIASES else ""
+            raise AttributeError(f"{type(self).__name__} has no field {name!r}{where}")
+        object.__setattr__(self, name, value)
 
     def method_options(self, name: str | None = None) -> Any:
         """The config section of method ``name`` (default: the run's ``method``): a fixed section when its
@@ -262,7 +257,7 @@ class TrainConfig:
                 raise bad(name, f"expected one of {list(allowed)}, got {getattr(self, name)!r}")
         if not 0 <= self.sgd_momentum < 1:
             raise bad("sgd_momentum", f"must be in [0, 1), got {self.sgd_momentum}")
-        if self.rollouts_per_question < 2:
+        if self.rollout.rollouts_per_question < 2:
             raise bad("rollouts_per_question", "GRPO needs at least 2 rollouts per question")
         return self
 
@@ -270,7 +265,8 @@ class TrainConfig:
 #: section name -> its dataclass
 _SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)
                               if f.metadata.get("section")}
-#: section field name -> section name (the flat alias of ``section.field``)
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+#: section field name -> section name (a flat name, as input written before the sections used it)
 _ALIASES: dict[str, str] = {f.name: section for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
 assert not set(_ALIASES) & {f.name for f in dataclasses.fields(TrainConfig)}, "a section field shadows a run field"
 #: run-level fields (the ``methods`` holder is filled from the method sections, not set by name)

@@ -32,7 +32,7 @@ class SFTReplay:
         warm = replay_settings(cfg.model_path)
         self.cfg, self.document_weight = cfg, warm.pop("document_weight")
         self.demonstrator = warm
-        self.examples = build_sft_examples(load_qa(path), tokenizer, retriever, template=cfg.template, topk=cfg.topk,
+        self.examples = build_sft_examples(load_qa(path), tokenizer, retriever, template=cfg.template, topk=cfg.rollout.topk,
                                            seed=cfg.seed, **warm)
         if not self.examples:
             raise DataError(f"{path}: no oracle trajectories could be built for sft_replay_coef")

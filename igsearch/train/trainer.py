@@ -130,11 +130,11 @@ class Trainer:
         if progress and resume is None and not overwrite:
             raise TrainingError(f"{self.out}: already holds a run ({progress}); continue it with --resume {self.out}, "
                                 "or pass --overwrite to start again from step 0")
-        self.needs = estimator_needs(cfg.method)  # fails early on an unknown method
+        self.needs = estimator_needs(cfg.advantage.method)  # fails early on an unknown method
         for name in sorted(self.needs):
             why = check_step_scorer(name, cfg)
             if why:
-                raise TrainingError(f"method {cfg.method!r} cannot run: {why}")
+                raise TrainingError(f"method {cfg.advantage.method!r} cannot run: {why}")
         self.hooks: list[Hook] = []
         self.paths = resolve_paths(cfg)
         self.template = get_template(cfg.template)
@@ -160,7 +160,7 @@ class Trainer:
             info = load_checkpoint(ckpt, self.model, self.optimizer)
             self.start_step = info["step"]
         self.ref_model = None
-        if cfg.kl_coef > 0:
+        if cfg.loss.kl_coef > 0:
             self.ref_model, _ = load_policy(self.paths["model"], dtype=cfg.dtype, device=str(self.device),
                                             attn_implementation=cfg.attn_implementation)
             self.ref_model.eval().requires_grad_(False)
@@ -198,7 +198,7 @@ class Trainer:
         groups whose rewards are all equal are dropped here (the batch may end up empty)."""
         cfg = self.cfg
         batch.rewards = trajectory_rewards(batch.trajectories, format_penalty=cfg.format_penalty)
-        metrics = batch_metrics(batch.trajectories, batch.rewards, cfg.rollouts_per_question)
+        metrics = batch_metrics(batch.trajectories, batch.rewards, cfg.rollout.rollouts_per_question)
         metrics["lr"] = learning_rate_at(cfg, batch.step)
         if cfg.drop_zero_spread_groups:
             keep = groups_with_spread(batch.trajectories, batch.rewards)
@@ -231,7 +231,7 @@ class Trainer:
         inp = AdvantageInput.from_trajectories(batch.trajectories, batch.rewards, batch.scores)
         batch.advantages = compute_advantages(inp, self.cfg.advantage.with_options(self.cfg.method_options()))
         batch.add_metrics({k if "/" in k else f"adv/{k}": v for k, v in batch.advantages.stats.items()
-                           if isinstance(v, (int, float))}, f"estimator {self.cfg.method}")
+                           if isinstance(v, (int, float))}, f"estimator {self.cfg.advantage.method}")
 
     def sync(self, batch: Batch) -> None:
         """Load the updated weights into the rollout engine."""
@@ -245,7 +245,7 @@ class Trainer:
         ``kv_out``: collects the forward's keys/values (see ``packed_forward``)."""
         seqs = [t.token_ids for t in trajs]
         with torch.set_grad_enabled(grad):
-            lps = packed_token_logprobs(model, seqs, temperature=self.cfg.temperature,
+            lps = packed_token_logprobs(model, seqs, temperature=self.cfg.rollout.temperature,
                                         compute_from=[len(t.prompt_ids) for t in trajs],
                                         max_tokens_per_row=self.cfg.max_tokens_per_forward, kv_out=kv_out)
         return pad_to_batch(lps)
@@ -321,7 +321,7 @@ class Trainer:
                 Tm = logp.shape[1]
                 sub_adv = adv.select(sel) if hasattr(adv, "select") else adv
                 loss, stats = policy_loss(logp, old[sel, :Tm].to(self.device), mask[sel, :Tm].to(self.device),
-                                          sub_adv, cfg, ref_logp=None if ref is None else ref[sel, :Tm])
+                                          sub_adv, cfg.loss, ref_logp=None if ref is None else ref[sel, :Tm])
                 if self.replay is not None:
                     replay_loss = self.replay.loss(self.model, step, len(stats_acc["loss"]))
                     loss = loss + cfg.sft_replay_coef * replay_loss
@@ -389,7 +389,7 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal="SIGTERM"))
         try:
-            with TrainProgress(cfg.steps, initial=self.start_step, description=f"train[{cfg.method}]") as bar:
+            with TrainProgress(cfg.steps, initial=self.start_step, description=f"train[{cfg.advantage.method}]") as bar:
                 if cfg.eval_every > 0 and self.start_step == 0:
                     self.logger.log(0, {"time/train_elapsed": 0.0, **self.periodic_eval(0, bar)})
                 for step in range(self.start_step + 1, cfg.steps + 1):
@@ -451,8 +451,8 @@ class Trainer:
         rollouts at the training temperature, with the same seeds at every call."""
         rows = rows if rows is not None else load_qa(self.paths["eval"], limit=self.cfg.probe_questions)
         return evaluate(self.engine, self.retriever, self.tokenizer, rows, template=self.template,
-                        config=self._eval_rollout_config(), samples=self.cfg.rollouts_per_question,
-                        temperature=self.cfg.temperature, seed=self.cfg.seed * 7 + 12345)
+                        config=self._eval_rollout_config(), samples=self.cfg.rollout.rollouts_per_question,
+                        temperature=self.cfg.rollout.temperature, seed=self.cfg.seed * 7 + 12345)
 
     def _eval_rollout_config(self) -> RolloutConfig:
         """The run's rollout settings; ``evaluate`` sets the group size and temperature it needs."""
@@ -485,7 +485,7 @@ def engine_logprobs_are_pi_old(cfg: TrainConfig) -> bool:
     vLLM reports log-probs of the raw distribution; with temperature != 1 or top_p < 1 the tokens
     were drawn from another distribution, so the trainer recomputes pi_old under the rollout weights
     (the same forward the update uses, without grad)."""
-    return cfg.temperature == 1.0 and cfg.top_p == 1.0
+    return cfg.rollout.temperature == 1.0 and cfg.rollout.top_p == 1.0
 
 
 def learning_rate_at(cfg: TrainConfig, step: int) -> float:

@@ -56,17 +56,18 @@ class VerlIGConfig:
 
     def advantage_config(self, scale: str) -> AdvantageConfig:
         """igsearch's ``AdvantageConfig`` for the ``ig`` estimator with these settings."""
-        ig = IGConfig(ig_beta=self.beta, ig_clip=self.clip, ig_norm=self.norm, span_weight=self.span_weight,
-                      ig_n_random=self.n_random, ig_head_tokens=self.head_tokens, ig_head_weight=self.head_weight,
-                      ig_max_gold_variants=self.max_gold_variants, ig_max_context_tokens=self.max_context_tokens,
-                      ig_answer_tokens=self.answer_tokens)
-        return AdvantageConfig(method="ig", adv_scale=scale).with_options(ig)
+        return AdvantageConfig(method="ig", adv_scale=scale).with_options(self.ig_config())
+
+    def ig_config(self) -> IGConfig:
+        """These settings as igsearch's ``ig`` section."""
+        return IGConfig(ig_beta=self.beta, ig_clip=self.clip, ig_norm=self.norm, span_weight=self.span_weight,
+                        ig_n_random=self.n_random, ig_head_tokens=self.head_tokens, ig_head_weight=self.head_weight,
+                        ig_max_gold_variants=self.max_gold_variants, ig_max_context_tokens=self.max_context_tokens,
+                        ig_answer_tokens=self.answer_tokens)
 
     def ig_options(self) -> dict:
         """Keyword options of ``information_gain_of_rollouts``."""
-        return dict(n_random=self.n_random, head_tokens=self.head_tokens, head_weight=self.head_weight,
-                    max_gold_variants=self.max_gold_variants, max_context_tokens=self.max_context_tokens,
-                    answer_tokens=self.answer_tokens, seed=self.seed)
+        return {**self.ig_config().scoring_options(), "seed": self.seed}
 
 
 def _get(obj: Any, key: str) -> Any:
