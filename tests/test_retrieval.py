@@ -184,3 +184,33 @@ def test_dense_default_index_dir_and_e5_prefixes(corpus_copy, tiny_encoder):
     assert read_meta(index_dir)["passage_prefix"] == "passage: "
     assert retriever.query_prefix == "query: "
     assert len(retriever.retrieve(["capital"], 5)[0]) == 5
+
+
+def test_a_retriever_kind_is_one_registered_function(corpus_copy, tmp_path):
+    """A plug-in kind: registered in one place, then named by a training config like a built-in one."""
+    from igsearch.retrieval import Passage, register_retriever, retriever_kinds
+    from igsearch.train.assembly import make_retriever
+    from igsearch.train.config import ConfigError, load_config
+
+    class FirstPassages:
+        def __init__(self, corpus):
+            self.rows = [json.loads(line) for line in open(corpus)]
+
+        def retrieve(self, queries, topk):
+            return [[Passage(r["id"], r["contents"], 0.0) for r in self.rows[:topk]] for _ in queries]
+
+    with pytest.raises(ConfigError, match="field 'retriever': expected one of"):
+        load_config(None, ["model_path=m", "retrieval.retriever=test_first"])
+
+    @register_retriever("test_first")
+    def first(corpus, index=None, encoder=None):
+        return FirstPassages(corpus)
+
+    assert {"bm25", "dense", "test_first"} <= set(retriever_kinds())
+    cfg = load_config(None, ["model_path=m", "retrieval.retriever=test_first"])
+    retriever = make_retriever(cfg, {"corpus": corpus_copy})
+    assert [p.contents for p in retriever.retrieve(["q"], 2)[0]] == [r["contents"] for r in FirstPassages(corpus_copy).rows[:2]]
+    with pytest.raises(ValueError, match="already registered"):
+        register_retriever("test_first")(lambda corpus, index=None, encoder=None: None)
+    with pytest.raises(ValueError, match="reserved"):
+        register_retriever("http")

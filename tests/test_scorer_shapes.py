@@ -13,25 +13,17 @@ token is also a position whose logits are needed" in ``bench/step_overhead.py --
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
 from igsearch.algo.step_scores import ScoringBatch
 from igsearch.ig import information_gain_of_trajectories
 from igsearch.methods.igpo import turn_gain
-from igsearch.rollout.agent import RolloutConfig, SearchAgent
 from igsearch.scoring import ScoreRequest, Scorer, score
 from igsearch.scoring.trunk import compute_trunk_kv
 from igsearch.train.config import load_config
 from policy_fixtures import random_qwen, small_tokenizer
-from rollout_fixtures import EchoRetriever, ScriptedEngine
-
-GOLD = "Arno Tesk"
-PROMPT = "<|im_start|>user\nWho directed Velmora Quist?<|im_end|>\n<|im_start|>assistant\n"
-QUERIES = ["Velmora director", "Arno Tesk", "Dulmar", "Velmora Quist", "Brenna Fell founded"]
-
+from rollout_fixtures import GOLD, agent_rollouts
 
 @pytest.fixture(scope="module")
 def tok():
@@ -41,42 +33,6 @@ def tok():
 @pytest.fixture(scope="module")
 def model(tok):
     return random_qwen(len(tok))
-
-
-def random_script(rng: random.Random, max_turns: int) -> list[str]:
-    """One rollout's turns: 0..max_turns searches (some with a refine), then an answer (the gold or
-    a wrong one), or, after max_turns searches, none (the rollout runs into the turn limit)."""
-    turns = []
-    for k in range(rng.randrange(0, max_turns + 1)):
-        refine = f"<refine> about {rng.choice(QUERIES)} </refine>\n" if k and rng.random() < 0.5 else ""
-        if rng.random() < 0.25:  # an unclosed answer before the search, as a barely trained policy writes
-            refine += f"<answer> {GOLD} "
-        turns.append(refine + f"<search> {rng.choice(QUERIES)} </search>")
-    if len(turns) == max_turns:  # the agent asks once more and ends the rollout at the turn limit
-        turns.append(f"<search> {rng.choice(QUERIES)} </search>")
-    else:
-        answer = GOLD if rng.random() < 0.6 else rng.choice(["Dulmar", "Mira Ost"])
-        refine = "<refine> found it </refine>\n" if turns and rng.random() < 0.5 else ""
-        turns.append(refine + f"<answer> {answer} </answer>")
-    return turns
-
-
-def agent_rollouts(tok, seed: int, groups: int = 3, group_size: int = 4, max_turns: int = 3):
-    """Trajectories of ``groups`` questions x ``group_size`` rollouts from the real agent loop; the
-    first rollout of every group is a copy of another one (identical trunks happen at G > 1)."""
-    rng = random.Random(seed)
-    trajs = []
-    for g in range(groups):
-        scripts = [random_script(rng, max_turns) for _ in range(group_size)]
-        scripts[0] = list(scripts[-1])
-        agent = SearchAgent(ScriptedEngine(tok, scripts), EchoRetriever(), tok,
-                            RolloutConfig(rollouts_per_question=group_size, max_turns=max_turns, topk=2))
-        out, _ = agent.run([PROMPT], [[GOLD]])
-        for t in out:
-            t.question_index = g
-        trajs.extend(out)
-    assert any(t.answer == GOLD for t in trajs) and any(t.answer != GOLD for t in trajs)
-    return trajs
 
 
 def _close(a, b, what):

@@ -12,15 +12,15 @@ from .compute import (
     IGResult, answer_weights, compute_information_gain, information_gain_of_rollouts,
     information_gain_of_trajectories,
 )
-from .context import ANSWER_CUE, ANSWER_TOKENIZATIONS, answer_cue, build_context, gold_token_ids
+from .context import ANSWER_CUE, ANSWER_TOKENIZATIONS, answer_cue, build_context, build_context_ids, gold_token_ids
 from .parse import ASSISTANT_MARKER, MIN_DOC_CHARS, ParsedRollout, Step, parse_rollout, response_start
 from .pool import build_pool, check_draws, draw_counterfactuals
-from .record import rollout_from_trajectory
+from .record import RolloutIds, StepIds, rollout_from_trajectory
 
 __all__ = [
     "IGResult", "answer_weights", "compute_information_gain", "information_gain_of_rollouts",
-    "information_gain_of_trajectories", "rollout_from_trajectory", "ANSWER_CUE", "ANSWER_TOKENIZATIONS",
-    "answer_cue", "build_context", "gold_token_ids",
+    "information_gain_of_trajectories", "rollout_from_trajectory", "RolloutIds", "StepIds", "ANSWER_CUE", "ANSWER_TOKENIZATIONS",
+    "answer_cue", "build_context", "build_context_ids", "gold_token_ids",
     "ASSISTANT_MARKER", "MIN_DOC_CHARS", "ParsedRollout", "Step", "parse_rollout", "response_start",
     "build_pool", "check_draws", "draw_counterfactuals",
 ]

@@ -4,10 +4,12 @@ For step t of rollout i with gold variant a:
     s(a | C) = sum_k lp_k * w_k / n,  w = [head_weight] * head_tokens + [1] * (n - head_tokens),
                divided by its mean; lp_k = log p(a_k | C, a_<k) under the model
     IG_t     = s(a* | C_t) - mean_j s(a* | C_t(x_j)),  a* = the variant with the best real score
-Context ids and answer ids are tokenised separately (no special tokens); the answer ids are the
-gold as the policy writes it after ``<answer>`` (``answer_tokens="as_written"``, the default) or,
-as in the published pipeline, the gold alone after ``"<answer> "`` (``"separate"``). The context is
-cut from the left to ``max_context_tokens``.
+Context ids come from the rollout's token record when it has one (our agent's:
+``information_gain_of_trajectories``, ``igsearch.ig.context.build_context_ids``), else from tokenising
+the text context (``compute_information_gain``, no special tokens); the answer ids are the gold as the
+policy writes it after ``<answer>`` (``answer_tokens="as_written"``, the default) or, as in the published
+pipeline, the gold alone after ``"<answer> "`` (``"separate"``). The context is cut from the left to
+``max_context_tokens``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Sequence
 
 from igsearch.scoring import ScoreRequest, Scorer, scorer_reads
 
-from .context import build_context, encode_text, gold_token_ids
+from .context import answer_cue, build_context, build_context_ids, encode_text, gold_token_ids
 from .parse import ASSISTANT_MARKER, ParsedRollout, Step, parse_rollout
 from .record import rollout_from_trajectory
 from .pool import Entry, build_pool, check_draws, draw_counterfactuals
@@ -218,13 +220,25 @@ def information_gain_of_rollouts(
     pool = build_pool(rollouts)
     used = check_draws(draws, rollouts, pool) if draws is not None else draw_counterfactuals(rollouts, pool, n_random, seed)
 
-    # One request per (step, variant, context); contexts are tokenised once each.
+    # Contexts: concatenated from the rollouts' token records when every rollout has one (our agent's),
+    # else the text contexts tokenised, once each.
+    from_ids = bool(rollouts) and all(r.ids is not None for r in rollouts)
+    join, cue = encode_text(tokenizer, "\n"), encode_text(tokenizer, answer_cue(answer_tokens))
     ctx_cache: dict[str, list[int]] = {}
 
-    def ctx_ids(text: str) -> list[int]:
+    def cut(ids: list[int]) -> list[int]:
+        return ids[-max_context_tokens:] if max_context_tokens else ids
+
+    def context(i: int, k: int, source: tuple[int, int] | None = None) -> list[int]:
+        """C_k of rollout i, step k's (documents, refine) taken from step ``source`` = (a, b) when given."""
+        r = rollouts[i]
+        if from_ids:
+            pair = None if source is None else rollouts[source[0]].ids.steps[source[1]].pair
+            return cut(build_context_ids(r.ids, k, pair, join, cue))
+        pair = None if source is None else rollouts[source[0]].steps[source[1]].pair
+        text = build_context(r, k, pair, answer_tokens)
         if text not in ctx_cache:
-            ids = encode_text(tokenizer, text)
-            ctx_cache[text] = ids[-max_context_tokens:] if max_context_tokens else ids
+            ctx_cache[text] = cut(encode_text(tokenizer, text))
         return ctx_cache[text]
 
     requests: list[ScoreRequest] = []
@@ -234,8 +248,8 @@ def information_gain_of_rollouts(
         for k, step in enumerate(r.steps):
             if used[i][k] is None or not gold_ids[i]:
                 continue
-            real_ctx = ctx_ids(build_context(r, k, answer_tokens=answer_tokens))
-            rand_ctx = [ctx_ids(build_context(r, k, rollouts[a].steps[b].pair, answer_tokens)) for a, b in used[i][k]]
+            real_ctx = context(i, k)
+            rand_ctx = [context(i, k, (a, b)) for a, b in used[i][k]]
             per_variant = []
             for ans in gold_ids[i]:
                 w = answer_weights(len(ans), head_tokens, head_weight)
@@ -296,5 +310,7 @@ def information_gain_of_rollouts(
         draws_used=used,
         steps=[r.steps for r in rollouts],
         stats={**_stats(step_ig, real_all, rand_all, cost, scorer.kind, time.perf_counter() - t0),
-               "rollouts_gold_too_long": sum(not ids for ids in gold_ids)},
+               "rollouts_gold_too_long": sum(not ids for ids in gold_ids),
+               "contexts_from": "token ids" if from_ids else "text",
+               "retokenized_blocks": sum(r.ids.retokenized for r in rollouts) if from_ids else 0},
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from igsearch.data.prompts import ANSWER_OPEN
 
 from .parse import ParsedRollout
@@ -69,3 +71,23 @@ def build_context(rollout: ParsedRollout, t: int, pair: tuple[str, str] | None =
         if refine:
             parts.append(refine)
     return "\n".join(parts) + answer_cue(answer_tokens)
+
+
+def build_context_ids(ids, t: int, pair: tuple[Sequence[int], Sequence[int]] | None, join: Sequence[int],
+                      cue: Sequence[int]) -> list[int]:
+    """C_t(x) as token ids, from a rollout's token record ``ids`` (``igsearch.ig.record.RolloutIds``):
+    the prefix, then for every step s <= t ``join`` + each of its blocks (search, documents, refine;
+    step t's documents and refine replaced by ``pair`` = (documents ids, refine ids or ()) when
+    given), then ``cue``. ``join`` is the ids of ``"\\n"`` and ``cue`` those of ``answer_cue(...)``, so
+    this is :func:`build_context`'s layout with every block in the tokens the policy wrote or read."""
+    if not 0 <= t < len(ids.steps):
+        raise IndexError(f"step {t} out of range: rollout has {len(ids.steps)} steps")
+    out = list(ids.prefix)
+    for s in range(t + 1):
+        step = ids.steps[s]
+        docs, refine = pair if (s == t and pair is not None) else step.pair
+        for block in (step.search, docs, refine):
+            if block:
+                out += join
+                out += block
+    return out + list(cue)

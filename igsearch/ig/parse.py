@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from igsearch.data.prompts import DOCS_CLOSE, DOCS_OPEN, REFINE_CLOSE, REFINE_OPEN, SEARCH_CLOSE, SEARCH_OPEN
 
@@ -65,11 +66,14 @@ class Step:
 
 @dataclass(frozen=True)
 class ParsedRollout:
-    """A rollout's prefix and steps; ``response_start`` is where the assistant turn begins."""
+    """A rollout's prefix and steps; ``response_start`` is where the assistant turn begins. ``ids``:
+    the same prefix and blocks as token ids (``igsearch.ig.record.RolloutIds``) when the rollout comes
+    with its token record (our agent's); None for a rollout parsed from text."""
 
     prefix: str
     steps: list[Step]
     response_start: int
+    ids: Any = None
 
 
 def response_start(text: str, prompt_text: str | None = None, marker: str = ASSISTANT_MARKER, where: str = "") -> int:

@@ -6,25 +6,25 @@ from dataclasses import dataclass
 
 from igsearch.config_fields import ConfigError, check_choice, check_range, config_field
 
-#: retriever kinds a training config can name (``http`` = a retrieval server at ``retriever_url``)
-RETRIEVERS = ("bm25", "dense", "http")
-
-
 @dataclass
 class RetrievalConfig:
     """Where the passages come from (the number per search, ``topk``, is a rollout setting)."""
 
-    retriever: str = config_field("bm25", "Retriever: bm25 (local, over corpus_path) | dense | http.")
+    retriever: str = config_field("bm25", "Retriever: a registered kind over corpus_path (bm25 | dense | a plug-in's, "
+                                          "igsearch.retrieval.registry) | http (a retrieval server at retriever_url).")
     corpus_path: str | None = config_field(None, "Passage corpus (jsonl, Search-R1 format); None = world_dir's "
                                                  "corpus.")
     index_path: str | None = config_field(None, "Index folder (BM25 or faiss); None = next to the corpus.")
+    encoder_path: str | None = config_field(None, "Local Hugging Face encoder folder for retriever=dense.")
     retriever_url: str | None = config_field(None, "URL of a retrieval server for retriever=http, e.g. "
                                                    "http://127.0.0.1:8000/retrieve.")
     retriever_timeout_s: float = config_field(30.0, "Seconds to wait for the retrieval server before failing "
                                                     "with a clear error.")
 
     def validate(self, where: str = "retrieval") -> "RetrievalConfig":
-        check_choice(where, "retriever", self.retriever, RETRIEVERS)
+        from .registry import retriever_kinds
+
+        check_choice(where, "retriever", self.retriever, ["http", *retriever_kinds()])
         check_range(where, "retriever_timeout_s", self.retriever_timeout_s, low=0, low_open=True)
         if self.retriever == "http" and not self.retriever_url:
             raise ConfigError(f"{where}: field 'retriever_url': retriever=http needs "

@@ -25,7 +25,7 @@ def resolve_paths(cfg: TrainConfig) -> dict[str, Path]:
         return world / {"train_data": "train.jsonl", "eval_data": "dev.jsonl", "corpus_path": "corpus.jsonl"}[name]
 
     paths = {"model": model, "train": pick(cfg.train_data, "train_data"), "eval": pick(cfg.eval_data, "eval_data")}
-    if cfg.retrieval.retriever in ("bm25", "dense"):
+    if cfg.retrieval.retriever != "http":  # every registered kind reads a corpus
         paths["corpus"] = pick(cfg.retrieval.corpus_path, "corpus_path")
         if not paths["corpus"].exists():
             raise DataError(f"{paths['corpus']}: corpus not found (build the world with `igsearch world build`)")
@@ -43,7 +43,8 @@ def make_retriever(cfg: TrainConfig, paths: dict):
         if not cfg.retrieval.retriever_url:
             raise DataError("config: field 'retriever_url': needed for retriever=http")
         return RetrievalClient(cfg.retrieval.retriever_url, timeout=cfg.retrieval.retriever_timeout_s)
-    return load_retriever(cfg.retrieval.retriever, corpus=paths.get("corpus"), index=cfg.retrieval.index_path)
+    return load_retriever(cfg.retrieval.retriever, corpus=paths.get("corpus"), index=cfg.retrieval.index_path,
+                          encoder=cfg.retrieval.encoder_path)
 
 
 def engine_from_config(cfg: TrainConfig, model_dir: Path, model, tokenizer):

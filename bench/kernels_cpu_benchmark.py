@@ -1,8 +1,8 @@
 """pytest-benchmark timings of the kernels' CPU (torch) paths against the eager materialised baselines.
 
-Not part of the default test run (testpaths = tests). Run with
+A pytest-benchmark file, so pytest runs it when named (it is no test: testpaths = tests). Run with
 
-    python -m pytest bench/test_kernels_cpu_bench.py --benchmark-enable -q
+    python -m pytest bench/kernels_cpu_benchmark.py --benchmark-enable -q
 
 The Triton kernels are not timed here: on the CPU they only run through Triton's interpreter.
 """
