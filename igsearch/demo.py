@@ -10,6 +10,7 @@ resampled) and McNemar tests, the probe's sampled EM, and PNG plots of probe EM 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from igsearch.policy.tiny import POLICY_SIZES
+from igsearch.threads import ENV as THREADS_ENV
 from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 
 #: the repository's presets folder (configs/)
@@ -54,6 +56,8 @@ def add_demo_command(subparsers) -> None:
     p.add_argument("--probe-questions", type=int, default=80,
                    help="dev questions of the sampled probe, x rollouts_per_question rollouts (default 80)")
     p.add_argument("--eval-every", type=int, default=5, help="evaluate every N RL steps (default 5)")
+    p.add_argument("--threads", default=None, help="torch CPU threads for SFT and RL: auto (from the load, "
+                                                   "igsearch.threads) | N; default: IGSEARCH_THREADS, else auto")
     p.add_argument("--config", default=None,
                    help="training preset (default: the demonstrator's, configs/demo.yaml or configs/demo-oracle.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="training config overrides")
@@ -81,12 +85,13 @@ def run_demo(args) -> int:
     t0 = phase("1/3 world, tiny policy, SFT warm start on the warm-up split")
     ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities, policy_size=args.policy_size,
                      distractor=DEMONSTRATORS[args.demonstrator])
-    ws = build_warm_start(out, seed=args.seed, config=ws_cfg, log=console.print)
+    ws = build_warm_start(out, seed=args.seed, config=ws_cfg, log=console.print, threads=args.threads)
     timings["warm_start"] = time.perf_counter() - t0
 
     overrides = [f"model_path={ws['sft']}", f"world_dir={ws['world']}", f"seed={args.seed}", f"advantage.method={args.method}",
                  f"eval_questions={args.eval_questions}", f"probe_questions={args.probe_questions}",
-                 *([f"steps={args.steps}"] if args.steps is not None else []), *args.overrides]
+                 *([f"steps={args.steps}"] if args.steps is not None else []),
+                 f"threads={args.threads or os.environ.get(THREADS_ENV, 'auto')}", *args.overrides]
     preset = args.config or demo_preset(args.demonstrator)
     cfg = load_config(preset, overrides, validate=False)
     args.steps = cfg.steps

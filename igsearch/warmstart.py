@@ -100,7 +100,8 @@ class WarmStartConfig:
 
 
 def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None = None,
-                     progress: bool = True, log=print, world_seed: int | None = None) -> dict:
+                     progress: bool = True, log=print, world_seed: int | None = None,
+                     threads: str | int | None = None) -> dict:
     """Build the world (with its warm-up split), the tiny policy and its SFT warm start under ``out_dir``.
 
     ``seed`` seeds the policy's initialisation and the SFT data order; ``world_seed`` (default: the
@@ -123,6 +124,6 @@ def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None =
     log(f"world: {manifest['n_entities']} entities, questions per split {manifest['splits']} "
         "(SFT sees only the warm-up split)")
     init = build_tiny_policy(world, out / "policy-init", seed=seed, vocab_size=cfg.vocab_size, **shape)
-    sft = run_sft(init, world, out / "sft", **cfg.sft_kwargs(), seed=seed, progress=progress)
+    sft = run_sft(init, world, out / "sft", **cfg.sft_kwargs(), seed=seed, progress=progress, threads=threads)
     return {"world": world, "policy_init": init, "sft": sft, "seconds": time.perf_counter() - t0,
             "config": asdict(cfg)}

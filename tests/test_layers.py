@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: lowest first; parts in one tuple are independent of each other
 LAYERS: list[tuple[str, ...]] = [
-    ("config_fields", "io"),
+    ("config_fields", "io", "threads"),
     ("integrity",),
     ("data",),
     ("retrieval",),

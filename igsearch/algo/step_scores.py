@@ -21,6 +21,7 @@ Built in, beside the methods that need them in ``igsearch.methods``: ``step_ig``
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -137,6 +138,27 @@ def run_step_scorer(name: str, batch: ScoringBatch) -> StepScores:
         if len(row) != n:
             raise ValueError(f"step scorer {name!r}: rollout {i} got {len(row)} values for {n} {per}s")
     return out
+
+
+def run_step_scorers(names, trajectories: list[Trajectory], model, tokenizer, config, step: int,
+                     scorer) -> tuple[dict[str, list[list[Any]]], dict[str, float]]:
+    """Run every step scorer in ``names`` (sorted) on one batch: the phase between rewards and
+    advantages, shared by our trainer and the TRL integration.
+
+    ``config``: the run's ``TrainConfig``; ``step``: the training step (seeds draws); ``scorer``: the
+    batch's continuation scorer (``ScoringBatch.scorer``). Returns ``scores[name][i]`` (one value per
+    step or turn of rollout i) and the metrics ``<name>/<key>`` (each scorer's stats) and
+    ``time/score/<name>``.
+    """
+    scores: dict[str, list[list[Any]]] = {}
+    metrics: dict[str, float] = {}
+    for name in sorted(names):
+        t0 = time.perf_counter()
+        out = run_step_scorer(name, ScoringBatch(trajectories, model, tokenizer, config, step, scorer))
+        scores[name] = out.values
+        metrics.update({f"{name}/{k}": float(v) for k, v in out.stats.items()})
+        metrics[f"time/score/{name}"] = time.perf_counter() - t0
+    return scores, metrics
 
 
 def ig_scorer_problem(config) -> str | None:

@@ -268,13 +268,22 @@ class HFEngine:
         self.batch_size = batch_size
 
     def generate(self, requests: Sequence[GenRequest], sampling: SamplingConfig) -> list[GenOutput]:
+        """Generate in eval mode; the model's training mode is restored afterwards (a trainer that
+        generates mid-step, TRL's included, reads it)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._generate(requests, sampling)
+        finally:
+            self.model.train(was_training)
+
+    def _generate(self, requests: Sequence[GenRequest], sampling: SamplingConfig) -> list[GenOutput]:
         import torch
 
         outputs: list[GenOutput] = []
         pad = self.tokenizer.pad_token_id
         eos = self.tokenizer.eos_token_id
         stops = set(sampling.stop_token_ids) | ({eos} if eos is not None else set())
-        self.model.eval()
         for lo in range(0, len(requests), self.batch_size):
             chunk = requests[lo:lo + self.batch_size]
             width = max(len(r.prompt_ids) for r in chunk)

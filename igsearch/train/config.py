@@ -159,6 +159,9 @@ class TrainConfig:
     probe_questions: int = _f(0, "At every evaluation, also roll out this many eval questions rollouts_per_question "
                                  "times at the training temperature, with fixed seeds (0 = no probe).")
     tensorboard: bool = _f(True, "Also write TensorBoard event files next to metrics.jsonl.")
+    threads: str = _f("auto", "Torch CPU threads: auto (as many as the cores other processes leave free, chosen before "
+                              "every step's generation and update, igsearch.threads) | N (fixed: the way to reproduce "
+                              "a run's floats bit for bit).")
 
     # ---------------------------------------------------------------- the methods' own sections
     methods: dict[str, Any] = field(default_factory=dict, metadata={
@@ -183,6 +186,10 @@ class TrainConfig:
             if section_cls is cls:
                 return getattr(self, section)
         return self.methods.get(name or self.advantage.method) or cls()
+
+    def advantage_config(self) -> AdvantageConfig:
+        """The ``advantage`` section carrying the run's method options: what ``compute_advantages`` takes."""
+        return self.advantage.with_options(self.method_options())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field, sections nested (JSON / YAML serialisable). Of the method sections
@@ -241,6 +248,12 @@ class TrainConfig:
                      "probe_questions", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must be >= 0, got {getattr(self, name)}")
+        from igsearch.threads import parse_threads
+
+        try:
+            parse_threads(self.threads)
+        except ValueError as e:
+            raise bad("threads", str(e).split(": ", 1)[1]) from None
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise bad("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
         # each choice list lives with the code that acts on it

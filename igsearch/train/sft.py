@@ -284,6 +284,7 @@ def run_sft(
     split: str = "train",
     document_weight: float = 0.0,
     progress: bool = True,
+    threads: str | int | None = None,
 ) -> Path:
     """Fine-tune the policy in ``model_dir`` on oracle trajectories of ``world_dir`` and save it
     (model + tokenizer, atomically) to ``out_dir``; returns ``out_dir``.
@@ -293,13 +294,16 @@ def run_sft(
     ``distractor``: probability that it follows a look-alike entity after a non-final hop
     (:func:`igsearch.world.oracle_response`);
     ``document_weight``: loss weight of the injected documents (see :func:`sft_loss`);
-    ``retriever`` defaults to BM25 over the world's corpus. Writes ``sft_summary.json`` in
-    ``out_dir`` with the settings and the loss at the start and the end.
+    ``retriever`` defaults to BM25 over the world's corpus; ``threads``: torch threads, ``auto`` (chosen from
+    the load every ``igsearch.threads.SFT_RECHECK_STEPS`` steps), a count, or None (``IGSEARCH_THREADS``,
+    else auto). Writes ``sft_summary.json`` in ``out_dir`` with the settings, the threads chosen and the
+    loss at the start and the end.
     """
     from igsearch.data.loaders import load_qa
     from igsearch.io import atomic_write_json
     from igsearch.policy.tiny import save_policy
     from igsearch.rollout.trained import write_rollout_settings
+    from igsearch.threads import SFT_RECHECK_STEPS, ThreadPolicy
     from igsearch.train.logging import TrainProgress
 
     model_dir, world_dir, out_dir = Path(model_dir), Path(world_dir), Path(out_dir)
@@ -330,8 +334,12 @@ def run_sft(
     scheduler = cosine_schedule(optimizer, steps, warmup_steps)
     order: list[int] = []
     losses: list[float] = []
+    threads_policy = ThreadPolicy(threads, log=None)
     with TrainProgress(steps, description="sft", disable=not progress) as bar:
+        threads_policy.log = bar.print if progress else None
         for step in range(1, steps + 1):
+            if step % SFT_RECHECK_STEPS == 1 or SFT_RECHECK_STEPS == 1:
+                threads_policy.choose("sft")
             batch = []
             while len(batch) < min(batch_size, len(examples)):
                 if not order:
@@ -357,7 +365,7 @@ def run_sft(
     atomic_write_json(out_dir / "sft_summary.json", {
         "model": str(model_dir), "world": str(world_dir), "steps": steps, "batch_size": batch_size,
         "lr": lr, "query_noise": query_noise, "early_answer": early_answer, "distractor": distractor, "document_weight": document_weight, "hops": list(hops), "max_len": max_len, "seed": seed,
-        "template": template, "topk": topk, "examples": len(examples),
+        "template": template, "topk": topk, "examples": len(examples), "threads": threads_policy.summary(),
         "loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window,
     })
     return out_dir

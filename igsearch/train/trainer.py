@@ -28,7 +28,7 @@ import torch
 
 import igsearch.methods  # noqa: F401  (registers the built-in estimators and step scorers)
 from igsearch.algo.advantages import AdvantageInput, AdvantageOutput, compute_advantages, estimator_needs
-from igsearch.algo.step_scores import ScoringBatch, check_step_scorer, run_step_scorer
+from igsearch.algo.step_scores import check_step_scorer, run_step_scorers
 from igsearch.algo.loss import policy_loss
 from igsearch.policy.packing import packed_token_logprobs, pad_to_batch
 from igsearch.algo.rewards import trajectory_rewards
@@ -53,6 +53,7 @@ from igsearch.train.config import TrainConfig
 from igsearch.io import atomic_write_json, atomic_write_text
 from igsearch.train.logging import RunLogger, TrainProgress
 from igsearch.train.replay import SFTReplay
+from igsearch.threads import ThreadPolicy
 
 #: the most keys/values of a batch's no-grad forward the trainer holds for the trunk scorer
 MAX_HELD_KV_BYTES = 2 << 30
@@ -109,6 +110,12 @@ class Batch:
         if clash:
             raise KeyError(f"{owner}: metric keys {clash} already written by another phase (one owner per key)")
         self.metrics.update(values)
+
+
+def rollout_seed(run_seed: int, step: int, call: int = 0) -> int:
+    """The agent's sampling seed at training step ``step`` (1-based) of a run seeded ``run_seed``;
+    ``call`` > 0 for further rollouts at the same step (the TRL integration's evaluation)."""
+    return run_seed * 100_003 + step + 1_000_003 * call
 
 
 def sample_questions(n_rows: int, k: int, seed: int, step: int) -> list[int]:
@@ -172,6 +179,7 @@ class Trainer:
             clear_run(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.logger = RunLogger(self.out, tensorboard=cfg.tensorboard)
+        self.threads = ThreadPolicy(cfg.threads)  # torch threads per phase (igsearch.threads)
         if self.start_step:
             self.logger.truncate_after(self.start_step)
         cfg.save(self.out / "config.yaml")
@@ -188,7 +196,7 @@ class Trainer:
         rows = [self.rows[i] for i in idx]
         prompts = [chat_prompt(self.tokenizer, question_messages(r, self.template)) for r in rows]
         trajs, timings = self.agent.run(prompts, [r.golden_answers for r in rows], [r.data_source for r in rows],
-                                        seed=self.cfg.seed * 100_003 + step)
+                                        seed=rollout_seed(self.cfg.seed, step))
         batch = Batch(step, rows, trajs)
         batch.add_metrics({"time/generation": timings.generation, "time/retrieval": timings.retrieval}, "rollout")
         return batch
@@ -217,19 +225,15 @@ class Trainer:
                 batch.forward = self.policy_forward(batch.trajectories)
             scorer.trunks = batch.forward.trunk_kv or [t.token_ids for t in batch.trajectories]
         t0 = time.perf_counter()
-        for name in names:
-            t1 = time.perf_counter()
-            out = run_step_scorer(name, ScoringBatch(batch.trajectories, self.model, self.tokenizer, self.cfg,
-                                                     batch.step, scorer))
-            batch.scores[name] = out.values
-            batch.add_metrics({f"{name}/{k}": v for k, v in out.stats.items()}
-                              | {f"time/score/{name}": time.perf_counter() - t1}, f"step scorer {name}")
-        batch.add_metrics({"time/scoring": time.perf_counter() - t0}, "score_steps")
+        scores, metrics = run_step_scorers(names, batch.trajectories, self.model, self.tokenizer, self.cfg,
+                                           batch.step, scorer)
+        batch.scores.update(scores)
+        batch.add_metrics(metrics | {"time/scoring": time.perf_counter() - t0}, "score_steps")
 
     def advantages(self, batch: Batch) -> None:
         """The registered estimator's advantages from the rewards, groups, step record and scores."""
         inp = AdvantageInput.from_trajectories(batch.trajectories, batch.rewards, batch.scores)
-        batch.advantages = compute_advantages(inp, self.cfg.advantage.with_options(self.cfg.method_options()))
+        batch.advantages = compute_advantages(inp, self.cfg.advantage_config())
         batch.add_metrics({k if "/" in k else f"adv/{k}": v for k, v in batch.advantages.stats.items()
                            if isinstance(v, (int, float))}, f"estimator {self.cfg.advantage.method}")
 
@@ -357,15 +361,19 @@ class Trainer:
         """One step: every phase in order, hooks after each; returns the filled batch record."""
         t_step = time.perf_counter()
         set_learning_rate(self.optimizer, learning_rate_at(self.cfg, step))
+        threads = {"threads/generation": self.threads.choose("generation")}
         batch = self.rollout(step)
         self._run_hooks("rollout", batch)
         for phase in (self.reward, self.score_steps, self.advantages, self.update, self.sync):
             if not batch.trajectories:  # every group was filtered out: nothing to learn from this batch
                 break
+            if phase == self.score_steps:  # scoring and the update: the step's in-process compute
+                threads["threads/update"] = self.threads.choose("update")
             if phase == self.update:
                 self.model.train()
             phase(batch)
             self._run_hooks(phase.__name__, batch)
+        batch.add_metrics(threads, "threads")
         batch.metrics["time/step"] = time.perf_counter() - t_step
         return batch
 
@@ -390,6 +398,7 @@ class Trainer:
             previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal="SIGTERM"))
         try:
             with TrainProgress(cfg.steps, initial=self.start_step, description=f"train[{cfg.advantage.method}]") as bar:
+                self.threads.log = bar.print
                 if cfg.eval_every > 0 and self.start_step == 0:
                     self.logger.log(0, {"time/train_elapsed": 0.0, **self.periodic_eval(0, bar)})
                 for step in range(self.start_step + 1, cfg.steps + 1):
