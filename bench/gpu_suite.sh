@@ -5,6 +5,7 @@
 #   3. bench/ig_scoring.py                   (every IG scorer: trunk, tree, naive, the vLLM peer; tiny and
 #                                             0.5B shapes; its default_scorer= line is this card's default)
 #   4. bench/step_overhead.py --preset gpu   (IG overhead per training step, Qwen2.5-3B shape)
+#   5. bench/peer_trl.py --preset gpu        (igsearch's step against TRL's GRPOTrainer, Qwen2.5-0.5B shape)
 # Every log and JSON goes under one folder, bench/results/gpu-<card>-<date>/ (or $1 when given).
 # A failing part does not stop the others; the exit status is non-zero if any part failed, and
 # summary.txt lists each part's exit status.
@@ -26,9 +27,11 @@ out="${1:-bench/results/gpu-${card}-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 quick=()
 overhead=()
+peer=()
 if [ "${QUICK:-0}" = "1" ]; then
     quick=(--quick)
     overhead=(--steps 1 --warmup 0 --sft-steps 20 --questions 16)
+    peer=(--rounds 1 --sft-steps 20 --no-replay)
 fi
 
 {
@@ -61,6 +64,9 @@ part step_overhead "$PY" bench/step_overhead.py --preset gpu "${overhead[@]}" --
 grep -h "default_scorer=" "$out/ig_scoring.log" >> "$out/summary.txt" 2>/dev/null
 # the work dir holds a 3B model and checkpoints; keep the logs and JSON only
 rm -rf "$out/step_overhead-work"
+part peer_trl "$PY" bench/peer_trl.py --preset gpu "${peer[@]}" --work-dir "$out/peer_trl-work" --out "$out/peer_trl.json"
+grep -h "igsearch_grpo_vs_trl" "$out/peer_trl.log" >> "$out/summary.txt" 2>/dev/null
+rm -rf "$out/peer_trl-work"
 
 echo "results: $out (summary.txt lists each part)"
 [ $status -ne 0 ] && echo "gpu_suite: at least one part failed" >&2

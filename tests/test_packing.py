@@ -6,7 +6,7 @@ import transformers
 
 import igsearch_kernels
 from igsearch.policy import packing
-from igsearch.policy.packing import block_causal_mask, pack_rows, packed_token_logprobs, pad_to_batch
+from igsearch.policy.packing import pack_rows, packed_forward, packed_token_logprobs, pad_to_batch
 
 HAS_KERNEL = callable(getattr(igsearch_kernels, "gather_logprobs", None))
 
@@ -72,13 +72,13 @@ def test_default_compute_from_scores_all_but_first():
         torch.testing.assert_close(p, r, rtol=0, atol=1e-5)
 
 
-def test_pack_rows_and_mask_and_errors():
+def test_pack_rows_and_rows_of_the_sdpa_path_and_errors():
     assert pack_rows([5, 5, 5, 12, 1], 10) == [[0, 1], [2], [3], [4]]
     assert pack_rows([5, 5, 5], None) == [[0, 1, 2]]
-    m = block_causal_mask([2, 3])[0, 0]
-    assert m.shape == (5, 5) and m.dtype == torch.bool
-    assert m[1, 0] and not m[0, 1] and not m[2, 1] and m[4, 2]
     model = _tiny_model()
+    # SDPA (no flash-attn): one sequence per row whatever the budget, so no block-diagonal mask is needed
+    rows = [row for row, _, _ in packed_forward(model, [[1, 2], [3, 4, 5], [6]], max_tokens_per_row=100)]
+    assert rows == [[0], [1], [2]]
     with pytest.raises(ValueError, match="compute_from"):
         packed_token_logprobs(model, [[1, 2, 3]], compute_from=[0])
     padded = pad_to_batch([torch.ones(2), torch.ones(4)], value=0.0)

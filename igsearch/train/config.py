@@ -137,8 +137,9 @@ class TrainConfig:
         False, "Train only on groups whose rewards differ (DAPO-style dynamic filtering). This also drops the "
                "all-fail groups, where only step IG gives a gradient.")
     max_tokens_per_forward: int = _f(
-        8192, "Token budget of one packed policy forward (sequences are packed without padding)."
-    )
+        8192, "Token budget of one policy forward: a packed row with flash-attn (GPU); on SDPA (the CPU) every "
+              "sequence is a row of its own (igsearch.policy.packing) and this bounds the SFT replay's padded "
+              "micro-batches.")
 
     # ---------------------------------------------------------------- sections owned by their modules
     retrieval: RetrievalConfig = _section(RetrievalConfig, "Where the passages come from.")
