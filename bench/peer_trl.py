@@ -231,41 +231,20 @@ class TrlArm:
         self.startup_s = time.perf_counter() - t0
 
     def _wrap_timers(self, engine):
+        """Accumulate into ``self.t`` the seconds of TRL's generate-and-score, of our rollout function
+        (which syncs the engine first) and of the engine's weight sync."""
         self.t = {"gen_score": 0.0, "rollout": 0.0, "sync": 0.0}
-        tr, t = self.trainer, self.t
-        inner = tr._generate_and_score_completions
+        tr = self.trainer
+        tr._generate_and_score_completions = _timed(tr._generate_and_score_completions, self.t, "gen_score")
+        rollout_call = _timed(self.rollout.__call__, self.t, "rollout")  # TRL calls the object: wrap its class
 
-        def gen_score(inputs):
-            t0 = time.perf_counter()
-            try:
-                return inner(inputs)
-            finally:
-                t["gen_score"] += time.perf_counter() - t0
-
-        tr._generate_and_score_completions = gen_score
-        call = self.rollout.__call__
-        rollout = self.rollout
-
-        class Timed(type(rollout)):
+        class Timed(type(self.rollout)):
             def __call__(self, prompts, trainer):
-                t0 = time.perf_counter()
-                try:
-                    return call(prompts, trainer)
-                finally:
-                    t["rollout"] += time.perf_counter() - t0
+                return rollout_call(prompts, trainer)
 
-        rollout.__class__ = Timed
+        self.rollout.__class__ = Timed
         if engine is not None:
-            sync = engine.sync_weights
-
-            def timed_sync(model):
-                t0 = time.perf_counter()
-                try:
-                    return sync(model)
-                finally:
-                    t["sync"] += time.perf_counter() - t0
-
-            engine.sync_weights = timed_sync
+            engine.sync_weights = _timed(engine.sync_weights, self.t, "sync")
 
     def _train(self):
         try:
@@ -310,6 +289,19 @@ class TrlArm:
         engine = self.rollout.external_engine
         if engine is not None and hasattr(engine, "close"):
             engine.close()
+
+
+def _timed(fn, totals: dict, key: str):
+    """``fn`` that adds its wall seconds to ``totals[key]`` at every call."""
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - t0
+
+    return wrapper
 
 
 def _replaying(cls):

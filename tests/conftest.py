@@ -26,3 +26,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def small_tok():
+    """The small world tokenizer (every protocol tag one token), for IG and scorer tests."""
+    from policy_fixtures import small_tokenizer
+
+    return small_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def small_qwen(small_tok):
+    """A random 2-layer Qwen2 over ``small_tok``'s vocabulary."""
+    from policy_fixtures import random_qwen
+
+    return random_qwen(len(small_tok))

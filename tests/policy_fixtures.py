@@ -9,6 +9,8 @@ vLLM through searches deterministically.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from igsearch.policy.tiny import build_tiny_model, build_tokenizer
@@ -79,3 +81,33 @@ def _one(tokenizer, text: str) -> int:
     if len(ids) != 1:
         raise ValueError(f"{text!r} is {len(ids)} tokens, expected one: {tokenizer.convert_ids_to_tokens(ids)}")
     return ids[0]
+
+
+def single_token_titles(tok, corpus, n):
+    """``n`` words of passage titles that are single tokens: queries that retrieve different passages."""
+    import json
+
+    words = []
+    for line in Path(corpus).read_text().splitlines():
+        title = json.loads(line)["contents"].split("\n")[0].strip('"')
+        for w in title.split():
+            if len(w) >= 4 and len(tok(w, add_special_tokens=False)["input_ids"]) == 1 and w not in words:
+                words.append(w)
+        if len(words) == n:
+            return words
+    raise AssertionError(f"found only {words}")
+
+
+def scripted_search_setup(root) -> list[str]:
+    """A small world in ``root/world`` and, in ``root/policy``, a bigram policy that searches one of three
+    single-token title words after a newline (real vLLM and transformers follow it); returns the words."""
+    from igsearch.policy.tiny import save_policy
+    from igsearch.world import build_world, world_texts
+
+    root = Path(root)
+    build_world(root / "world", seed=3, n_entities=120)
+    tok = build_tokenizer(world_texts(root / "world"), vocab_size=1200)
+    words = single_token_titles(tok, root / "world" / "corpus.jsonl", 3)
+    trans = {"\n": "<search>", "<search>": words, **{w: "</search>" for w in words}}
+    save_policy(bigram_policy(tok, trans, margin=30.0, leak=0.5), tok, root / "policy")
+    return words

@@ -14,23 +14,13 @@ import pytest
 from igsearch.ig import build_context, compute_information_gain, information_gain_of_trajectories, rollout_from_trajectory
 from igsearch.ig import record
 from igsearch.ig.context import answer_cue, build_context_ids, encode_text
-from policy_fixtures import random_qwen, small_tokenizer
 from rollout_fixtures import agent_rollouts
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return small_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    return random_qwen(len(tok))
 
 
 @pytest.mark.parametrize("answer_tokens", ["as_written", "separate"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_every_context_from_ids_equals_the_tokenised_text_context(tok, answer_tokens, seed):
+def test_every_context_from_ids_equals_the_tokenised_text_context(small_tok, answer_tokens, seed):
+    tok = small_tok
     trajs = agent_rollouts(tok, seed)
     join, cue = encode_text(tok, "\n"), encode_text(tok, answer_cue(answer_tokens))
     parsed = [rollout_from_trajectory(t, tok) for t in trajs]
@@ -50,7 +40,8 @@ def test_every_context_from_ids_equals_the_tokenised_text_context(tok, answer_to
 
 @pytest.mark.parametrize("answer_tokens", ["as_written", "separate"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_step_ig_from_ids_equals_the_text_adapter(tok, model, answer_tokens, seed):
+def test_step_ig_from_ids_equals_the_text_adapter(small_tok, small_qwen, answer_tokens, seed):
+    tok, model = small_tok, small_qwen
     trajs = agent_rollouts(tok, seed)
     from_ids = information_gain_of_trajectories(trajs, model, tok, scorer="tree", seed=7, n_random=2,
                                                 answer_tokens=answer_tokens)
@@ -63,7 +54,8 @@ def test_step_ig_from_ids_equals_the_text_adapter(tok, model, answer_tokens, see
     assert from_ids.step_ig == from_text.step_ig  # the same token ids in the same forwards: bit for bit
 
 
-def test_a_block_not_cut_at_its_tags_is_tokenised_from_its_text_and_counted(tok, model, monkeypatch):
+def test_a_block_not_cut_at_its_tags_is_tokenised_from_its_text_and_counted(small_tok, small_qwen, monkeypatch):
+    tok, model = small_tok, small_qwen
     trajs = agent_rollouts(tok, 0)
     reference = information_gain_of_trajectories(trajs, model, tok, scorer="naive", seed=3, n_random=2)
     real_init = record._Cutter.__init__

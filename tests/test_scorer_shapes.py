@@ -22,17 +22,16 @@ from igsearch.methods.igpo import turn_gain
 from igsearch.scoring import ScoreRequest, Scorer, score
 from igsearch.scoring.trunk import compute_trunk_kv
 from igsearch.train.config import load_config
-from policy_fixtures import random_qwen, small_tokenizer
 from rollout_fixtures import GOLD, agent_rollouts
 
 @pytest.fixture(scope="module")
-def tok():
-    return small_tokenizer()
+def tok(small_tok):
+    return small_tok
 
 
 @pytest.fixture(scope="module")
-def model(tok):
-    return random_qwen(len(tok))
+def model(small_qwen):
+    return small_qwen
 
 
 def _close(a, b, what):

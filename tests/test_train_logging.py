@@ -46,3 +46,9 @@ def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if re.match(r"sft \d+/40 ", ln)]
     assert len(lines) == 20 and lines[0].startswith("sft 2/40") and lines[-1].startswith("sft 40/40")
     assert "loss 0.0250" in lines[-1]
+
+
+def test_lines_above_the_bar_are_printed_as_written(capsys):
+    with TrainProgress(2, description="sft") as bar:
+        bar.print("[threads] sft: 1 torch thread (fixed)")  # rich would read "[threads]" as markup
+    assert "[threads] sft: 1 torch thread (fixed)" in capsys.readouterr().out

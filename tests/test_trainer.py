@@ -19,12 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from igsearch.policy.tiny import build_tokenizer, save_policy
 from igsearch.train.checkpoint import latest_checkpoint, load_checkpoint
 from igsearch.train.config import load_config
 from igsearch.train.logging import read_metrics
-from igsearch.world import build_world, world_texts
-from policy_fixtures import bigram_policy
+from policy_fixtures import scripted_search_setup
 
 pytestmark = pytest.mark.vllm
 
@@ -32,26 +30,8 @@ pytestmark = pytest.mark.vllm
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("trainer")
-    build_world(root / "world", seed=3, n_entities=120)
-    tok = build_tokenizer(world_texts(root / "world"), vocab_size=1200)
-    words = single_token_titles(tok, root / "world" / "corpus.jsonl", 3)
-    trans = {"\n": "<search>", "<search>": words, **{w: "</search>" for w in words}}
-    model = bigram_policy(tok, trans, margin=30.0, leak=0.5)
-    save_policy(model, tok, root / "policy")
+    scripted_search_setup(root)
     return root
-
-
-def single_token_titles(tok, corpus, n):
-    """``n`` words of passage titles that are single tokens: queries that retrieve different passages."""
-    words = []
-    for line in corpus.read_text().splitlines():
-        title = json.loads(line)["contents"].split("\n")[0].strip('"')
-        for w in title.split():
-            if len(w) >= 4 and len(tok(w, add_special_tokens=False)["input_ids"]) == 1 and w not in words:
-                words.append(w)
-        if len(words) == n:
-            return words
-    raise AssertionError(f"found only {words}")
 
 
 def make_config(root: Path, **overrides):

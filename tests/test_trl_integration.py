@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import math
 import sys
 from pathlib import Path
@@ -25,33 +24,13 @@ from igsearch.algo.advantages import AdvantageInput, compute_advantages, per_tok
 from igsearch.algo.loss import policy_loss
 from igsearch.ig import information_gain_of_trajectories
 from igsearch.ig.config import ig_draw_seed
-from igsearch.policy.tiny import build_tokenizer, save_policy
-from igsearch.world import build_world, world_texts
-from policy_fixtures import bigram_policy
+from policy_fixtures import scripted_search_setup
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("trl")
-    build_world(root / "world", seed=3, n_entities=120)
-    tok = build_tokenizer(world_texts(root / "world"), vocab_size=1200)
-    words = single_token_titles(tok, root / "world" / "corpus.jsonl", 3)
-    trans = {"\n": "<search>", "<search>": words, **{w: "</search>" for w in words}}
-    save_policy(bigram_policy(tok, trans, margin=30.0, leak=0.5), tok, root / "policy")
-    return {"root": root, "words": words}
-
-
-def single_token_titles(tok, corpus, n):
-    """``n`` words of passage titles that are single tokens: queries that retrieve different passages."""
-    words = []
-    for line in corpus.read_text().splitlines():
-        title = json.loads(line)["contents"].split("\n")[0].strip('"')
-        for w in title.split():
-            if len(w) >= 4 and len(tok(w, add_special_tokens=False)["input_ids"]) == 1 and w not in words:
-                words.append(w)
-        if len(words) == n:
-            return words
-    raise AssertionError(f"found only {words}")
+    return {"root": root, "words": scripted_search_setup(root)}
 
 
 def build(world, out, *, steps=2, extra=(), **kwargs):

@@ -171,8 +171,8 @@ class TrainProgress:
                   flush=True)
 
     def print(self, *args: Any) -> None:
-        """Print a line above the bar."""
-        self._progress.console.print(*args)
+        """Print a line above the bar, as written (no rich markup: "[threads] ..." stays)."""
+        self._progress.console.print(*args, markup=False, highlight=False)
 
     def __enter__(self) -> "TrainProgress":
         self._progress.start()

@@ -281,10 +281,12 @@ class Trainer:
         """PPO epochs x mini-batches of AdamW steps on the span-weighted loss (time/logprobs: the
         packed policy forwards; time/update: backward, optimizer and the reference forward)."""
         t_start = time.perf_counter()
+        before = batch.forward.seconds if batch.forward is not None else 0.0  # run before scoring, outside this window
         stats = self._optimize(batch.trajectories, batch.advantages, batch.step, batch.forward)
         batch.forward = None  # frees the held graph and keys/values
-        t_logprobs = stats.pop("time/logprobs")
-        stats.update({"time/logprobs": t_logprobs, "time/update": time.perf_counter() - t_start - t_logprobs})
+        t_logprobs = stats.pop("time/logprobs")  # every policy forward of the update, that one included
+        stats.update({"time/logprobs": t_logprobs,
+                      "time/update": time.perf_counter() - t_start - (t_logprobs - before)})
         batch.add_metrics(stats, "update")
 
     def _optimize(self, trajs, adv, step: int, forward: PolicyForward | None = None) -> dict:
