@@ -138,3 +138,23 @@ def test_document_weight_adds_the_documents_to_the_loss(world):
         for w in (0.0, 0.3, 1.0):
             got = float(sft_loss(model, examples, max_tokens_per_row=700, document_weight=w))
             assert got == pytest.approx((pol + w * doc) / (n_pol + w * n_doc), rel=1e-4), w
+
+
+def test_demonstrations_over_a_range_of_topk(world):
+    """topk=[1, 3]: each question's demonstration reads one of the counts (drawn from its own seed, so the
+    rest of the demonstration is the single-topk one's); a single count gives the examples it always did."""
+    from igsearch.data.loaders import load_qa
+    from igsearch.train.sft import sft_rollout_settings
+
+    world_dir, _, tokenizer, retriever = world
+    rows = load_qa(world_dir / "train.jsonl")[:40]
+    docs_per_search = lambda e: tokenizer.decode(e.ids[e.prompt_len:]).count("Doc ") / max(1, e.ids[e.prompt_len:].count(  # noqa: E731
+        tokenizer.convert_tokens_to_ids("<search>")))
+    one = build_sft_examples(rows, tokenizer, retriever, topk=3, max_len=None)
+    assert [e.ids for e in build_sft_examples(rows, tokenizer, retriever, topk=[3], max_len=None)] == [e.ids for e in one]
+    mixed = build_sft_examples(rows, tokenizer, retriever, topk=[1, 3], max_len=None)
+    counts = {round(docs_per_search(e)) for e in mixed}
+    assert counts == {1, 3}
+    assert sft_rollout_settings(mixed, tokenizer, template="refine", topk=[1, 3], max_len=1024)["topk"] == 3
+    with pytest.raises(ValueError, match="topk must be >= 1"):
+        build_sft_examples(rows, tokenizer, retriever, topk=[0, 2])

@@ -99,7 +99,7 @@ def build_sft_examples(
     retriever,
     *,
     template: str | PromptTemplate = "refine",
-    topk: int = 3,
+    topk: int | Sequence[int] = 3,
     query_noise: float = 0.0,
     early_answer: float = 0.0,
     distractor: float = 0.0,
@@ -107,10 +107,15 @@ def build_sft_examples(
     max_len: int | None = 1024,
     seed: int = 0,
 ) -> list[SFTExample]:
-    """Oracle trajectories for the rows with the given hop counts, tokenised with their loss masks."""
+    """Oracle trajectories for the rows with the given hop counts, tokenised with their loss masks.
+    ``topk``: passages per search, or several (each question's demonstration draws one of them, from its
+    own seed, so a warm start sees every count)."""
     from igsearch.world import oracle_response
 
     tmpl = get_template(template) if isinstance(template, str) else template
+    topks = [int(topk)] if isinstance(topk, int) else [int(k) for k in topk]
+    if not topks or min(topks) < 1:
+        raise ValueError(f"topk must be >= 1 (or a list of such), got {topk!r}")
     wanted = set(int(h) for h in hops)
     examples = []
     for row in rows:
@@ -118,7 +123,8 @@ def build_sft_examples(
         if n_hops not in wanted:
             continue
         rng = random.Random(f"sft-{seed}-{row.id}")
-        response = oracle_response(row, retriever, template=tmpl, topk=topk, query_noise=query_noise,
+        k = topks[0] if len(topks) == 1 else random.Random(f"sft-topk-{seed}-{row.id}").choice(topks)
+        response = oracle_response(row, retriever, template=tmpl, topk=k, query_noise=query_noise,
                                    early_answer=early_answer, distractor=distractor, rng=rng)
         tokenized = tokenize_example(tokenizer, prompt_text(tokenizer, row, tmpl), response, tmpl, max_len=max_len)
         if tokenized is None:
@@ -237,7 +243,7 @@ def _load_policy(model_dir: Path, device: str):
     return model.to(device), tokenizer
 
 
-def sft_rollout_settings(examples: Sequence[SFTExample], tokenizer, *, template: str, topk: int,
+def sft_rollout_settings(examples: Sequence[SFTExample], tokenizer, *, template: str, topk: int | Sequence[int],
                          max_len: int) -> dict:
     """The rollout settings an SFT warm start was trained under, from its demonstrations: their template
     and passages per search, uncut documents, one turn more than the most searches demonstrated, twice the
@@ -254,6 +260,7 @@ def sft_rollout_settings(examples: Sequence[SFTExample], tokenizer, *, template:
         response = max(response, len(ex.ids) - ex.prompt_len)
         prompt = max(prompt, ex.prompt_len)
     up = lambda n, k: -(-n // k) * k  # noqa: E731
+    topk = topk if isinstance(topk, int) else max(topk)  # trained over several: the most it has read
     return {"template": template, "topk": topk, "max_doc_tokens": 0, "max_turns": searches + 1,
             "max_new_tokens_per_turn": up(max(1, 2 * turn), 32),
             "max_response_tokens": max(64, min(up(int(1.5 * response), 64), max_len - prompt))}
@@ -275,7 +282,7 @@ def run_sft(
     seed: int = 0,
     retriever=None,
     template: str = "refine",
-    topk: int = 3,
+    topk: int | Sequence[int] = 3,
     warmup_steps: int = 10,
     weight_decay: float = 0.0,
     grad_clip: float = 1.0,
