@@ -69,7 +69,11 @@ class WarmStartConfig:
     eval_split_size: int = 0
     document_weight: float = 1.0  # language-modelling loss on the retrieved documents
     query_noise: float = 0.0
-    topk: int = 2
+    topk: int = 2                 # passages per search of RL and evaluation (the model folder's rollout settings)
+    # passages per search the demonstrations draw from (empty: topk only). Trained with topk 2 alone, the warm start
+    # collapsed at any other count (dev EM 0.016 / 0.088 at 1 / 3); over 1-3 it held (0.534 / 0.492) and lost
+    # nothing at 2, and RL on it gained as much (bench/results/sft_topk_range.md)
+    sft_topks: tuple[int, ...] = (1, 2, 3)
     max_len: int = 1024
     vocab_size: int = 3072
     # a name in igsearch.policy.tiny.POLICY_SIZES. At the same SFT wall-clock, small (1,482 steps) reached dev EM
@@ -83,7 +87,7 @@ class WarmStartConfig:
         return dict(split="warmup", steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                     warmup_steps=self.warmup_steps, query_noise=self.query_noise, early_answer=self.early_answer,
                     distractor=self.distractor,
-                    document_weight=self.document_weight, topk=self.topk, max_len=self.max_len)
+                    document_weight=self.document_weight, topk=list(self.sft_topks) or self.topk, max_len=self.max_len)
 
     def setup_key(self) -> dict:
         """The settings that identify a built warm start, for reuse checks. ``policy_size`` is left out
@@ -96,6 +100,10 @@ class WarmStartConfig:
             del key["distractor"]
         if key["eval_split_size"] == 0:  # nor the eval split size, added later again
             del key["eval_split_size"]
+        if not key["sft_topks"]:  # nor the demonstrations' range of topk, added later still
+            del key["sft_topks"]
+        else:
+            key["sft_topks"] = list(key["sft_topks"])  # as JSON reads it back
         return key
 
 

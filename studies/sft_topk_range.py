@@ -4,9 +4,13 @@ A policy warm-started with 2 passages per search scored 0.033 dev EM when evalua
 0.817 with 2. A pretrained LLM would not collapse that way. This study measures it on a built demo
 warm start (``igsearch demo`` writes ``<demo>/world``, ``<demo>/policy-init`` and ``<demo>/sft``):
 
-1. greedy dev EM of the demo's warm start (SFT with topk 2) evaluated at topk 1, 2, 3 and 4;
+1. greedy dev EM of a warm start trained with topk 2 alone (the demo's default until this study)
+   evaluated at topk 1, 2, 3 and 4;
 2. a warm start trained the same way (same init, world, seed and steps) but with each demonstration's
-   passages per search drawn from ``--topks`` (default 1,2,3), evaluated at the same topk values.
+   passages per search drawn from ``--topks`` (default 1,2,3, the default since), at the same topk values.
+
+Whichever of the two the demo folder's ``sft`` is (its ``sft_summary.json`` says) is reused; the other is
+trained beside it.
 
 Everything else of the rollout settings is the warm start's own (``rollout_settings.json``). Paired
 95% bootstrap intervals over the same dev questions compare the two warm starts at every topk.
@@ -83,12 +87,16 @@ def main(argv=None) -> int:
         if not p.exists():
             raise SystemExit(f"{p} not found: build the demo first (igsearch demo --out {demo})")
     topks = [int(k) for k in args.topks.split(",")]
-    ranged = demo.parent / f"{demo.name}-sft-topk{''.join(map(str, topks))}"
     ws = replace(WarmStartConfig(), distractor=DEMONSTRATORS["lookalike"])
+    demo_topk = json.loads((fixed / "sft_summary.json").read_text())["topk"]
+    ranged = demo.parent / f"{demo.name}-sft-topk{''.join(map(str, topks))}"
+    if isinstance(demo_topk, list):  # the demo's warm start is the range one: train the single-topk one
+        ranged, fixed = fixed, demo.parent / f"{demo.name}-sft-topk{ws.topk}"
     t0 = time.perf_counter()
-    if not (ranged / "config.json").exists():
-        print(f"[sft_topk_range] SFT with topk drawn from {topks} -> {ranged}", flush=True)
-        run_sft(init, world, ranged, **{**ws.sft_kwargs(), "topk": topks}, seed=args.seed)
+    for out, topk in ((fixed, ws.topk), (ranged, topks)):
+        if not (out / "config.json").exists():
+            print(f"[sft_topk_range] SFT with topk {topk} -> {out}", flush=True)
+            run_sft(init, world, out, **{**ws.sft_kwargs(), "topk": topk}, seed=args.seed)
     sft_s = time.perf_counter() - t0
     rows = []
     for k in [int(k) for k in args.eval_topks.split(",")]:
@@ -100,7 +108,7 @@ def main(argv=None) -> int:
               f"change {diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]", flush=True)
     result = {"study": "sft_topk_range", "time": time.strftime("%Y-%m-%d"), "device": device_name("cpu"),
               "avx512": cpu_avx512_flags(), "demo": str(demo), "fixed_topk": ws.topk, "range_topks": topks,
-              "range_sft_seconds": sft_s, "rows": rows}
+              "sft_seconds": sft_s, "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))

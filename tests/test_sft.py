@@ -155,6 +155,6 @@ def test_demonstrations_over_a_range_of_topk(world):
     mixed = build_sft_examples(rows, tokenizer, retriever, topk=[1, 3], max_len=None)
     counts = {round(docs_per_search(e)) for e in mixed}
     assert counts == {1, 3}
-    assert sft_rollout_settings(mixed, tokenizer, template="refine", topk=[1, 3], max_len=1024)["topk"] == 3
+    assert sft_rollout_settings(mixed, tokenizer, template="refine", topk=[1, 2, 3], max_len=1024)["topk"] == 2
     with pytest.raises(ValueError, match="topk must be >= 1"):
         build_sft_examples(rows, tokenizer, retriever, topk=[0, 2])

@@ -260,7 +260,7 @@ def sft_rollout_settings(examples: Sequence[SFTExample], tokenizer, *, template:
         response = max(response, len(ex.ids) - ex.prompt_len)
         prompt = max(prompt, ex.prompt_len)
     up = lambda n, k: -(-n // k) * k  # noqa: E731
-    topk = topk if isinstance(topk, int) else max(topk)  # trained over several: the most it has read
+    topk = topk if isinstance(topk, int) else sorted(topk)[len(topk) // 2]  # trained over several: the middle one
     return {"template": template, "topk": topk, "max_doc_tokens": 0, "max_turns": searches + 1,
             "max_new_tokens_per_turn": up(max(1, 2 * turn), 32),
             "max_response_tokens": max(64, min(up(int(1.5 * response), 64), max_len - prompt))}
