@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -45,9 +46,11 @@ def add_threads_argument(ap) -> None:
 
 
 def apply_threads(threads: int | None) -> None:
-    """Set torch's CPU threads unless ``threads`` is 0/None or the run is on a GPU."""
+    """Set torch's CPU threads unless ``threads`` is 0/None or the run is on a GPU, and pin the trainer's
+    thread policy (``threads=auto``, igsearch.threads) to the same count through ``IGSEARCH_THREADS``."""
     if threads and not torch.cuda.is_available():
         torch.set_num_threads(threads)
+        os.environ["IGSEARCH_THREADS"] = str(threads)
 
 
 def work_root(path, prefix: str):

@@ -10,7 +10,6 @@ resampled) and McNemar tests, the probe's sampled EM, and PNG plots of probe EM 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,6 @@ from pathlib import Path
 from rich.console import Console
 
 from igsearch.policy.tiny import POLICY_SIZES
-from igsearch.threads import ENV as THREADS_ENV
 from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 
 #: the repository's presets folder (configs/)
@@ -91,7 +89,7 @@ def run_demo(args) -> int:
     overrides = [f"model_path={ws['sft']}", f"world_dir={ws['world']}", f"seed={args.seed}", f"advantage.method={args.method}",
                  f"eval_questions={args.eval_questions}", f"probe_questions={args.probe_questions}",
                  *([f"steps={args.steps}"] if args.steps is not None else []),
-                 f"threads={args.threads or os.environ.get(THREADS_ENV, 'auto')}", *args.overrides]
+                 f"threads={args.threads or 'auto'}", *args.overrides]
     preset = args.config or demo_preset(args.demonstrator)
     cfg = load_config(preset, overrides, validate=False)
     args.steps = cfg.steps

@@ -13,8 +13,9 @@ over the wall time since the last choice: the average number of cores other proc
 during the phase that just ended. The first choice samples a short window (``START_WINDOW_S``)
 instead. Nothing is measured while a phase runs, so the policy costs no time inside phases.
 
-``threads`` setting (``TrainConfig.threads``, ``igsearch demo/sft --threads``, or the environment
-variable ``IGSEARCH_THREADS``): ``auto`` (this policy) or a fixed count. A fixed count is the way to
+``threads`` setting (``TrainConfig.threads``, ``igsearch demo/sft --threads``): ``auto`` (this policy)
+or a fixed count; a count in the environment variable ``IGSEARCH_THREADS`` turns every ``auto`` of the
+process into that count. A fixed count is the way to
 reproduce a run's numbers bit for bit: a different thread count sums in a different order, so the
 same seed can give slightly different floats under a different load.
 
@@ -37,13 +38,14 @@ ENV = "IGSEARCH_THREADS"
 
 
 def parse_threads(value: str | int | None, where: str = "threads") -> int | None:
-    """None for ``auto`` (or None / empty: the environment's ``IGSEARCH_THREADS``, else auto), else the
-    fixed count; ValueError naming ``where`` for anything else."""
-    if value is None or value == "":
-        value = os.environ.get(ENV, "auto")
-    text = str(value).strip().lower()
+    """The fixed count of a setting, or None for ``auto`` (also for None / empty). A count in the
+    environment's ``IGSEARCH_THREADS`` pins every ``auto`` of the process (benchmarks pin threads this
+    way: ``bench/benchutil.apply_threads``); an explicit count wins over it. ValueError naming ``where``
+    (or the variable) for anything else."""
+    text = "auto" if value is None or value == "" else str(value).strip().lower()
     if text == "auto":
-        return None
+        pinned = os.environ.get(ENV, "").strip().lower()
+        return None if pinned in ("", "auto") else parse_threads(pinned, ENV)
     try:
         n = int(text)
     except ValueError:

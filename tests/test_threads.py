@@ -22,8 +22,11 @@ def keep_torch_threads():
 def test_settings_parse_or_say_what_is_wrong(monkeypatch):
     monkeypatch.delenv(th.ENV, raising=False)
     assert th.parse_threads("auto") is None and th.parse_threads(None) is None and th.parse_threads(" 3 ") == 3
-    monkeypatch.setenv(th.ENV, "1")
-    assert th.parse_threads(None) == 1 and th.parse_threads("auto") is None
+    monkeypatch.setenv(th.ENV, "1")  # pins every auto of the process; an explicit count wins
+    assert th.parse_threads(None) == 1 and th.parse_threads("auto") == 1 and th.parse_threads("2") == 2
+    monkeypatch.setenv(th.ENV, "lots")
+    with pytest.raises(ValueError, match="IGSEARCH_THREADS: expected 'auto' or a thread count"):
+        th.parse_threads("auto")
     for bad in ("0", "-2", "two"):
         with pytest.raises(ValueError, match=f"threads: expected 'auto' or a thread count >= 1, got '{bad}'"):
             th.parse_threads(bad)
