@@ -13,8 +13,9 @@ from igsearch import threads as th
 
 
 @pytest.fixture(autouse=True)
-def keep_torch_threads():
+def keep_torch_threads(monkeypatch):
     before = torch.get_num_threads()
+    monkeypatch.delenv(th.ENV, raising=False)  # a benchmark run in this process may have pinned it
     yield
     torch.set_num_threads(before)
 
