@@ -33,7 +33,7 @@ from typing import Callable
 START_WINDOW_S = 0.25
 #: SFT steps between two choices
 SFT_RECHECK_STEPS = 25
-#: environment variable read when no setting is given
+#: environment variable whose count pins every ``auto`` setting of the process
 ENV = "IGSEARCH_THREADS"
 
 
@@ -91,7 +91,9 @@ class _LoadMeter:
 
     def _read(self) -> tuple[float, float, float]:
         t = self.psutil.cpu_times()
-        busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+        # guest time is counted in user time already (Linux), iowait is idle
+        busy = (sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0)
+                - getattr(t, "guest_nice", 0.0))
         return time.perf_counter(), busy, self._own_cpu_s()
 
     def others_busy(self) -> float:

@@ -254,7 +254,8 @@ class TrainConfig:
         try:
             parse_threads(self.threads)
         except ValueError as e:
-            raise bad("threads", str(e).split(": ", 1)[1]) from None
+            why = str(e).split(": ", 1)[1] if str(e).startswith("threads: ") else str(e)  # or the env var's
+            raise bad("threads", why) from None
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise bad("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
         # each choice list lives with the code that acts on it
