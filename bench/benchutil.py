@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 import torch
+
+from igsearch.machine import cpu_avx512_flags, cpu_model  # noqa: F401 (cpu_avx512_flags: re-exported)
 
 
 def device_name(device: str) -> str:
     """The device a figure was measured on: ``GPU <card>`` or ``CPU <model> (<n> threads)``."""
     if device.startswith("cuda"):
         return "GPU " + torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {cpu} ({torch.get_num_threads()} threads)"
-
-
-def cpu_avx512_flags() -> list[str]:
-    """The CPU's ``avx512*`` flags from /proc/cpuinfo (empty on a CPU without AVX-512, e.g. AMD Zen 3):
-    timings differ by about 1.6x between those kinds, and float rounding differs too."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted({f for f in line.split(":", 1)[1].split() if f.startswith("avx512")})
-    except OSError:
-        pass
-    return []
+    return f"CPU {cpu_model()} ({torch.get_num_threads()} threads)"
 
 
 THREADS_HELP = ("torch CPU threads of the policy (default 1: on a shared CPU, oversubscribed OpenMP threads make "

@@ -13,7 +13,7 @@ processes leave free, chosen at the start and between phases), each with the Ope
 igsearch's CLI sets (``GOMP_SPINCOUNT=1000``), alone and beside a neighbour that keeps one core busy
 with its own 1-thread matrix products. ``--policies`` also times other wait policies.
 
-    python bench/thread_contention.py              # both workloads, about 10 minutes on 2 cores
+    python bench/thread_contention.py              # both workloads, 3 repeats, about 15 minutes on 2 cores
     python bench/thread_contention.py --workloads sft --threads 1,2 --policies unset,PASSIVE,SPIN1000
 
 Writes bench/results/thread_contention.json (``--out``) and prints a table; the summary lines give, for
@@ -145,6 +145,13 @@ def summarize(rows: list[dict]) -> dict:
         out[f"auto_vs_best_fixed_alone_{w}"] = a["alone_s"] / min(r["alone_s"] for r in fixed)
         out[f"auto_vs_best_fixed_busy_{w}"] = a["busy_s"] / min(r["busy_s"] for r in fixed)
         out[f"best_fixed_busy_over_best_alone_{w}"] = min(r["busy_s"] for r in fixed) / min(r["alone_s"] for r in fixed)
+        # the same comparisons repeat by repeat (settings interleaved): their range is the run-to-run spread
+        for cond in ("alone", "busy"):
+            best = min(fixed, key=lambda r: r[f"{cond}_s"])
+            ratios = [x / y for x, y in zip(a[f"{cond}_by_repeat"], best[f"{cond}_by_repeat"])]
+            if ratios:
+                out[f"auto_vs_best_fixed_{cond}_{w}_min"] = min(ratios)
+                out[f"auto_vs_best_fixed_{cond}_{w}_max"] = max(ratios)
     return out
 
 
@@ -156,7 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--policies", default="SPIN1000",
                     help="comma-separated: unset, PASSIVE, ACTIVE, SPIN<n> (GOMP_SPINCOUNT=n; igsearch's CLI sets 1000)")
     ap.add_argument("--threads", default="1,2,auto", help="comma-separated thread settings: counts and/or auto")
-    ap.add_argument("--repeats", type=int, default=1, help="alone/busy pairs per setting (medians pooled)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="alone/busy pairs per setting, settings interleaved within a repeat (medians pooled)")
     ap.add_argument("--out", default=str(RESULTS / "thread_contention.json"))
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -178,27 +186,34 @@ def main(argv=None) -> int:
                                max_len=768, seed=0, progress=False, threads=2)
         for workload in workloads:
             steps = args.rl_steps if workload == "rl" else args.steps
+            m = rl_model if workload == "rl" else model
             for policy in args.policies.split(","):
                 pol = None if policy == "unset" else policy
-                for setting in args.threads.split(","):
-                    alone, busy, chosen_alone, chosen_busy = [], [], [], []
-                    for _ in range(args.repeats):
-                        m = rl_model if workload == "rl" else model
+                settings = args.threads.split(",")
+                runs = {setting: [] for setting in settings}
+                # settings interleaved within each repeat, so the machine's drift between minutes (this VM's
+                # step time wanders by +-15%) falls on every setting alike
+                for repeat in range(args.repeats):
+                    for setting in settings:
                         a = time_steps(workload, setting, pol, steps, world, m, busy=False)
                         b = time_steps(workload, setting, pol, steps, world, m, busy=True)
-                        alone += a["times"]
-                        busy += b["times"]
-                        chosen_alone += a["threads"]
-                        chosen_busy += b["threads"]
+                        runs[setting].append((a, b))
+                        print(f"[thread_contention] {workload} repeat {repeat + 1}/{args.repeats}: threads {setting}, "
+                              f"wait policy {policy}: {statistics.median(a['times']):.2f} s/step alone, "
+                              f"{statistics.median(b['times']):.2f} beside a busy neighbour", flush=True)
+                for setting in settings:
+                    pairs = runs[setting]
+                    alone = [t for a, _ in pairs for t in a["times"]]
+                    busy = [t for _, b in pairs for t in b["times"]]
                     row = {"workload": workload, "threads": setting, "policy": policy,
                            "alone_s": statistics.median(alone), "busy_s": statistics.median(busy),
+                           "alone_by_repeat": [statistics.median(a["times"]) for a, _ in pairs],
+                           "busy_by_repeat": [statistics.median(b["times"]) for _, b in pairs],
                            "alone_all": alone, "busy_all": busy,
-                           "threads_chosen_alone": chosen_alone, "threads_chosen_busy": chosen_busy}
+                           "threads_chosen_alone": [t for a, _ in pairs for t in a["threads"]],
+                           "threads_chosen_busy": [t for _, b in pairs for t in b["threads"]]}
                     row["slowdown"] = row["busy_s"] / row["alone_s"]
                     rows.append(row)
-                    print(f"[thread_contention] {workload}: threads {setting}, wait policy {policy}: "
-                          f"{row['alone_s']:.2f} s/step alone, {row['busy_s']:.2f} beside a busy neighbour "
-                          f"(x{row['slowdown']:.2f})", flush=True)
     summary = summarize(rows)
     result = {"benchmark": "thread_contention", "time": datetime.now(timezone.utc).isoformat(),
               "device": device_name("cpu").rsplit(" (", 1)[0], "avx512": cpu_avx512_flags(),

@@ -41,6 +41,9 @@ def add_demo_command(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="ig", help="advantage estimator: ig (default) | grpo | any registered name")
     p.add_argument("--sft-steps", type=int, default=WarmStartConfig.steps)
+    p.add_argument("--build-warm-start", action="store_true",
+                   help="train the warm start here (SFT, ~10 min on an AVX-512 Xeon, ~19 on an AMD Zen 3) even when a "
+                        "shipped one was trained with these settings on this world (igsearch/assets/warm_starts)")
     p.add_argument("--policy-size", default=WarmStartConfig.policy_size, choices=list(POLICY_SIZES),
                    help="tiny policy's size (default small, ~1.4M parameters; bench/results/policy_size.md compares them). "
                         "Scale --sft-steps with it: the default's steps are for small")
@@ -53,7 +56,8 @@ def add_demo_command(subparsers) -> None:
     p.add_argument("--eval-questions", type=int, default=200, help="dev questions evaluated greedily (default 200)")
     p.add_argument("--probe-questions", type=int, default=80,
                    help="dev questions of the sampled probe, x rollouts_per_question rollouts (default 80)")
-    p.add_argument("--eval-every", type=int, default=5, help="evaluate every N RL steps (default 5)")
+    p.add_argument("--eval-every", type=int, default=10,
+                   help="evaluate every N RL steps (default 10; each evaluation costs about 2.5 RL steps)")
     p.add_argument("--threads", default=None, help="torch CPU threads for SFT and RL: auto (from the load, "
                                                    "igsearch.threads) | N; default: IGSEARCH_THREADS, else auto")
     p.add_argument("--config", default=None,
@@ -83,7 +87,8 @@ def run_demo(args) -> int:
     t0 = phase("1/3 world, tiny policy, SFT warm start on the warm-up split")
     ws_cfg = replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities, policy_size=args.policy_size,
                      distractor=DEMONSTRATORS[args.demonstrator])
-    ws = build_warm_start(out, seed=args.seed, config=ws_cfg, log=console.print, threads=args.threads)
+    ws = build_warm_start(out, seed=args.seed, config=ws_cfg, log=console.print, threads=args.threads,
+                          shipped=not args.build_warm_start)
     timings["warm_start"] = time.perf_counter() - t0
 
     overrides = [f"model_path={ws['sft']}", f"world_dir={ws['world']}", f"seed={args.seed}", f"advantage.method={args.method}",
@@ -98,6 +103,8 @@ def run_demo(args) -> int:
     run_dir = out / "train"
     t0 = phase("2/3 the warm start on this world: greedy EM on train vs dev questions")
     trainer = Trainer(cfg, run_dir, overwrite=True)
+    timings["trainer_start"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     try:
         train_rows = load_qa(Path(ws["world"]) / "train.jsonl", limit=args.eval_questions)
         warm_train = trainer.evaluate(rows=train_rows)
@@ -114,11 +121,12 @@ def run_demo(args) -> int:
     first, last = evals[0], evals[max(evals)]
     result = summarize_demo(first, last, warm_train.metrics)
     plots = write_plots(run_dir, out)
+    breakdown = time_breakdown(timings, Path(ws["sft"]), run_dir)
     atomic_write_json(out / "demo.json", {
-        **result, "timings_s": timings, "method": args.method, "steps": args.steps, "seed": args.seed,
-        "warm_start": {**ws["config"], "seconds": ws["seconds"]}, "overrides": overrides,
+        **result, "timings_s": timings, "time_breakdown": breakdown, "method": args.method, "steps": args.steps, "seed": args.seed,
+        "warm_start": {**ws["config"], "seconds": ws["seconds"], "shipped": ws["shipped"]}, "overrides": overrides,
     })
-    report = render_report(result, timings, plots, args, cfg)
+    report = render_report(result, breakdown, plots, args, cfg, shipped=ws["shipped"])
     atomic_write_text(out / "report.md", report)
     print(report, flush=True)
     console.print(f"[bold green]report: {out / 'report.md'}")
@@ -198,7 +206,48 @@ def write_plots(run_dir: Path, out: Path) -> list[Path]:
     return paths
 
 
-def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> str:
+#: the phases of an RL step that ``Trainer.train_step`` times (metrics ``time/<name>``), in order
+RL_STEP_PHASES = ("generation", "retrieval", "scoring", "logprobs", "update", "sync")
+
+
+def time_breakdown(timings: dict, sft_dir: Path, run_dir: Path) -> list[dict]:
+    """Where the demo's wall time went: rows ``{"phase", "seconds", "detail"}`` from the demo's phase
+    timings, the warm start's ``sft_summary.json`` and the RL run's metrics (sums of ``time/*``)."""
+    from igsearch.train.logging import read_metrics
+
+    sft = json.loads((Path(sft_dir) / "sft_summary.json").read_text())
+    rows = read_metrics(run_dir)
+    steps = [r for r in rows if "time/step" in r]
+    evals = [r for r in rows if "time/eval" in r]
+    shipped = (Path(sft_dir) / "provenance.json").is_file()
+    sft_s = 0.0 if shipped else float(sft.get("train_seconds", 0.0))
+    out = [
+        {"phase": "world" + ("" if shipped else ", tiny policy, SFT examples"), "seconds": timings["warm_start"] - sft_s,
+         "detail": "and the shipped warm start copied" if shipped else ""},
+        {"phase": "SFT", "seconds": sft_s,
+         "detail": "none: the warm start is the shipped one (--build-warm-start trains it)" if shipped else
+         f"{sft['steps']} steps x {sft['batch_size']} demonstrations, {sft_s / max(1, sft['steps']):.3f} s "
+         f"and {sft.get('tokens_per_step', 0):,.0f} tokens a step"},
+        {"phase": "trainer start (policy, vLLM engine, retriever)", "seconds": timings["trainer_start"], "detail": ""},
+        {"phase": "warm start on train questions", "seconds": timings["warm_start_train_eval"], "detail": "greedy"},
+    ]
+    step_s = sum(r["time/step"] for r in steps)
+    split = ", ".join(f"{name} {sum(r.get(f'time/{name}', 0.0) for r in steps):.0f}" for name in RL_STEP_PHASES)
+    eval_s = sum(r["time/eval"] for r in evals)
+    out += [
+        {"phase": "RL steps", "seconds": step_s, "detail": f"{len(steps)} steps, {step_s / max(1, len(steps)):.2f} s a "
+                                                          f"step (s: {split})"},
+        {"phase": "RL evaluations", "seconds": eval_s,
+         "detail": f"{len(evals)} evaluations, {eval_s / max(1, len(evals)):.1f} s each (greedy dev + sampled probe)"},
+        {"phase": "other (checkpoints, plots, engine weight loads)",
+         "seconds": timings["total"] - sum(r["seconds"] for r in out) - step_s - eval_s,
+         "detail": ""},
+        {"phase": "total", "seconds": timings["total"], "detail": ""},
+    ]
+    return out
+
+
+def render_report(result: dict, breakdown: list[dict], plots: list[Path], args, cfg, shipped: dict | None = None) -> str:
     from igsearch.stats import format_comparison
 
     s0, s1 = result["steps_compared"]
@@ -206,7 +255,9 @@ def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> 
     lines = [
         "# igsearch demo report", "",
         f"GRPO with `{args.method}` for {args.steps} steps from the warm start (the `{args.policy_size}` policy, "
-        f"{args.sft_steps} SFT steps on the warm-up split imitating the `{args.demonstrator}` demonstrator), seed "
+        f"{args.sft_steps} SFT steps on the warm-up split imitating the `{args.demonstrator}` demonstrator"
+        + (f"; the shipped warm start, trained by this code on {shipped['trained_on']}, {shipped['date']}" if shipped
+           else "") + "), seed "
         f"{args.seed}; {cfg.questions_per_step} questions x {cfg.rollout.rollouts_per_question} rollouts per step at "
         f"temperature {cfg.rollout.temperature}, lr {cfg.lr}"
         + (f", plus a supervised replay of the warm start's oracle trajectories in every update (PPO-ptx, "
@@ -235,6 +286,12 @@ def render_report(result: dict, timings: dict, plots: list[Path], args, cfg) -> 
         a = result["after"].get(name, {})
         lines.append(f"| {name} | {b['em']:.3f} | {a.get('em', float('nan')):.3f} | {b['searches']:.2f} | "
                      f"{a.get('searches', float('nan')):.2f} |")
-    lines += ["", "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), ""]
+    from igsearch.machine import describe_cpu
+
+    total = breakdown[-1]["seconds"]
+    lines += ["", f"## Where the time went ({describe_cpu()})", "", "| phase | seconds | share | detail |",
+              "|---|---:|---:|---|"]
+    lines += [f"| {r['phase']} | {r['seconds']:.0f} | {r['seconds'] / total:.0%} | {r['detail']} |" for r in breakdown]
+    lines.append("")
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"

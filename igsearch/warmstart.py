@@ -23,6 +23,10 @@ the question needs.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -107,15 +111,99 @@ class WarmStartConfig:
         return key
 
 
+#: Warm starts that ship with the package (``igsearch/assets/warm_starts/<name>/``: a model folder and its
+#: ``provenance.json``), each trained by :func:`build_warm_start` exactly as the demo would train it. The
+#: default demo's SFT takes ~10 minutes on an AVX-512 Xeon and ~19 on an AMD Zen 3, and no step budget
+#: below its 1,482 steps keeps the warm start (bench/results/sft_budget.md), so ``igsearch demo`` starts
+#: from the shipped one, as RL on a real model starts from a downloaded checkpoint (``--build-warm-start``
+#: trains it instead). Shipped weights are also the same on every CPU kind, where SFT's float rounding is not.
+SHIPPED_WARM_STARTS = Path(__file__).resolve().parent / "assets" / "warm_starts"
+#: the files of a world that define it (its questions, corpus and manifest; not the indexes built from them)
+WORLD_DEFINING_SUFFIXES = (".jsonl", "manifest.json")
+
+
+def world_digest(world_dir) -> dict[str, str]:
+    """File name -> SHA-256 of the files that define the world in ``world_dir`` (:data:`WORLD_DEFINING_SUFFIXES`)."""
+    from igsearch.integrity import file_manifest
+
+    return {name: entry["sha256"] for name, entry in file_manifest(world_dir).items()
+            if "/" not in name and name.endswith(WORLD_DEFINING_SUFFIXES)}
+
+
+def find_shipped_warm_start(config: WarmStartConfig, seed: int, world_seed: int) -> Path | None:
+    """The shipped warm start folder trained with exactly ``config`` (its :meth:`WarmStartConfig.setup_key`),
+    ``seed`` and ``world_seed``, or None."""
+    if not SHIPPED_WARM_STARTS.is_dir():
+        return None
+    for folder in sorted(SHIPPED_WARM_STARTS.iterdir()):
+        try:
+            prov = json.loads((folder / "provenance.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if prov.get("setup_key") == config.setup_key() and prov.get("seed") == seed and prov.get("world_seed") == world_seed:
+            return folder
+    return None
+
+
+def install_shipped_warm_start(shipped: Path, world: Path, out: Path) -> dict | None:
+    """Copy the shipped warm start ``shipped`` to ``out`` (atomically) when ``world`` is the world it was
+    trained on and its files are intact; returns its provenance, or None (with nothing written) when not."""
+    from igsearch.integrity import check_manifest
+
+    prov = json.loads((shipped / "provenance.json").read_text())
+    if world_digest(world) != prov["world_digest"] or check_manifest(shipped, prov["files"]) is not None:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for name in [*prov["files"], "provenance.json"]:
+            shutil.copyfile(shipped / name, tmp / name)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return prov
+
+
+def ship_warm_start(built_dir, name: str, *, config: WarmStartConfig, seed: int, world_seed: int,
+                    note: str = "") -> Path:
+    """Copy the warm start that :func:`build_warm_start` built under ``built_dir`` (``world/``, ``sft/``)
+    into :data:`SHIPPED_WARM_STARTS` ``/name`` with its provenance: the config's setup key, the seeds, the
+    world's digest, the size and SHA-256 of every file, the CPU it was trained on and ``note``."""
+    from igsearch.integrity import file_manifest
+    from igsearch.machine import describe_cpu
+
+    built = Path(built_dir)
+    sft = built / "sft"
+    summary = json.loads((sft / "sft_summary.json").read_text())
+    if summary["steps"] != config.steps or summary["seed"] != seed:
+        raise ValueError(f"{sft}: trained with {summary['steps']} steps and seed {summary['seed']}, "
+                         f"not the config's {config.steps} and seed {seed}")
+    dest = SHIPPED_WARM_STARTS / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(sft, dest)
+    prov = {"setup_key": config.setup_key(), "seed": seed, "world_seed": world_seed,
+            "world_digest": world_digest(built / "world"), "files": file_manifest(dest),
+            "trained_on": describe_cpu(), "date": time.strftime("%Y-%m-%d"), "note": note}
+    (dest / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
+    return dest
+
+
 def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None = None,
                      progress: bool = True, log=print, world_seed: int | None = None,
-                     threads: str | int | None = None) -> dict:
+                     threads: str | int | None = None, shipped: bool = False) -> dict:
     """Build the world (with its warm-up split), the tiny policy and its SFT warm start under ``out_dir``.
 
     ``seed`` seeds the policy's initialisation and the SFT data order; ``world_seed`` (default: the
     same) the world, so warm starts of several seeds can be compared on one world's questions.
+    ``shipped``: when a shipped warm start was trained with this config and these seeds on this very world
+    (:func:`find_shipped_warm_start`, :func:`install_shipped_warm_start`), copy it instead of training.
 
-    Returns ``{"world", "policy_init", "sft", "seconds", "config"}`` (paths as ``Path``): RL trains on
+    Returns ``{"world", "policy_init", "sft", "seconds", "config", "shipped"}`` (paths as ``Path``;
+    ``policy_init`` None and ``shipped`` the provenance when the shipped one was used): RL trains on
     ``world/train.jsonl`` and evaluates on ``dev``/``test``; ``sft`` is the warm-started policy.
     """
     from igsearch.policy.tiny import build_tiny_policy, policy_shape
@@ -127,11 +215,45 @@ def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None =
     out = Path(out_dir)
     t0 = time.perf_counter()
     world = out / "world"
-    manifest = build_world(world, seed=seed if world_seed is None else world_seed, n_entities=cfg.entities,
+    world_seed = seed if world_seed is None else world_seed
+    manifest = build_world(world, seed=world_seed, n_entities=cfg.entities,
                            split_sizes=world_split_sizes(cfg.entities, cfg.eval_split_size))
     log(f"world: {manifest['n_entities']} entities, questions per split {manifest['splits']} "
         "(SFT sees only the warm-up split)")
+    found = find_shipped_warm_start(cfg, seed, world_seed) if shipped else None
+    prov = install_shipped_warm_start(found, world, out / "sft") if found is not None else None
+    if prov is not None:
+        log(f"warm start: the shipped one ({found.name}, trained by this code, {prov['date']}; "
+            "--build-warm-start trains it here instead)")
+        return {"world": world, "policy_init": None, "sft": out / "sft", "seconds": time.perf_counter() - t0,
+                "config": asdict(cfg), "shipped": prov}
+    if found is not None:
+        log(f"warm start: {found.name} was trained on another world than this code builds, or its files are "
+            "damaged; training the warm start here")
     init = build_tiny_policy(world, out / "policy-init", seed=seed, vocab_size=cfg.vocab_size, **shape)
     sft = run_sft(init, world, out / "sft", **cfg.sft_kwargs(), seed=seed, progress=progress, threads=threads)
     return {"world": world, "policy_init": init, "sft": sft, "seconds": time.perf_counter() - t0,
-            "config": asdict(cfg)}
+            "config": asdict(cfg), "shipped": None}
+
+
+def main(argv=None) -> int:
+    """``python -m igsearch.warmstart ship OUT``: train the demo's default warm start under ``OUT`` (world, policy,
+    SFT: ~10 minutes on an AVX-512 Xeon) and ship it as ``igsearch/assets/warm_starts/lookalike-small-seed0``.
+    Run it after a change to the world, the tokenizer or :class:`WarmStartConfig` (tests/test_shipped_warm_start.py
+    says when), then check the demo's figures."""
+    import argparse
+    from dataclasses import replace
+
+    ap = argparse.ArgumentParser(prog="python -m igsearch.warmstart", description=main.__doc__.split("\n")[0])
+    ap.add_argument("command", choices=["ship"])
+    ap.add_argument("out", help="folder to build the warm start in (world/, policy-init/, sft/)")
+    args = ap.parse_args(argv)
+    config = replace(WarmStartConfig(), distractor=DEMONSTRATORS["lookalike"])
+    build_warm_start(args.out, seed=0, world_seed=0, config=config)
+    print(ship_warm_start(args.out, "lookalike-small-seed0", config=config, seed=0, world_seed=0,
+                          note="igsearch demo's default warm start, shipped by `python -m igsearch.warmstart ship`"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,6 +25,12 @@ def test_demo_writes_report_with_paired_intervals_and_plots(tmp_path):
     assert summary["before"]["overall"]["n"] == 6 and summary["after"]["overall"]["n"] == 6
     assert summary["paired_greedy"]["overall"]["n"] == 6 and summary["paired_probe"]["overall"]["n"] == 2
     assert set(summary["timings_s"]) >= {"warm_start", "rl_with_evals", "total"}
+    # where the time went: the phases add up to the total, SFT and the RL steps are counted once each
+    phases = {row["phase"]: row["seconds"] for row in summary["time_breakdown"]}
+    assert sum(v for k, v in phases.items() if k != "total") == pytest.approx(phases["total"])
+    assert 0 < phases["SFT"] < summary["timings_s"]["warm_start"]
+    assert 0 < phases["RL steps"] + phases["RL evaluations"] < summary["timings_s"]["rl_with_evals"]
+    assert "## Where the time went" in report and "| SFT |" in report and "5 steps x 16 demonstrations" in report
     metrics = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [0, 1, 2]
     assert sorted(p.name for p in (out / "train" / "evals").iterdir()) == [

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: lowest first; parts in one tuple are independent of each other
 LAYERS: list[tuple[str, ...]] = [
     ("config_fields", "io", "threads"),
-    ("integrity",),
+    ("integrity", "machine"),
     ("data",),
     ("retrieval",),
     ("world",),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -303,8 +304,8 @@ def run_sft(
     ``document_weight``: loss weight of the injected documents (see :func:`sft_loss`);
     ``retriever`` defaults to BM25 over the world's corpus; ``threads``: torch threads, ``auto`` (chosen from
     the load every ``igsearch.threads.SFT_RECHECK_STEPS`` steps), a count, or None (``IGSEARCH_THREADS``,
-    else auto). Writes ``sft_summary.json`` in ``out_dir`` with the settings, the threads chosen and the
-    loss at the start and the end.
+    else auto). Writes ``sft_summary.json`` in ``out_dir`` with the settings, the threads chosen, the loss at
+    the start and the end, the seconds of the training loop and the tokens (prompt + response) per step.
     """
     from igsearch.data.loaders import load_qa
     from igsearch.io import atomic_write_json
@@ -341,7 +342,9 @@ def run_sft(
     scheduler = cosine_schedule(optimizer, steps, warmup_steps)
     order: list[int] = []
     losses: list[float] = []
+    tokens = 0
     threads_policy = ThreadPolicy(threads, log=None)
+    t_train = time.perf_counter()
     with TrainProgress(steps, description="sft", disable=not progress) as bar:
         threads_policy.log = bar.print if progress else None
         for step in range(1, steps + 1):
@@ -353,6 +356,7 @@ def run_sft(
                     order = list(range(len(examples)))
                     rng.shuffle(order)
                 batch.append(examples[order.pop()])
+            tokens += sum(len(e.ids) for e in batch)
             loss = sft_loss(model, batch, max_tokens_per_row=max_tokens_per_forward, document_weight=document_weight)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"SFT loss is {loss.item()} at step {step}")
@@ -364,6 +368,7 @@ def run_sft(
             scheduler.step()
             losses.append(loss.item())
             bar.update(step, {"loss": loss.item()})
+    train_seconds = time.perf_counter() - t_train
     model.eval()
     save_policy(model, tokenizer, out_dir)
     write_rollout_settings(out_dir, sft_rollout_settings(examples, tokenizer, template=template, topk=topk,
@@ -373,6 +378,7 @@ def run_sft(
         "model": str(model_dir), "world": str(world_dir), "steps": steps, "batch_size": batch_size,
         "lr": lr, "query_noise": query_noise, "early_answer": early_answer, "distractor": distractor, "document_weight": document_weight, "hops": list(hops), "max_len": max_len, "seed": seed,
         "template": template, "topk": topk, "examples": len(examples), "threads": threads_policy.summary(),
+        "train_seconds": train_seconds, "tokens_per_step": tokens / max(1, steps),
         "loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window,
     })
     return out_dir
