@@ -468,7 +468,8 @@ def warm_start_config(args):
 
 
 def prepare(args, root: Path):
-    """World, tiny policy and warm start under ``root``; reused when ``root/setup.json`` matches.
+    """World, tiny policy and warm start under ``root``; reused when ``root/setup.json`` matches. The demo's
+    settings get the shipped warm start (``igsearch.warmstart.SHIPPED_WARM_STARTS``), as ``igsearch demo`` does.
 
     Returns (world_dir, sft_dir, manifest, setup_seconds)."""
     from igsearch.warmstart import build_warm_start
@@ -483,7 +484,7 @@ def prepare(args, root: Path):
         print(f"[replicate] reusing the world and warm start of {setup_file} (settings match)", flush=True)
         sft, world = Path(setup["sft"]), Path(setup["world"])
     else:
-        ws = build_warm_start(root, seed=args.world_seed, config=ws_cfg, progress=True,
+        ws = build_warm_start(root, seed=args.world_seed, config=ws_cfg, progress=True, shipped=True,
                               log=lambda msg: print(f"[replicate] {msg}", flush=True))
         sft, world = ws["sft"], ws["world"]
         atomic_write_text(setup_file, json.dumps({"key": key, "sft": str(sft), "world": str(world)}, default=str))
