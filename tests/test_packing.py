@@ -6,7 +6,7 @@ import transformers
 
 import igsearch_kernels
 from igsearch.policy import packing
-from igsearch.policy.packing import pack_rows, packed_forward, packed_token_logprobs, pad_to_batch
+from igsearch.policy.packing import bucket_batches, pack_rows, packed_forward, packed_token_logprobs, pad_to_batch
 
 HAS_KERNEL = callable(getattr(igsearch_kernels, "gather_logprobs", None))
 
@@ -39,7 +39,7 @@ def _reference(model, seqs, starts, temperature):
     return out
 
 
-@pytest.mark.parametrize("budget", [None, 24])
+@pytest.mark.parametrize("budget", [None, 24, 60])
 def test_packed_equals_unpacked_values_and_grads(budget):
     model = _tiny_model()
     g = torch.Generator().manual_seed(1)
@@ -76,9 +76,18 @@ def test_pack_rows_and_rows_of_the_sdpa_path_and_errors():
     assert pack_rows([5, 5, 5, 12, 1], 10) == [[0, 1], [2], [3], [4]]
     assert pack_rows([5, 5, 5], None) == [[0, 1, 2]]
     model = _tiny_model()
-    # SDPA (no flash-attn): one sequence per row whatever the budget, so no block-diagonal mask is needed
-    rows = [row for row, _, _ in packed_forward(model, [[1, 2], [3, 4, 5], [6]], max_tokens_per_row=100)]
-    assert rows == [[0], [1], [2]]
+    # SDPA (no flash-attn): one sequence per row, from length-sorted right-padded micro-batches, so no
+    # block-diagonal mask is needed; each row's hidden states are those of the sequence alone
+    seqs = [[1, 2], [3, 4, 5], [6], [7, 8, 9, 10, 11]]
+    out = list(packed_forward(model, seqs, max_tokens_per_row=6))
+    assert [row for row, _, _ in out] == [[2], [0], [1], [3]]
+    with torch.no_grad():
+        for row, ids, hidden in out:
+            assert ids.tolist() == seqs[row[0]]
+            alone = model.model(input_ids=torch.tensor([seqs[row[0]]])).last_hidden_state[0]
+            torch.testing.assert_close(hidden, alone, rtol=0, atol=1e-5)
+    assert bucket_batches([2, 3, 1, 5], 6) == [[2, 0], [1], [3]]
+    assert bucket_batches([2, 3, 1, 5], None) == [[2, 0, 1, 3]]
     with pytest.raises(ValueError, match="compute_from"):
         packed_token_logprobs(model, [[1, 2, 3]], compute_from=[0])
     padded = pad_to_batch([torch.ones(2), torch.ones(4)], value=0.0)

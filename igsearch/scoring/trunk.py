@@ -82,8 +82,8 @@ def kv_bytes(model, n_tokens: int) -> int:
 
 
 def compute_trunk_kv(model, sequences: Sequence[Sequence[int]], *, max_tokens_per_row: int = 1024) -> TrunkKV:
-    """One no-grad packed forward of ``sequences`` through the decoder (no LM head), keeping every
-    layer's keys/values. Rows are short by default: on the CPU the block-causal mask costs O(row^2)."""
+    """One no-grad forward of ``sequences`` through the decoder (no LM head, ``packed_forward``'s rows or
+    micro-batches of ``max_tokens_per_row`` tokens), keeping every layer's keys/values."""
     from igsearch.policy.packing import packed_forward
 
     rows: list = []

@@ -27,6 +27,7 @@ from typing import Sequence
 import torch
 
 from igsearch.data.prompts import SEARCH_OPEN, PromptTemplate, get_template
+from igsearch.policy.packing import bucket_batches
 
 
 @dataclass
@@ -133,19 +134,6 @@ def build_sft_examples(
         ids, prompt_len, mask = tokenized
         examples.append(SFTExample(ids, prompt_len, mask, n_hops, str(row.id)))
     return examples
-
-
-def bucket_batches(lengths: Sequence[int], max_tokens: int | None) -> list[list[int]]:
-    """Group indices into length-sorted micro-batches whose padded size (rows x longest) fits
-    ``max_tokens`` (a sequence longer than the budget gets a micro-batch of its own; None = one)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and (max_tokens is None or (len(groups[-1]) + 1) * lengths[i] <= max_tokens):
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
 
 
 def _uses_varlen(model) -> bool:
