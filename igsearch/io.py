@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -44,6 +45,33 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_dir(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Build a folder with ``write(tmp)`` in a temporary sibling of ``path``, then swap it in: a reader sees
+    the old folder or the complete new one (the old one is moved aside first, and put back if the swap
+    fails). Nothing is left behind when ``write`` raises. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        write(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(path.parent)
     return path

@@ -24,9 +24,7 @@ the question needs.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -149,21 +147,13 @@ def install_shipped_warm_start(shipped: Path, world: Path, out: Path) -> dict | 
     """Copy the shipped warm start ``shipped`` to ``out`` (atomically) when ``world`` is the world it was
     trained on and its files are intact; returns its provenance, or None (with nothing written) when not."""
     from igsearch.integrity import check_manifest
+    from igsearch.io import atomic_write_dir
 
     prov = json.loads((shipped / "provenance.json").read_text())
     if world_digest(world) != prov["world_digest"] or check_manifest(shipped, prov["files"]) is not None:
         return None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        for name in [*prov["files"], "provenance.json"]:
-            shutil.copyfile(shipped / name, tmp / name)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    atomic_write_dir(out, lambda tmp: [shutil.copyfile(shipped / name, tmp / name)
+                                       for name in [*prov["files"], "provenance.json"]])
     return prov
 
 

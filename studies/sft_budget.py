@@ -11,7 +11,8 @@ start, paired over the same questions (95% bootstrap interval).
 Greedy EM of the warm start is not the goal by itself: the demo exists to show RL improving it, so the
 budget chosen here is then checked by running the demo on it (``igsearch demo --sft-steps N``).
 
-    python studies/sft_budget.py --demo runs/demo --steps 500,750,1000   # ~25 minutes on 2 cores
+    igsearch demo --build-warm-start --out runs/demo-built      # the world, initial policy and warm start
+    python studies/sft_budget.py --demo runs/demo-built --steps 500,750,1000   # ~25 minutes on 2 cores
 
 Budgets already trained (``<demo>-sft-steps<N>/``) are reused, so several invocations with disjoint
 ``--steps`` can train side by side and a last one with all of them evaluates. Writes
@@ -44,21 +45,18 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     sys.path.insert(0, str(ROOT / "studies"))
     from benchutil import cpu_avx512_flags, device_name
-    from sft_topk_range import evaluate_at, paired
+    from sft_topk_range import demo_parts, evaluate_at, paired
 
     from igsearch.train.sft import run_sft
     from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 
     demo = Path(args.demo)
-    world, init, reference = demo / "world", demo / "policy-init", demo / "sft"
-    for p in (world / "dev.jsonl", init / "config.json", reference / "sft_summary.json"):
-        if not p.exists():
-            raise SystemExit(f"{p} not found: build the demo first (igsearch demo --out {demo})")
+    world, init, reference = demo_parts(demo)
     summary = json.loads((reference / "sft_summary.json").read_text())
     ws = replace(WarmStartConfig(), distractor=summary["distractor"])
     if summary["distractor"] != DEMONSTRATORS["lookalike"] or summary["topk"] != list(ws.sft_topks):
         raise SystemExit(f"{reference}: not the default demo's warm start (distractor {summary['distractor']}, topk "
-                         f"{summary['topk']}); rebuild it with `igsearch demo --out {demo}`")
+                         f"{summary['topk']}); rebuild it with `igsearch demo --build-warm-start --out {demo}`")
     budgets = sorted(int(s) for s in args.steps.split(","))
     folders = {summary["steps"]: reference}
     seconds = {}

@@ -2,7 +2,7 @@
 
 A policy warm-started with 2 passages per search scored 0.033 dev EM when evaluated with 3, against
 0.817 with 2. A pretrained LLM would not collapse that way. This study measures it on a built demo
-warm start (``igsearch demo`` writes ``<demo>/world``, ``<demo>/policy-init`` and ``<demo>/sft``):
+warm start (``igsearch demo --build-warm-start`` writes ``<demo>/world``, ``<demo>/policy-init`` and ``<demo>/sft``):
 
 1. greedy dev EM of a warm start trained with topk 2 alone (the demo's default until this study)
    evaluated at topk 1, 2, 3 and 4;
@@ -58,6 +58,15 @@ def evaluate_at(model_dir: Path, world: Path, topk: int) -> dict:
             "per_question": {r["id"]: r["em"] for r in res.to_dict()["records"]}}
 
 
+def demo_parts(demo: Path) -> tuple[Path, Path, Path]:
+    """(world, initial policy, warm start) of a built demo folder; exits with one line when one is missing."""
+    world, init, sft = demo / "world", demo / "policy-init", demo / "sft"
+    for p in (world / "dev.jsonl", init / "config.json", sft / "sft_summary.json"):
+        if not p.exists():
+            raise SystemExit(f"{p} not found: build the demo first (igsearch demo --build-warm-start --out {demo})")
+    return world, init, sft
+
+
 def paired(a: dict, b: dict, seed: int = 0) -> tuple[float, float, float]:
     """Mean of b - a over the shared questions and its 95% bootstrap interval."""
     from igsearch.stats import paired_bootstrap
@@ -82,10 +91,7 @@ def main(argv=None) -> int:
     from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 
     demo = Path(args.demo)
-    world, init, fixed = demo / "world", demo / "policy-init", demo / "sft"
-    for p in (world / "dev.jsonl", init / "config.json", fixed / "config.json"):
-        if not p.exists():
-            raise SystemExit(f"{p} not found: build the demo first (igsearch demo --out {demo})")
+    world, init, fixed = demo_parts(demo)
     topks = [int(k) for k in args.topks.split(",")]
     ws = replace(WarmStartConfig(), distractor=DEMONSTRATORS["lookalike"])
     demo_topk = json.loads((fixed / "sft_summary.json").read_text())["topk"]

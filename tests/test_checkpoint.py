@@ -233,3 +233,22 @@ def test_training_into_a_folder_that_holds_a_run_is_refused(tmp_path):
     with pytest.raises(Exception, match="nonexistent"):
         Trainer(cfg, fresh)
     assert not fresh.exists()
+
+
+def test_atomic_write_dir_swaps_in_a_complete_folder_or_keeps_the_old_one(tmp_path):
+    from igsearch.io import atomic_write_dir
+
+    dest = tmp_path / "folder"
+    atomic_write_dir(dest, lambda tmp: (tmp / "a.txt").write_text("one"))
+    assert (dest / "a.txt").read_text() == "one"
+
+    def fails(tmp):
+        (tmp / "b.txt").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write_dir(dest, fails)
+    assert sorted(p.name for p in dest.iterdir()) == ["a.txt"]  # the old folder, untouched
+    atomic_write_dir(dest, lambda tmp: (tmp / "c.txt").write_text("two"))
+    assert sorted(p.name for p in dest.iterdir()) == ["c.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["folder"]  # no temporary or old folder left behind

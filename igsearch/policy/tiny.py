@@ -8,8 +8,6 @@ the scorers) loads it exactly like a real Qwen2.5 checkpoint.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -118,23 +116,13 @@ def build_tiny_model(tokenizer, *, seed: int = 0, **shape):
 
 def save_policy(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     """Save model + tokenizer as an HF directory, atomically (temp dir, then rename)."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    from igsearch.io import atomic_write_dir
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return atomic_write_dir(out_dir, write)
 
 
 def build_tiny_policy(world_dir: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int = 0,

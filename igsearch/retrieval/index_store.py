@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -65,17 +62,12 @@ def is_fresh(index_dir, wanted_meta: dict) -> bool:
 
 def write_index_atomically(index_dir, meta: dict, write: Callable[[Path], None]) -> None:
     """Build into a temporary sibling with ``write(folder)``, add the meta, then swap it in."""
-    index_dir = Path(index_dir)
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-", dir=index_dir.parent))
-    try:
+    from igsearch.io import atomic_write_dir
+
+    def build(tmp: Path) -> None:
         write(tmp)
         full = {**meta, "files": file_manifest(tmp, skip=(META_FILE,))}
         (tmp / META_FILE).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
         fsync_tree(tmp)
-        if index_dir.exists():
-            shutil.rmtree(index_dir)
-        os.replace(tmp, index_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_write_dir(index_dir, build)
