@@ -150,6 +150,8 @@ def install_shipped_warm_start(shipped: Path, world: Path, out: Path) -> dict | 
     from igsearch.io import atomic_write_dir
 
     prov = json.loads((shipped / "provenance.json").read_text())
+    if any(Path(name).name != name for name in prov["files"]):  # plain file names only: nothing outside the folders
+        return None
     if world_digest(world) != prov["world_digest"] or check_manifest(shipped, prov["files"]) is not None:
         return None
     atomic_write_dir(out, lambda tmp: [shutil.copyfile(shipped / name, tmp / name)

@@ -115,5 +115,12 @@ def test_a_damaged_shipped_file_is_not_installed(tmp_path, demo_world):
     data[-1] ^= 0xFF
     (copy / "model.safetensors").write_bytes(bytes(data))
     assert install_shipped_warm_start(copy, demo_world, tmp_path / "out") is None
+    # a provenance that names a file outside the folder is refused, whatever the digests say
+    prov = json.loads((shipped / "provenance.json").read_text())
+    prov["files"]["../escape.txt"] = prov["files"]["config.json"]
+    (copy / "provenance.json").write_text(json.dumps(prov))
+    (copy / "model.safetensors").write_bytes((shipped / "model.safetensors").read_bytes())
+    assert install_shipped_warm_start(copy, demo_world, tmp_path / "out") is None
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "out").exists()
     assert install_shipped_warm_start(shipped, demo_world, tmp_path / "out") is not None
     assert SHIPPED_WARM_STARTS in shipped.parents
