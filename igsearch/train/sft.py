@@ -27,7 +27,6 @@ from typing import Sequence
 import torch
 
 from igsearch.data.prompts import SEARCH_OPEN, PromptTemplate, get_template
-from igsearch.policy.packing import bucket_batches
 
 
 @dataclass
@@ -136,40 +135,11 @@ def build_sft_examples(
     return examples
 
 
-def _uses_varlen(model) -> bool:
-    impl = getattr(model.config, "_attn_implementation", None) or getattr(model.config, "attn_implementation", None)
-    return isinstance(impl, str) and impl.startswith("flash_attention")
-
-
 def _token_weights(e: SFTExample, document_weight: float) -> torch.Tensor:
     """Loss weight of each response token of ``e``: 1 for the policy's tokens, ``document_weight``
     for the injected documents."""
     mask = torch.tensor(e.loss_mask, dtype=torch.float32)
     return mask + (1.0 - mask) * document_weight
-
-
-def _padded_nll_sum(model, examples: Sequence[SFTExample], pad_id: int,
-                    document_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weighted NLL sum, weight sum) over the response tokens of ``examples`` from one right-padded batch.
-
-    Right padding with plain causal attention is exact for the real tokens (they never see the
-    padding), so no mask is passed and SDPA takes its fast causal path; the output layer runs only
-    on the scored positions (weight > 0)."""
-    device = next(model.parameters()).device
-    T = max(len(e.ids) for e in examples)
-    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    weights = torch.zeros((len(examples), T), dtype=torch.float32)  # position p predicts token p + 1
-    for i, e in enumerate(examples):
-        ids[i, : len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)
-        weights[i, e.prompt_len - 1 : len(e.ids) - 1] = _token_weights(e, document_weight)
-    scored = weights > 0
-    targets = ids[:, 1:][scored[:, :-1]].to(device)
-    w = weights[scored].to(device)
-    ids, scored = ids.to(device), scored.to(device)
-    hidden = model.model(input_ids=ids, use_cache=False).last_hidden_state
-    logits = model.lm_head(hidden[scored]).float()
-    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    return (nll * w).sum(), w.sum()
 
 
 def sft_loss(model, examples: Sequence[SFTExample], *, max_tokens_per_row: int | None = 2048,
@@ -180,31 +150,19 @@ def sft_loss(model, examples: Sequence[SFTExample], *, max_tokens_per_row: int |
     (0: plain SFT; > 0 adds a language-modelling loss on the documents, which teaches a policy
     trained from scratch to read and repeat the names it sees in them).
 
-    With SDPA (CPU, or GPU without flash-attn): length-bucketed right-padded micro-batches of at most
-    ``max_tokens_per_row`` padded tokens each, plain causal attention (a block-diagonal packing mask
-    costs O(row length^2) and disables the fast kernel). With flash-attn: the packed varlen forward
-    (``igsearch.policy.packing``) with rows of ``max_tokens_per_row`` tokens.
+    The forward is ``igsearch.policy.packing.packed_token_logprobs``'s: length-sorted right-padded
+    micro-batches of at most ``max_tokens_per_row`` padded tokens with SDPA (the CPU), packed varlen rows
+    with flash-attn; the output layer runs only on response positions (fused log-prob gather).
     """
-    if _uses_varlen(model):
-        from igsearch.policy.packing import packed_token_logprobs
+    from igsearch.policy.packing import packed_token_logprobs
 
-        logps = packed_token_logprobs(
-            model, [e.ids for e in examples], compute_from=[e.prompt_len for e in examples],
-            max_tokens_per_row=max_tokens_per_row,
-        )
-        device = logps[0].device
-        weights = [_token_weights(e, document_weight).to(device) for e in examples]
-        total = sum((-(lp * w)).sum() for lp, w in zip(logps, weights))
-        count = sum(w.sum() for w in weights)
-        return total / count.clamp_min(1.0)
-    pad_id = model.config.pad_token_id
-    pad_id = 0 if pad_id is None else int(pad_id)
-    total, count = None, 0.0
-    for group in bucket_batches([len(e.ids) for e in examples], max_tokens_per_row):
-        nll, n = _padded_nll_sum(model, [examples[i] for i in group], pad_id, document_weight)
-        total = nll if total is None else total + nll
-        count += float(n)
-    return total / max(1.0, count)
+    logps = packed_token_logprobs(model, [e.ids for e in examples], compute_from=[e.prompt_len for e in examples],
+                                  max_tokens_per_row=max_tokens_per_row)
+    device = logps[0].device
+    weights = [_token_weights(e, document_weight).to(device) for e in examples]
+    total = sum((-(lp * w)).sum() for lp, w in zip(logps, weights))
+    count = sum(w.sum() for w in weights)
+    return total / count.clamp_min(1.0)
 
 
 def cosine_schedule(optimizer, total_steps: int, warmup_steps: int = 0):
