@@ -61,6 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchutil import device_name  # noqa: E402
 
+from igsearch.machine import describe_cpu  # noqa: E402
+
 from igsearch.data.prompts import DOCS_OPEN, REFINE_TEMPLATE  # noqa: E402
 from igsearch.ig import compute_information_gain  # noqa: E402
 
@@ -242,54 +244,81 @@ def trunk_ids(tokenizer, texts):
     return [encode_text(tokenizer, t) for t in texts]
 
 
-def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, engine=None):
-    """Score one batch with every scorer, ``repeats`` times each, interleaved (so that a change of
-    the machine's load hits every scorer alike); the median timing is reported, with the spread.
+def scorer_kwargs(label, model, engine=None, trunks=None) -> dict:
+    """The keyword arguments of ``compute_information_gain`` that select scorer ``label``: a name of
+    ``EXACT``, a ``TORCH_PATH`` variant, or "vllm" (a ``Scorer`` bound to the rollout engine)."""
+    from igsearch.scoring import Scorer
 
-    trunk: the rollouts' keys/values are given (as the trainer's update forward leaves them);
-    the forward that would compute them for IG alone is timed apart (``trunk_kv_seconds``).
-    vllm (with ``engine``): the prefix cache is reset and refilled with the rollouts before each
-    timing, as generation leaves it."""
+    if label == "vllm":
+        return {"scorer": Scorer("vllm", model, engine=engine)}
+    kwargs = {"scorer": TORCH_PATH.get(label, label)}
+    if label in TORCH_PATH:
+        kwargs["scorer_options"] = {"use_kernels": False}
+    if kwargs["scorer"] == "trunk":
+        kwargs["trunks"] = trunks
+    return kwargs
+
+
+def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, precisions, engine=None,
+             engine_precision=None):
+    """Score one batch with every scorer under every precision (``igsearch.precision.Precision``),
+    ``repeats`` times each, interleaved (so that a change of the machine's load hits every scorer and
+    precision alike); the median timing is reported, with the spread. Returns one row per precision.
+
+    trunk: the rollouts' keys/values are given (as the trainer's update forward leaves them, in the
+    same precision); the forward that would compute them for IG alone is timed apart
+    (``trunk_kv_seconds``). vllm (with ``engine``, in the row of ``engine_precision``, the engine's
+    weight dtype): the prefix cache is reset and refilled with the rollouts before each timing, as
+    generation leaves it."""
     from igsearch.scoring import compute_trunk_kv
 
     kw = dict(n_random=n_random, max_gold_variants=1, seed=0)
-    row = {"case": name, "rollouts": len(texts), "n_random": n_random}
     ids = trunk_ids(tokenizer, texts)
-    row["rollout_tokens"] = sum(map(len, ids))
-    kv, kv_secs, _ = measure(lambda: compute_trunk_kv(model, ids), device)
-    row["trunk_kv_seconds"] = kv_secs
-    igs, timings = {}, {}
     variants = kernel_variants(model)
-    scorers = EXACT + variants + (("vllm",) if engine is not None else ())
+    rows, kvs, igs, timings = {}, {}, {}, {}
+    for prec in precisions:
+        with torch.inference_mode(), prec.autocast():
+            kvs[prec.name], kv_secs, _ = measure(lambda: compute_trunk_kv(model, ids), device)
+        rows[prec.name] = {"case": name, "precision": prec.name, "rollouts": len(texts), "n_random": n_random,
+                           "rollout_tokens": sum(map(len, ids)), "trunk_kv_seconds": kv_secs}
+        igs[prec.name], timings[prec.name] = {}, {}
     for _ in range(repeats):
-        for label in scorers:
-            scorer, options = TORCH_PATH.get(label, label), {}
-            if label in TORCH_PATH:
-                options = {"scorer_options": {"use_kernels": False}}
-            if scorer == "trunk":
-                options["trunks"] = kv
-            elif scorer == "vllm":
-                options = {"scorer_options": {"engine": engine}}
-                engine.llm.reset_prefix_cache()
-                engine.continuation_logprobs(ids, [len(x) for x in ids])  # the rollouts, as generated
-            with torch.inference_mode():
-                res, secs, peak = measure(
-                    lambda: compute_information_gain(texts, golds, model, tokenizer, scorer=scorer, **options, **kw),
-                    device)
-            timings.setdefault(label, []).append((secs, peak))
-            igs[label] = res.step_ig
-            row[label] = {
-                "tokens_forwarded": res.stats["tokens_forwarded"],
-                "padded_tokens": res.stats["padded_tokens"],
-                "n_sequences": res.stats["n_sequences"],
-                "n_forwards": res.stats["n_forwards"],
-            }
-            if label == "trunk":
-                row["branch_floor_tokens"] = res.stats["branch_floor_tokens"]
+        for prec in precisions:
+            row = rows[prec.name]
+            with_vllm = engine is not None and prec.name == engine_precision
+            for label in EXACT + variants + (("vllm",) if with_vllm else ()):
+                options = scorer_kwargs(label, model, engine, kvs[prec.name])
+                if label == "vllm":
+                    engine.llm.reset_prefix_cache()
+                    engine.continuation_logprobs(ids, [len(x) for x in ids])  # the rollouts, as generated
+                with torch.inference_mode(), prec.autocast():
+                    res, secs, peak = measure(
+                        lambda: compute_information_gain(texts, golds, model, tokenizer, **options, **kw), device)
+                timings[prec.name].setdefault(label, []).append((secs, peak))
+                igs[prec.name][label] = res.step_ig
+                row[label] = {
+                    "tokens_forwarded": res.stats["tokens_forwarded"],
+                    "padded_tokens": res.stats["padded_tokens"],
+                    "n_sequences": res.stats["n_sequences"],
+                    "n_forwards": res.stats["n_forwards"],
+                }
+                if label == "trunk":
+                    row["branch_floor_tokens"] = res.stats["branch_floor_tokens"]
+    for prec in precisions:
+        summarize_case(rows[prec.name], igs[prec.name], timings[prec.name], variants)
+    if "fp32" in rows and "bf16" in rows:
+        compare_precisions(rows["fp32"], rows["bf16"], igs["fp32"], igs["bf16"])
+    return list(rows.values())
+
+
+def summarize_case(row, igs, timings, variants):
+    """Fill ``row`` (one precision of a case) with each scorer's timing spread and the ratios between
+    scorers, from ``igs[label]`` (step IG per rollout) and ``timings[label]`` ([(seconds, peak MiB)])."""
     for scorer, runs in timings.items():
         secs = sorted(t for t, _ in runs)
         row[scorer].update(seconds=statistics.median(secs), seconds_min=secs[0], seconds_max=secs[-1],
                            seconds_all=[t for t, _ in runs], peak_mib=max(p for _, p in runs))
+
     def max_diff(a, b):
         d = [abs(x - y) for ra, rb in zip(igs[a], igs[b]) for x, y in zip(ra, rb) if x is not None]
         return max(d) if d else 0.0
@@ -305,23 +334,37 @@ def run_case(name, model, tokenizer, texts, golds, n_random, device, repeats, en
     row["best_exact"] = best
     row["time_ratio"] = row["naive"]["seconds"] / row[best]["seconds"]
     row["tokens_ratio_floor"] = row[best]["tokens_forwarded"] / max(1, row["branch_floor_tokens"])
-    row["time_ratio_trunk_with_kv"] = row["naive"]["seconds"] / (row["trunk"]["seconds"] + kv_secs)
-    if engine is not None:
+    row["time_ratio_trunk_with_kv"] = row["naive"]["seconds"] / (row["trunk"]["seconds"] + row["trunk_kv_seconds"])
+    if "vllm" in igs:
         row["vllm_ig_diff"] = max_diff("naive", "vllm")
         row["vllm_vs_best"] = row["vllm"]["seconds"] / row[best]["seconds"]
-    return row
+
+
+def compare_precisions(fp32, bf16, igs32, igs16):
+    """Add to the bf16 row, per scorer, its speed-up over the same scorer in fp32 (``bf16_speedup``) and
+    the exactness of its step IG against fp32's (``igsearch.stats.precision_agreement``)."""
+    from igsearch.stats import precision_agreement
+
+    bf16["bf16_speedup"], bf16["ig_vs_fp32"] = {}, {}
+    for label in igs16:
+        if label in fp32:
+            bf16["bf16_speedup"][label] = fp32[label]["seconds"] / bf16[label]["seconds"]
+            pairs = [(a, b) for ra, rb in zip(igs32[label], igs16[label]) for a, b in zip(ra, rb) if a is not None]
+            bf16["ig_vs_fp32"][label] = precision_agreement([a for a, _ in pairs], [b for _, b in pairs])
+    bf16["bf16_speedup_kv"] = fp32["trunk_kv_seconds"] / bf16["trunk_kv_seconds"]
 
 
 def table(rows, mem_label):
     scorers = [s for s in EXACT + tuple(TORCH_PATH) + ("vllm",) if any(s in r for r in rows)]
-    head = ("| model | case | rollouts | steps | branch floor | "
+    head = ("| model | case | precision | rollouts | steps | branch floor | "
             + " | ".join(f"tokens {s}" for s in scorers) + " | "
             + " | ".join(f"s {s}" for s in scorers) + " | trunk KV fwd s | best | time ratio naive/best | "
             f"tokens best/floor | {mem_label} naive | {mem_label} tree | max IG diff (exact) | IG diff vllm |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['case']} | {r['rollouts']} | {r['steps_scored']} | {r['branch_floor_tokens']} | "
+            f"| {r['model']} | {r['case']} | {r.get('precision', 'fp32')} | {r['rollouts']} | {r['steps_scored']} | "
+            f"{r['branch_floor_tokens']} | "
             + " | ".join(str(r[s]["tokens_forwarded"]) if s in r else "-" for s in scorers) + " | "
             + " | ".join(f"{r[s]['seconds']:.2f}" if s in r else "-" for s in scorers)
             + f" | {r['trunk_kv_seconds']:.2f} | {r['best_exact']} | {r['time_ratio']:.2f} | "
@@ -331,21 +374,41 @@ def table(rows, mem_label):
     return "\n".join(lines)
 
 
-def start_vllm(model, tokenizer, workdir: Path, device: str):
-    """A vLLM rollout engine on ``model``'s weights (saved under ``workdir``), as the trainer makes it."""
+def start_vllm(model, tokenizer, workdir: Path, precision):
+    """A vLLM rollout engine on ``model``'s weights (saved under ``workdir``) in ``precision``'s weight
+    dtype, as the trainer makes it."""
     from igsearch.rollout.engine import VLLMEngine
 
     model.save_pretrained(workdir, safe_serialization=True)
     tokenizer.save_pretrained(workdir)
-    dtype = str(model.dtype).replace("torch.", "")
-    return VLLMEngine(workdir, dtype=dtype, max_model_len=4096)
+    return VLLMEngine(workdir, dtype=precision.engine_dtype, max_model_len=4096)
+
+
+def precision_table(rows) -> str:
+    """bf16 against fp32 per case and scorer: the speed-up and the agreement of step IG."""
+    lines = ["| model | case | scorer | s fp32 | s bf16 | bf16 speed-up | max abs dIG | p99 abs dIG | "
+             "Spearman | sign agreement |", "|" + "---|" * 10]
+    fp32 = {(r["model"], r["case"]): r for r in rows if r.get("precision") == "fp32"}
+    for r in rows:
+        if "bf16_speedup" not in r:
+            continue
+        ref = fp32[(r["model"], r["case"])]
+        for label, x in r["bf16_speedup"].items():
+            a = r["ig_vs_fp32"][label]
+            lines.append(f"| {r['model']} | {r['case']} | {label} | {ref[label]['seconds']:.2f} | "
+                         f"{r[label]['seconds']:.2f} | {x:.2f}x | {a['max_abs_diff']:.1e} | {a['p99_abs_diff']:.1e} | "
+                         f"{a['spearman']:.4f} | {a['sign_agreement']:.3f} |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small batches, 0.5B shape cut to 4 layers")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--precision", default="both", choices=["both", "auto", "fp32", "bf16"],
+                    help="compute precision of the scorers (igsearch.precision; fp32 weights, bf16 under autocast); "
+                         "both (default): fp32 and bf16 side by side, interleaved, with bf16's speed-up and IG "
+                         "agreement per scorer")
     ap.add_argument("--n-random", type=int, default=3)
     ap.add_argument("--skip-large", action="store_true", help="only the tiny policy shape")
     ap.add_argument("--threads", type=int, default=1,
@@ -357,7 +420,12 @@ def main(argv=None):
     ap.add_argument("--busy", action="store_true",
                     help="run beside a neighbour process that keeps one core busy (1-thread matrix products)")
     args = ap.parse_args(argv)
-    device, dtype = args.device, getattr(torch, args.dtype)
+    from igsearch.precision import resolve_precision
+
+    device = args.device
+    precisions = [resolve_precision(p, device) for p in (("fp32", "bf16") if args.precision == "both"
+                                                           else (args.precision,))]
+    engine_precision = resolve_precision("auto", device) if args.precision == "both" else precisions[0]
     if device == "cpu":
         torch.set_num_threads(args.threads)
     on_gpu = device == "cuda"
@@ -400,40 +468,44 @@ def main(argv=None):
                 engine = None
             models.clear()
             gc.collect()
-            models[key] = build_model(shape, tokenizer, layers, dtype, device)
+            models[key] = build_model(shape, tokenizer, layers, torch.float32, device)
             model, dims = models[key]
             if use_vllm:
                 t0 = time.perf_counter()
-                engine = start_vllm(model, tokenizer, Path(tmp.name) / f"{shape}-{layers}", device)
+                engine = start_vllm(model, tokenizer, Path(tmp.name) / f"{shape}-{layers}", engine_precision)
                 print(f"[ig_scoring] vLLM engine on {shape}: {time.perf_counter() - t0:.0f} s to start", flush=True)
             warm_ids = trunk_ids(tokenizer, warm_t)
-            for label in EXACT + kernel_variants(model) + (("vllm",) if engine else ()):  # warm-up: first-call overheads out
-                scorer = TORCH_PATH.get(label, label)
-                options = {"scorer_options": {"use_kernels": False}} if label in TORCH_PATH else {}
-                if scorer == "trunk":
-                    options["trunks"] = warm_ids
-                if scorer == "vllm":
-                    options = {"scorer_options": {"engine": engine}}
-                compute_information_gain(warm_t, warm_g, model, tokenizer, scorer=scorer, seed=0, **options)
+            for prec in precisions:  # warm-up: first-call overheads out
+                for label in EXACT + kernel_variants(model) + (("vllm",) if engine else ()):
+                    with torch.inference_mode(), prec.autocast():
+                        compute_information_gain(warm_t, warm_g, model, tokenizer, seed=0,
+                                                 **scorer_kwargs(label, model, engine, warm_ids))
         model, dims = models[key]
         texts, golds, counts = make_rollouts(world, tokenizer, G, Q, steps, skip=1, topk=topk)
-        row = run_case(name, model, tokenizer, texts, golds, args.n_random, device, args.repeats, engine=engine)
-        row["topk"] = topk
-        row["model"] = shape + (f" ({dims['num_hidden_layers']} layers)" if layers else "")
-        row["shape"] = dims
-        row["G"], row["Q"], row["steps"] = G, Q, steps
-        row["step_counts"] = {str(k): v for k, v in sorted(Counter(counts).items())}
-        row["mean_rollout_tokens"] = sum(len(tokenizer(t)["input_ids"]) for t in texts) / len(texts)
-        rows.append(row)
-        print(f"[ig_scoring] {row['model']} {name}: best exact {row['best_exact']} {row['time_ratio']:.2f}x "
-              f"faster than naive, tokens {row['tokens_ratio_floor']:.3f}x the branch floor, max IG diff "
-              f"{row['max_ig_diff']:.2e}" + "".join(f", {k.split('_')[-1]} {v:.2f}x faster with kernels"
-                                                    for k, v in row.items() if k.startswith("kernel_speedup_")) + (f", vLLM peer {row['vllm']['seconds']:.2f} s vs "
-                                              f"{row[row['best_exact']]['seconds']:.2f} s" if engine else ""), flush=True)
+        case_rows = run_case(name, model, tokenizer, texts, golds, args.n_random, device, args.repeats, precisions,
+                             engine=engine, engine_precision=engine_precision.name)
+        for row in case_rows:
+            row["topk"] = topk
+            row["model"] = shape + (f" ({dims['num_hidden_layers']} layers)" if layers else "")
+            row["shape"] = dims
+            row["G"], row["Q"], row["steps"] = G, Q, steps
+            row["step_counts"] = {str(k): v for k, v in sorted(Counter(counts).items())}
+            row["mean_rollout_tokens"] = sum(len(tokenizer(t)["input_ids"]) for t in texts) / len(texts)
+            rows.append(row)
+            print(f"[ig_scoring] {row['model']} {name} {row['precision']}: best exact {row['best_exact']} "
+                  f"{row['time_ratio']:.2f}x faster than naive, tokens {row['tokens_ratio_floor']:.3f}x the branch "
+                  f"floor, max IG diff {row['max_ig_diff']:.2e}"
+                  + "".join(f", {k.split('_')[-1]} {v:.2f}x faster with kernels"
+                            for k, v in row.items() if k.startswith("kernel_speedup_"))
+                  + (f", vLLM peer {row['vllm']['seconds']:.2f} s vs {row[row['best_exact']]['seconds']:.2f} s"
+                     if "vllm" in row else "")
+                  + "".join(f", {label} {x:.2f}x faster in bf16" for label, x in row.get("bf16_speedup", {}).items()),
+                  flush=True)
+        last = case_rows[-1]  # bf16's row when both ran: it carries the comparison
         if headline is None and shape == "tiny" and steps == 3:
-            headline = row
+            headline = last
         if large_row is None and shape != "tiny" and steps == 3:
-            large_row = row
+            large_row = last
     if engine is not None:
         engine.close()
     tmp.cleanup()
@@ -446,7 +518,8 @@ def main(argv=None):
         "benchmark": "ig_scoring",
         "time": datetime.now(timezone.utc).isoformat(),
         "device": device_name(device),
-        "dtype": args.dtype,
+        "precision": [p.to_dict() for p in precisions],
+        "cpu": describe_cpu(),
         "quick": quick,
         "n_random": args.n_random,
         "rollouts": {"world_seed": WORLD_SEED, "split": "train", "query_noise": QUERY_NOISE, "topk": TOPK,
@@ -471,9 +544,12 @@ def main(argv=None):
     out = Path(args.out) if args.out else RESULTS / f"ig_scoring-{'quick-' if quick else ''}{stamp}.json"
     out.write_text(json.dumps(result, indent=2))
     threads = f", {torch.get_num_threads()} thread(s)" if device == "cpu" else ""
-    print(f"\nIG scoring, {result['device']}{threads}, {args.dtype}, N={args.n_random}, {result['machine']}, "
+    print(f"\nIG scoring, {result['device']}{threads}, {result['cpu']}, precision "
+          f"{'/'.join(p.name for p in precisions)}, N={args.n_random}, {result['machine']}, "
           f"median of {args.repeats} timings. JSON: {out}\n")
     print(table(rows, mem_label))
+    if any("bf16_speedup" in r for r in rows):
+        print("\n" + precision_table(rows))
     if large_row is not None:
         print(f"large ({large_row['model']}): time_ratio={large_row['time_ratio']:.3f} "
               f"tokens_ratio_floor={large_row['tokens_ratio_floor']:.3f} best={large_row['best_exact']}"
@@ -482,10 +558,13 @@ def main(argv=None):
     print(f"default_scorer={wins.most_common(1)[0][0]} (fastest exact scorer in {wins.most_common(1)[0][1]} of "
           f"{len(rows)} cases on {result['device']})")
     h = headline
+    best_label = h["best_exact"]
     print(f"tokens_ratio_floor={h['tokens_ratio_floor']:.3f} time_ratio={h['time_ratio']:.3f} best={h['best_exact']} "
           f"best_seconds={h[h['best_exact']]['seconds']:.3f}"
           + (f" vllm_seconds={h['vllm']['seconds']:.3f} vllm_ig_diff={h['vllm_ig_diff']:.3e}" if "vllm" in h else "")
-          + f" tokens_ratio={h['tokens_ratio']:.3f} max_ig_diff={h['max_ig_diff']:.3e}")
+          + f" tokens_ratio={h['tokens_ratio']:.3f} max_ig_diff={h['max_ig_diff']:.3e}"
+          + "".join(f" bf16_speedup_{label}={x:.2f}" for label, x in h.get("bf16_speedup", {}).items())
+          + (f" bf16_ig_spearman={h['ig_vs_fp32'][best_label]['spearman']:.4f}" if "ig_vs_fp32" in h else ""))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,13 @@ Presets:
     python bench/step_overhead.py --quick
     python bench/step_overhead.py --preset gpu
 
-Writes bench/results/step_overhead-<device>.json and prints a markdown table; the last line is
-``overhead_trunk=<percent> overhead_tree=<percent> overhead_naive=<percent> [overhead_vllm=<percent>]``;
+Precision (``--precision``, igsearch.precision): by default an fp32 and a bf16 Trainer from the same start
+weights are stepped in turn, and bf16's step speed-up over fp32 is reported per method.
+
+Writes bench/results/step_overhead-<device>-<precisions>.json and prints a markdown table per precision; the last
+line is ``overhead_trunk=<percent> overhead_tree=<percent> overhead_naive=<percent> [overhead_vllm=<percent>]
+ig_overhead_vs_grpo=<fraction> bf16_step_speedup=<GRPO's ratio> bf16_step_speedup_ig=<IG-Search trunk's>`` (the
+overheads of the bf16 run when it ran);
 the line before it gives every method's overhead, and IGPO's line the tokens its turn gains forwarded
 against scoring each turn prefix alone.
 """
@@ -245,7 +250,7 @@ def setup_quick(args, root: Path):
     if args.sft_steps > 0:
         t0 = time.perf_counter()
         model = run_sft(init, world, root / "sft", steps=args.sft_steps, batch_size=8, lr=3e-3, query_noise=0.25,
-                        hops=(1, 2, 3), topk=3, max_len=1024, seed=args.seed, progress=False)
+                        hops=(1, 2, 3), topk=3, max_len=1024, seed=args.seed, progress=False, precision="fp32")
         print(f"[step_overhead] SFT warm start: {args.sft_steps} steps in {time.perf_counter() - t0:.0f}s", flush=True)
     overrides = [f"model_path={model}", f"world_dir={world}", f"seed={args.seed}", "advantage.method=ig",
                  "ig.ig_scorer=trunk",
@@ -353,6 +358,9 @@ def parse_args(argv=None):
                     help="SFT warm-start steps so that rollouts search (default 40 quick, 60 gpu; 0 = untrained)")
     ap.add_argument("--sft-lr", type=float, default=1e-4, help="learning rate of the gpu preset's bf16 SFT")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", default="both", choices=["both", "auto", "fp32", "bf16"],
+                    help="compute precision of the runs (igsearch.precision); both (default): an fp32 and a bf16 "
+                         "Trainer stepped in turn, with bf16's step speed-up per method")
     add_threads_argument(ap)
     ap.add_argument("--work-dir", default=None, help="where world/policy/run go (default: a temp dir, removed)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/step_overhead-<device>.json)")
@@ -369,6 +377,50 @@ def parse_args(argv=None):
     return args
 
 
+def run_precisions(cfg, root: Path, precisions: list[str], steps_total: int, warmup: int):
+    """One Trainer per precision on the same config, seed and start weights, stepped in turn (step s of fp32,
+    then step s of bf16, ...; the methods' order rotates every step), so that a change of the machine's load
+    hits every precision alike. Returns {precision: [step records]}."""
+    from dataclasses import replace
+
+    from igsearch.train.trainer import Trainer
+
+    trainers = {}
+    records: dict[str, list[dict]] = {p: [] for p in precisions}
+    try:
+        for p in precisions:
+            trainers[p] = Trainer(replace(cfg, precision=p), root / f"run-{p}", overwrite=True)
+        methods = [m for m in METHODS if m[2] != "vllm" or cfg.generation.engine == "vllm"]
+        for i, step in enumerate(range(1, steps_total + 1)):
+            k = i % len(methods)
+            order = methods[k:] + methods[:k]
+            for p, trainer in trainers.items():
+                t0 = time.perf_counter()
+                rec = bench_step(trainer, step, order)
+                rec["warmup"] = step <= warmup
+                rec["wall_s"] = time.perf_counter() - t0
+                records[p].append(rec)
+                m = rec["methods"]
+                print(f"[step_overhead] {trainer.precision.name} step {step}{' (warm-up)' if rec['warmup'] else ''}: "
+                      + ", ".join(f"{lab} {m[lab]['step']:.2f}s (scoring {m[lab]['phases']['scoring']:.2f}s)"
+                                  for lab, _, _ in methods)
+                      + f"; searches/rollout {rec['batch']['rollout/searches']:.2f}, steps scored {rec['steps_scored']}, "
+                      f"max |IG - naive| tree {rec['max_ig_diff_tree_naive']:.1e} trunk {rec['max_ig_diff_trunk_naive']:.1e}"
+                      + (f" vllm {rec['max_ig_diff_vllm_naive']:.1e}" if "max_ig_diff_vllm_naive" in rec else ""),
+                      flush=True)
+    finally:
+        for trainer in trainers.values():
+            trainer.close()
+    return records, {p: t.precision.to_dict() for p, t in trainers.items()}
+
+
+def precision_speedups(summaries: dict) -> dict:
+    """bf16's step speed-up over fp32 per method (fp32 mean step / bf16 mean step), when both ran."""
+    if "fp32" not in summaries or "bf16" not in summaries:
+        return {}
+    return {label: summaries["fp32"][label]["step_mean"] / s["step_mean"] for label, s in summaries["bf16"].items()}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.preset == "gpu" and not torch.cuda.is_available():
@@ -376,56 +428,45 @@ def main(argv=None) -> int:
               "is False); on a CPU run `python bench/step_overhead.py --quick`.", file=sys.stderr)
         return 2
     apply_threads(args.threads)
-    from igsearch.train.trainer import Trainer
+    from igsearch.machine import describe_cpu
+    from igsearch.precision import resolve_precision
 
     root, tmp = work_root(args.work_dir, "step_overhead-")
     t_setup = time.perf_counter()
     cfg = setup_gpu(args, root) if args.preset == "gpu" else setup_quick(args, root)
     device = "cuda" if cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-    trainer = Trainer(cfg, root / "run", overwrite=True)
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [resolve_precision(args.precision, device).name]
     setup_s = time.perf_counter() - t_setup
-    methods = [m for m in METHODS if m[2] != "vllm" or cfg.generation.engine == "vllm"]
-    steps = []
-    try:
-        for i, step in enumerate(range(1, args.warmup + args.steps + 1)):
-            k = i % len(methods)
-            order = methods[k:] + methods[:k]
-            t0 = time.perf_counter()
-            rec = bench_step(trainer, step, order)
-            rec["warmup"] = step <= args.warmup
-            rec["wall_s"] = time.perf_counter() - t0
-            steps.append(rec)
-            m = rec["methods"]
-            print(f"[step_overhead] step {step}{' (warm-up)' if rec['warmup'] else ''}: "
-                  + ", ".join(f"{lab} {m[lab]['step']:.2f}s (scoring {m[lab]['phases']['scoring']:.2f}s)" for lab, _, _ in methods)
-                  + f"; searches/rollout {rec['batch']['rollout/searches']:.2f}, steps scored {rec['steps_scored']}, "
-                  f"max |IG - naive| tree {rec['max_ig_diff_tree_naive']:.1e} trunk {rec['max_ig_diff_trunk_naive']:.1e}"
-                  + (f" vllm {rec['max_ig_diff_vllm_naive']:.1e}" if "max_ig_diff_vllm_naive" in rec else ""), flush=True)
-    finally:
-        trainer.close()
-    timed = [s for s in steps if not s["warmup"]]
-    summary = summarize(timed)
-    searches = statistics.fmean(s["batch"]["rollout/searches"] for s in timed)
+    records, resolved = run_precisions(cfg, root, precisions, args.warmup + args.steps, args.warmup)
+    timed = {p: [s for s in recs if not s["warmup"]] for p, recs in records.items()}
+    summaries = {p: summarize(t) for p, t in timed.items()}
+    speedups = precision_speedups(summaries)
+    headline = "bf16" if "bf16" in summaries else precisions[0]
+    summary = summaries[headline]
+    searches = {p: statistics.fmean(s["batch"]["rollout/searches"] for s in t) for p, t in timed.items()}
     dev = device_name(device)
-    notes = ("one Trainer; per step the rollout runs once and its time is charged to every method; for each "
+    notes = ("one Trainer per precision, stepped in turn; per step the rollout runs once and its time is charged to "
+             "every method; for each "
              "method (rotating order) weights and AdamW state are restored, then IG (IG-Search only), "
              "advantages, update (packed log-probs + loss + AdamW) and weight sync are timed on the same "
              "rollouts; training continues from the IG-Search (trunk) update; ig-trunk's batch forward (run "
              "before scoring, reused by the update) is charged to its update; before ig-vllm the engine is "
              "re-synced to pi_old and the rollouts put back in its prefix cache, untimed, as right after "
-             "generation")
+             "generation; the precisions' runs see different rollouts once their weights differ")
     if args.preset == "gpu":
         notes += ("; gpu preset: random-weight Qwen2.5-3B shape with the world's tokenizer, short bf16 SFT so "
                   "that rollouts search, BM25 over the synthetic world instead of the e5 server, "
                   f"{cfg.questions_per_step} questions per step instead of 512")
     else:
         notes += "; CPU figures (tiny policy, short SFT warm start, configs/tiny-cpu.yaml); the CPU is shared, so times are noisy"
-    if searches < 0.5:
-        notes += f"; WARNING: only {searches:.2f} searches per rollout: IG has little to score, the overhead is flattered"
+    if min(searches.values()) < 0.5:
+        notes += f"; WARNING: only {min(searches.values()):.2f} searches per rollout: IG has little to score, the overhead is flattered"
     result = {
         "benchmark": "step_overhead",
         "time": datetime.now(timezone.utc).isoformat(),
         "device": dev,
+        "cpu": describe_cpu(),
+        "precision": resolved,
         "preset": args.preset,
         "torch": torch.__version__,
         "config": cfg.to_dict(),
@@ -433,35 +474,46 @@ def main(argv=None) -> int:
         "warmup_steps": args.warmup,
         "setup_s": setup_s,
         "searches_per_rollout": searches,
-        "max_ig_diff_tree_naive": max(s["max_ig_diff_tree_naive"] for s in timed),
-        "max_ig_diff_trunk_naive": max(s["max_ig_diff_trunk_naive"] for s in timed),
-        "max_ig_diff_vllm_naive": max((s.get("max_ig_diff_vllm_naive", 0.0) for s in timed), default=None),
+        "max_ig_diff_tree_naive": max(s["max_ig_diff_tree_naive"] for t in timed.values() for s in t),
+        "max_ig_diff_trunk_naive": max(s["max_ig_diff_trunk_naive"] for t in timed.values() for s in t),
+        "max_ig_diff_vllm_naive": max((s.get("max_ig_diff_vllm_naive", 0.0) for t in timed.values() for s in t),
+                                      default=None),
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "notes": notes,
         "summary": summary,
-        "steps": steps,
+        "summary_by_precision": summaries,
+        "bf16_step_speedup": speedups,
+        "steps": records,
         "paper_overhead_pct": 6.4,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", dev.lower()).strip("-")
-    out = Path(args.out) if args.out else RESULTS / f"step_overhead-{slug}.json"
+    out = Path(args.out) if args.out else RESULTS / f"step_overhead-{slug}-{'-'.join(precisions)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     if tmp is not None:
         tmp.cleanup()
-    print(f"\nOverhead per training step of every method over GRPO, {dev}, preset {args.preset}, {cfg.questions_per_step} questions x "
-          f"{cfg.rollout.rollouts_per_question} rollouts, {args.steps} timed steps (+{args.warmup} warm-up), "
-          f"{searches:.2f} searches per rollout. Paper: +6.4%. JSON: {out}\n")
-    print(table(summary))
+    for p, s in summaries.items():
+        print(f"\nOverhead per training step of every method over GRPO, {p}, {dev}, {result['cpu']}, preset "
+              f"{args.preset}, {cfg.questions_per_step} questions x {cfg.rollout.rollouts_per_question} rollouts, "
+              f"{args.steps} timed steps (+{args.warmup} warm-up), {searches[p]:.2f} searches per rollout. "
+              f"Paper: +6.4%. JSON: {out}\n")
+        print(table(s))
+    if speedups:
+        print("\nbf16 step speed-up over fp32: " + ", ".join(f"{k} {v:.2f}x" for k, v in speedups.items()))
     igpo = summary["igpo"]
-    fwd = statistics.fmean(s["methods"]["igpo"]["scoring"].get("turn_gain/tokens_forwarded", 0.0) for s in timed)
-    alone = statistics.fmean(s["methods"]["igpo"]["scoring"].get("turn_gain/tokens_each_context_alone", 0.0) for s in timed)
+    fwd = statistics.fmean(s["methods"]["igpo"]["scoring"].get("turn_gain/tokens_forwarded", 0.0) for s in timed[headline])
+    alone = statistics.fmean(s["methods"]["igpo"]["scoring"].get("turn_gain/tokens_each_context_alone", 0.0)
+                             for s in timed[headline])
     print(f"IGPO turn gains through the trunk scorer: {fwd:.0f} tokens forwarded per step against {alone:.0f} when "
           f"each turn prefix is scored on its own; IGPO scoring {igpo['phases']['scoring']:.2f}s per step.")
     print(" ".join(f"overhead_{label.replace('-', '_')}={s['overhead_pct']:.1f}" for label, s in summary.items()
                    if label != "grpo"))
     print(" ".join(f"overhead_{k}={summary['ig-' + k]['overhead_pct']:.1f}" for k in ("trunk", "tree", "naive", "vllm")
-                   if "ig-" + k in summary))
+                   if "ig-" + k in summary)
+          + f" ig_overhead_vs_grpo={summary['ig-trunk']['overhead_pct'] / 100:.3f}"
+          + (f" bf16_step_speedup={speedups['grpo']:.2f} bf16_step_speedup_ig={speedups['ig-trunk']:.2f}"
+             if speedups else ""))
     return 0
 
 

@@ -97,3 +97,37 @@ def format_comparison(cmp: Mapping[str, Mapping], a_name: str, b_name: str, *, l
         lines.append(f"| {name} | {r['n']} | {r['a']:.3f} | {r['b']:.3f} | {r['diff']:+.3f} | "
                      f"[{r['low']:+.3f}, {r['high']:+.3f}] | {p} |")
     return "\n".join(lines)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``x``, ties sharing their mean rank (what Spearman's correlation uses)."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = np.arange(1, x.size + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def precision_agreement(reference: Sequence[float], other: Sequence[float]) -> dict:
+    """How far ``other`` (e.g. step IG computed in bf16) is from ``reference`` (the same values in fp32),
+    value by value: the distribution of ``|other - reference|`` (max, mean, median, 95th and 99th
+    percentile), Pearson's and Spearman's correlation, and ``sign_agreement``: the share of pairs whose
+    signs agree (a zero agrees only with a zero)."""
+    a, b = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"precision_agreement needs two equal-length 1-D arrays, got {a.shape} and {b.shape}")
+    if a.size == 0:
+        return {"n": 0}
+    d = np.abs(b - a)
+    return {"n": int(a.size), "max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
+            "median_abs_diff": float(np.median(d)), "p95_abs_diff": float(np.quantile(d, 0.95)),
+            "p99_abs_diff": float(np.quantile(d, 0.99)), "pearson": _correlation(a, b),
+            "spearman": _correlation(_ranks(a), _ranks(b)),
+            "sign_agreement": float(np.mean(np.sign(a) == np.sign(b)))}

@@ -81,6 +81,10 @@ class WarmStartConfig:
     # a name in igsearch.policy.tiny.POLICY_SIZES. At the same SFT wall-clock, small (1,482 steps) reached dev EM
     # 0.86-0.89 where base (700 steps) reached 0.49-0.60 and large (285 steps) 0.02 (bench/results/policy_size.md)
     policy_size: str = DEFAULT_POLICY_SIZE
+    # the SFT's compute precision (igsearch.precision). fp32, not auto: the shipped warm start was trained in fp32,
+    # and fp32 keeps a build the same on every CPU kind that has the same float rounding; bf16 builds faster where
+    # the CPU multiplies bf16 natively (bench/results/precision.md)
+    precision: str = "fp32"
 
     def sft_kwargs(self) -> dict:
         """The keyword arguments of :func:`igsearch.train.sft.run_sft` that this config sets (the
@@ -89,7 +93,8 @@ class WarmStartConfig:
         return dict(split="warmup", steps=self.steps, batch_size=self.batch_size, lr=self.lr,
                     warmup_steps=self.warmup_steps, query_noise=self.query_noise, early_answer=self.early_answer,
                     distractor=self.distractor,
-                    document_weight=self.document_weight, topk=list(self.sft_topks) or self.topk, max_len=self.max_len)
+                    document_weight=self.document_weight, topk=list(self.sft_topks) or self.topk, max_len=self.max_len,
+                    precision=self.precision)
 
     def setup_key(self) -> dict:
         """The settings that identify a built warm start, for reuse checks. ``policy_size`` is left out
@@ -102,6 +107,8 @@ class WarmStartConfig:
             del key["distractor"]
         if key["eval_split_size"] == 0:  # nor the eval split size, added later again
             del key["eval_split_size"]
+        if key["precision"] == "fp32":  # nor the precision, added later again
+            del key["precision"]
         if not key["sft_topks"]:  # nor the demonstrations' range of topk, added later still
             del key["sft_topks"]
         else:

@@ -37,10 +37,17 @@ class LossConfig:
                                        "reference).")
     loss_agg: str = config_field("token-mean", "Loss aggregation: token-mean | seq-mean-token-mean | "
                                                "seq-mean-token-sum.")
+    tis_cap: float = config_field(
+        2.0, "Truncated importance sampling (as verl and TRL): where the engine's sampling log-probs stand for "
+             "pi_old, every token's loss is weighted by min(pi_old / pi_engine, tis_cap), pi_old the trainer's own "
+             "log-prob of it under the rollout weights, so that the engine's numerics (bf16 weights, other kernels) "
+             "do not bias the gradient; 0 = off (the engine's log-probs are pi_old as they are).")
 
     def validate(self, where: str = "loss") -> "LossConfig":
         for name in ("clip_low", "clip_high", "kl_coef"):
             check_range(where, name, getattr(self, name), low=0)
+        if self.tis_cap != 0:
+            check_range(where, "tis_cap", self.tis_cap, low=1)
         check_choice(where, "loss_agg", self.loss_agg, LOSS_AGGS)
         return self
 
@@ -60,6 +67,7 @@ def policy_loss(
     adv: AdvantageOutput,
     cfg,
     ref_logp: torch.Tensor | None = None,
+    token_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Scalar loss (differentiable w.r.t. ``logp``) and logging statistics.
 
@@ -67,6 +75,9 @@ def policy_loss(
     current, rollout (pi_old) and reference policies; ``mask``: [B, T], 1 on tokens the policy wrote
     and 0 on injected / padding tokens; ``adv``: the estimator's output (span coordinates index T);
     ``cfg``: a LossConfig (a run config's ``loss`` section). ``ref_logp`` is needed when ``cfg.kl_coef > 0``.
+    ``token_weight``: [B, T] detached per-token factors of the loss (truncated importance sampling), or None:
+    ``l[i, k]`` becomes ``w[i, k] * l[i, k]`` and the aggregation's denominators stay those of ``mask`` (see
+    :func:`weighted_mask`).
     """
     import igsearch_kernels
 
@@ -86,10 +97,14 @@ def policy_loss(
     device = logp.device
     mask_f = mask.to(device=device, dtype=logp.dtype)
     old_logp = old_logp.to(device=device, dtype=logp.dtype)
-    loss = igsearch_kernels.span_advantage_loss(
+    agg, kernel_mask, scale = cfg.loss_agg, mask_f, 1.0
+    if token_weight is not None:
+        kernel_mask, scale = weighted_mask(mask_f, token_weight.to(device=device, dtype=logp.dtype), cfg.loss_agg)
+        agg = "seq-mean-token-sum"
+    loss = scale * igsearch_kernels.span_advantage_loss(
         logp,
         old_logp,
-        mask_f,
+        kernel_mask,
         adv.seq_adv.to(device=device, dtype=torch.float32),
         adv.spans.to(device=device, dtype=torch.long),
         adv.span_values.to(device=device, dtype=torch.float32),
@@ -98,11 +113,34 @@ def policy_loss(
         clip_low=float(cfg.clip_low),
         clip_high=float(cfg.clip_high),
         kl_coef=float(cfg.kl_coef),
-        agg=cfg.loss_agg,
+        agg=agg,
     )
     stats = loss_statistics(logp, old_logp, mask_f, adv, cfg, ref_logp=use_ref)
+    if token_weight is not None:
+        w, n = token_weight.to(device=device, dtype=torch.float32), mask_f.sum().clamp_min(1.0)
+        stats["loss/tis_weight_mean"] = float((w * mask_f).sum() / n)
+        stats["loss/tis_capped_frac"] = float(((w >= cfg.tis_cap) * mask_f).sum() / n) if cfg.tis_cap > 0 else 0.0
     stats["loss"] = float(loss.detach())
     return loss, stats
+
+
+def weighted_mask(mask: torch.Tensor, weight: torch.Tensor, agg: str) -> tuple[torch.Tensor, float]:
+    """(mask', scale) such that ``scale * L(mask', "seq-mean-token-sum")`` is the ``agg`` aggregation of the
+    weighted per-token losses ``weight * l`` over ``mask`` ([B, T] each): the weights enter the numerators
+    only, so every loss kernel that takes a float mask can apply them exactly.
+
+    seq-mean-token-sum: ``mask * weight``; token-mean: ``mask * weight * B / sum(mask)``; seq-mean-token-mean:
+    ``mask * weight / count_i`` per sequence, times ``B / (sequences with tokens)``."""
+    B = mask.shape[0]
+    m = mask * weight
+    if agg == "seq-mean-token-sum":
+        return m, 1.0
+    if agg == "token-mean":
+        total = float(mask.sum())
+        return m * (B / total if total > 0 else 0.0), 1.0
+    counts = mask.sum(-1, keepdim=True)
+    has = int((counts > 0).sum())
+    return torch.where(counts > 0, m / counts.clamp_min(1e-30), torch.zeros_like(m)), B / max(1, has)
 
 
 @torch.no_grad()

@@ -25,6 +25,8 @@ from typing import Sequence
 
 import torch
 
+from igsearch.precision import compute_dtype
+
 __all__ = ["bucket_batches", "pack_rows", "packed_forward", "packed_token_logprobs", "pad_to_batch"]
 
 
@@ -174,7 +176,8 @@ def packed_token_logprobs(
         pred_index_t = torch.cat(pred_index)
         h = hidden.index_select(0, pred_index_t)
         targets = ids.index_select(0, pred_index_t + 1)
-        logp = _gather_logprobs(h, weight.to(h.dtype), targets, float(temperature)).to(torch.float32)
+        dtype = compute_dtype(h)  # bf16 under the run's autocast: the LM head's product in bf16, its log-softmax fp32
+        logp = _gather_logprobs(h.to(dtype), weight.to(dtype), targets, float(temperature)).to(torch.float32)
         for i, part in zip(row, logp.split([lengths[i] - starts[i] for i in row])):
             results[i] = part
     return results  # type: ignore[return-value]

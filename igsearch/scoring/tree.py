@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from igsearch.precision import compute_dtype, weight_as
+
 from .base import ScoreOutput, ScoreRequest, finish_result, register_scorer
 from .trie import PackedTrie, build_trie
 
@@ -246,6 +248,7 @@ def score_packed_trie(requests, model, seqs, budget, q_block, use_kernels, out: 
     rows whose logits are needed.
     """
     device = next(model.parameters()).device
+    dtype = compute_dtype(next(model.parameters()))  # bf16 under the run's autocast (igsearch.precision)
     base = model.model
     layers = base.layers
     cfg = model.config
@@ -266,7 +269,7 @@ def score_packed_trie(requests, model, seqs, budget, q_block, use_kernels, out: 
     starts = trie.node_start
     keep_kv = len(runs) > 1 or cached is not None
     if keep_kv:
-        k_store = [torch.empty(trie.n_tokens, n_kv, D, dtype=model.dtype, device=device) for _ in layers]
+        k_store = [torch.empty(trie.n_tokens, n_kv, D, dtype=dtype, device=device) for _ in layers]
         v_store = [torch.empty_like(k_store[0]) for _ in layers]
     if cached is not None:
         src, c_keys, c_values = cached
@@ -274,8 +277,8 @@ def score_packed_trie(requests, model, seqs, budget, q_block, use_kernels, out: 
         rows_src = src[hit].to(device)
         hit = hit.to(device)
         for li in range(len(layers)):
-            k_store[li][hit] = c_keys[li].index_select(0, rows_src).to(model.dtype)
-            v_store[li][hit] = c_values[li].index_select(0, rows_src).to(model.dtype)
+            k_store[li][hit] = c_keys[li].index_select(0, rows_src).to(dtype)
+            v_store[li][hit] = c_values[li].index_select(0, rows_src).to(dtype)
     tokens, positions = trie.tokens.to(device), trie.positions.to(device)
     node_of_token, ancestry = trie.node_of_token.to(device), trie.ancestry.to(device)
     local = torch.full((trie.n_tokens,), -1, dtype=torch.long, device=device)  # packed -> row in run
@@ -302,7 +305,7 @@ def score_packed_trie(requests, model, seqs, budget, q_block, use_kernels, out: 
                 block_mask = kernels.build_tree_block_mask(run_node, ancestry, *kernels.default_blocks(run.device),
                                                            check=False, past_node=past_node)
         else:
-            blocks = _query_blocks(trie, prev, run, q_block, device, model.dtype)
+            blocks = _query_blocks(trie, prev, run, q_block, device, dtype)
 
         x = base.embed_tokens(tokens[run])[None]  # [1, Tc, d]
         cos, sin = base.rotary_emb(x, positions[run][None])
@@ -312,8 +315,8 @@ def score_packed_trie(requests, model, seqs, budget, q_block, use_kernels, out: 
             q = attn.q_proj(h).view(1, tc, n_q, D).transpose(1, 2)
             k = attn.k_proj(h).view(1, tc, n_kv, D).transpose(1, 2)
             v = attn.v_proj(h).view(1, tc, n_kv, D).transpose(1, 2)
-            q, k = _apply_rope(q, k, cos, sin)
-            k, v = k[0].transpose(0, 1), v[0].transpose(0, 1)  # [Tc, Hkv, D]
+            q, k = _apply_rope(q, k, cos, sin)  # fp32 under autocast (cos/sin are): back to the product dtype
+            q, k, v = q.to(dtype), k[0].transpose(0, 1).to(dtype), v[0].transpose(0, 1).to(dtype)  # k, v [Tc, Hkv, D]
             if keep_kv:
                 k_store[li][run] = k
                 v_store[li][run] = v
@@ -351,7 +354,8 @@ def score_packed_trie(requests, model, seqs, budget, q_block, use_kernels, out: 
     hidden_pairs = hidden_rows[row_of_pair.to(device)]
     tgt = u_tgt.to(device)
     if kernels is not None:
-        pair_lp = kernels.gather_logprobs(hidden_pairs, head.weight, tgt, bias=head.bias).float()
+        pair_lp = kernels.gather_logprobs(hidden_pairs.to(dtype), weight_as(head.weight, dtype), tgt,
+                                          bias=head.bias).float()
     else:
         pair_lp = _torch_gather_logprobs(hidden_pairs, head.weight, head.bias, tgt)
     _scatter_results(requests, owner, pair_lp[inverse.to(device)], out.results)

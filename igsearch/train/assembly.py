@@ -47,12 +47,18 @@ def make_retriever(cfg: TrainConfig, paths: dict):
                           encoder=cfg.retrieval.encoder_path)
 
 
-def engine_from_config(cfg: TrainConfig, model_dir: Path, model, tokenizer):
+def engine_from_config(cfg: TrainConfig, model_dir: Path, model, tokenizer, precision=None):
     """The run's rollout engine (``igsearch.rollout.engine.build_engine``): vLLM on ``model_dir`` (the weights
-    the run starts from) or transformers on the trained ``model``."""
+    the run starts from) or transformers on the trained ``model``. vLLM holds its weights in ``precision``'s
+    dtype (``igsearch.precision.Precision``; None: ``cfg.precision`` resolved on the model's device) when the
+    parameters are fp32, else in the parameters' dtype."""
+    from igsearch.precision import resolve_precision
     from igsearch.rollout.engine import build_engine
 
-    return build_engine(cfg.generation.engine, model_dir, model=model, tokenizer=tokenizer, dtype=cfg.dtype,
+    if precision is None:
+        precision = resolve_precision(cfg.precision, next(model.parameters()).device if model is not None else "cpu")
+    dtype = precision.engine_dtype if cfg.dtype == "float32" else cfg.dtype
+    return build_engine(cfg.generation.engine, model_dir, model=model, tokenizer=tokenizer, dtype=dtype,
                         max_model_len=cfg.generation.vllm_max_model_len or (cfg.max_prompt_tokens + cfg.rollout.max_response_tokens + 64),
                         seed=cfg.seed, enforce_eager=cfg.generation.vllm_enforce_eager, cpu_kvcache_gb=cfg.generation.vllm_cpu_kvcache_gb,
                         gpu_memory_utilization=cfg.generation.vllm_gpu_memory_utilization)

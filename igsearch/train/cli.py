@@ -59,6 +59,8 @@ def add_sft_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="compute precision (igsearch.precision): auto = bf16 where the hardware multiplies it natively")
     p.add_argument("--threads", default=None, help="torch CPU threads: auto (from the load, igsearch.threads) | N; "
                                                    "default: IGSEARCH_THREADS, else auto")
     p.set_defaults(func=run_sft_command)
@@ -81,7 +83,7 @@ def run_sft_command(args) -> int:
         query_noise=args.query_noise, early_answer=args.early_answer, document_weight=args.document_weight,
         hops=args.hops, max_len=args.max_len, seed=args.seed,
         template=args.template, topk=args.topk, warmup_steps=args.warmup_steps, device=args.device,
-        progress=not args.no_progress, threads=args.threads,
+        progress=not args.no_progress, threads=args.threads, precision=args.precision,
     )
     print(out)
     return 0

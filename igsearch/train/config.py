@@ -54,6 +54,7 @@ from igsearch.retrieval.config import RetrievalConfig
 from igsearch.rollout.agent import RolloutConfig
 from igsearch.rollout.engine import EngineConfig
 from igsearch.io import atomic_write_text
+from igsearch.precision import PRECISIONS
 
 #: fields older versions wrote into checkpoints' config.json, skipped when such a config is read back
 REMOVED_FIELDS = frozenset({"tokenizer_path"})  # the tokenizer is always the model directory's
@@ -87,7 +88,15 @@ class TrainConfig:
         "HF model directory (or hub id) of the policy to train, e.g. the SFT warm start. "
         "Required; the GPU preset leaves it unset on purpose.",
     )
-    dtype: str = _f("float32", "Parameter dtype of the trained policy: float32 | bfloat16 | float16.")
+    dtype: str = _f("float32", "Parameter dtype of the trained policy (its master weights and optimizer state): "
+                               "float32 | bfloat16 | float16.")
+    precision: str = _f(
+        "auto",
+        "Compute precision of every phase (igsearch.precision): auto (bf16 where the hardware multiplies it "
+        "natively: AMX or AVX-512-BF16 on the CPU, a GPU with bf16; else fp32) | fp32 | bf16. bf16 runs the rollout "
+        "engine with bf16 weights and the policy forwards, the IG scorers and the update under bf16 autocast, "
+        "with fp32 master weights, optimizer state, log-softmax and loss. The run folder's precision.json says "
+        "what was chosen and why.")
     device: str = _f("auto", "Device for the policy update: auto (cuda if available) | cpu | cuda | cuda:N.")
     attn_implementation: str = _f(
         "auto",
@@ -263,6 +272,7 @@ class TrainConfig:
 
         choices = {
             "dtype": ("float32", "bfloat16", "float16"),
+            "precision": PRECISIONS,
             "attn_implementation": ("auto", "sdpa", "flash_attention_2", "eager"),
             "template": tuple(TEMPLATES),
             "optimizer": OPTIMIZERS,

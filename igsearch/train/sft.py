@@ -239,6 +239,7 @@ def run_sft(
     document_weight: float = 0.0,
     progress: bool = True,
     threads: str | int | None = None,
+    precision: str = "auto",
 ) -> Path:
     """Fine-tune the policy in ``model_dir`` on oracle trajectories of ``world_dir`` and save it
     (model + tokenizer, atomically) to ``out_dir``; returns ``out_dir``.
@@ -250,12 +251,14 @@ def run_sft(
     ``document_weight``: loss weight of the injected documents (see :func:`sft_loss`);
     ``retriever`` defaults to BM25 over the world's corpus; ``threads``: torch threads, ``auto`` (chosen from
     the load every ``igsearch.threads.SFT_RECHECK_STEPS`` steps), a count, or None (``IGSEARCH_THREADS``,
-    else auto). Writes ``sft_summary.json`` in ``out_dir`` with the settings, the threads chosen, the loss at
+    else auto); ``precision``: the forwards' precision (``igsearch.precision``: auto | fp32 | bf16; bf16 is
+    autocast over fp32 master weights, the loss in fp32). Writes ``sft_summary.json`` in ``out_dir`` with the settings, the threads chosen, the loss at
     the start and the end, the seconds of the training loop and the tokens (prompt + response) per step.
     """
     from igsearch.data.loaders import load_qa
     from igsearch.io import atomic_write_json
     from igsearch.policy.tiny import save_policy
+    from igsearch.precision import resolve_precision
     from igsearch.rollout.trained import write_rollout_settings
     from igsearch.threads import SFT_RECHECK_STEPS, ThreadPolicy
     from igsearch.train.logging import TrainProgress
@@ -267,6 +270,7 @@ def run_sft(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model, tokenizer = _load_policy(model_dir, device)
+    prec = resolve_precision(precision, device)
     if retriever is None:
         from igsearch.retrieval.bm25 import BM25Retriever
 
@@ -303,7 +307,8 @@ def run_sft(
                     rng.shuffle(order)
                 batch.append(examples[order.pop()])
             tokens += sum(len(e.ids) for e in batch)
-            loss = sft_loss(model, batch, max_tokens_per_row=max_tokens_per_forward, document_weight=document_weight)
+            with prec.autocast():
+                loss = sft_loss(model, batch, max_tokens_per_row=max_tokens_per_forward, document_weight=document_weight)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"SFT loss is {loss.item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -324,6 +329,7 @@ def run_sft(
         "model": str(model_dir), "world": str(world_dir), "steps": steps, "batch_size": batch_size,
         "lr": lr, "query_noise": query_noise, "early_answer": early_answer, "distractor": distractor, "document_weight": document_weight, "hops": list(hops), "max_len": max_len, "seed": seed,
         "template": template, "topk": topk, "examples": len(examples), "threads": threads_policy.summary(),
+        "precision": prec.to_dict(),
         "train_seconds": train_seconds, "tokens_per_step": tokens / max(1, steps),
         "loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window,
     })

@@ -37,6 +37,7 @@ from igsearch.data.metrics import exact_match
 from igsearch.data.prompts import get_template
 from igsearch.evaluation import evaluate, question_messages
 from igsearch.policy.load import chat_prompt
+from igsearch.precision import resolve_precision
 from igsearch.rollout.agent import RolloutConfig, SearchAgent
 from igsearch.rollout.trajectory import Trajectory
 from igsearch.scoring import Scorer, TrunkKV, kv_bytes
@@ -151,6 +152,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         from igsearch.policy.load import load_policy
 
+        # one decision for every phase: the engine's weights, the forwards and the scorers (igsearch.precision)
+        self.precision = resolve_precision(cfg.precision, self.device)
+
         start_dir = self.paths["model"]
         self.start_step = 0
         ckpt = None
@@ -173,7 +177,7 @@ class Trainer:
             self.ref_model.eval().requires_grad_(False)
         self.retriever = make_retriever(cfg, self.paths)
         self.replay = SFTReplay(cfg, self.paths, self.tokenizer, self.retriever) if cfg.sft_replay_coef > 0 else None
-        self.engine = engine_from_config(cfg, start_dir, self.model, self.tokenizer)
+        self.engine = engine_from_config(cfg, start_dir, self.model, self.tokenizer, self.precision)
         self.agent = SearchAgent(self.engine, self.retriever, self.tokenizer, cfg.rollout, template=self.template)
         if overwrite and resume is None:
             clear_run(self.out)
@@ -183,6 +187,7 @@ class Trainer:
         if self.start_step:
             self.logger.truncate_after(self.start_step)
         cfg.save(self.out / "config.yaml")
+        record_precision(self.out, self.precision)
 
     # ------------------------------------------------------------------ phases
     def add_hook(self, hook: Hook) -> None:
@@ -225,8 +230,9 @@ class Trainer:
                 batch.forward = self.policy_forward(batch.trajectories)
             scorer.trunks = batch.forward.trunk_kv or [t.token_ids for t in batch.trajectories]
         t0 = time.perf_counter()
-        scores, metrics = run_step_scorers(names, batch.trajectories, self.model, self.tokenizer, self.cfg,
-                                           batch.step, scorer)
+        with self.precision.autocast():
+            scores, metrics = run_step_scorers(names, batch.trajectories, self.model, self.tokenizer, self.cfg,
+                                               batch.step, scorer)
         batch.scores.update(scores)
         batch.add_metrics(metrics | {"time/scoring": time.perf_counter() - t0}, "score_steps")
 
@@ -245,10 +251,10 @@ class Trainer:
 
     def policy_logprobs(self, model, trajs: list[Trajectory], *, grad: bool, kv_out: list | None = None
                         ) -> torch.Tensor:
-        """log pi(response token | prefix) for every response token: float32 [B, T] (0 past the end).
-        ``kv_out``: collects the forward's keys/values (see ``packed_forward``)."""
+        """log pi(response token | prefix) for every response token: float32 [B, T] (0 past the end), the
+        forward in the run's precision. ``kv_out``: collects the forward's keys/values (see ``packed_forward``)."""
         seqs = [t.token_ids for t in trajs]
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), self.precision.autocast():
             lps = packed_token_logprobs(model, seqs, temperature=self.cfg.rollout.temperature,
                                         compute_from=[len(t.prompt_ids) for t in trajs],
                                         max_tokens_per_row=self.cfg.max_tokens_per_forward, kv_out=kv_out)
@@ -296,9 +302,19 @@ class Trainer:
         mask = pad_to_batch([torch.tensor(t.loss_mask, dtype=torch.float32) for t in trajs], length=T)
         t_fwd = forward.seconds if forward is not None else 0.0
         first_logp = forward.logp if forward is not None else None
+        engine_old = trainer_old = None  # the engine's log-probs, and the trainer's own of the same tokens (TIS)
         if engine_logprobs_are_pi_old(cfg):
             # the engine's sampling log-probs are pi_old's (weight sync is checked to 1e-4 in the tests)
-            old = pad_to_batch([torch.tensor(t.rollout_logprobs, dtype=torch.float32) for t in trajs], length=T)
+            old = engine_old = pad_to_batch([torch.tensor(t.rollout_logprobs, dtype=torch.float32) for t in trajs],
+                                            length=T)
+            if cfg.loss.tis_cap > 0 and cfg.mini_batches > 1:  # else the first forward below is pi_old's
+                if forward is not None and forward.old is not None:
+                    trainer_old = torch.nn.functional.pad(forward.old, (0, T - forward.old.shape[1]))
+                else:
+                    t0 = time.perf_counter()
+                    trainer_old = self.policy_logprobs(self.model, trajs, grad=False)
+                    trainer_old = torch.nn.functional.pad(trainer_old, (0, T - trainer_old.shape[1]))
+                    t_fwd += time.perf_counter() - t0
         elif forward is not None and forward.old is not None:  # recomputed under pi_old before scoring
             old = torch.nn.functional.pad(forward.old, (0, T - forward.old.shape[1]))
         else:  # vLLM reports log-probs of the unscaled, untruncated distribution: recompute under pi_old
@@ -326,10 +342,19 @@ class Trainer:
                 t_fwd += time.perf_counter() - t0
                 Tm = logp.shape[1]
                 sub_adv = adv.select(sel) if hasattr(adv, "select") else adv
+                weight = None
+                if engine_old is not None and cfg.loss.tis_cap > 0:
+                    if trainer_old is None:  # one mini-batch: its first forward ran under the rollout weights
+                        trainer_old = torch.nn.functional.pad(logp.detach().float().cpu(), (0, T - Tm))
+                        stats_acc.update(engine_mismatch_stats(trainer_old, engine_old, mask))
+                    old = trainer_old
+                    weight = tis_weights(trainer_old[sel, :Tm], engine_old[sel, :Tm], cfg.loss.tis_cap).to(self.device)
                 loss, stats = policy_loss(logp, old[sel, :Tm].to(self.device), mask[sel, :Tm].to(self.device),
-                                          sub_adv, cfg.loss, ref_logp=None if ref is None else ref[sel, :Tm])
+                                          sub_adv, cfg.loss, ref_logp=None if ref is None else ref[sel, :Tm],
+                                          token_weight=weight)
                 if self.replay is not None:
-                    replay_loss = self.replay.loss(self.model, step, len(stats_acc["loss"]))
+                    with self.precision.autocast():
+                        replay_loss = self.replay.loss(self.model, step, len(stats_acc["loss"]))
                     loss = loss + cfg.sft_replay_coef * replay_loss
                     stats_acc["sft_replay/loss"].append(replay_loss.item())
                 if not torch.isfinite(loss):
@@ -488,6 +513,31 @@ class Trainer:
     def close(self) -> None:
         if hasattr(self.engine, "close"):
             self.engine.close()
+
+
+def record_precision(out: Path, precision) -> None:
+    """Say once what precision the run uses and why, and keep it in the run folder (``precision.json``)."""
+    from igsearch.machine import describe_cpu
+
+    print(precision.describe(), flush=True)
+    atomic_write_json(out / "precision.json", {**precision.to_dict(), "cpu": describe_cpu(),
+                                               "torch": torch.__version__})
+
+
+def tis_weights(trainer_old: torch.Tensor, engine_old: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance weights min(pi_old / pi_engine, cap) per token ([B, T] log-probs in, detached)."""
+    return torch.exp(trainer_old - engine_old).clamp(max=cap).detach()
+
+
+def engine_mismatch_stats(trainer_old: torch.Tensor, engine_old: torch.Tensor, mask: torch.Tensor) -> dict:
+    """How far the engine's log-probs of the sampled tokens are from the trainer's under the same weights
+    (mask-1 tokens): mean and max absolute difference, and the k3 estimate of KL(engine || trainer)."""
+    m = mask > 0
+    if not bool(m.any()):
+        return {}
+    d = (trainer_old - engine_old)[m]
+    return {"rollout/engine_logp_abs_diff": [float(d.abs().mean())], "rollout/engine_logp_max_diff": [float(d.abs().max())],
+            "rollout/engine_kl": [float((torch.exp(d) - d - 1).mean())]}
 
 
 def engine_logprobs_are_pi_old(cfg: TrainConfig) -> bool:

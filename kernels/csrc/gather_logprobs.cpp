@@ -2,7 +2,7 @@
 //
 // logits z = (hidden @ weight^T + bias) / temperature are never materialised as [M, V]: the vocabulary
 // is walked in tiles of `tile` rows of `weight` and the rows of `hidden` in blocks of kRowBlock; each
-// (row block, vocab tile) logits tile comes from one BLAS call (at::mm / addmm: MKL or OpenBLAS, fp32)
+// (row block, vocab tile) logits tile comes from one GEMM (at::mm / addmm: MKL or OpenBLAS in fp32, oneDNN in bf16)
 // into a preallocated buffer, and the row-wise work on it is vectorised (at::vec) and parallelised
 // over rows (at::parallel_for).
 //
@@ -15,12 +15,20 @@
 //
 // Memory (bytes, fp32 work; B = min(M, kRowBlock), T = tile):
 //   logits tile       B * T * 4        (M=256, T=1024: 1 MiB; eager's [M, V] fp32 at V=152k: 148 MiB)
-//   bf16/fp16 inputs  + M * d * 4 (hidden in fp32) + T * d * 4 (weight tile in fp32)
+//   fp16 inputs       + M * d * 4 (hidden in fp32) + T * d * 4 (weight tile in fp32)
+//   bf16 inputs       + B * T * 2 (the tile as the GEMM returns it)
 //   backward          + M * d * 4 (grad_hidden accumulator) + T * d * 4 (grad_weight tile, bf16/fp16)
 // plus the gradients themselves.
 //
-// Inputs: fp32, bf16 or fp16 (hidden and weight of one dtype; compute in fp32, gradients returned in
-// the input dtypes). fp64 is refused: the torch path (kernels/gather_logprobs.py) handles it.
+// Inputs: fp32, bf16 or fp16 (hidden and weight of one dtype; gradients returned in the input dtypes).
+// fp32 and fp16 compute in fp32 (fp16 is converted: CPUs without AMX-FP16 have no fast fp16 GEMM).
+// bf16 stays bf16 into the GEMMs, which ATen hands to oneDNN (AMX or AVX-512-BF16 where the CPU has
+// them; fp32 accumulation): each logits tile comes back rounded to bf16 (ATen's CPU GEMMs have no
+// bf16 -> fp32 output) and is widened to fp32 for the log-sum-exp, and the target's logit is read from
+// the same rounded tile, so logp = z[target] - lse <= 0 still holds. The rounding adds at most
+// 2^-9 |z| per logit, the size of the bf16 rounding of hidden itself. In the backward the fp32 dz tile is
+// rounded to bf16 for its two GEMMs; grad_hidden and a weight tile's gradient accumulate in fp32.
+// fp64 is refused: the torch path (kernels/gather_logprobs.py) handles it.
 
 // at::vec picks its SIMD implementation from these macros, set by ATen's own per-capability builds;
 // here the build flags (-march=native) decide. Defined before any ATen header.
@@ -35,6 +43,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
@@ -64,8 +73,9 @@ constexpr int64_t kRowGrain = 8;
 // ------------------------------------------------------------------------------------ checks
 
 struct Problem {
-  at::Tensor hidden;   // [M, d] fp32 (converted when the input is bf16/fp16)
+  at::Tensor hidden;   // [M, d] fp32 (converted from fp16), or bf16 when `bf16`
   at::Tensor weight;   // [V, d] as given (fp32, bf16 or fp16)
+  bool bf16 = false;   // hidden and weight are bf16: the GEMMs run in bf16
   at::Tensor bias;     // [V] fp32, or undefined
   at::Tensor targets;  // [M] int64, contiguous
   float inv_temp;
@@ -74,6 +84,7 @@ struct Problem {
   int64_t m() const { return hidden.size(0); }
   int64_t v() const { return weight.size(0); }
   int64_t d() const { return hidden.size(1); }
+  at::TensorOptions f32() const { return hidden.options().dtype(at::kFloat); }
 };
 
 bool supported_dtype(at::ScalarType t) {
@@ -103,7 +114,8 @@ Problem make_problem(const at::Tensor& hidden, const at::Tensor& weight, const s
     TORCH_CHECK(t->device().is_cpu(), "gather_logprobs (native CPU): all tensors must be on the CPU");
   }
   Problem p;
-  p.hidden = hidden.to(at::kFloat).contiguous();
+  p.bf16 = hidden.scalar_type() == at::kBFloat16;
+  p.hidden = p.bf16 ? hidden.contiguous() : hidden.to(at::kFloat).contiguous();
   p.weight = weight;
   if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), "gather_logprobs: bias must be [V = ",
@@ -166,41 +178,51 @@ void row_neg_scaled_softmax(float* x, int64_t n, float scale, float shift, float
 
 // ------------------------------------------------------------------------------------ tiling
 
-/// One vocab tile [v0, v0 + n) of the weight in fp32: a view for fp32 weights, else converted into `buf`.
+/// One vocab tile [v0, v0 + n) of the weight in the GEMMs' dtype: a view for fp32 and bf16 weights, else
+/// converted to fp32 into `buf`.
 at::Tensor weight_tile(const Problem& p, int64_t v0, int64_t n, at::Tensor& buf) {
   at::Tensor w = p.weight.narrow(0, v0, n);
-  if (w.scalar_type() == at::kFloat) return w;
+  if (w.scalar_type() == at::kFloat || p.bf16) return w;
   at::Tensor out = buf.narrow(0, 0, n);
   out.copy_(w);
   return out;
 }
 
-/// Raw logits tile hidden[r0:r0+b] @ w_tile^T + bias[v0:v0+n] -> out [b, n] (temperature not applied).
-void logits_tile(const Problem& p, const at::Tensor& w_tile, int64_t r0, int64_t b, int64_t v0, at::Tensor& out) {
+/// Raw logits tile hidden[r0:r0+b] @ w_tile^T + bias[v0:v0+n] -> out [b, n] fp32 (temperature not applied);
+/// bf16 inputs multiply into `out16` [b, n] first (see the header).
+void logits_tile(const Problem& p, const at::Tensor& w_tile, int64_t r0, int64_t b, int64_t v0, at::Tensor& out,
+                 at::Tensor& out16) {
   at::Tensor h = p.hidden.narrow(0, r0, b);
-  if (p.bias.defined()) {
+  if (p.bf16) {
+    at::mm_out(out16, h, w_tile.t());
+    out.copy_(out16);
+    if (p.bias.defined()) out.add_(p.bias.narrow(0, v0, w_tile.size(0)));
+  } else if (p.bias.defined()) {
     at::addmm_out(out, p.bias.narrow(0, v0, w_tile.size(0)), h, w_tile.t());
   } else {
     at::mm_out(out, h, w_tile.t());
   }
 }
 
-/// Calls fn(v0, n, w_tile, r0, b, z) for every (vocab tile, row block); z [b, n] holds the raw logits.
+/// Calls fn(v0, n, w_tile, r0, b, z, z16) for every (vocab tile, row block); z [b, n] fp32 holds the raw
+/// logits (z16 [b, n]: a bf16 buffer of the same shape for bf16 problems, else undefined).
 /// `after_tile(v0, n, w_tile)` runs once per vocab tile after its row blocks.
 template <class RowBlockFn, class TileFn>
 void for_each_tile(const Problem& p, RowBlockFn fn, TileFn after_tile) {
   const int64_t rows = std::min(p.m(), kRowBlock);
-  at::Tensor zbuf = at::empty({rows * p.tile}, p.hidden.options());
+  at::Tensor zbuf = at::empty({rows * p.tile}, p.f32());
+  at::Tensor z16buf = p.bf16 ? at::empty({rows * p.tile}, p.hidden.options()) : at::Tensor();
   at::Tensor wbuf;
-  if (p.weight.scalar_type() != at::kFloat) wbuf = at::empty({p.tile, p.d()}, p.hidden.options());
+  if (p.weight.scalar_type() != at::kFloat && !p.bf16) wbuf = at::empty({p.tile, p.d()}, p.f32());
   for (int64_t v0 = 0; v0 < p.v(); v0 += p.tile) {
     const int64_t n = std::min(p.tile, p.v() - v0);
     at::Tensor w_tile = weight_tile(p, v0, n, wbuf);
     for (int64_t r0 = 0; r0 < p.m(); r0 += rows) {
       const int64_t b = std::min(rows, p.m() - r0);
       at::Tensor z = zbuf.narrow(0, 0, b * n).view({b, n});
-      logits_tile(p, w_tile, r0, b, v0, z);
-      fn(v0, n, w_tile, r0, b, z);
+      at::Tensor z16 = p.bf16 ? z16buf.narrow(0, 0, b * n).view({b, n}) : at::Tensor();
+      logits_tile(p, w_tile, r0, b, v0, z, z16);
+      fn(v0, n, w_tile, r0, b, z, z16);
     }
     after_tile(v0, n, w_tile);
   }
@@ -213,10 +235,13 @@ std::tuple<at::Tensor, at::Tensor> gather_logprobs_cpu(const at::Tensor& hidden,
                                                        const std::optional<at::Tensor>& bias,
                                                        const at::Tensor& targets, double temperature,
                                                        int64_t ignore_index, int64_t tile) {
+  // The GEMMs below run in the inputs' dtype: a caller's torch.autocast must not recast them (it would hand
+  // bf16 results to code that reads fp32 buffers).
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   Problem p = make_problem(hidden, weight, bias, targets, temperature, ignore_index, tile);
   const int64_t m = p.m();
-  at::Tensor logp = at::zeros({m}, p.hidden.options());
-  at::Tensor lse = at::empty({m}, p.hidden.options());
+  at::Tensor logp = at::zeros({m}, p.f32());
+  at::Tensor lse = at::empty({m}, p.f32());
   if (m == 0) return {logp, lse};
 
   // Running max of the raw logits (times 1/T: the max commutes with a positive scale), the sum of
@@ -229,7 +254,7 @@ std::tuple<at::Tensor, at::Tensor> gather_logprobs_cpu(const at::Tensor& hidden,
 
   for_each_tile(
       p,
-      [&](int64_t v0, int64_t n, const at::Tensor&, int64_t r0, int64_t b, at::Tensor& z) {
+      [&](int64_t v0, int64_t n, const at::Tensor&, int64_t r0, int64_t b, at::Tensor& z, at::Tensor&) {
         const float* zp = z.data_ptr<float>();
         at::parallel_for(0, b, kRowGrain, [&](int64_t lo, int64_t hi) {
           for (int64_t i = lo; i < hi; ++i) {
@@ -262,6 +287,9 @@ gather_logprobs_backward_cpu(const at::Tensor& grad, const at::Tensor& hidden, c
                              const std::optional<at::Tensor>& bias, const at::Tensor& targets, const at::Tensor& lse,
                              double temperature, int64_t ignore_index, int64_t tile,
                              std::array<bool, 3> output_mask) {
+  // The GEMMs below run in the inputs' dtype: a caller's torch.autocast must not recast them (it would hand
+  // bf16 results to code that reads fp32 buffers).
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   Problem p = make_problem(hidden, weight, bias, targets, temperature, ignore_index, tile);
   const int64_t m = p.m();
   TORCH_CHECK(grad.dim() == 1 && grad.size(0) == m, "gather_logprobs_backward: grad must be [M = ", m, "], got ",
@@ -278,11 +306,12 @@ gather_logprobs_backward_cpu(const at::Tensor& grad, const at::Tensor& hidden, c
   for (int64_t row = 0; row < m; ++row) gp[row] = tgt[row] == ignore_index ? 0.f : gp[row] * p.inv_temp;
   const float* lsp = lse32.data_ptr<float>();
 
-  const auto f32 = p.hidden.options();
+  const auto f32 = p.f32();
   at::Tensor gh = need_h ? at::zeros({m, p.d()}, f32) : at::Tensor();
   at::Tensor gw = need_w ? at::empty(weight.sizes(), weight.options().memory_format(at::MemoryFormat::Contiguous))
                          : at::Tensor();
-  const bool gw_fp32 = need_w && gw.scalar_type() == at::kFloat;
+  // bf16: every GEMM's bf16 result is added into fp32 (gw_buf for a weight tile, over the row blocks)
+  const bool gw_fp32 = need_w && gw.scalar_type() == at::kFloat && !p.bf16;
   at::Tensor gw_buf = need_w && !gw_fp32 ? at::empty({p.tile, p.d()}, f32) : at::Tensor();
   at::Tensor gb = need_b ? at::zeros({p.v()}, f32) : at::Tensor();
   const bool any = need_h || need_w || need_b;
@@ -291,7 +320,7 @@ gather_logprobs_backward_cpu(const at::Tensor& grad, const at::Tensor& hidden, c
     const float s = p.inv_temp;
     for_each_tile(
         p,
-        [&](int64_t v0, int64_t n, const at::Tensor& w_tile, int64_t r0, int64_t b, at::Tensor& z) {
+        [&](int64_t v0, int64_t n, const at::Tensor& w_tile, int64_t r0, int64_t b, at::Tensor& z, at::Tensor& z16) {
           float* zp = z.data_ptr<float>();
           at::parallel_for(0, b, kRowGrain, [&](int64_t lo, int64_t hi) {
             for (int64_t i = lo; i < hi; ++i) {
@@ -302,13 +331,26 @@ gather_logprobs_backward_cpu(const at::Tensor& grad, const at::Tensor& hidden, c
             }
           });
           at::Tensor h = p.hidden.narrow(0, r0, b);
-          if (need_h) gh.narrow(0, r0, b).addmm_(z, w_tile);
-          if (need_w) {
-            at::Tensor dst = gw_fp32 ? gw.narrow(0, v0, n) : gw_buf.narrow(0, 0, n);
-            if (r0 == 0) {
-              at::mm_out(dst, z.t(), h);
-            } else {
-              dst.addmm_(z.t(), h);
+          if (p.bf16) {
+            z16.copy_(z);
+            if (need_h) gh.narrow(0, r0, b).add_(at::mm(z16, w_tile));
+            if (need_w) {
+              at::Tensor part = at::mm(z16.t(), h);
+              if (r0 == 0) {
+                gw_buf.narrow(0, 0, n).copy_(part);
+              } else {
+                gw_buf.narrow(0, 0, n).add_(part);
+              }
+            }
+          } else {
+            if (need_h) gh.narrow(0, r0, b).addmm_(z, w_tile);
+            if (need_w) {
+              at::Tensor dst = gw_fp32 ? gw.narrow(0, v0, n) : gw_buf.narrow(0, 0, n);
+              if (r0 == 0) {
+                at::mm_out(dst, z.t(), h);
+              } else {
+                dst.addmm_(z.t(), h);
+              }
             }
           }
           if (need_b) gb.narrow(0, v0, n).add_(z.sum(0));

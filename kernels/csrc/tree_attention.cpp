@@ -5,18 +5,30 @@
 // earlier run). Work is split into blocks of `block_m` queries; each block gathers only the keys it
 // may see (the union over its nodes' ancestors: a few paths of a tree, not the whole run), so the
 // cost is about T x (path depth + block) instead of T x T. Per block and kv head, the G = Hq / Hkv
-// query heads are stacked into one [G * bm, D] matrix: scores and outputs are two BLAS calls, the
+// query heads are stacked into one [G * bm, D] matrix: scores and outputs are two GEMMs, the
 // masked softmax is ATen's vectorised kernel. Blocks run in parallel (at::parallel_for, OpenMP).
+//
+// fp32 inputs: fp32 GEMMs (MKL). bf16 inputs: the rows are gathered as bf16 (the keys transposed into a
+// contiguous [D, nk] matrix: oneDNN's bf16 GEMM is 2-3x slower on a transposed view), both GEMMs run in
+// bf16 through oneDNN (AMX or AVX-512-BF16 where the CPU has them, fp32 accumulation), and the scale,
+// mask and softmax in fp32 on the widened scores; the probabilities are rounded to bf16 for the second
+// GEMM, as flash attention does on a GPU. ATen's CPU GEMMs return bf16, so the scores carry one bf16
+// rounding (2^-9 relative) before the softmax.
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace {
+
+// bf16 path: key counts are padded to a multiple of this (see tree_attention_impl)
+constexpr int64_t kKeyPad = 64;
 
 struct Layout {
   const int64_t* node;       // [T] run node ids (non-decreasing)
@@ -87,6 +99,9 @@ void tree_attention_impl(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const int64_t n_blocks = (T + block_m - 1) / block_m;
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
 
+  constexpr bool kBf16 = std::is_same_v<scalar_t, at::BFloat16>;
+  const auto lowp = at::TensorOptions().dtype(at::kBFloat16);
+
   at::parallel_for(0, n_blocks, 1, [&](int64_t lo, int64_t hi) {
     std::vector<int64_t> past_keys, run_keys, q_rows;
     std::vector<float> mask;
@@ -94,30 +109,57 @@ void tree_attention_impl(const at::Tensor& q, const at::Tensor& k, const at::Ten
       const int64_t a = blk * block_m, b = std::min(T, a + block_m), bm = b - a;
       block_keys(L, a, b, past_keys, run_keys, mask);
       const int64_t np = past_keys.size(), nk = np + run_keys.size();
+      // bf16: the key count is padded to a multiple of kKeyPad (zero keys, masked out) so that oneDNN meets a
+      // few GEMM shapes and reuses its compiled kernels (a new shape costs it a kernel build, 3-4x the GEMM)
+      const int64_t nkp = kBf16 ? (nk + kKeyPad - 1) / kKeyPad * kKeyPad : nk;
       at::Tensor mask_t = at::from_blob(mask.data(), {1, bm, nk}, f32);
-      at::Tensor qb = at::empty({G * bm, D}, f32), kb = at::empty({nk, D}, f32), vb = at::empty({nk, D}, f32);
+      if (nkp != nk) {
+        at::Tensor padded = at::full({1, bm, nkp}, -std::numeric_limits<float>::infinity(), f32);
+        padded.narrow(2, 0, nk).copy_(mask_t);
+        mask_t = padded;
+      }
       q_rows.resize(bm);
       for (int64_t i = 0; i < bm; ++i) q_rows[i] = a + i;
+      // fp32: gathered as fp32 [rows, D]; bf16: q and v as bf16 [rows, D], k as bf16 [D, nkp]
+      at::Tensor qb = at::empty({G * bm, D}, kBf16 ? lowp : f32);
+      at::Tensor kb = kBf16 ? at::zeros({D, nkp}, lowp) : at::empty({nk, D}, f32);
+      at::Tensor vb = kBf16 ? at::zeros({nkp, D}, lowp) : at::empty({nk, D}, f32);
       for (int64_t h = 0; h < Hkv; ++h) {
-        for (int64_t g = 0; g < G; ++g)  // rows g * bm + i: query head h * G + g of token a + i
-          gather_rows<scalar_t>(qp, qs0, (h * G + g) * qs1, q_rows.data(), bm, D, static_cast<float>(scale),
-                         qb.data_ptr<float>() + g * bm * D);
-        if (np) {
-          gather_rows<scalar_t>(pkp, pks0, h * pks1, past_keys.data(), np, D, 1.f, kb.data_ptr<float>());
-          gather_rows<scalar_t>(pvp, pvs0, h * pvs1, past_keys.data(), np, D, 1.f, vb.data_ptr<float>());
-        }
-        gather_rows<scalar_t>(kp, ks0, h * ks1, run_keys.data(), nk - np, D, 1.f, kb.data_ptr<float>() + np * D);
-        gather_rows<scalar_t>(vp, vs0, h * vs1, run_keys.data(), nk - np, D, 1.f, vb.data_ptr<float>() + np * D);
-        at::Tensor s = at::mm(qb, kb.t());                  // [G * bm, nk]
-        s.view({G, bm, nk}).add_(mask_t);                   // every row keeps its own token: no empty row
-        at::Tensor o = at::mm(at::softmax(s, -1), vb);      // [G * bm, D]
-        const float* orow = o.data_ptr<float>();
-        for (int64_t g = 0; g < G; ++g)
-          for (int64_t i = 0; i < bm; ++i) {
-            scalar_t* dst = op + (a + i) * Hq * D + (h * G + g) * D;
-            const float* src = orow + (g * bm + i) * D;
-            for (int64_t x = 0; x < D; ++x) dst[x] = static_cast<scalar_t>(src[x]);
+        at::Tensor s;
+        if constexpr (kBf16) {
+          at::BFloat16* qd = qb.data_ptr<at::BFloat16>();
+          for (int64_t g = 0; g < G; ++g)
+            for (int64_t i = 0; i < bm; ++i)
+              std::memcpy(qd + (g * bm + i) * D, qp + (a + i) * qs0 + (h * G + g) * qs1, D * sizeof(scalar_t));
+          at::BFloat16* kd = kb.data_ptr<at::BFloat16>();
+          at::BFloat16* vd = vb.data_ptr<at::BFloat16>();
+          auto put = [&](const scalar_t* ksrc, const scalar_t* vsrc, int64_t c) {
+            for (int64_t x = 0; x < D; ++x) kd[x * nkp + c] = ksrc[x];
+            std::memcpy(vd + c * D, vsrc, D * sizeof(scalar_t));
+          };
+          for (int64_t c = 0; c < np; ++c) put(pkp + past_keys[c] * pks0 + h * pks1, pvp + past_keys[c] * pvs0 + h * pvs1, c);
+          for (int64_t c = np; c < nk; ++c)
+            put(kp + run_keys[c - np] * ks0 + h * ks1, vp + run_keys[c - np] * vs0 + h * vs1, c);
+          s = at::mm(qb, kb).to(at::kFloat).mul_(scale);  // [G * bm, nkp]
+        } else {
+          for (int64_t g = 0; g < G; ++g)  // rows g * bm + i: query head h * G + g of token a + i
+            gather_rows<scalar_t>(qp, qs0, (h * G + g) * qs1, q_rows.data(), bm, D, static_cast<float>(scale),
+                                  qb.data_ptr<float>() + g * bm * D);
+          if (np) {
+            gather_rows<scalar_t>(pkp, pks0, h * pks1, past_keys.data(), np, D, 1.f, kb.data_ptr<float>());
+            gather_rows<scalar_t>(pvp, pvs0, h * pvs1, past_keys.data(), np, D, 1.f, vb.data_ptr<float>());
           }
+          gather_rows<scalar_t>(kp, ks0, h * ks1, run_keys.data(), nk - np, D, 1.f, kb.data_ptr<float>() + np * D);
+          gather_rows<scalar_t>(vp, vs0, h * vs1, run_keys.data(), nk - np, D, 1.f, vb.data_ptr<float>() + np * D);
+          s = at::mm(qb, kb.t());                           // [G * bm, nk]
+        }
+        s.view({G, bm, nkp}).add_(mask_t);                  // every row keeps its own token: no empty row
+        at::Tensor probs = at::softmax(s, -1);
+        at::Tensor o = at::mm(kBf16 ? probs.to(at::kBFloat16) : probs, vb);  // [G * bm, D]
+        const scalar_t* orow = o.data_ptr<scalar_t>();
+        for (int64_t g = 0; g < G; ++g)
+          for (int64_t i = 0; i < bm; ++i)
+            std::memcpy(op + (a + i) * Hq * D + (h * G + g) * D, orow + (g * bm + i) * D, D * sizeof(scalar_t));
       }
     }
   });
@@ -135,6 +177,9 @@ at::Tensor tree_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at
                               const at::Tensor& node, const at::Tensor& ancestry,
                               const c10::optional<at::Tensor>& past_k, const c10::optional<at::Tensor>& past_v,
                               const c10::optional<at::Tensor>& past_node, double scale, int64_t block_m) {
+  // The GEMMs below run in the inputs' dtype: a caller's torch.autocast must not recast them (it would hand
+  // bf16 results to code that reads fp32 buffers).
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   TORCH_CHECK(q.dim() == 3, "tree_attention: q must be [T, Hq, D], got ", q.sizes());
   const int64_t T = q.size(0), Hq = q.size(1), D = q.size(2), Hkv = k.dim() == 3 ? k.size(1) : 0;
   TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kBFloat16,
