@@ -29,10 +29,16 @@ own (``igsearch.policy.tiny``, tokenizer trained on the world's text); the 0.5B 
 Qwen2.5's 151936-entry vocabulary. ``--busy`` runs everything beside a process that keeps one core
 busy.
 
+Precision (``--precision``, igsearch.precision): by default every case runs in fp32 and in bf16 (fp32 weights,
+the scorers under bf16 autocast, as the trainer runs them), interleaved; the bf16 rows add each scorer's
+speed-up over fp32 and how far its step IG moved (max and p99 |dIG|, Spearman, sign agreement). The vLLM peer
+runs in the row of ``auto``'s precision (the engine's weight dtype).
+
     python bench/ig_scoring.py --quick    # a few minutes on a laptop CPU
 The last line is ``tokens_ratio_floor=<best exact / floor> time_ratio=<naive / best exact>
 best=<scorer> best_seconds=... vllm_seconds=... vllm_ig_diff=... tokens_ratio=<naive/tree>
-max_ig_diff=<exact scorers vs naive>`` for the headline case (tiny policy, 3 steps, N=3); the line
+max_ig_diff=<exact scorers vs naive> bf16_speedup_<scorer>=... bf16_ig_spearman=...`` for the headline case
+(tiny policy, 3 steps, N=3; the bf16 row when both precisions ran); the line
 before it gives the same for the 0.5B shape, and ``default_scorer=<best>`` the scorer to use on
 this device.
 """
@@ -411,6 +417,7 @@ def main(argv=None):
                          "agreement per scorer")
     ap.add_argument("--n-random", type=int, default=3)
     ap.add_argument("--skip-large", action="store_true", help="only the tiny policy shape")
+    ap.add_argument("--max-cases", type=int, default=None, help="run only the first N cases (a smoke test)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: on a shared CPU, oversubscribed OpenMP threads "
                          "make elementwise ops ~40x slower and timings meaningless)")
@@ -446,6 +453,7 @@ def main(argv=None):
                  ("qwen2.5-0.5b", None, "1-4 steps", 4 if on_gpu else 2, 4 if on_gpu else 2, (1, 4), TOPK)]
     if not args.skip_large:
         cases += large
+    cases = cases[: args.max_cases] if args.max_cases else cases
 
     by_hops, retriever, tokenizer = load_world()
     world = (by_hops, retriever)
@@ -559,9 +567,10 @@ def main(argv=None):
           f"{len(rows)} cases on {result['device']})")
     h = headline
     best_label = h["best_exact"]
+    hv = next((r for r in rows if r["model"] == h["model"] and r["case"] == h["case"] and "vllm" in r), None)
     print(f"tokens_ratio_floor={h['tokens_ratio_floor']:.3f} time_ratio={h['time_ratio']:.3f} best={h['best_exact']} "
           f"best_seconds={h[h['best_exact']]['seconds']:.3f}"
-          + (f" vllm_seconds={h['vllm']['seconds']:.3f} vllm_ig_diff={h['vllm_ig_diff']:.3e}" if "vllm" in h else "")
+          + (f" vllm_seconds={hv['vllm']['seconds']:.3f} vllm_ig_diff={hv['vllm_ig_diff']:.3e}" if hv else "")
           + f" tokens_ratio={h['tokens_ratio']:.3f} max_ig_diff={h['max_ig_diff']:.3e}"
           + "".join(f" bf16_speedup_{label}={x:.2f}" for label, x in h.get("bf16_speedup", {}).items())
           + (f" bf16_ig_spearman={h['ig_vs_fp32'][best_label]['spearman']:.4f}" if "ig_vs_fp32" in h else ""))

@@ -388,3 +388,22 @@ def test_warm_start_sft_kwargs_are_run_sfts_arguments():
     kwargs = replace(WarmStartConfig(), steps=7, lr=0.5).sft_kwargs()
     assert set(kwargs) <= set(inspect.signature(run_sft).parameters)
     assert (kwargs["split"], kwargs["steps"], kwargs["lr"]) == ("warmup", 7, 0.5)
+
+
+@pytest.mark.vllm
+def test_ig_scoring_quick_path_runs_with_the_vllm_peer_in_both_precisions(tmp_path, capsys):
+    """The README's `python bench/ig_scoring.py --quick` reaches the vLLM prefix-cache peer (it once crashed
+    there: the engine went into the scorer's options instead of the Scorer); fp32 and bf16 side by side."""
+    mod = load("ig_scoring")
+    out = tmp_path / "ig_scoring.json"
+    mod.main(["--quick", "--skip-large", "--max-cases", "1", "--repeats", "1", "--out", str(out)])
+    res = json.loads(out.read_text())
+    rows = {r["precision"]: r for r in res["rows"]}
+    assert set(rows) == {"fp32", "bf16"} and res["cpu"]
+    engine_row = next(r for r in rows.values() if "vllm" in r)  # the engine's precision: auto's
+    assert engine_row["vllm"]["tokens_forwarded"] > 0 and engine_row["vllm_ig_diff"] < 0.1
+    assert rows["fp32"]["max_ig_diff"] < 1e-4  # the exact scorers agree in fp32
+    cmp = rows["bf16"]["ig_vs_fp32"]["trunk"]
+    assert cmp["n"] == rows["bf16"]["steps_scored"] and cmp["spearman"] > 0.9
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "vllm_seconds=" in last and "bf16_speedup_trunk=" in last

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, ...]] = [
     ("config_fields", "io", "threads"),
     ("integrity", "machine"),
+    ("precision",),
     ("data",),
     ("retrieval",),
     ("world",),
