@@ -135,7 +135,7 @@ def plot(pairs, path: Path) -> Path:
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
     ax.set_xlabel("step IG, fp32")
     ax.set_ylabel("step IG, bf16 autocast")
-    ax.set_title("step IG on agent rollouts of the demo's warm start")
+    ax.set_title("step IG, rollouts of the demo warm start", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

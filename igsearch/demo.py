@@ -103,6 +103,7 @@ def run_demo(args) -> int:
     run_dir = out / "train"
     t0 = phase("2/3 the warm start on this world: greedy EM on train vs dev questions")
     trainer = Trainer(cfg, run_dir, overwrite=True)
+    precision = trainer.precision.describe()
     timings["trainer_start"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
@@ -124,9 +125,10 @@ def run_demo(args) -> int:
     breakdown = time_breakdown(timings, Path(ws["sft"]), run_dir)
     atomic_write_json(out / "demo.json", {
         **result, "timings_s": timings, "time_breakdown": breakdown, "method": args.method, "steps": args.steps, "seed": args.seed,
+        "precision": precision,
         "warm_start": {**ws["config"], "seconds": ws["seconds"], "shipped": ws["shipped"]}, "overrides": overrides,
     })
-    report = render_report(result, breakdown, plots, args, cfg, shipped=ws["shipped"])
+    report = render_report(result, breakdown, plots, args, cfg, shipped=ws["shipped"], precision=precision)
     atomic_write_text(out / "report.md", report)
     print(report, flush=True)
     console.print(f"[bold green]report: {out / 'report.md'}")
@@ -247,7 +249,9 @@ def time_breakdown(timings: dict, sft_dir: Path, run_dir: Path) -> list[dict]:
     return out
 
 
-def render_report(result: dict, breakdown: list[dict], plots: list[Path], args, cfg, shipped: dict | None = None) -> str:
+def render_report(result: dict, breakdown: list[dict], plots: list[Path], args, cfg, shipped: dict | None = None,
+                  precision: str = "fp32") -> str:
+    """The demo's report.md; ``precision``: the run's ``Precision.describe()`` line."""
     from igsearch.stats import format_comparison
 
     s0, s1 = result["steps_compared"]
@@ -289,8 +293,8 @@ def render_report(result: dict, breakdown: list[dict], plots: list[Path], args, 
     from igsearch.machine import describe_cpu
 
     total = breakdown[-1]["seconds"]
-    lines += ["", f"## Where the time went ({describe_cpu()})", "", "| phase | seconds | share | detail |",
-              "|---|---:|---:|---|"]
+    lines += ["", f"## Where the time went ({describe_cpu()})", "", f"Compute: {precision}.", "",
+              "| phase | seconds | share | detail |", "|---|---:|---:|---|"]
     lines += [f"| {r['phase']} | {r['seconds']:.0f} | {r['seconds'] / total:.0%} | {r['detail']} |" for r in breakdown]
     lines.append("")
     lines += [f"![{p.stem}]({p.name})" for p in plots]

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from igsearch.precision import compute_dtype
+from igsearch.precision import compute_dtype, padded_rows
 
 __all__ = ["bucket_batches", "pack_rows", "packed_forward", "packed_token_logprobs", "pad_to_batch"]
 
@@ -113,10 +113,12 @@ def _padded_forward(model, sequences: Sequence[Sequence[int]], max_tokens: int |
     """SDPA path of :func:`packed_forward`: one forward per length-sorted micro-batch [b, T_max] of
     right-padded sequences (no mask: causal attention never lets a real token see the padding after it;
     positions default to 0..T-1), yielding each sequence's own rows of the result."""
-    device = next(model.parameters()).device
+    param = next(model.parameters())
+    device, dtype = param.device, compute_dtype(param)
     lengths = [len(s) for s in sequences]
     for group in bucket_batches(lengths, max_tokens):
-        T = max(lengths[i] for i in group)
+        # bf16 on a CPU: the width rounded up to a few shapes (igsearch.precision.padded_rows); more right padding
+        T = padded_rows(max(lengths[i] for i in group), dtype, device)
         ids = torch.zeros((len(group), T), dtype=torch.long)  # the padding id is never attended to
         for r, i in enumerate(group):
             ids[r, : lengths[i]] = torch.as_tensor(sequences[i], dtype=torch.long)

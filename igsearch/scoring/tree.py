@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from igsearch.precision import compute_dtype, weight_as
+from igsearch.precision import compute_dtype, padded_rows, weight_as
 
 from .base import ScoreOutput, ScoreRequest, finish_result, register_scorer
 from .trie import PackedTrie, build_trie
@@ -307,16 +307,20 @@ def score_packed_trie(requests, model, seqs, budget, q_block, use_kernels, out: 
         else:
             blocks = _query_blocks(trie, prev, run, q_block, device, dtype)
 
-        x = base.embed_tokens(tokens[run])[None]  # [1, Tc, d]
-        cos, sin = base.rotary_emb(x, positions[run][None])
+        # rows padded to a few shapes where bf16 GEMMs compile per shape (igsearch.precision.padded_rows); the
+        # padding rows (token 0 at position 0) go through the linears only, never into attention or the results
+        tp = padded_rows(tc, dtype, device)
+        x = base.embed_tokens(F.pad(tokens[run], (0, tp - tc)))[None]  # [1, Tp, d]
+        cos, sin = base.rotary_emb(x, F.pad(positions[run], (0, tp - tc))[None])
         for li, layer in enumerate(layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(1, tc, n_q, D).transpose(1, 2)
-            k = attn.k_proj(h).view(1, tc, n_kv, D).transpose(1, 2)
-            v = attn.v_proj(h).view(1, tc, n_kv, D).transpose(1, 2)
+            q = attn.q_proj(h).view(1, tp, n_q, D).transpose(1, 2)
+            k = attn.k_proj(h).view(1, tp, n_kv, D).transpose(1, 2)
+            v = attn.v_proj(h).view(1, tp, n_kv, D).transpose(1, 2)
             q, k = _apply_rope(q, k, cos, sin)  # fp32 under autocast (cos/sin are): back to the product dtype
-            q, k, v = q.to(dtype), k[0].transpose(0, 1).to(dtype), v[0].transpose(0, 1).to(dtype)  # k, v [Tc, Hkv, D]
+            q = q[:, :, :tc].to(dtype)
+            k, v = k[0, :, :tc].transpose(0, 1).to(dtype), v[0, :, :tc].transpose(0, 1).to(dtype)  # [Tc, Hkv, D]
             if keep_kv:
                 k_store[li][run] = k
                 v_store[li][run] = v
@@ -337,9 +341,9 @@ def score_packed_trie(requests, model, seqs, budget, q_block, use_kernels, out: 
                         mask, attn.scaling,
                     )
                 o = o.transpose(1, 2)
-            x = x + attn.o_proj(o.reshape(1, tc, n_q * D))
+            x = x + attn.o_proj(F.pad(o.reshape(1, tc, n_q * D), (0, 0, 0, tp - tc)))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        x = base.norm(x)[0]
+        x = base.norm(x)[0, :tc]
         sel = (rows >= t_lo) & (rows < t_hi)
         if sel.any():
             if hidden_rows is None:
