@@ -146,6 +146,10 @@ class VLLMEngine:
                        enforce_eager=enforce_eager, enable_prefix_caching=True,
                        worker_extension_cls="igsearch.rollout.vllm_worker.WeightSyncExtension", **kwargs)
         self._sync_dir: str | None = None
+        # the model's JSON files (config, tokenizer), kept for every sync: after start-up the engine reads
+        # nothing from model_dir, which may be a checkpoint that pruning deletes
+        self._json_files = {name: open(os.path.join(self.model_dir, name), "rb").read()
+                            for name in os.listdir(self.model_dir) if name.endswith(".json")}
 
     def generate(self, requests: Sequence[GenRequest], sampling: SamplingConfig) -> list[GenOutput]:
         from vllm import SamplingParams
@@ -236,9 +240,10 @@ class VLLMEngine:
             self._sync_dir = tempfile.mkdtemp(prefix="igsearch-sync-")
         tmp = tempfile.mkdtemp(prefix="w-", dir=self._sync_dir)
         model.save_pretrained(tmp, safe_serialization=True)
-        for name in os.listdir(self.model_dir):
-            if name.endswith(".json") and not os.path.exists(os.path.join(tmp, name)):
-                shutil.copy(os.path.join(self.model_dir, name), tmp)
+        for name, data in self._json_files.items():
+            if not os.path.exists(os.path.join(tmp, name)):
+                with open(os.path.join(tmp, name), "wb") as f:
+                    f.write(data)
         self.llm.collective_rpc("igsearch_reload_weights", kwargs={"weights_path": tmp})
         self.llm.reset_prefix_cache()
         for name in os.listdir(self._sync_dir):
