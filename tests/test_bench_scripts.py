@@ -388,3 +388,16 @@ def test_warm_start_sft_kwargs_are_run_sfts_arguments():
     kwargs = replace(WarmStartConfig(), steps=7, lr=0.5).sft_kwargs()
     assert set(kwargs) <= set(inspect.signature(run_sft).parameters)
     assert (kwargs["split"], kwargs["steps"], kwargs["lr"]) == ("warmup", 7, 0.5)
+
+
+def test_chaos_schedule_is_seeded_and_puts_each_fault_at_its_own_step():
+    chaos = load("chaos")
+    args = chaos.parse_args(["--steps", "30", "--seed", "3"])
+    faults = chaos.schedule(args)
+    assert faults == chaos.schedule(chaos.parse_args(["--steps", "30", "--seed", "3"]))
+    assert [f["kind"] for f in faults].count("server") == 3 and [f["kind"] for f in faults].count("trainer") == 2
+    steps = [f["step"] for f in faults]
+    assert steps == sorted(set(steps)) and 2 <= steps[0] and steps[-1] < 30
+    assert all(2.0 <= f["down_s"] <= 15.0 for f in faults if f["kind"] == "server")
+    with pytest.raises(SystemExit):
+        chaos.parse_args(["--steps", "6"])  # 7 faults cannot each have their own step

@@ -14,6 +14,7 @@ the time waited and the last failure.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -152,7 +153,7 @@ class RetrievalClient:
         except requests.Timeout:
             return None, f"timed out after {self.timeout} s"
         except requests.ConnectionError as exc:
-            return None, f"connection failed ({type(exc).__name__}: {exc})"
+            return None, f"connection failed ({_reason(exc)})"
         if response.status_code == 429 or response.status_code >= 500:
             return None, f"HTTP {response.status_code}: {_detail(response)}"
         if response.status_code >= 400:
@@ -166,6 +167,12 @@ class RetrievalClient:
 
     def close(self) -> None:
         self._session.close()
+
+
+def _reason(exc: Exception) -> str:
+    """The OS's reason of a failed connection ("Connection refused"), else the exception's type."""
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    return found.group(1).strip() if found else type(exc).__name__
 
 
 def _detail(response: requests.Response) -> str:
