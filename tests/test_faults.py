@@ -289,9 +289,10 @@ def test_a_dead_engine_that_cannot_be_restarted_stops_the_run_after_a_checkpoint
 
 
 @pytest.mark.vllm
-def test_a_killed_vllm_engine_is_restarted_and_redoes_the_generation(setup, tmp_path):
-    """The vLLM engine process is SIGKILLed after step 1: step 2's rollout finds it dead, a new engine starts
-    from the current weights, and its rollouts are those the live engine gave for step 2 (same seeds)."""
+def test_a_vllm_engine_killed_during_generation_is_restarted_and_redoes_it(setup, tmp_path):
+    """After step 1 the vLLM engine process is stopped, so that step 2's first generation waits on it, and
+    SIGKILLed a second later, during that call: a new engine starts from the current weights, and its
+    step-2 rollouts are those the live engine gave for step 2 (same seeds)."""
     import psutil
 
     from igsearch.train.trainer import Trainer
@@ -300,19 +301,23 @@ def test_a_killed_vllm_engine_is_restarted_and_redoes_the_generation(setup, tmp_
     trainer = Trainer(make_config(setup, engine="vllm", steps=2), out)
     seen = {}
 
-    def kill_after_step_1(phase, batch, tr):
+    def kill_during_step_2(phase, batch, tr):
         if phase == "sync" and batch.step == 1:
             seen["live"] = tr.rollout(2)  # what the uninterrupted run generates at step 2
             cores = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in p.name()]
             assert cores, "no vLLM engine process"
             for p in cores:
-                p.kill()
-            psutil.wait_procs(cores, timeout=30)
+                p.suspend()
+            threading.Timer(1.0, lambda: [p.kill() for p in cores]).start()
         if phase == "rollout" and batch.step == 2:
             seen["redone"] = batch
 
-    trainer.add_hook(kill_after_step_1)
-    run_to_end(trainer)
+    trainer.add_hook(kill_during_step_2)
+    runner = threading.Thread(target=lambda: seen.update(summary=run_to_end(trainer)), daemon=True)
+    runner.start()
+    runner.join(timeout=600)
+    assert not runner.is_alive(), "the trainer still waits on the dead engine"
+    assert "summary" in seen, "the run did not finish"
     live, redone = seen["live"].trajectories, seen["redone"].trajectories
     assert [t.token_ids for t in redone] == [t.token_ids for t in live]
     assert [t.rollout_logprobs for t in redone] == [t.rollout_logprobs for t in live]
