@@ -78,8 +78,15 @@ def engine_folder(run_dir: Path, model_dir: Path, kind: str) -> Path:
     after start-up: ``model_dir`` itself."""
     if kind != "vllm":
         return Path(model_dir)
-    return atomic_write_dir(Path(run_dir) / ENGINE_DIR / "model",
-                            lambda tmp: shutil.copytree(model_dir, tmp, dirs_exist_ok=True))
+    folder = Path(run_dir) / ENGINE_DIR / "model"
+    clear_debris(folder)
+    return atomic_write_dir(folder, lambda tmp: shutil.copytree(model_dir, tmp, dirs_exist_ok=True))
+
+
+def clear_debris(folder: Path) -> None:
+    """Remove the temporary and old copies of ``folder`` that a process killed while replacing it left."""
+    for stale in list(folder.parent.glob(f".{folder.name}.tmp-*")) + list(folder.parent.glob(f".{folder.name}.old-*")):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 class RunFaults:
@@ -155,6 +162,7 @@ class RunFaults:
         for attempt in range(MAX_FAILED_STARTS):
             rng = rng_states()  # an engine start may seed the process's generators
             try:
+                clear_debris(folder)
                 atomic_write_dir(folder, write)
                 engine = trainer_module.engine_from_config(tr.cfg, folder, tr.model, tr.tokenizer)
             except Exception as exc:
