@@ -407,3 +407,16 @@ def test_ig_scoring_quick_path_runs_with_the_vllm_peer_in_both_precisions(tmp_pa
     assert cmp["n"] == rows["bf16"]["steps_scored"] and cmp["spearman"] > 0.9
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "vllm_seconds=" in last and "bf16_speedup_trunk=" in last
+
+
+def test_chaos_schedule_is_seeded_and_puts_each_fault_at_its_own_step():
+    chaos = load("chaos")
+    args = chaos.parse_args(["--steps", "30", "--seed", "3"])
+    faults = chaos.schedule(args)
+    assert faults == chaos.schedule(chaos.parse_args(["--steps", "30", "--seed", "3"]))
+    assert [f["kind"] for f in faults].count("server") == 3 and [f["kind"] for f in faults].count("trainer") == 2
+    steps = [f["step"] for f in faults]
+    assert steps == sorted(set(steps)) and 2 <= steps[0] and steps[-1] < 30
+    assert all(2.0 <= f["down_s"] <= 15.0 for f in faults if f["kind"] == "server")
+    with pytest.raises(SystemExit):
+        chaos.parse_args(["--steps", "6"])  # 7 faults cannot each have their own step

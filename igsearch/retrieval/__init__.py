@@ -7,7 +7,7 @@ or a plug-in's: ``register_retriever``) or the URL of a Search-R1-style retrieva
 from __future__ import annotations
 
 from .base import Passage, Retriever
-from .client import RetrievalClient, RetrievalError
+from .client import RetrievalClient, RetrievalError, RetrievalUnavailable
 from .config import RetrievalConfig
 from .registry import build_retriever, register_retriever, retriever_kinds
 
@@ -21,5 +21,5 @@ def load_retriever(spec: str, corpus=None, index=None, encoder=None) -> Retrieve
     return build_retriever(spec, corpus=corpus, index=index, encoder=encoder)
 
 
-__all__ = ["Passage", "RetrievalClient", "RetrievalConfig", "RetrievalError", "Retriever", "build_retriever", "load_retriever",
+__all__ = ["Passage", "RetrievalClient", "RetrievalConfig", "RetrievalError", "RetrievalUnavailable", "Retriever", "build_retriever", "load_retriever",
            "register_retriever", "retriever_kinds"]

@@ -20,12 +20,17 @@ class RetrievalConfig:
                                                    "http://127.0.0.1:8000/retrieve.")
     retriever_timeout_s: float = config_field(30.0, "Seconds to wait for the retrieval server before failing "
                                                     "with a clear error.")
+    retriever_patience_s: float = config_field(300.0, "Seconds a retrieval outage (server down, restarting or "
+                                                      "answering 5xx) is ridden out, retrying with capped "
+                                                      "exponential backoff, before the run stops after a "
+                                                      "checkpoint; 4xx answers fail at once.")
 
     def validate(self, where: str = "retrieval") -> "RetrievalConfig":
         from .registry import retriever_kinds
 
         check_choice(where, "retriever", self.retriever, ["http", *retriever_kinds()])
         check_range(where, "retriever_timeout_s", self.retriever_timeout_s, low=0, low_open=True)
+        check_range(where, "retriever_patience_s", self.retriever_patience_s, low=0)
         if self.retriever == "http" and not self.retriever_url:
             raise ConfigError(f"{where}: field 'retriever_url': retriever=http needs "
                               "retriever_url=http://HOST:PORT/retrieve")

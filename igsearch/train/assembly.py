@@ -42,7 +42,8 @@ def make_retriever(cfg: TrainConfig, paths: dict):
     if cfg.retrieval.retriever == "http":
         if not cfg.retrieval.retriever_url:
             raise DataError("config: field 'retriever_url': needed for retriever=http")
-        return RetrievalClient(cfg.retrieval.retriever_url, timeout=cfg.retrieval.retriever_timeout_s)
+        return RetrievalClient(cfg.retrieval.retriever_url, timeout=cfg.retrieval.retriever_timeout_s,
+                               patience=cfg.retrieval.retriever_patience_s)
     return load_retriever(cfg.retrieval.retriever, corpus=paths.get("corpus"), index=cfg.retrieval.index_path,
                           encoder=cfg.retrieval.encoder_path)
 
@@ -93,7 +94,7 @@ def clear_run(out: Path) -> None:
     """Remove what a run wrote into ``out``: checkpoints, metrics, evaluations, saved batches."""
     import shutil
 
-    for name in ("checkpoints", "evals", "tensorboard"):
+    for name in ("checkpoints", "evals", "tensorboard", ".engine"):
         shutil.rmtree(out / name, ignore_errors=True)
     for pattern in ("metrics.jsonl", "eval.json", "batch_step*.jsonl"):
         for f in out.glob(pattern):

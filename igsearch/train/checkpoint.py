@@ -144,6 +144,7 @@ def save_checkpoint(
     scheduler=None,
     keep: int | None = 3,
     rollout_settings: dict | None = None,
+    rng: dict[str, Any] | None = None,
 ) -> Path:
     """Write the checkpoint of ``step`` atomically and point ``latest`` at it; returns its folder.
 
@@ -151,7 +152,8 @@ def save_checkpoint(
     ``save_pretrained`` into the same folder, ``config`` as JSON (``to_dict()`` / dataclass / dict),
     ``extra`` (any torch-serialisable dict: data cursor, running stats) with the RNG states.
     Keeps the ``keep`` most recent checkpoints (None keeps all). ``rollout_settings``: the settings the
-    model was trained under, kept beside it (``igsearch.rollout.trained``).
+    model was trained under, kept beside it (``igsearch.rollout.trained``). ``rng``: the RNG states to
+    store (``rng_states()`` taken earlier, e.g. at the start of the step that follows); default: now.
     """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
@@ -178,7 +180,8 @@ def save_checkpoint(
                 tmp / OPTIMIZER_FILE,
             )
         atomic_write_json(tmp / CONFIG_FILE, _config_dict(config))
-        torch.save({"step": int(step), "rng": rng_states(), "extra": extra or {}}, tmp / STATE_FILE)
+        torch.save({"step": int(step), "rng": rng if rng is not None else rng_states(), "extra": extra or {}},
+                   tmp / STATE_FILE)
         write_manifest(tmp)
         fsync_tree(tmp)
         if final.exists():  # re-saving a step: move the old one aside, never delete it first

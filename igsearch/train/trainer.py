@@ -49,8 +49,9 @@ from igsearch.train.assembly import (
     resolve_paths,
     run_progress,
 )
-from igsearch.train.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from igsearch.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from igsearch.train.config import TrainConfig
+from igsearch.train.faults import FATAL, RunFaults, engine_folder, resume_checkpoint
 from igsearch.io import atomic_write_json, atomic_write_text
 from igsearch.train.logging import RunLogger, TrainProgress
 from igsearch.train.replay import SFTReplay
@@ -159,7 +160,8 @@ class Trainer:
         self.start_step = 0
         ckpt = None
         if resume is not None:
-            ckpt = resolve_checkpoint(resume, verify=True)
+            ckpt = resume_checkpoint(resume)  # None: killed before its first checkpoint, it starts at step 0
+        if ckpt is not None:
             start_dir = ckpt / "model"
         self.model, self.tokenizer = load_policy(start_dir, dtype=cfg.dtype, device=str(self.device),
                                                  attn_implementation=cfg.attn_implementation)
@@ -177,17 +179,19 @@ class Trainer:
             self.ref_model.eval().requires_grad_(False)
         self.retriever = make_retriever(cfg, self.paths)
         self.replay = SFTReplay(cfg, self.paths, self.tokenizer, self.retriever) if cfg.sft_replay_coef > 0 else None
-        self.engine = engine_from_config(cfg, start_dir, self.model, self.tokenizer, self.precision)
+        engine_dir = start_dir if ckpt is None else engine_folder(self.out, start_dir, cfg.generation.engine)
+        self.engine = engine_from_config(cfg, engine_dir, self.model, self.tokenizer, self.precision)
         self.agent = SearchAgent(self.engine, self.retriever, self.tokenizer, cfg.rollout, template=self.template)
         if overwrite and resume is None:
             clear_run(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.logger = RunLogger(self.out, tensorboard=cfg.tensorboard)
         self.threads = ThreadPolicy(cfg.threads)  # torch threads per phase (igsearch.threads)
-        if self.start_step:
-            self.logger.truncate_after(self.start_step)
+        if resume is not None:  # the lines of steps after the checkpoint (all of them without one) are redone
+            self.logger.truncate_after(self.start_step if ckpt is not None else -1)
         cfg.save(self.out / "config.yaml")
         record_precision(self.out, self.precision)
+        self.faults = RunFaults(self)  # engine restarts, fatal faults (train/faults.py)
 
     # ------------------------------------------------------------------ phases
     def add_hook(self, hook: Hook) -> None:
@@ -389,7 +393,7 @@ class Trainer:
         t_step = time.perf_counter()
         set_learning_rate(self.optimizer, learning_rate_at(self.cfg, step))
         threads = {"threads/generation": self.threads.choose("generation")}
-        batch = self.rollout(step)
+        batch = self.faults.with_engine(self.rollout, step)  # a dead engine is restarted and the phase redone
         self._run_hooks("rollout", batch)
         for phase in (self.reward, self.score_steps, self.advantages, self.update, self.sync):
             if not batch.trajectories:  # every group was filtered out: nothing to learn from this batch
@@ -398,7 +402,7 @@ class Trainer:
                 threads["threads/update"] = self.threads.choose("update")
             if phase == self.update:
                 self.model.train()
-            phase(batch)
+            self.faults.with_engine(phase, batch)
             self._run_hooks(phase.__name__, batch)
         batch.add_metrics(threads, "threads")
         batch.metrics["time/step"] = time.perf_counter() - t_step
@@ -427,13 +431,15 @@ class Trainer:
             with TrainProgress(cfg.steps, initial=self.start_step, description=f"train[{cfg.advantage.method}]") as bar:
                 self.threads.log = bar.print
                 if cfg.eval_every > 0 and self.start_step == 0:
-                    self.logger.log(0, {"time/train_elapsed": 0.0, **self.periodic_eval(0, bar)})
+                    self.logger.log(0, {"time/train_elapsed": 0.0, **self.faults.with_engine(self.periodic_eval, 0, bar)})
                 for step in range(self.start_step + 1, cfg.steps + 1):
+                    self.faults.step_started(step)
                     batch = self.train_step(step)
+                    batch.add_metrics(self.faults.step_metrics(), "faults")
                     train_seconds += batch.metrics["time/step"]
                     batch.metrics["time/train_elapsed"] = train_seconds
                     if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
-                        batch.metrics.update(self.periodic_eval(step, bar))
+                        batch.metrics.update(self.faults.with_engine(self.periodic_eval, step, bar))
                     if step % cfg.log_every == 0 or step == cfg.steps or stop["signal"]:
                         self.logger.log(step, batch.metrics)
                     bar.update(step, batch.metrics)
@@ -447,6 +453,8 @@ class Trainer:
         except KeyboardInterrupt:
             print(f"interrupted at step {step}; last checkpoint: step {last_saved} in {self.out / 'checkpoints'}")
             raise
+        except FATAL as e:  # checkpoint what is safe, then one line with how to resume
+            raise self.faults.stop_run(step, e, last_saved) from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -494,10 +502,10 @@ class Trainer:
         """The run's rollout settings; ``evaluate`` sets the group size and temperature it needs."""
         return self.cfg.rollout
 
-    def checkpoint(self, step: int) -> Path:
+    def checkpoint(self, step: int, rng: dict | None = None) -> Path:
         try:
             return save_checkpoint(self.out, step, self.model, self.optimizer, self.cfg, tokenizer=self.tokenizer,
-                                   keep=self.cfg.keep_checkpoints,
+                                   keep=self.cfg.keep_checkpoints, rng=rng,
                                    rollout_settings={**asdict(self.cfg.rollout), "template": self.cfg.template})
         except (OSError, RuntimeError) as e:  # a full disk surfaces as OSError or as torch's RuntimeError
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -617,7 +625,11 @@ def train(cfg: TrainConfig, out_dir, *, resume=None, overwrite: bool = False) ->
     try:
         summary = trainer.run()
         if cfg.eval_questions > 0 and not summary.get("stopped_by"):
-            res = trainer.evaluate()
+            try:
+                res = trainer.faults.with_engine(trainer.evaluate)
+            except FATAL as e:
+                raise TrainingError(f"the run's {cfg.steps} steps are saved ({latest_checkpoint(out_dir)}), but its "
+                                    f"final evaluation failed: {str(e).splitlines()[0]}") from None
             atomic_write_json(Path(out_dir) / "eval.json", {"step": cfg.steps, **res.to_dict()})
             summary["eval"] = res.metrics
         return summary
