@@ -168,9 +168,9 @@ def weight_as(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 CPU_BF16_ROW_MULTIPLE = 64
 
 
-def padded_rows(n: int, dtype: torch.dtype, device: torch.device | str) -> int:
-    """``n`` rounded up to :data:`CPU_BF16_ROW_MULTIPLE` where products in ``dtype`` on ``device`` compile a
-    kernel per shape (bf16 or fp16 on a CPU), else ``n``."""
+def padded_rows(n: int, dtype: torch.dtype, device: torch.device | str, multiple: int = CPU_BF16_ROW_MULTIPLE) -> int:
+    """``n`` rounded up to ``multiple`` where products in ``dtype`` on ``device`` compile a kernel per shape
+    (bf16 or fp16 on a CPU), else ``n``."""
     if torch.device(device).type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
         return n
-    return -(-n // CPU_BF16_ROW_MULTIPLE) * CPU_BF16_ROW_MULTIPLE
+    return -(-n // multiple) * multiple
