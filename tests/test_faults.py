@@ -194,7 +194,7 @@ def test_a_resumed_run_outlives_the_pruning_of_its_start_checkpoint(setup, refer
         shutil.rmtree(later)
     (out / "checkpoints" / "latest").write_text("step_000001\n")
     started = []
-    monkeypatch.setattr(tr, "engine_from_config", lambda cfg, folder, model, tok:
+    monkeypatch.setattr(tr, "engine_from_config", lambda cfg, folder, model, tok, precision=None:
                         started.append(Path(folder)) or FolderReadingEngine(folder, model, tok))
     trainer = tr.Trainer(make_config(setup, engine="vllm", keep_checkpoints=1), out, resume=out)
     assert trainer.start_step == 1
