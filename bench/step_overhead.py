@@ -358,9 +358,10 @@ def parse_args(argv=None):
                     help="SFT warm-start steps so that rollouts search (default 40 quick, 60 gpu; 0 = untrained)")
     ap.add_argument("--sft-lr", type=float, default=1e-4, help="learning rate of the gpu preset's bf16 SFT")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--precision", default="both", choices=["both", "auto", "fp32", "bf16"],
-                    help="compute precision of the runs (igsearch.precision); both (default): an fp32 and a bf16 "
-                         "Trainer stepped in turn, with bf16's step speed-up per method")
+    ap.add_argument("--precision", default=None, choices=["both", "auto", "fp32", "bf16"],
+                    help="compute precision of the runs (igsearch.precision); both (default on the CPU): an fp32 and "
+                         "a bf16 Trainer stepped in turn, with bf16's step speed-up per method; the gpu preset's "
+                         "default is auto (its parameters are bf16 already, and two 3B Trainers would not fit)")
     add_threads_argument(ap)
     ap.add_argument("--work-dir", default=None, help="where world/policy/run go (default: a temp dir, removed)")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/step_overhead-<device>.json)")
@@ -372,6 +373,7 @@ def parse_args(argv=None):
     args.steps = args.steps if args.steps is not None else (3 if gpu else 5)
     args.entities = args.entities if args.entities is not None else (None if gpu else 300)
     args.sft_steps = args.sft_steps if args.sft_steps is not None else (60 if gpu else 40)
+    args.precision = args.precision or ("auto" if gpu else "both")
     if args.steps < 1 or args.warmup < 0:
         ap.error("--steps must be >= 1 and --warmup >= 0")
     return args

@@ -60,6 +60,7 @@ def test_step_overhead_arguments():
     assert a.preset == "quick" and a.steps >= 1 and a.sft_steps > 0 and a.entities
     g = mod.parse_args(["--preset", "gpu", "--steps", "2", "lr=1e-6"])
     assert g.preset == "gpu" and g.steps == 2 and g.overrides == ["lr=1e-6"] and g.entities is None
+    assert a.precision == "both" and g.precision == "auto"  # two 3B Trainers would not fit one GPU
     with pytest.raises(SystemExit):
         mod.parse_args(["--preset", "tpu"])
     assert mod.table(mod.summarize([_fake_step(1.0, 1.1, 1.5)])).count("\n") == 4
