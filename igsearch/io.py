@@ -59,7 +59,11 @@ def atomic_write_dir(path: str | os.PathLike, write: Callable[[Path], Any]) -> P
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         write(tmp)
-        if path.exists():
+        try:
+            os.replace(tmp, path)  # no folder there yet (a folder there is not empty: refused, and swapped below)
+        except OSError:
+            if not path.exists():  # not the folder in the way (e.g. another process's, made meanwhile)
+                raise
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             try:
@@ -68,8 +72,6 @@ def atomic_write_dir(path: str | os.PathLike, write: Callable[[Path], Any]) -> P
                 os.replace(old, path)
                 raise
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -252,3 +252,20 @@ def test_atomic_write_dir_swaps_in_a_complete_folder_or_keeps_the_old_one(tmp_pa
     atomic_write_dir(dest, lambda tmp: (tmp / "c.txt").write_text("two"))
     assert sorted(p.name for p in dest.iterdir()) == ["c.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["folder"]  # no temporary or old folder left behind
+
+
+def test_atomic_write_dir_survives_a_folder_made_meanwhile_by_another_process(tmp_path):
+    """Two processes building the same cache (a world's BM25 index, studies/replicate.py's two methods at
+    once): the folder appears between the check and the swap; the second writer swaps its own in."""
+    from igsearch.io import atomic_write_dir
+
+    dest = tmp_path / "index"
+
+    def write(tmp):
+        (tmp / "mine.txt").write_text("mine")
+        dest.mkdir()  # the other process finishes first
+        (dest / "theirs.txt").write_text("theirs")
+
+    atomic_write_dir(dest, write)
+    assert sorted(p.name for p in dest.iterdir()) == ["mine.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["index"]
