@@ -254,18 +254,23 @@ def test_atomic_write_dir_swaps_in_a_complete_folder_or_keeps_the_old_one(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["folder"]  # no temporary or old folder left behind
 
 
-def test_atomic_write_dir_survives_a_folder_made_meanwhile_by_another_process(tmp_path):
+def test_atomic_write_dir_survives_a_folder_made_meanwhile_by_another_process(tmp_path, monkeypatch):
     """Two processes building the same cache (a world's BM25 index, studies/replicate.py's two methods at
-    once): the folder appears between the check and the swap; the second writer swaps its own in."""
+    once): the other one's folder appears just before this one's swap; this one swaps its own in."""
     from igsearch.io import atomic_write_dir
 
     dest = tmp_path / "index"
+    real_replace = os.replace
+    raced = []
 
-    def write(tmp):
-        (tmp / "mine.txt").write_text("mine")
-        dest.mkdir()  # the other process finishes first
-        (dest / "theirs.txt").write_text("theirs")
+    def replace(src, dst):
+        if Path(dst) == dest and not raced:  # the other process gets there first
+            raced.append(True)
+            dest.mkdir()
+            (dest / "theirs.txt").write_text("theirs")
+        return real_replace(src, dst)
 
-    atomic_write_dir(dest, write)
-    assert sorted(p.name for p in dest.iterdir()) == ["mine.txt"]
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write_dir(dest, lambda tmp: (tmp / "mine.txt").write_text("mine"))
+    assert raced and sorted(p.name for p in dest.iterdir()) == ["mine.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["index"]
