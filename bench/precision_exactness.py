@@ -54,8 +54,8 @@ def agent_rollouts(cfg, questions: int, engine_kind: str, seed: int = 0):
     from igsearch.algo.rewards import trajectory_rewards
     from igsearch.data.loaders import load_qa
     from igsearch.data.prompts import get_template
-    from igsearch.evaluation import question_messages
-    from igsearch.policy.load import chat_prompt, load_policy
+    from igsearch.data.prompts import question_prompt
+    from igsearch.policy.load import load_policy
     from igsearch.rollout.agent import SearchAgent
     from igsearch.rollout.engine import build_engine
     from igsearch.train.assembly import make_retriever, resolve_paths
@@ -69,7 +69,7 @@ def agent_rollouts(cfg, questions: int, engine_kind: str, seed: int = 0):
     rows = load_qa(paths["train"], limit=questions)
     try:
         agent = SearchAgent(engine, make_retriever(cfg, paths), tok, cfg.rollout, template=template)
-        prompts = [chat_prompt(tok, question_messages(r, template)) for r in rows]
+        prompts = [question_prompt(tok, r, template) for r in rows]
         trajs, _ = agent.run(prompts, [r.golden_answers for r in rows], [r.data_source for r in rows], seed=seed)
     finally:
         if hasattr(engine, "close"):

@@ -138,14 +138,14 @@ def bench_step(trainer, step: int, order: list[tuple]) -> dict:
     out = {"step": step, "order": [m[0] for m in order], "methods": {},
            "batch": {k: v for k, v in batch.metrics.items() if not k.startswith("time/")}}
     igs = {}
-    saved_method, saved_scorer = cfg.advantage.method, cfg.ig.ig_scorer
+    saved_method, saved_scorer = cfg.advantage.method, cfg.scoring.scorer
     engine_fresh = True  # the engine holds pi_old and the rollouts are in its prefix cache
     try:
         for label, method, scorer in order:
             restore(trainer, snap)
             cfg.advantage.method = method
             if scorer is not None:
-                cfg.ig.ig_scorer = scorer
+                cfg.scoring.scorer = scorer
             if scorer == "vllm" and not engine_fresh:  # untimed: back to "right after generation"
                 trainer.engine.sync_weights(trainer.model)
                 seqs = [t.token_ids for t in batch.trajectories]
@@ -157,7 +157,7 @@ def bench_step(trainer, step: int, order: list[tuple]) -> dict:
             trainer.score_steps(own, needs=needs)
             _sync_cuda()
             t_score = time.perf_counter() - t0
-            # the batch forward ig_scorer=trunk runs first is the update's own: charged to the update
+            # the batch forward scoring.scorer=trunk runs first is the update's own: charged to the update
             t_forward = own.forward.seconds if own.forward is not None else 0.0
             t_score -= t_forward
             t0 = time.perf_counter()
@@ -186,7 +186,7 @@ def bench_step(trainer, step: int, order: list[tuple]) -> dict:
             restore(trainer, keep)
             trainer.engine.sync_weights(trainer.model)
     finally:
-        cfg.advantage.method, cfg.ig.ig_scorer = saved_method, saved_scorer
+        cfg.advantage.method, cfg.scoring.scorer = saved_method, saved_scorer
     def max_diff(label):
         d = [abs(a - b) for ra, rb in zip(igs.get(label, []), igs.get("ig-naive", []))
              for a, b in zip(ra, rb) if a is not None and b is not None]
@@ -253,7 +253,7 @@ def setup_quick(args, root: Path):
                         hops=(1, 2, 3), topk=3, max_len=1024, seed=args.seed, progress=False, precision="fp32")
         print(f"[step_overhead] SFT warm start: {args.sft_steps} steps in {time.perf_counter() - t0:.0f}s", flush=True)
     overrides = [f"model_path={model}", f"world_dir={world}", f"seed={args.seed}", "advantage.method=ig",
-                 "ig.ig_scorer=trunk",
+                 "scoring.scorer=trunk",
                  f"questions_per_step={args.questions or 8}", "eval_questions=0", "tensorboard=false",
                  f"steps={args.steps + args.warmup}", *args.overrides]
     return load_config(ROOT / "configs" / "tiny-cpu.yaml", overrides)
@@ -336,7 +336,7 @@ def setup_gpu(args, root: Path):
         model = short_sft(init, world, root / "sft", steps=args.sft_steps, lr=args.sft_lr, seed=args.seed)
     overrides = [f"model_path={model}", f"world_dir={world}", "train_data=none", "eval_data=none",
                  "retrieval.retriever=bm25", "retrieval.retriever_url=none", f"seed={args.seed}", "advantage.method=ig",
-                 "ig.ig_scorer=trunk",
+                 "scoring.scorer=trunk",
                  f"questions_per_step={args.questions or 64}", "eval_questions=0", "tensorboard=false",
                  f"steps={args.steps + args.warmup}", *args.overrides]
     return load_config(ROOT / "configs" / "qwen2.5-3b-gpu.yaml", overrides)

@@ -12,8 +12,7 @@ from typing import Sequence
 
 from igsearch.data.loaders import QARow
 from igsearch.data.metrics import exact_match, f1_score
-from igsearch.data.prompts import PromptTemplate, REFINE_TEMPLATE
-from igsearch.policy.load import chat_prompt
+from igsearch.data.prompts import PromptTemplate, REFINE_TEMPLATE, question_prompt
 from igsearch.rollout.agent import RolloutConfig, SearchAgent
 
 
@@ -27,13 +26,6 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "seconds": self.seconds, "records": self.records}
-
-
-def question_messages(row: QARow, template: PromptTemplate) -> list[dict]:
-    """The chat messages of a row: its own prompt when it has one, else the template's."""
-    if row.prompt:
-        return list(row.prompt)
-    return [{"role": "user", "content": template.render(row.question)}]
 
 
 def summarize(records: Sequence[dict]) -> dict[str, dict[str, float]]:
@@ -73,7 +65,7 @@ def evaluate(engine, retriever, tokenizer, rows: Sequence[QARow], *, template: P
     per_batch = max(1, batch_size // samples)
     for lo in range(0, len(rows), per_batch):
         batch = rows[lo:lo + per_batch]
-        prompts = [chat_prompt(tokenizer, question_messages(r, template)) for r in batch]
+        prompts = [question_prompt(tokenizer, r, template) for r in batch]
         trajs, _ = agent.run(prompts, [r.golden_answers for r in batch], [r.data_source for r in batch],
                              seed=seed + lo)
         for i, traj in enumerate(trajs):

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from igsearch.policy.tiny import DEFAULT_POLICY_SIZE
+from igsearch.train.sft import WARM_START_DOCUMENT_WEIGHT, WARM_START_MAX_LEN
 
 #: Question splits of the demo's world of 800 entities (which has ~2,900 questions in all); other
 #: world sizes scale them.
@@ -69,14 +70,14 @@ class WarmStartConfig:
     # dev and test questions each (0: WORLD_SPLITS scaled with the world). 1,000 resolves a 0.03 EM difference
     # (standard error ~0.015) and needs ~1,400 entities beside the 800 train and 1,600 warm-up questions
     eval_split_size: int = 0
-    document_weight: float = 1.0  # language-modelling loss on the retrieved documents
+    document_weight: float = WARM_START_DOCUMENT_WEIGHT  # language-modelling loss on the retrieved documents
     query_noise: float = 0.0
     topk: int = 2                 # passages per search of RL and evaluation (the model folder's rollout settings)
     # passages per search the demonstrations draw from (empty: topk only). Trained with topk 2 alone, the warm start
     # collapsed at any other count (dev EM 0.016 / 0.088 at 1 / 3); over 1-3 it held (0.534 / 0.492) and lost
     # nothing at 2, and RL on it gained as much (bench/results/sft_topk_range.md)
     sft_topks: tuple[int, ...] = (1, 2, 3)
-    max_len: int = 1024
+    max_len: int = WARM_START_MAX_LEN
     vocab_size: int = 3072
     # a name in igsearch.policy.tiny.POLICY_SIZES. At the same SFT wall-clock, small (1,482 steps) reached dev EM
     # 0.86-0.89 where base (700 steps) reached 0.49-0.60 and large (285 steps) 0.02 (bench/results/policy_size.md)

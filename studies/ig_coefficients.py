@@ -1,4 +1,4 @@
-"""The measurement behind the defaults ig_beta=0.5 and ig_clip=2.0 (docs/DESIGN.md section 4).
+"""The measurement behind the defaults ig.beta=0.5 and ig.clip=2.0 (docs/DESIGN.md section 4).
 
 The paper does not publish beta (weight of the step term) or c (clip of the normalised step IG).
 This benchmark samples rollouts of the SFT warm start (the replication's, in --work-dir), scores
@@ -106,7 +106,7 @@ def effects(batches: list[dict], beta: float, clip: float | None, norm: str = "g
     from igsearch.algo.advantages import AdvantageConfig, AdvantageInput, compute_advantages
     from igsearch.ig.config import IGConfig
 
-    cfg = AdvantageConfig(method="ig").with_options(IGConfig(ig_beta=beta, ig_clip=clip, ig_norm=norm))
+    cfg = AdvantageConfig(method="ig").with_options(IGConfig(beta=beta, clip=clip, norm=norm))
     tok = {"success": [0, 0], "failure": [0, 0]}  # [flipped tokens, tokens]
     steps = {"success": [0, 0], "failure": [0, 0]}  # [flipped steps, steps]
     all_fail_abs, mixed_abs, clipped, scored = [], [], 0.0, 0.0
@@ -291,11 +291,11 @@ def main(argv=None) -> int:
         answer_tokens = old.get("answer_tokens", "separate")  # results from before the field scored it so
     else:
         batches, cfg = sample_batches(args, root)
-        answer_tokens = cfg.ig.ig_answer_tokens
+        answer_tokens = cfg.scoring.answer_tokens
         sampled = {"time": datetime.now(timezone.utc).isoformat(),
                    "device": device_name("cuda" if torch.cuda.is_available() else "cpu")}
     grid = [effects(batches, b, c) for c in CLIPS for b in BETAS]
-    defaults = (cfg.ig.ig_beta, cfg.ig.ig_clip)
+    defaults = (cfg.method_options("ig").beta, cfg.method_options("ig").clip)
     prefix = Path(args.out) if args.out else RESULTS / ("ig_coefficients-quick" if args.quick else "ig_coefficients")
     prefix.parent.mkdir(parents=True, exist_ok=True)
     png = prefix.with_suffix(".png")

@@ -560,7 +560,7 @@ def main(argv=None) -> int:
         for method in args.methods:
             overrides = run_overrides(args, world, sft, method, seed)
             run_cfg = run_config(args, overrides)
-            config_rollouts, answer_tokens = run_cfg.rollout.rollouts_per_question, run_cfg.ig.ig_answer_tokens
+            config_rollouts, answer_tokens = run_cfg.rollout.rollouts_per_question, run_cfg.scoring.answer_tokens
             record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
             rec = json.loads(record_file.read_text()) if record_file.exists() else None
             identity = run_identity(run_cfg, method)

@@ -68,7 +68,7 @@ def test_all_fail_group_ig_nonzero_on_query_tokens_grpo_exactly_zero():
     step_ig = [[0.8, -0.1], [0.2, None], [-0.5, 0.4], [0.3, 0.1], [0.0, -0.2], [0.6, 0.5]]
     inp = _batch(step_ig, rewards=(0.0,) * 6)
     T = 16
-    ig = compute_advantages(inp, ig_config(ig_beta=0.5))
+    ig = compute_advantages(inp, ig_config(beta=0.5))
     grpo = compute_advantages(inp, AdvantageConfig(method="grpo"))
     a_ig = per_token_advantages(ig, None, T)
     a_grpo = per_token_advantages(grpo, 0.5, T)
@@ -88,7 +88,7 @@ def test_all_fail_group_ig_nonzero_on_query_tokens_grpo_exactly_zero():
 def test_ig_group_normalisation_and_clip():
     step_ig = [[0.8, -0.1], [0.2, None], [-0.5, 0.4], [3.0, 0.1], [0.0, -0.2], [0.6, 0.5]]
     inp = _batch(step_ig)
-    cfg = ig_config(ig_beta=1.0, ig_clip=1.5)
+    cfg = ig_config(beta=1.0, clip=1.5)
     out = compute_advantages(inp, cfg)
     # group 7: scored values 0.8, -0.1, 0.2, -0.5, 0.4
     g = [0.8, -0.1, 0.2, -0.5, 0.4]
@@ -110,9 +110,9 @@ def test_ig_group_normalisation_and_clip():
 def test_ig_batch_and_none_norm_and_inverse_length():
     step_ig = [[0.8, -0.1], [0.2, None], [-0.5, 0.4], [0.3, 0.1], [0.0, -0.2], [0.6, 0.5]]
     inp = _batch(step_ig)
-    none = compute_advantages(inp, ig_config(ig_norm="none", ig_clip=None))
+    none = compute_advantages(inp, ig_config(norm="none", clip=None))
     assert float(none.span_values[0]) == pytest.approx(0.8)
-    inv = compute_advantages(inp, ig_config(ig_norm="none", ig_clip=None, span_weight="inverse_length"))
+    inv = compute_advantages(inp, ig_config(norm="none", clip=None, span_weight="inverse_length"))
     assert float(inv.span_values[0]) == pytest.approx(0.8 / 3)  # span (2, 5)
     batch = normalize_step_ig(step_ig, inp.group_ids, norm="batch", clip=None)[0]
     flat = [v for row in batch for v in row if v is not None]
@@ -120,12 +120,12 @@ def test_ig_batch_and_none_norm_and_inverse_length():
     assert _sample_std(flat) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_overlapping_spans_add_and_beta_override():
+def test_overlapping_spans_add_and_span_scale_override():
     out = AdvantageOutput(
         seq_adv=torch.tensor([1.0, -1.0]),
         spans=torch.tensor([[0, 1, 4], [0, 3, 6], [1, 0, 2]]),
         span_values=torch.tensor([1.0, 2.0, -0.5]),
-        beta=0.5,
+        span_scale=0.5,
     )
     a = per_token_advantages(out, None, 7)
     torch.testing.assert_close(a[0], torch.tensor([1.0, 1.5, 1.5, 2.5, 2.0, 2.0, 1.0]))
@@ -141,7 +141,7 @@ def test_registry_plugin_by_name():
         base = grpo_advantages(inp, cfg)
         rows = [(i, s, e) for i, spans in enumerate(inp.query_spans) for s, e in spans]
         return AdvantageOutput(base.seq_adv, torch.tensor(rows, dtype=torch.long),
-                               torch.full((len(rows),), 0.25), beta=1.0, stats=base.stats)
+                               torch.full((len(rows),), 0.25), span_scale=1.0, stats=base.stats)
 
     assert get_advantage_estimator("test_const_turn_bonus") is turn_bonus
     assert "test_const_turn_bonus" in list_advantage_estimators()

@@ -234,7 +234,7 @@ def test_replicate_records_no_run_that_stopped_early(tmp_path, monkeypatch):
     mod = load("replicate")
     args = mod.parse_args(["--steps", "5"])
     with pytest.raises(SystemExit, match="stopped at step 2 of 5 \\(SIGTERM\\); no record written"):
-        mod.train_one(args, ["model_path=/m", "steps=5", "method=grpo"], tmp_path / "run")
+        mod.train_one(args, ["model_path=/m", "steps=5", "advantage.method=grpo"], tmp_path / "run")
 
 
 def test_replicate_verdict_follows_the_stated_rule():

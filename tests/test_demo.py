@@ -16,7 +16,7 @@ def test_demo_writes_report_with_paired_intervals_and_plots(tmp_path):
     out = tmp_path / "demo"
     rc = main(["demo", "--out", str(out), "--steps", "2", "--sft-steps", "5", "--eval-questions", "6",
                "--probe-questions", "2", "--eval-every", "1", "--entities", "150", "--policy-size", "small",
-               "questions_per_step=2", "rollouts_per_question=2"])
+               "questions_per_step=2", "rollout.rollouts_per_question=2"])
     assert rc == 0
     report = (out / "report.md").read_text()
     assert "| world_1hop |" in report and "| overall |" in report and "95% interval" in report

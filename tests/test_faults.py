@@ -26,6 +26,7 @@ import torch
 from igsearch.train.checkpoint import latest_checkpoint, list_checkpoints
 from igsearch.train.config import load_config
 from igsearch.train.logging import read_metrics
+from config_helpers import config_overrides
 from policy_fixtures import scripted_search_setup
 
 #: per-step metrics that are functions of (weights, seed, step): equal in an interrupted run
@@ -81,7 +82,7 @@ def make_config(setup, **overrides):
         "method": "ig", "engine": "hf", "retriever": "http", "retriever_url": server.url,
     }
     base.update(overrides)
-    return load_config(None, [f"{k}={v}" for k, v in base.items()])
+    return load_config(None, config_overrides(**base))
 
 
 def final_weights(run_dir: Path) -> dict:

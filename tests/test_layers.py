@@ -94,12 +94,3 @@ def test_the_check_finds_an_upward_import(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
     assert upward_imports() == ["igsearch/scoring/bad.py:2: scoring imports igsearch.train.trainer "
                                 "(train is not below it)"]
-
-
-def test_replay_defaults_are_the_warm_starts():
-    """The trainer cannot import the warm start (it sits above train); its fallback for the replay must
-    still be the warm start's settings."""
-    from igsearch.train.replay import REPLAY_DEFAULTS
-    from igsearch.warmstart import WarmStartConfig
-
-    assert REPLAY_DEFAULTS == {"document_weight": WarmStartConfig.document_weight, "max_len": WarmStartConfig.max_len}

@@ -45,7 +45,7 @@ def _problem(seed=0, B=5, T=13):
         seq_adv=torch.randn(B, generator=g),
         spans=torch.tensor([[0, 1, 4], [0, 8, 12], [2, 0, 3], [4, 9, 13]]),
         span_values=torch.tensor([0.7, -1.2, 1.5, 0.3]),
-        beta=0.6,
+        span_scale=0.6,
     )
     return logp, old, ref, mask, adv
 
@@ -59,7 +59,7 @@ def test_policy_loss_matches_eager_formula(agg, with_kl):
     loss, stats = policy_loss(x, old, mask, adv, cfg, ref_logp=ref if with_kl else None)
     loss.backward()
     y = logp.clone().requires_grad_(True)
-    a = _materialise(adv.seq_adv.double(), adv.spans, adv.span_values.double(), adv.beta, logp.shape[1])
+    a = _materialise(adv.seq_adv.double(), adv.spans, adv.span_values.double(), adv.span_scale, logp.shape[1])
     expected = eager_loss(y, old, mask, a, 0.2, 0.28, cfg.kl_coef, ref if with_kl else None, agg)
     expected.backward()
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
@@ -122,7 +122,7 @@ def test_errors_and_train_config():
         policy_loss(logp, old, mask, adv, LossConfig(loss_agg="mean"))
     with pytest.raises(ValueError, match="sequences"):
         policy_loss(logp[:2], old[:2], mask[:2], adv, LossConfig())
-    cfg = load_config(None, ["model_path=m", "loss_agg=seq-mean-token-sum"])
+    cfg = load_config(None, ["model_path=m", "loss.loss_agg=seq-mean-token-sum"])
     loss, _ = policy_loss(logp, old, mask, adv, cfg)
-    a = _materialise(adv.seq_adv.double(), adv.spans, adv.span_values.double(), adv.beta, logp.shape[1])
+    a = _materialise(adv.seq_adv.double(), adv.spans, adv.span_values.double(), adv.span_scale, logp.shape[1])
     torch.testing.assert_close(loss.double(), eager_loss(logp, old, mask, a, 0.2, 0.2, agg="seq-mean-token-sum"))

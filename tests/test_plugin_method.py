@@ -56,7 +56,7 @@ def short_queries(inp, cfg) -> AdvantageOutput:
             values.append(-v * cfg.options.per_token)
     spans_t, values_t = (torch.tensor(rows), torch.tensor(values)) if rows else empty_spans()
     CALLS.append(f"per_token={cfg.options.per_token}")
-    return AdvantageOutput(torch.zeros(len(inp.rewards)), spans_t, values_t, beta=1.0, stats={"test/n": len(rows)})
+    return AdvantageOutput(torch.zeros(len(inp.rewards)), spans_t, values_t, span_scale=1.0, stats={"test/n": len(rows)})
 
 
 def _train_one_step(setup, method, name, cfg=None):  # noqa: F811
@@ -83,7 +83,7 @@ def test_a_method_written_outside_the_trainer_trains(setup, tmp_path):  # noqa: 
     CALLS.clear()
     # a preset that names the method and sets its knob in the method's own section
     base = make_config(setup, method="test_short_queries", engine="hf", steps=1, checkpoint_every=10).to_dict()
-    del base["methods"]
+    base.pop("test_short_queries")  # the run's method's section, written here by hand
     preset = tmp_path / "plugin.yaml"
     preset.write_text(yaml.safe_dump(base) + "test_short_queries:\n  per_token: 0.25\n")
     cfg = load_config(preset)
@@ -122,7 +122,7 @@ def test_igpo_turn_gains_equal_scoring_each_prefix_alone(setup):  # noqa: F811
     trajs[0].golds = ["Dulmar Oskaria"]
     out = run_step_scorer("turn_gain", ScoringBatch(trajs, trainer.model, trainer.tokenizer, trainer.cfg, 1))
     tok = trainer.tokenizer
-    assert trainer.cfg.ig.ig_answer_tokens == "as_written"
+    assert trainer.cfg.scoring.answer_tokens == "as_written"
     cue = tok("<answer>", add_special_tokens=False)["input_ids"]
     for t, gains in zip(trajs, out.values):
         # the answer as the policy writes it: "<answer> gold" tokenized as one text, after the tag

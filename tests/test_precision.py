@@ -108,7 +108,7 @@ def test_token_weights_enter_every_aggregation_exactly(agg):
     mask[2] = 0
     w = torch.rand(B, T, generator=g, dtype=torch.float64) * 2
     adv = AdvantageOutput(seq_adv=torch.randn(B, generator=g), spans=torch.zeros(0, 3, dtype=torch.long),
-                          span_values=torch.zeros(0), beta=0.0)
+                          span_values=torch.zeros(0), span_scale=0.0)
     cfg = LossConfig(loss_agg=agg)
     loss, stats = policy_loss(logp, old, mask, adv, cfg, token_weight=w)
     ratio = torch.exp(logp - old)

@@ -66,7 +66,7 @@ def test_igpo_turn_gains_trunk_equals_tree_equals_naive(tok, model, answer_token
     kv = compute_trunk_kv(model, [t.token_ids for t in trajs])
     gains = {}
     for scorer, trunk_kv in (("naive", None), ("tree", None), ("trunk", None), ("trunk", kv)):
-        cfg = load_config(None, [f"ig_scorer={scorer}", f"ig_answer_tokens={answer_tokens}"], validate=False)
+        cfg = load_config(None, [f"scoring.scorer={scorer}", f"scoring.answer_tokens={answer_tokens}"], validate=False)
         bound = Scorer(scorer, model, trunks=trunk_kv) if trunk_kv is not None else None  # None: the batch's default
         out = turn_gain(ScoringBatch(trajs, model, tok, cfg, scorer=bound))
         gains[(scorer, trunk_kv is not None)] = out.values

@@ -19,7 +19,7 @@ def args(**kw):
 def test_resume_without_config_uses_the_runs_saved_config(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    load_config(None, ["model_path=/models/x", "lr=0.0025", "method=grpo"]).save(run / "config.yaml")
+    load_config(None, ["model_path=/models/x", "lr=0.0025", "advantage.method=grpo"]).save(run / "config.yaml")
     cfg, out, resume = parse_train_args(args(resume=str(run / "checkpoints" / "step_000004"), steps=9))
     assert cfg.lr == 0.0025 and cfg.advantage.method == "grpo" and cfg.steps == 9
     assert out == run and resume.name == "step_000004"
@@ -50,14 +50,14 @@ def test_plugin_module_registers_its_method_before_the_config_is_read(tmp_path, 
         "    out.seq_adv = out.seq_adv / 2\n"
         "    return out\n")
     monkeypatch.chdir(tmp_path)
-    cfg, _, _ = parse_train_args(args(plugin=["my_plugins.halved"], overrides=["model_path=/m", "method=test_halved_grpo"]))
+    cfg, _, _ = parse_train_args(args(plugin=["my_plugins.halved"], overrides=["model_path=/m", "advantage.method=test_halved_grpo"]))
     assert cfg.advantage.method == "test_halved_grpo" and estimator_needs("test_halved_grpo") == frozenset()
     with pytest.raises(ConfigError, match="--plugin my_plugins.nope: cannot import it"):
         parse_train_args(args(plugin=["my_plugins.nope"], overrides=["model_path=/m"]))
     # a run's config.yaml from an older version, with a field that is gone, still loads
     (tmp_path / "old.yaml").write_text("model_path: /m\ntokenizer_path: null\n")
     assert load_config(tmp_path / "old.yaml").model_path == "/m"
-    assert "'tokenizer_path' is no longer used" in capsys.readouterr().err
+    assert "tokenizer_path (no longer used, ignored)" in capsys.readouterr().err
 
 
 def test_the_cli_sets_a_short_openmp_spin_unless_the_user_chose_one():

@@ -55,7 +55,7 @@ def test_train_from_the_model_takes_its_settings_over_the_preset(trained, setup,
     preset = tmp_path / "preset.yaml"
     preset.write_text("topk: 3\nmax_turns: 4\n")
     args = argparse.Namespace(config=str(preset), method=None, steps=None, out=str(tmp_path / "r"), resume=None,
-                              plugin=[], overrides=[f"model_path={trained}", f"world_dir={setup / 'world'}", "max_turns=3"])
+                              plugin=[], overrides=[f"model_path={trained}", f"world_dir={setup / 'world'}", "rollout.max_turns=3"])
     cfg, _, _ = parse_train_args(args)
     assert cfg.rollout.topk == 2 and cfg.rollout.max_doc_tokens == 90  # from the model, not the preset
     assert cfg.rollout.max_turns == 3  # an explicit override wins, announced

@@ -21,6 +21,8 @@ import torch
 
 from igsearch.train.checkpoint import latest_checkpoint, load_checkpoint
 from igsearch.train.config import load_config
+
+from config_helpers import config_overrides
 from igsearch.train.logging import read_metrics
 from policy_fixtures import scripted_search_setup
 
@@ -43,7 +45,7 @@ def make_config(root: Path, **overrides):
         "precision": "fp32",  # the mechanics at exact weight sync; bf16 has its own test below
     }
     base.update(overrides)
-    return load_config(None, [f"{k}={v}" for k, v in base.items()])
+    return load_config(None, config_overrides(**base))
 
 
 def torch_logprobs(model, seq):
@@ -257,7 +259,7 @@ def test_sft_replay_adds_a_supervised_loss_to_each_update(setup):
                          ids=["update-forward-reused", "old-logprobs-recomputed", "extra-forward",
                               "kv-too-large-to-hold", "igpo"])
 def test_trunk_scorer_gives_the_tree_scorers_ig_and_update(setup, method, overrides, monkeypatch):
-    """ig_scorer=trunk (IG branches on the keys/values of the batch's forward under pi_old) leaves the
+    """scoring.scorer=trunk (IG branches on the keys/values of the batch's forward under pi_old) leaves the
     step IG (IGPO: turn gains) and the update as with the tree scorer, while forwarding fewer tokens."""
     import copy
 
@@ -285,7 +287,7 @@ def test_trunk_scorer_gives_the_tree_scorers_ig_and_update(setup, method, overri
         for scorer in ("tree", "trunk"):
             trainer.model.load_state_dict(state)
             trainer.optimizer.load_state_dict(opt)
-            trainer.cfg.ig.ig_scorer = scorer
+            trainer.cfg.scoring.scorer = scorer
             b = copy.copy(batch)
             b.scores, b.metrics, b.forward = {}, dict(batch.metrics), None
             trainer.score_steps(b)
@@ -315,22 +317,22 @@ def test_trunk_scorer_gives_the_tree_scorers_ig_and_update(setup, method, overri
 
 
 def test_vllm_peer_scores_step_ig_on_the_rollout_engine(setup):
-    """ig_scorer=vllm: the IG requests go to the rollout engine right after generation (prefix-cache
+    """scoring.scorer=vllm: the IG requests go to the rollout engine right after generation (prefix-cache
     reads on) and give the trainer-side IG up to the engines' rounding; engine=hf is refused."""
     import copy
 
     from igsearch.train.trainer import Trainer, TrainingError
 
-    with pytest.raises(TrainingError, match="ig_scorer=vllm scores on the vLLM rollout engine"):
-        Trainer(make_config(setup, method="ig", engine="hf", ig_scorer="vllm"), setup / "run-vllm-peer-hf")
-    trainer = Trainer(make_config(setup, method="ig", steps=1, ig_scorer="vllm"), setup / "run-vllm-peer",
+    with pytest.raises(TrainingError, match="scoring.scorer=vllm scores on the vLLM rollout engine"):
+        Trainer(make_config(setup, method="ig", engine="hf", scorer="vllm"), setup / "run-vllm-peer-hf")
+    trainer = Trainer(make_config(setup, method="ig", steps=1, scorer="vllm"), setup / "run-vllm-peer",
                       overwrite=True)
     try:
         batch = trainer.rollout(1)
         trainer.reward(batch)
         got = {}
         for scorer in ("vllm", "tree"):
-            trainer.cfg.ig.ig_scorer = scorer
+            trainer.cfg.scoring.scorer = scorer
             b = copy.copy(batch)
             b.scores, b.metrics = {}, dict(batch.metrics)
             trainer.score_steps(b)
@@ -364,7 +366,7 @@ def test_bf16_run_follows_one_precision_and_corrects_the_engine_mismatch(setup):
     from igsearch.train.trainer import Trainer
 
     out = setup / "run-bf16"
-    trainer = Trainer(make_config(setup, method="ig", steps=1, precision="bf16", ig_scorer="trunk"), out,
+    trainer = Trainer(make_config(setup, method="ig", steps=1, precision="bf16", scorer="trunk"), out,
                       overwrite=True)
     try:
         assert trainer.precision.name == "bf16"

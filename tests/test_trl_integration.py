@@ -95,7 +95,7 @@ def mixed_run(request, world, tmp_path_factory):
 
     method = request.param
     trainer = build(world, tmp_path_factory.mktemp(f"mixed-{method}"), steps=1,
-                    extra=[f"advantage.method={method}", "ig.ig_norm=none"],
+                    extra=[f"advantage.method={method}", "ig.norm=none"],
                     reward_funcs=[ExactMatchReward(), first_query_reward(world["words"])])
     return {**run(trainer), "words": world["words"]}
 
@@ -124,7 +124,7 @@ def test_ig_training_changes_weights_with_finite_loss(ig_run):
 
 def test_all_fail_groups_get_advantage_only_on_query_spans(ig_run):
     trainer = ig_run["trainer"]
-    beta = trainer.igsearch_config.ig.ig_beta
+    beta = trainer.igsearch_config.method_options("ig").beta
     for trained in ig_run["trained"]:
         batch = ig_run["batches"][trained["batch"]]
         assert batch.rewards == [0.0] * len(batch.trajectories)
@@ -140,7 +140,7 @@ def test_all_fail_groups_get_advantage_only_on_query_spans(ig_run):
                 assert ig is not None and b > a
                 values = adv[i, a:b]
                 assert torch.all(values == values[0])  # uniform span weight: one value per step
-                assert abs(float(values[0])) <= beta * trainer.igsearch_config.ig.ig_clip + 1e-6
+                assert abs(float(values[0])) <= beta * trainer.igsearch_config.method_options("ig").clip + 1e-6
             assert torch.all(adv[i][~on_query] == 0), f"row {row}: advantage outside its query spans"
 
 
@@ -189,7 +189,7 @@ def test_step_ig_is_scored_under_the_rollout_weights(ig_run):
         model.load_state_dict(weights)
         res = information_gain_of_trajectories(batch.trajectories, model.eval(), tok, scorer="tree",
                                                seed=ig_draw_seed(cfg.seed, batch.step),
-                                               **cfg.ig.scoring_options())
+                                               **cfg.method_options("ig").scoring_options(cfg.scoring))
         for got, ref in zip(batch.scores["step_ig"], res.step_ig):
             assert got == pytest.approx(ref, abs=1e-4)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from igsearch.policy.load import chat_prompt
+from igsearch.data.prompts import chat_prompt
 from igsearch.policy.tiny import build_tiny_model, save_policy
 from igsearch.retrieval.base import Passage
 from igsearch.rollout.agent import RolloutConfig, SearchAgent

@@ -4,7 +4,7 @@ An estimator maps an ``AdvantageInput`` (rewards, GRPO groups, the step scores i
 and the token span of each step's query) and an ``AdvantageConfig`` to an ``AdvantageOutput``: one
 advantage per sequence plus a span table of per-token additions. The per-token advantage it stands for is
 
-    A[i, k] = seq_adv[i] + beta * sum over spans (i, start, end, v) with start <= k < end of v
+    A[i, k] = seq_adv[i] + span_scale * sum over spans (i, start, end, v) with start <= k < end of v
 
 which the loss kernel (``igsearch_kernels.span_advantage_loss``) applies without materialising
 [B, T]; ``per_token_advantages`` materialises it for tests and logging.
@@ -105,7 +105,7 @@ def estimator_config_classes() -> dict[str, type]:
 class AdvantageConfig:
     """The ``advantage`` section of the run config: which estimator, and the group normalisation every
     estimator shares. A method's own knobs live in its own section (``register_advantage_estimator(config=)``),
-    carried here as ``options``."""
+    carried here as ``options`` (not a field of the file: the run config fills it from the method's section)."""
 
     method: str = config_field(
         "ig", "Advantage estimator by registry name: ig (GRPO + step information gain) | grpo (trajectory-level "
@@ -113,6 +113,9 @@ class AdvantageConfig:
               "turn-level gain) | any name registered with register_advantage_estimator.")
     adv_scale: str = config_field("std", "GRPO group advantage: std ((R - mean) / (std + eps)) | none (R - mean).")
     adv_eps: float = config_field(1e-6, "Epsilon added to the group standard deviations.")
+    options: Any = field(default=None, repr=False, compare=False, metadata={
+        "help": "The method's own config section (an instance of the class it registered), as the run set it; "
+                "None = that class's defaults.", "settable": False})
 
     def validate(self, where: str = "advantage") -> "AdvantageConfig":
         """ConfigError naming ``where`` and the field for a value out of range; returns self. (Whether
@@ -124,19 +127,12 @@ class AdvantageConfig:
     def with_options(self, options: Any) -> "AdvantageConfig":
         """A copy that carries ``options``, the method's own config section (an instance of the class it
         registered with ``config=``), as the run config set it."""
-        out = dataclasses.replace(self)
-        out.__dict__["_options"] = options
-        return out
+        return dataclasses.replace(self, options=options)
 
-    @property
-    def options(self) -> Any:
-        """The method's own settings: those attached by :meth:`with_options`, else the defaults of the class
-        it registered (None for a method without one)."""
-        attached = self.__dict__.get("_options")
-        if attached is not None:
-            return attached
+    def with_default_options(self) -> "AdvantageConfig":
+        """Self when it carries options or the method has none, else a copy with its class's defaults."""
         cls = _CONFIGS.get(self.method)
-        return cls() if cls is not None else None
+        return self if self.options is not None or cls is None else self.with_options(cls())
 
 
 @dataclass
@@ -232,13 +228,14 @@ class AdvantageOutput:
 
     ``seq_adv``: float32 [B], A_i. ``spans``: int64 [S, 3] rows (sequence, start, end), end exclusive,
     in response-token coordinates. ``span_values``: float32 [S], the per-token addition of each span
-    before ``beta``. ``beta``: the multiplier of the span values. ``stats``: scalars for logging.
+    before scaling. ``span_scale``: the multiplier of every span value (IG-Search's ``ig.beta``, GiGPO's
+    ``gigpo.omega``, 1 for IGPO, 0 for a trajectory-level method). ``stats``: scalars for logging.
     """
 
     seq_adv: torch.Tensor
     spans: torch.Tensor
     span_values: torch.Tensor
-    beta: float = 0.0
+    span_scale: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -254,20 +251,20 @@ class AdvantageOutput:
         spans = self.spans[keep].clone()
         if spans.numel():
             spans[:, 0] = new_pos[spans[:, 0]]
-        return AdvantageOutput(self.seq_adv[idx], spans, self.span_values[keep], self.beta, dict(self.stats))
+        return AdvantageOutput(self.seq_adv[idx], spans, self.span_values[keep], self.span_scale, dict(self.stats))
 
 
 def compute_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
-    """Run the estimator named by ``cfg.method``."""
-    return get_advantage_estimator(cfg.method)(inp, cfg)
+    """Run the estimator named by ``cfg.method`` (with its section's defaults when ``cfg`` carries no options)."""
+    return get_advantage_estimator(cfg.method)(inp, cfg.with_default_options())
 
 
-def per_token_advantages(out: AdvantageOutput, beta: float | None, T: int) -> torch.Tensor:
-    """Materialise A[i, k] = seq_adv[i] + beta * sum of the span values covering k, as float32 [B, T].
+def per_token_advantages(out: AdvantageOutput, span_scale: float | None, T: int) -> torch.Tensor:
+    """Materialise A[i, k] = seq_adv[i] + span_scale * sum of the span values covering k, as float32 [B, T].
 
-    ``beta`` None uses ``out.beta``. Overlapping spans add up. The loss mask is not applied.
+    ``span_scale`` None uses ``out.span_scale``. Overlapping spans add up. The loss mask is not applied.
     """
-    beta = out.beta if beta is None else beta
+    span_scale = out.span_scale if span_scale is None else span_scale
     b = out.batch_size
     device = out.seq_adv.device
     adv = out.seq_adv.detach().to(torch.float32).reshape(b, 1).expand(b, T).clone()
@@ -278,7 +275,7 @@ def per_token_advantages(out: AdvantageOutput, beta: float | None, T: int) -> to
         raise ValueError(f"a span ends at {int(spans[:, 2].max())}, beyond T={T}")
     # Difference array: +v at start, -v at end, then a running sum along the tokens.
     delta = torch.zeros(b, T + 1, dtype=torch.float32, device=device)
-    values = out.span_values.detach().to(device=device, dtype=torch.float32) * beta
+    values = out.span_values.detach().to(device=device, dtype=torch.float32) * span_scale
     delta.index_put_((spans[:, 0], spans[:, 1]), values, accumulate=True)
     delta.index_put_((spans[:, 0], spans[:, 2]), -values, accumulate=True)
     return adv + delta.cumsum(dim=1)[:, :T]

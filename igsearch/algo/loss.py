@@ -109,7 +109,7 @@ def policy_loss(
         adv.spans.to(device=device, dtype=torch.long),
         adv.span_values.to(device=device, dtype=torch.float32),
         ref_logp=None if use_ref is None else use_ref.to(device=device, dtype=logp.dtype),
-        beta=float(adv.beta),
+        beta=float(adv.span_scale),
         clip_low=float(cfg.clip_low),
         clip_high=float(cfg.clip_high),
         kl_coef=float(cfg.kl_coef),

@@ -36,7 +36,7 @@ class ScoringBatch:
 
     ``config`` is the run's ``TrainConfig`` (scorers read their own fields from it); ``step`` is
     the training step, for seeding random draws. ``scorer``: the run's continuation scorer
-    (an ``igsearch.scoring.Scorer`` of kind ``ig_scorer``, bound to the policy under the rollout
+    (an ``igsearch.scoring.Scorer`` of kind ``scoring.scorer``, bound to the policy under the rollout
     weights, to the rollouts as its trunks (trajectory i = trunk i; their keys/values when the trainer
     holds them) and to the rollout engine before the weight sync): step scorers that score
     continuations call ``batch.scorer.score(requests, trunk_of=...)``. None when the trainer has not
@@ -51,11 +51,11 @@ class ScoringBatch:
     scorer: Any = None
 
     def continuation_scorer(self):
-        """``scorer``, or one of kind ``config.ig.ig_scorer`` on ``model`` with the rollouts' token ids as trunks."""
+        """``scorer``, or one of kind ``config.scoring.scorer`` on ``model`` with the rollouts' token ids as trunks."""
         if self.scorer is None:
             from igsearch.scoring import Scorer
 
-            self.scorer = Scorer(self.config.ig.ig_scorer, self.model,
+            self.scorer = Scorer(self.config.scoring.scorer, self.model,
                                  trunks=[t.token_ids for t in self.trajectories])
         return self.scorer
 
@@ -161,8 +161,9 @@ def run_step_scorers(names, trajectories: list[Trajectory], model, tokenizer, co
     return scores, metrics
 
 
-def ig_scorer_problem(config) -> str | None:
-    """Why ``config.ig.ig_scorer`` cannot run with this config, or None."""
-    if config.ig.ig_scorer == "vllm" and config.generation.engine != "vllm":
-        return f"ig_scorer=vllm scores on the vLLM rollout engine, but engine={config.generation.engine!r}"
+def continuation_scorer_problem(config) -> str | None:
+    """Why the run's continuation scorer (``config.scoring.scorer``) cannot run with this config, or None."""
+    if config.scoring.scorer == "vllm" and config.generation.engine != "vllm":
+        return ("scoring.scorer=vllm scores on the vLLM rollout engine, but "
+                f"generation.engine={config.generation.engine!r}")
     return None

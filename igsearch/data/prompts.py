@@ -96,3 +96,26 @@ def format_documents(passages, template: PromptTemplate = REFINE_TEMPLATE) -> st
         title, _, body = contents.partition("\n")
         lines.append(f"Doc {rank}(Title: {title.strip().strip(chr(34))}) {body.strip()}")
     return f"\n{template.docs_open}\n" + "\n".join(lines) + f"\n{template.docs_close}\n"
+
+
+def chat_prompt(tokenizer, messages) -> str:
+    """The prompt text for a list of chat messages, ending where the assistant turn starts.
+
+    Uses the tokenizer's chat template; a tokenizer without one gets the user content as is.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n".join(m["content"] for m in messages) + "\n"
+
+
+def question_messages(row, template: PromptTemplate) -> list[dict]:
+    """The chat messages of a question row (``igsearch.data.loaders.QARow``): its own prompt when it has one,
+    else the template's."""
+    if row.prompt:
+        return list(row.prompt)
+    return [{"role": "user", "content": template.render(row.question)}]
+
+
+def question_prompt(tokenizer, row, template: PromptTemplate) -> str:
+    """The prompt text the policy is given for a question row: its chat messages through the chat template."""
+    return chat_prompt(tokenizer, question_messages(row, template))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from igsearch.data.prompts import ANSWER_OPEN
+from igsearch.scoring.config import ANSWER_TOKENIZATIONS  # noqa: F401  (re-exported: the choices of answer_tokens)
 
 from .parse import ParsedRollout
 
@@ -12,13 +13,6 @@ from .parse import ParsedRollout
 #: tokenized on its own (``answer_tokens="separate"``).
 ANSWER_CUE = "\n" + ANSWER_OPEN + " "
 
-#: How the gold answer meets the context. ``as_written``: the context ends at ``<answer>`` and the
-#: gold is tokenized as the policy writes it there, leading space included (" Paris", one token in a
-#: byte-level BPE). ``separate``: the published pipeline's ``"<answer> "`` + ``tokenize("Paris")``,
-#: a split (" ", "Paris") that the policy never writes, so its log-prob is far lower: on the tiny
-#: policy the final step's IG measured 0.5 +- 1.3 nats that way against 10.0 +- 2.6 as written
-#: (bench/results/rl_recipe.md).
-ANSWER_TOKENIZATIONS = ("as_written", "separate")
 
 
 def encode_text(tokenizer, text: str) -> list[int]:

@@ -12,7 +12,7 @@ Two levels of relative advantage inside the G rollouts of one question:
   ``scale="none"``; a group of one turn gets 0).
 
 The advantage of a token of turn k of rollout i is ``A_E[i] + omega * A_S[i, k]``: ``seq_adv`` holds
-A_E, one span per turn holds A_S, and ``beta`` is omega. Group statistics use the sample std, like
+A_E, one span per turn holds A_S, and ``span_scale`` is omega. Group statistics use the sample std, like
 every estimator here. The anchor states come from the ``anchor_state`` step scorer (a hash of the
 history; no forward pass).
 """
@@ -95,4 +95,4 @@ def gigpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutp
     stats["gigpo/step_group_size_mean"] = sum(sizes) / len(sizes) if sizes else 0.0
     stats["gigpo/shared_state_frac"] = sum(s > 1 for s in sizes) / len(sizes) if sizes else 0.0
     stats["gigpo/step_adv_abs_mean"] = sum(abs(v) for v in values) / len(values) if values else 0.0
-    return AdvantageOutput(seq_adv, span_t, value_t, beta=float(knobs.omega), stats=stats)
+    return AdvantageOutput(seq_adv, span_t, value_t, span_scale=float(knobs.omega), stats=stats)

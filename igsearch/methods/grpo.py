@@ -24,4 +24,4 @@ def grpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutpu
     """Trajectory-level GRPO: ``seq_adv`` float32 [B], no spans."""
     seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.adv_scale, eps=cfg.adv_eps)
     spans, values = empty_spans()
-    return AdvantageOutput(seq_adv, spans, values, beta=0.0, stats=stats)
+    return AdvantageOutput(seq_adv, spans, values, span_scale=0.0, stats=stats)

@@ -3,14 +3,16 @@
 Advantage, for rollout i of a group and its search steps t (docs/DESIGN.md section 4):
 
     A_i            = (R_i - mean_g R) / (std_g R + eps)          as GRPO (``igsearch.methods.grpo``)
-    IGn[i, t]      = step IG z-scored over all scored steps of the group (``ig_norm="group"``), of the
-                     batch (``"batch"``) or raw (``"none"``), then clipped to [-ig_clip, ig_clip]
-    A[i, k]        = A_i + ig_beta * IGn[i, t]   for the tokens k of step t's ``<search> ... </search>``
+    IGn[i, t]      = step IG z-scored over all scored steps of the group (``norm="group"``), of the
+                     batch (``"batch"``) or raw (``"none"``), then clipped to [-clip, clip]
+    A[i, k]        = A_i + beta * IGn[i, t]      for the tokens k of step t's ``<search> ... </search>``
                      (``span_weight="inverse_length"``: IGn[i, t] / |span|); steps whose IG is None get none
 
 The step IG comes from the ``step_ig`` scorer here, under the rollout weights
-(``igsearch.ig.information_gain_of_trajectories``). Every knob, of the advantage and of the scoring,
-is in the run config's ``ig`` section (``igsearch.ig.config.IGConfig``), read as ``cfg.options``.
+(``igsearch.ig.information_gain_of_trajectories``). IG-Search's knobs are the run config's ``ig``
+section (``igsearch.ig.config.IGConfig``), registered here with the estimator like any method's section
+and read as ``cfg.options`` (by the estimator) or ``method_options("ig")`` (by the scorer); the
+continuation scorer and the gold's tokenization are the run-level ``scoring`` section.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from igsearch.algo.advantages import (
     mean_std,
     register_advantage_estimator,
 )
-from igsearch.algo.step_scores import ScoringBatch, StepScores, ig_scorer_problem, register_step_scorer
+from igsearch.algo.step_scores import ScoringBatch, StepScores, continuation_scorer_problem, register_step_scorer
 from igsearch.ig.config import IG_NORMS, SPAN_WEIGHTS, IGConfig
 
 
@@ -38,7 +40,7 @@ def _check_step_ig(config) -> str | None:
     if config.template != "refine":
         return (f"step IG scores <documents>/<refine> steps, which template={config.template!r} does not write; "
                 "use template=refine")
-    return ig_scorer_problem(config)
+    return continuation_scorer_problem(config)
 
 
 @register_step_scorer("step_ig", per="step", check=_check_step_ig)
@@ -52,7 +54,8 @@ def step_information_gain(batch: ScoringBatch) -> StepScores:
     from igsearch.ig.config import ig_draw_seed
 
     res = information_gain_of_trajectories(
-        batch.trajectories, batch.model, batch.tokenizer, **batch.config.ig.scoring_options(),
+        batch.trajectories, batch.model, batch.tokenizer,
+        **batch.config.method_options("ig").scoring_options(batch.config.scoring),
         seed=ig_draw_seed(batch.config.seed, batch.step), scorer=batch.continuation_scorer())
     stats = {k: float(v) for k, v in res.stats.items()
              if k in ("real_mean", "baseline_mean", "tokens_forwarded") and v is not None}
@@ -119,13 +122,14 @@ def normalize_step_ig(
 
 @register_advantage_estimator("ig", needs={"step_ig"}, config=IGConfig)
 def ig_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
-    """GRPO's ``seq_adv`` [B] plus one span per scored step over its query tokens, valued IGn (``beta`` ig_beta)."""
+    """GRPO's ``seq_adv`` [B] plus one span per scored step over its query tokens, valued IGn (``span_scale``
+    = ``ig.beta``)."""
     ig: IGConfig = cfg.options
     step_ig = inp.per_step("step_ig", "ig")
     if ig.span_weight not in SPAN_WEIGHTS:
         raise ValueError(f"unknown span weighting {ig.span_weight!r}; expected one of {list(SPAN_WEIGHTS)}")
     seq_adv, stats = group_normalized_rewards(inp.rewards, inp.group_ids, scale=cfg.adv_scale, eps=cfg.adv_eps)
-    ign, ig_stats = normalize_step_ig(step_ig, inp.group_ids, norm=ig.ig_norm, clip=ig.ig_clip, eps=cfg.adv_eps)
+    ign, ig_stats = normalize_step_ig(step_ig, inp.group_ids, norm=ig.norm, clip=ig.clip, eps=cfg.adv_eps)
     stats.update(ig_stats)
     rows: list[tuple[int, int, int]] = []
     values: list[float] = []
@@ -141,4 +145,4 @@ def ig_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
     else:
         span_t, value_t = empty_spans()
     stats["ig/span_tokens"] = float(sum(e - s for _, s, e in rows))
-    return AdvantageOutput(seq_adv, span_t, value_t, beta=float(ig.ig_beta), stats=stats)
+    return AdvantageOutput(seq_adv, span_t, value_t, span_scale=float(ig.beta), stats=stats)

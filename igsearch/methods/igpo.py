@@ -3,8 +3,8 @@
 Turn-level rewards from the policy's own belief in the gold answer a (tokens a_1..a_n):
 
     p_k  = exp( (1/n) * sum_j log pi(a_j | context_k, cue, a_<j) )     (teacher-forced, pi_old)
-    cue, a: "<answer>" and the gold as the policy writes it after it (``ig_answer_tokens``, shared
-            with IG-Search: ``igsearch.ig.context.gold_token_ids``)
+    cue, a: "<answer>" and the gold as the policy writes it after it (the run's
+            ``scoring.answer_tokens``: ``igsearch.ig.context.gold_token_ids``)
     context_{-1} = the prompt;  context_k = prompt + response up to the end of step k's documents
     g_k  = p_k - p_{k-1}                                               (step k = 0..S-1)
 
@@ -14,8 +14,9 @@ outcome reward R; when the rollout has no turn after its last documents, R is ad
 turn. Within the G rollouts of a question, all turn rewards are z-scored together (sample std;
 ``scale="none"``: centred only), and the advantage of turn k is the discounted sum of the normalised
 rewards from k on: ``A[i, k] = sum_{j >= k} gamma^(j - k) * r~[i, j]``, on every policy token of the
-turn (one span per turn, ``beta`` 1, ``seq_adv`` 0). ``gamma`` is the run config's ``igpo.gamma``
-(:class:`IGPOConfig`); how the gold is scored is IG-Search's ``ig`` section, shared.
+turn (one span per turn, ``span_scale`` 1, ``seq_adv`` 0). ``gamma`` is the run config's ``igpo.gamma``
+(:class:`IGPOConfig`); how the gold is scored is the run-level ``scoring`` section, shared with every
+method that scores continuations.
 
 The scorer ``turn_gain`` scores all S + 1 contexts of every rollout in one packed tree forward: the
 contexts are prefixes of one another, so the trie shares them and each context only adds its cue
@@ -39,7 +40,7 @@ from igsearch.algo.advantages import (
     mean_std,
     register_advantage_estimator,
 )
-from igsearch.algo.step_scores import ScoringBatch, StepScores, ig_scorer_problem, register_step_scorer
+from igsearch.algo.step_scores import ScoringBatch, StepScores, continuation_scorer_problem, register_step_scorer
 from igsearch.config_fields import check_range, config_field
 from igsearch.ig.context import answer_cue, encode_text, gold_token_ids
 
@@ -55,20 +56,20 @@ class IGPOConfig:
         return self
 
 
-@register_step_scorer("turn_gain", per="step", check=ig_scorer_problem)
+@register_step_scorer("turn_gain", per="step", check=continuation_scorer_problem)
 def turn_gain(batch: ScoringBatch) -> StepScores:
     """g_k = p_k - p_{k-1} for every step k of every rollout (module docstring), from one scorer call."""
     from igsearch.scoring import ScoreRequest
 
-    ig, tok = batch.config.ig, batch.tokenizer  # how the gold is scored: IG-Search's ``ig`` section
-    # what follows each turn's context, then the gold as the policy writes it (ig.ig_answer_tokens)
-    cue = encode_text(tok, answer_cue(ig.ig_answer_tokens).lstrip("\n"))
-    max_ctx = ig.ig_max_context_tokens
+    scoring, tok = batch.config.scoring, batch.tokenizer  # how the gold is scored: the run's ``scoring`` section
+    # what follows each turn's context, then the gold as the policy writes it (scoring.answer_tokens)
+    cue = encode_text(tok, answer_cue(scoring.answer_tokens).lstrip("\n"))
+    max_ctx = scoring.max_context_tokens
     requests, owners = [], []
     for i, t in enumerate(batch.trajectories):
         if not t.golds:
             raise ValueError(f"turn_gain: rollout {i} has no gold answer")
-        gold = gold_token_ids(tok, str(t.golds[0]), ig.ig_answer_tokens)
+        gold = gold_token_ids(tok, str(t.golds[0]), scoring.answer_tokens)
         if not gold:
             raise ValueError(f"turn_gain: rollout {i}: gold {t.golds[0]!r} tokenizes to no tokens")
         ends = [0] + [s.documents[1] for s in t.steps]
@@ -109,7 +110,7 @@ def turn_rewards(gains: list[float], n_turns: int, outcome: float) -> list[float
 
 @register_advantage_estimator("igpo", needs={"turn_gain"}, config=IGPOConfig)
 def igpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutput:
-    """Per-turn advantages as one span per turn (``seq_adv`` is 0, ``beta`` 1)."""
+    """Per-turn advantages as one span per turn (``seq_adv`` is 0, ``span_scale`` 1)."""
     gamma = cfg.options.gamma
     gains = inp.per_step("turn_gain", "igpo")
     turns = inp.turns("igpo")
@@ -139,4 +140,4 @@ def igpo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutpu
     seq_adv = torch.zeros(len(inp.rewards), dtype=torch.float32)
     stats = {"igpo/turn_adv_abs_mean": sum(abs(v) for v in values) / len(values) if values else 0.0,
              "igpo/turns_mean": sum(len(t) for t in turns) / max(1, len(turns))}
-    return AdvantageOutput(seq_adv, span_t, value_t, beta=1.0, stats=stats)
+    return AdvantageOutput(seq_adv, span_t, value_t, span_scale=1.0, stats=stats)

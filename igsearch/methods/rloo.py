@@ -35,5 +35,5 @@ def rloo_advantages(inp: AdvantageInput, cfg: AdvantageConfig) -> AdvantageOutpu
             r = float(inp.rewards[i])
             adv[i] = r - (total - r) / (g - 1)
     spans, values = empty_spans()
-    return AdvantageOutput(adv, spans, values, beta=0.0,
+    return AdvantageOutput(adv, spans, values, span_scale=0.0,
                            stats={"adv/seq_abs_mean": float(adv.abs().mean()) if len(adv) else 0.0})

@@ -69,11 +69,3 @@ def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str 
     return model, load_tokenizer(p)
 
 
-def chat_prompt(tokenizer, messages) -> str:
-    """The prompt text for a list of chat messages, ending where the assistant turn starts.
-
-    Uses the tokenizer's chat template; a tokenizer without one gets the user content as is.
-    """
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return "\n".join(m["content"] for m in messages) + "\n"

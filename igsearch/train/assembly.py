@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from igsearch.data.loaders import DataError, QARow
-from igsearch.evaluation import question_messages
-from igsearch.policy.load import chat_prompt, check_model_dir
+from igsearch.data.prompts import question_prompt
+from igsearch.policy.load import check_model_dir
 from igsearch.train.checkpoint import list_checkpoints
 from igsearch.train.config import TrainConfig
 
@@ -69,7 +69,7 @@ def check_prompt_lengths(rows: list[QARow], tokenizer, template, limit: int, pat
     """DataError naming the file and the first question whose chat prompt is longer than ``limit``
     tokens (``max_prompt_tokens``), before anything trains: such a prompt would leave the rollout no
     room within the engine's context."""
-    prompts = [chat_prompt(tokenizer, question_messages(r, template)) for r in rows]
+    prompts = [question_prompt(tokenizer, r, template) for r in rows]
     for start in range(0, len(prompts), 4096):  # batched: a large split tokenizes in seconds
         ids = tokenizer(prompts[start:start + 4096], add_special_tokens=False)["input_ids"]
         for row, tokens in zip(rows[start:start + 4096], ids):

@@ -112,7 +112,7 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start again from step 0 in an output directory that holds a run (its checkpoints, "
                         "metrics and evaluations are removed)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=1e-6 ig.ig_beta=0.3")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=1e-6 ig.beta=0.3")
     p.set_defaults(func=run_train_command)
     return p
 
@@ -179,12 +179,14 @@ def trained_setting_overrides(cfg, overrides: list[str], announce=print) -> list
     current = {"template": cfg.template, **{k: getattr(cfg.rollout, k) for k in trained if k != "template"}}
     out = []
     for key, value in trained.items():
+        spelt = key if key == "template" else f"rollout.{key}"  # the template is run-level, the rest the agent loop's
         if key in named:
             if current[key] != value:
-                announce(f"igsearch train: {key}={current[key]} overrides the value {cfg.model_path} was trained with ({value})")
+                announce(f"igsearch train: {spelt}={current[key]} overrides the value {cfg.model_path} was trained with "
+                         f"({value})")
         elif current[key] != value:
-            announce(f"igsearch train: {key}={value}, as {cfg.model_path} was trained (the config says {current[key]})")
-            out.append(f"{key}={value}")
+            announce(f"igsearch train: {spelt}={value}, as {cfg.model_path} was trained (the config says {current[key]})")
+            out.append(f"{spelt}={value}")
     return out
 
 

@@ -11,6 +11,7 @@ import torch
 
 from igsearch.data.loaders import DataError, load_qa
 from igsearch.train.config import TrainConfig
+from igsearch.train.sft import WARM_START_DOCUMENT_WEIGHT, WARM_START_MAX_LEN
 
 
 class SFTReplay:
@@ -47,8 +48,8 @@ class SFTReplay:
 
 
 #: How the replay weighs documents and cuts examples when the model folder does not say how it was warm-started:
-#: as the embedded default's warm start does (``igsearch.warmstart.WarmStartConfig``; a test checks they agree).
-REPLAY_DEFAULTS = {"document_weight": 1.0, "max_len": 1024}
+#: as the embedded default's warm start does (``igsearch.warmstart.WarmStartConfig`` takes the same constants).
+REPLAY_DEFAULTS = {"document_weight": WARM_START_DOCUMENT_WEIGHT, "max_len": WARM_START_MAX_LEN}
 
 
 def replay_settings(model_path) -> dict:

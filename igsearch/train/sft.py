@@ -28,6 +28,12 @@ import torch
 
 from igsearch.data.prompts import SEARCH_OPEN, PromptTemplate, get_template
 
+#: The embedded warm start's loss weight on the injected documents and its cut of an example, in tokens
+#: (``igsearch.warmstart.WarmStartConfig``'s defaults; the PPO-ptx replay's fallback for a folder that does
+#: not say how it was warm-started, ``igsearch.train.replay``).
+WARM_START_DOCUMENT_WEIGHT = 1.0
+WARM_START_MAX_LEN = 1024
+
 
 @dataclass
 class SFTExample:

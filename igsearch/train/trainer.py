@@ -34,9 +34,8 @@ from igsearch.policy.packing import packed_token_logprobs, pad_to_batch
 from igsearch.algo.rewards import trajectory_rewards
 from igsearch.data.loaders import QARow, load_qa
 from igsearch.data.metrics import exact_match
-from igsearch.data.prompts import get_template
-from igsearch.evaluation import evaluate, question_messages
-from igsearch.policy.load import chat_prompt
+from igsearch.data.prompts import get_template, question_prompt
+from igsearch.evaluation import evaluate
 from igsearch.precision import resolve_precision
 from igsearch.rollout.agent import RolloutConfig, SearchAgent
 from igsearch.rollout.trajectory import Trajectory
@@ -71,7 +70,7 @@ class TrainingError(RuntimeError):
 @dataclass
 class PolicyForward:
     """The policy's forward of the whole batch under pi_old, run before the step scorers so that they
-    can reuse its keys/values (``ig_scorer=trunk``) and the update does not forward again.
+    can reuse its keys/values (``scoring.scorer=trunk``) and the update does not forward again.
 
     ``logp`` [B, T]: with grad, the log-probs the update's first mini-batch uses (when the update
     would run exactly this forward first: one mini-batch, engine log-probs are pi_old), else None;
@@ -203,7 +202,7 @@ class Trainer:
         """Sample the step's questions and roll each out G times on the engine."""
         idx = sample_questions(len(self.rows), self.cfg.questions_per_step, self.cfg.seed, step)
         rows = [self.rows[i] for i in idx]
-        prompts = [chat_prompt(self.tokenizer, question_messages(r, self.template)) for r in rows]
+        prompts = [question_prompt(self.tokenizer, r, self.template) for r in rows]
         trajs, timings = self.agent.run(prompts, [r.golden_answers for r in rows], [r.data_source for r in rows],
                                         seed=rollout_seed(self.cfg.seed, step))
         batch = Batch(step, rows, trajs)
@@ -228,7 +227,7 @@ class Trainer:
         """Run the step scorers the estimator needs (``needs`` overrides), under the current weights
         (= pi_old: no update has happened yet). Each scorer's stats are logged as ``<name>/<key>``."""
         names = sorted(self.needs if needs is None else needs)
-        scorer = Scorer(self.cfg.ig.ig_scorer, self.model, engine=self.engine)
+        scorer = Scorer(self.cfg.scoring.scorer, self.model, engine=self.engine)
         if names and "trunks" in scorer.reads:  # the update's forward of the rollouts gives their keys/values
             if batch.forward is None:
                 batch.forward = self.policy_forward(batch.trajectories)

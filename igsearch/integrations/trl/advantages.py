@@ -10,7 +10,7 @@ unchanged: an :class:`igsearch.algo.advantages.AdvantageInput` from the trajecto
     A[i, k] = seq_adv[i] + beta * (sum of the span values covering k)      (response-token coordinates)
 
 For ``ig``: seq_adv = the group-normalised reward, spans = each scored step's query tokens with the
-normalised, clipped step IG, beta = ``ig_beta``. TRL's response coordinates are ours (completion token
+normalised, clipped step IG, span scale = ``ig.beta``. TRL's response coordinates are ours (completion token
 k = response token k), so no shift is needed; TRL applies its mask (completion mask x env_mask) itself.
 """
 

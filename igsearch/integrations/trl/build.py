@@ -43,8 +43,8 @@ import torch
 
 from igsearch.data.loaders import QARow, load_qa
 from igsearch.data.prompts import PromptTemplate, get_template
-from igsearch.evaluation import question_messages
-from igsearch.policy.load import chat_prompt, load_policy
+from igsearch.data.prompts import question_prompt
+from igsearch.policy.load import load_policy
 from igsearch.train.config import TrainConfig, load_config
 
 #: our loss aggregation -> TRL's loss_type with the same normalisation (see the module docstring)
@@ -140,7 +140,7 @@ def qa_dataset(rows: Sequence[QARow], tokenizer, template: PromptTemplate):
     from datasets import Dataset
 
     return Dataset.from_list([
-        {"prompt": chat_prompt(tokenizer, question_messages(r, template)), "golden_answers": list(r.golden_answers),
+        {"prompt": question_prompt(tokenizer, r, template), "golden_answers": list(r.golden_answers),
          "data_source": r.data_source, "id": r.id}
         for r in rows])
 
@@ -204,7 +204,7 @@ def build_ig_search_trainer(model_dir, world_dir=None, *, output_dir, config: Tr
         kind = kind or cfg.generation.engine
         if kind not in ("hf", "vllm"):
             raise ValueError(f"engine={kind!r}: expected 'hf', 'vllm' or an engine object")
-        cfg.generation.engine = kind  # keeps the scorers' checks (ig_scorer=vllm needs the vLLM engine) true
+        cfg.generation.engine = kind  # keeps the scorers' checks (scoring.scorer=vllm needs the vLLM engine) true
     paths = resolve_paths(cfg)
     device = device_of(cfg)
     torch.manual_seed(cfg.seed)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from igsearch.data.prompts import REFINE_TEMPLATE, PromptTemplate
-from igsearch.policy.load import chat_prompt
+from igsearch.data.prompts import chat_prompt
 from igsearch.rollout.agent import RolloutConfig, RolloutTimings, SearchAgent
 from igsearch.rollout.engine import HFEngine
 from igsearch.rollout.trajectory import Trajectory

@@ -97,8 +97,8 @@ class IGSearchGRPOTrainer(GRPOTrainer):
             why = check_step_scorer(name, cfg)
             if why:
                 raise ValueError(f"IGSearchGRPOTrainer: method {cfg.advantage.method!r} cannot run: {why}")
-        if self.igsearch_needs and "engine" in scorer_reads(cfg.ig.ig_scorer) and engine is None:
-            raise ValueError(f"IGSearchGRPOTrainer: ig_scorer={cfg.ig.ig_scorer!r} scores on the rollout engine; "
+        if self.igsearch_needs and "engine" in scorer_reads(cfg.scoring.scorer) and engine is None:
+            raise ValueError(f"IGSearchGRPOTrainer: scoring.scorer={cfg.scoring.scorer!r} scores on the rollout engine; "
                              "pass engine=<an igsearch VLLMEngine>")
         if processing_class is None:
             if not isinstance(model, str):

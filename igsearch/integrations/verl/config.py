@@ -1,8 +1,10 @@
 """IG-Search settings inside a verl run: the ``algorithm.ig`` group (``+algorithm.ig.beta=0.5`` ...).
 
-Every field defaults to igsearch's own default (``IGConfig``, one source of truth); the group only
-renames them without the ``ig_`` prefix. Unknown keys are refused with the
-key named, so a typo does not silently train with a default.
+The group holds the fields of igsearch's ``ig`` section (``IGConfig``: beta, clip, norm, span_weight,
+n_random, head_tokens, head_weight, max_gold_variants) and the gold's side of the ``scoring`` section
+(``ScoringConfig``: answer_tokens, max_context_tokens), under the same names and with the same
+defaults (one source of truth), plus verl's own ``seed`` and ``dump_dir``. Unknown keys are refused with
+the key named, so a typo does not silently train with a default.
 """
 
 from __future__ import annotations
@@ -12,27 +14,29 @@ from typing import Any
 
 import igsearch.methods  # noqa: F401  (registers the ig estimator read by advantage_config)
 from igsearch.algo.advantages import AdvantageConfig
-from igsearch.config_fields import check_choice
 from igsearch.ig.config import IGConfig
-from igsearch.ig.context import ANSWER_TOKENIZATIONS
+from igsearch.scoring.config import ScoringConfig
 
 _IG = IGConfig()
+_SCORING = ScoringConfig()
+#: the ``scoring`` fields the group carries (verl scores through its actor workers: no scorer choice)
+_SCORING_FIELDS = ("answer_tokens", "max_context_tokens")
 
 
 @dataclass(frozen=True)
 class VerlIGConfig:
     """``algorithm.ig.*``: the step term (beta, clip, norm, span_weight) and how IG is scored."""
 
-    beta: float = _IG.ig_beta
-    clip: float | None = _IG.ig_clip
-    norm: str = _IG.ig_norm
+    beta: float = _IG.beta
+    clip: float | None = _IG.clip
+    norm: str = _IG.norm
     span_weight: str = _IG.span_weight
-    n_random: int = _IG.ig_n_random
-    head_tokens: int = _IG.ig_head_tokens
-    head_weight: float = _IG.ig_head_weight
-    max_gold_variants: int = _IG.ig_max_gold_variants
-    max_context_tokens: int = _IG.ig_max_context_tokens
-    answer_tokens: str = _IG.ig_answer_tokens
+    n_random: int = _IG.n_random
+    head_tokens: int = _IG.head_tokens
+    head_weight: float = _IG.head_weight
+    max_gold_variants: int = _IG.max_gold_variants
+    max_context_tokens: int = _SCORING.max_context_tokens
+    answer_tokens: str = _SCORING.answer_tokens
     seed: int = 0
     dump_dir: str | None = None  # write each step's rollouts and step IGs here (trainer.dump_step_ig)
 
@@ -51,7 +55,7 @@ class VerlIGConfig:
         adv = cfg.advantage_config("std")
         adv.validate("algorithm.ig")
         adv.options.validate("algorithm.ig")
-        check_choice("algorithm.ig", "answer_tokens", cfg.answer_tokens, ANSWER_TOKENIZATIONS)
+        cfg.scoring_config().validate("algorithm.ig")
         return cfg
 
     def advantage_config(self, scale: str) -> AdvantageConfig:
@@ -60,14 +64,15 @@ class VerlIGConfig:
 
     def ig_config(self) -> IGConfig:
         """These settings as igsearch's ``ig`` section."""
-        return IGConfig(ig_beta=self.beta, ig_clip=self.clip, ig_norm=self.norm, span_weight=self.span_weight,
-                        ig_n_random=self.n_random, ig_head_tokens=self.head_tokens, ig_head_weight=self.head_weight,
-                        ig_max_gold_variants=self.max_gold_variants, ig_max_context_tokens=self.max_context_tokens,
-                        ig_answer_tokens=self.answer_tokens)
+        return IGConfig(**{f.name: getattr(self, f.name) for f in fields(IGConfig)})
+
+    def scoring_config(self) -> ScoringConfig:
+        """These settings as igsearch's ``scoring`` section (its default scorer: verl scores through its actors)."""
+        return ScoringConfig(**{name: getattr(self, name) for name in _SCORING_FIELDS})
 
     def ig_options(self) -> dict:
         """Keyword options of ``information_gain_of_rollouts``."""
-        return {**self.ig_config().scoring_options(), "seed": self.seed}
+        return {**self.ig_config().scoring_options(self.scoring_config()), "seed": self.seed}
 
 
 def _get(obj: Any, key: str) -> Any:
