@@ -40,7 +40,7 @@ test: install
 	# exit code 5 = no tests collected; not a failure of the code
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo 'pytest collected no tests'; exit 0; fi; exit $$rc
 
-# verl scale-out: a separate environment (verl pins transformers < 5.11; see README "Scale-out on verl").
+# verl scale-out: a separate environment (verl pins transformers < 5.11; see docs/verl.md).
 VERL_VENV ?= .venv-verl
 verl-env: $(VERL_VENV)/.installed
 
