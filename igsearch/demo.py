@@ -22,7 +22,7 @@ from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 #: the repository's presets folder (configs/)
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 #: the RL preset of each demonstrator's warm start: ``lookalike`` trains 40 steps without replay (the recipe
-#: under which RL raised dev EM, bench/results/rl_probe.md); ``oracle`` keeps the replay that held EM there.
+#: under which RL raised dev EM, studies/results/rl_probe.md); ``oracle`` keeps the replay that held EM there.
 DEMO_PRESETS = {"lookalike": "demo.yaml", "oracle": "demo-oracle.yaml"}
 #: the demonstrator the demo imitates unless told otherwise: the one RL has something to learn from
 DEFAULT_DEMONSTRATOR = "lookalike"
@@ -45,7 +45,7 @@ def add_demo_command(subparsers) -> None:
                    help="train the warm start here (SFT, ~10 min on an AVX-512 Xeon, ~19 on an AMD Zen 3) even when a "
                         "shipped one was trained with these settings on this world (igsearch/assets/warm_starts)")
     p.add_argument("--policy-size", default=WarmStartConfig.policy_size, choices=list(POLICY_SIZES),
-                   help="tiny policy's size (default small, ~1.4M parameters; bench/results/policy_size.md compares them). "
+                   help="tiny policy's size (default small, ~1.4M parameters; studies/results/policy_size.md compares them). "
                         "Scale --sft-steps with it: the default's steps are for small")
     p.add_argument("--demonstrator", default=DEFAULT_DEMONSTRATOR, choices=list(DEMONSTRATORS),
                    help="what the warm start imitates: lookalike (default: knows the protocol but, after a non-final "

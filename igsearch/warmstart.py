@@ -16,7 +16,7 @@ own world but 0.000 on the RL world: they memorise facts; they do not read.
 The demonstrations come from :func:`igsearch.world.oracle_response`. With ``early_answer`` p > 0
 the demonstrator, after a hop that is not the last, answers the bridge entity with probability p
 instead of searching on, so the warm-started policy under-searches multi-hop questions and has a
-behaviour for RL to fix. The default is 0: measured on this world (bench/results/rl_recipe.md), RL
+behaviour for RL to fix. The default is 0: measured on this world (studies/results/rl_recipe.md), RL
 from warm starts with p = 0.3, 0.45 and 0.6 learned to search less or overshot, never to search as
 the question needs.
 """
@@ -41,7 +41,7 @@ WORLD_SPLITS = {"train": 800, "dev": 200, "test": 300, "warmup": 1600}
 #: :func:`igsearch.world.oracle_response`): ``oracle``, the perfect one; ``lookalike``, one that knows the
 #: protocol, reads, copies and stops like the oracle but, after a non-final hop, searches the look-alike
 #: entity the passage names (a film's star for its director) with probability 0.6, so that which entity
-#: to search next is what RL has to learn (bench/results/demonstrator_headroom.md).
+#: to search next is what RL has to learn (studies/results/demonstrator_headroom.md).
 DEMONSTRATORS: dict[str, float] = {"oracle": 0.0, "lookalike": 0.6}
 
 
@@ -75,12 +75,12 @@ class WarmStartConfig:
     topk: int = 2                 # passages per search of RL and evaluation (the model folder's rollout settings)
     # passages per search the demonstrations draw from (empty: topk only). Trained with topk 2 alone, the warm start
     # collapsed at any other count (dev EM 0.016 / 0.088 at 1 / 3); over 1-3 it held (0.534 / 0.492) and lost
-    # nothing at 2, and RL on it gained as much (bench/results/sft_topk_range.md)
+    # nothing at 2, and RL on it gained as much (studies/results/sft_topk_range.md)
     sft_topks: tuple[int, ...] = (1, 2, 3)
     max_len: int = WARM_START_MAX_LEN
     vocab_size: int = 3072
     # a name in igsearch.policy.tiny.POLICY_SIZES. At the same SFT wall-clock, small (1,482 steps) reached dev EM
-    # 0.86-0.89 where base (700 steps) reached 0.49-0.60 and large (285 steps) 0.02 (bench/results/policy_size.md)
+    # 0.86-0.89 where base (700 steps) reached 0.49-0.60 and large (285 steps) 0.02 (studies/results/policy_size.md)
     policy_size: str = DEFAULT_POLICY_SIZE
     # the SFT's compute precision (igsearch.precision). fp32, not auto: the shipped warm start was trained in fp32,
     # and fp32 keeps a build the same on every CPU kind that has the same float rounding; bf16 builds faster where
@@ -120,7 +120,7 @@ class WarmStartConfig:
 #: Warm starts that ship with the package (``igsearch/assets/warm_starts/<name>/``: a model folder and its
 #: ``provenance.json``), each trained by :func:`build_warm_start` exactly as the demo would train it. The
 #: default demo's SFT takes ~10 minutes on an AVX-512 Xeon and ~19 on an AMD Zen 3, and no step budget
-#: below its 1,482 steps keeps the warm start (bench/results/sft_budget.md), so ``igsearch demo`` starts
+#: below its 1,482 steps keeps the warm start (studies/results/sft_budget.md), so ``igsearch demo`` starts
 #: from the shipped one, as RL on a real model starts from a downloaded checkpoint (``--build-warm-start``
 #: trains it instead). Shipped weights are also the same on every CPU kind, where SFT's float rounding is not.
 SHIPPED_WARM_STARTS = Path(__file__).resolve().parent / "assets" / "warm_starts"

@@ -9,7 +9,7 @@ For each warm start folder (``igsearch.warmstart.build_warm_start``'s layout: ``
 - the headroom pass@k - greedy EM, the most an RL run that learns to pick its best sample could add;
 - the standard error of greedy EM that the split's size gives, sqrt(p (1 - p) / n).
 
-    python studies/demonstrator_headroom.py runs/ws-d0.6 runs/ws-oracle --out bench/results/demonstrator_headroom
+    python studies/demonstrator_headroom.py runs/ws-d0.6 runs/ws-oracle --out studies/results/demonstrator_headroom
 
 Writes OUT.json (per folder, per hop count), OUT.md (a table) and OUT.png (the three EMs per hop).
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+RESULTS = Path(__file__).resolve().parent / "results"  # the studies' history of experiments
 
 
 def pass_at_k(records: list[dict]) -> dict[str, dict[str, float]]:
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--limit", type=int, default=None, help="first N dev questions (default all)")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "demonstrator_headroom")
+    ap.add_argument("--out", type=Path, default=RESULTS / "demonstrator_headroom")
     args = ap.parse_args(argv)
     if args.threads:
         import torch

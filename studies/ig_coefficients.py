@@ -26,9 +26,9 @@ noise, override the outcome of successful ones).
 
     python studies/ig_coefficients.py --quick    # tiny world, short SFT, minutes
     python studies/ig_coefficients.py            # the replication's warm start, 8 x 16 questions x 4 rollouts
-    python studies/ig_coefficients.py --from-json bench/results/ig_coefficients.json   # re-analyse, no sampling
+    python studies/ig_coefficients.py --from-json studies/results/ig_coefficients.json   # re-analyse, no sampling
 
-Writes bench/results/ig_coefficients{-quick}.{json,md,png}; the last line is
+Writes studies/results/ig_coefficients{-quick}.{json,md,png}; the last line is
 ``beta=<b> clip=<c> success_punished=<x> all_fail_signal=<y>`` for the configured defaults.
 """
 
@@ -52,7 +52,7 @@ from benchutil import add_threads_argument, apply_threads, device_name, work_roo
 from igsearch.io import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"  # the history of experiments lives there
+RESULTS = Path(__file__).resolve().parent / "results"  # the studies' history of experiments
 BETAS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.0)
 CLIPS = (1.0, 2.0, 3.0, None)
 MAX_SUCCESS_PUNISHED = 0.10
@@ -256,7 +256,7 @@ def parse_args(argv=None):
     ap.add_argument("--work-dir", default=None, help="warm start dir (default runs/replicate, shared with replicate.py)")
     ap.add_argument("--from-json", default=None,
                     help="re-analyse the rollouts stored in an earlier result JSON instead of sampling new ones")
-    ap.add_argument("--out", default=None, help="output prefix (default bench/results/ig_coefficients[-quick])")
+    ap.add_argument("--out", default=None, help="output prefix (default studies/results/ig_coefficients[-quick])")
     args = ap.parse_args(argv)
     q = args.quick
     args.batches = args.batches or (1 if q else 8)

@@ -39,7 +39,7 @@ them and no other).
 Records do not fingerprint the code: after a change that could move a method's results, move its
 records away (re-running one seed and comparing its per-question records tells whether it moved).
 
-Writes bench/results/replication.{md,json} and replication_*.png (``--quick``: replication-quick.*,
+Writes studies/results/replication.{md,json} and replication_*.png (``--quick``: replication-quick.*,
 a smoke test, not a result). The last line is ``em_<method>=<mean> ...`` (test EM, overall).
 """
 
@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # benchutil
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"  # the history of experiments lives there
+RESULTS = Path(__file__).resolve().parent / "results"  # the studies' history of experiments
 from benchutil import add_threads_argument, apply_threads, device_name, work_root  # noqa: E402
 from igsearch.io import atomic_write_text  # noqa: E402
 
@@ -421,7 +421,7 @@ def parse_args(argv=None):
     ap.add_argument("--eval-split", type=int, default=0,
                     help="dev and test questions each (default 0: the demo world's split, 200 and 300). 1,000 each "
                          "needs --entities 1400, where the tiny warm start is far weaker (greedy test EM 0.263 "
-                         "against 0.498 at 800 entities, bench/results/eval_split_1000.md): its EM comes from the "
+                         "against 0.498 at 800 entities, studies/results/eval_split_1000.md): its EM comes from the "
                          "documents it memorised in SFT, and the same SFT spreads over more of them")
     ap.add_argument("--demonstrator", default="lookalike", choices=list(DEMONSTRATORS),
                     help="what the warm start imitates (default lookalike: the testbed where step credit can pay; "
@@ -429,7 +429,7 @@ def parse_args(argv=None):
     ap.add_argument("--world-seed", type=int, default=0)
     add_threads_argument(ap)
     ap.add_argument("--work-dir", default=None, help="worlds/SFT/runs (default runs/replicate; --quick a temp dir)")
-    ap.add_argument("--out", default=None, help="output prefix (default bench/results/replication[-quick])")
+    ap.add_argument("--out", default=None, help="output prefix (default studies/results/replication[-quick])")
     ap.add_argument("--methods", default=",".join(list_advantage_estimators()),
                     help="comma-separated advantage estimators to train (default: every registered one). Processes "
                          "with different --methods share one --work-dir; a last --report-only call merges")

@@ -14,7 +14,7 @@ records in ``<run>/evals/``). ``--report`` pools the runs under ``--root`` per (
   stopping), before and after, summed over seeds.
 
     python studies/rl_probe.py runs/ws-d0.6 --method grpo --seed 0 --steps 20 --root runs/probe sft_replay_coef=0
-    python studies/rl_probe.py --report --root runs/probe --out bench/results/rl_probe   # .md, .json, .png
+    python studies/rl_probe.py --report --root runs/probe --out studies/results/rl_probe   # .md, .json, .png
 
 Each run writes ``ROOT/<recipe>/<method>-s<seed>/`` (the trainer's run folder, with ``probe.json``:
 the warm start, the overrides and the wall-clock).

@@ -16,7 +16,7 @@ budget chosen here is then checked by running the demo on it (``igsearch demo --
 
 Budgets already trained (``<demo>-sft-steps<N>/``) are reused, so several invocations with disjoint
 ``--steps`` can train side by side and a last one with all of them evaluates. Writes
-bench/results/sft_budget.{json,md,png}.
+studies/results/sft_budget.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(__file__).resolve().parent / "results"  # the studies' history of experiments
 
 
 def main(argv=None) -> int:

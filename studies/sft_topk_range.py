@@ -17,7 +17,7 @@ Everything else of the rollout settings is the warm start's own (``rollout_setti
 
     python studies/sft_topk_range.py --demo runs/demo            # about 12 minutes on 2 cores
 
-Writes bench/results/sft_topk_range.{json,md,png}.
+Writes studies/results/sft_topk_range.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(__file__).resolve().parent / "results"  # the studies' history of experiments
 
 
 def evaluate_at(model_dir: Path, world: Path, topk: int) -> dict:

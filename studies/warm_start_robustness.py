@@ -18,7 +18,7 @@ documents of a random other query, to tell reading from recall.
     python studies/warm_start_robustness.py --policy-size large --sft-steps 285 --seed 0 --root runs/robustness
     python studies/warm_start_robustness.py --report-sizes --root runs/robustness
 
-Writes ``ROOT/[SIZE-sftN-]seed<S>-t<T>/robust.json`` per build and bench/results/
+Writes ``ROOT/[SIZE-sftN-]seed<S>-t<T>/robust.json`` per build and studies/results/
 warm_start_robustness.{json,md}, policy_size_calibration.json and policy_size.{json,md,png}.
 """
 
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"  # the history of experiments lives there
+RESULTS = Path(__file__).resolve().parent / "results"  # the studies' history of experiments
 #: (policy size, SFT steps) of builds recorded before robust.json named them: the warm start's default until
-#: the policy-size study (bench/results/policy_size.md) made it small with 1,482 steps.
+#: the policy-size study (studies/results/policy_size.md) made it small with 1,482 steps.
 LEGACY_BUILD = ("base", 700)
 
 
@@ -222,7 +222,7 @@ def calibrate(threads: int, repeats: int = 2, steps: tuple[int, int] = (4, 16)) 
     warm start's SFT settings, and the SFT steps that give each size the wall-clock of
     :data:`LEGACY_BUILD` (700 steps of ``base``). A step's cost is the difference of two short runs, so
     the fixed cost of loading and saving cancels; the sizes are measured in turn, ``repeats`` times,
-    and the steps come from the medians. Writes bench/results/policy_size_calibration.json."""
+    and the steps come from the medians. Writes studies/results/policy_size_calibration.json."""
     import statistics
     import tempfile
 
@@ -303,7 +303,7 @@ def report_sizes(root: Path, threads: int = 1) -> str:
     """Compare the policy sizes built under ``root`` at ``threads`` threads: per build, and per
     (size, SFT steps) with dev EM averaged over its seeds and paired per question against
     :data:`LEGACY_BUILD` (each question's EM averaged over a group's seeds; 95% bootstrap interval,
-    overall and per hop count). Writes bench/results/policy_size.{json,md,png}."""
+    overall and per hop count). Writes studies/results/policy_size.{json,md,png}."""
     from collections import defaultdict
 
     from igsearch.stats import compare_records
@@ -422,7 +422,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sft-steps", type=int, default=None, help="SFT steps (default: the warm start's, WarmStartConfig)")
     ap.add_argument("--report", action="store_true", help="compare the builds under --root instead of building")
     ap.add_argument("--report-sizes", action="store_true",
-                    help="compare the policy sizes built under --root at --threads (bench/results/policy_size.md)")
+                    help="compare the policy sizes built under --root at --threads (studies/results/policy_size.md)")
     ap.add_argument("--rl", default=None, metavar="BUILD",
                     help="run the demo's 10 RL steps from the warm start in folder BUILD under --root (writes BUILD/rl.json)")
     ap.add_argument("--read-check", default=None, metavar="BUILD",

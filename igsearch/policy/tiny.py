@@ -37,7 +37,7 @@ TINY_MODEL_SHAPE = dict(
 
 #: Named policy sizes: overrides of :data:`TINY_MODEL_SHAPE` (parameters with the demo's 3k vocabulary).
 #: The warm start's default is :data:`DEFAULT_POLICY_SIZE` (``WarmStartConfig.policy_size``), chosen by
-#: building each size with SFT steps scaled to the same wall-clock (bench/results/policy_size.md).
+#: building each size with SFT steps scaled to the same wall-clock (studies/results/policy_size.md).
 POLICY_SIZES = {
     "small": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=2),  # ~1.4M
     "base": {},                                                                                           # ~2.8M

@@ -56,7 +56,7 @@ def replay_settings(model_path) -> dict:
     """How the warm start at ``model_path`` was trained, from its ``sft_summary.json``: ``document_weight``,
     ``max_len`` and its demonstrator (``distractor``, only when > 0); :data:`REPLAY_DEFAULTS` and the oracle
     for a folder without one. ``early_answer`` is left out: the replay of the early-answer warm starts
-    measured in bench/results/rl_recipe.md used the oracle."""
+    measured in studies/results/rl_recipe.md used the oracle."""
     out = dict(REPLAY_DEFAULTS)
     path = Path(model_path or "") / "sft_summary.json"
     try:
