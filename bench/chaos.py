@@ -297,8 +297,7 @@ def compare(reference: Path, chaos: Path, steps: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(ROOT / "bench"))
-    from benchutil import cpu_model
+    from igsearch.machine import cpu_model
 
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -63,14 +63,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchutil import device_name  # noqa: E402
-
-from igsearch.machine import describe_cpu  # noqa: E402
-
-from igsearch.data.prompts import DOCS_OPEN, REFINE_TEMPLATE  # noqa: E402
-from igsearch.ig import compute_information_gain  # noqa: E402
+from igsearch.data.prompts import DOCS_OPEN, REFINE_TEMPLATE
+from igsearch.ig import compute_information_gain
+from igsearch.machine import describe_cpu
+from igsearch.measure import device_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORLD_SEED = 0

@@ -39,11 +39,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchutil import device_name  # noqa: E402
-
-from igsearch_kernels import (  # noqa: E402
+from igsearch.measure import device_name
+from igsearch_kernels import (
     build_tree_ancestry,
     build_tree_block_mask,
     gather_logprobs,

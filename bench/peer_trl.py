@@ -50,8 +50,6 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(BENCH))
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 #: Qwen2.5-0.5B's shape (its config.json), built with random weights for the gpu preset (no download)
@@ -422,7 +420,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from benchutil import cpu_avx512_flags, device_name, work_root
+    from igsearch.machine import cpu_avx512_flags
+    from igsearch.measure import device_name, work_root
     from step_overhead import setup_quick
 
     if args.preset == "gpu" and not torch.cuda.is_available():
@@ -437,7 +436,7 @@ def main(argv=None) -> int:
     root, tmp = work_root(args.work_dir, "peer_trl-")
     t0 = time.perf_counter()
     if args.preset == "gpu":
-        from step_overhead import build_random_policy, short_sft
+        from igsearch.train.scratch import build_random_policy, short_sft
         from igsearch.world import build_world
 
         world = root / "world"
@@ -445,7 +444,7 @@ def main(argv=None) -> int:
         model = build_random_policy(world, root / "policy-init", shape=QWEN25_05B_SHAPE, seed=args.seed,
                                     dtype=torch.float32)
         model = short_sft(model, world, root / "sft", steps=args.sft_steps, lr=args.sft_lr, seed=args.seed,
-                          dtype=torch.float32)
+                          dtype=torch.float32, tag="peer_trl")
         base = load_config(ROOT / "configs" / "qwen2.5-3b-gpu.yaml", [
             f"model_path={model}", f"world_dir={world}", "train_data=none", "eval_data=none", "dtype=float32",
             "retrieval.retriever=bm25", "retrieval.retriever_url=none", "gradient_checkpointing=false",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -27,9 +26,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchutil import add_threads_argument, apply_threads  # noqa: E402
+from igsearch.measure import add_threads_argument, apply_threads
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEMO_PRESET = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"

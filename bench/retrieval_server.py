@@ -34,7 +34,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(ROOT))
 
 
 def _serve(module_path: str | None, corpus: str, queue) -> None:
@@ -141,8 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "retrieval_server.json"))
     args = ap.parse_args(argv)
 
-    from benchutil import device_name  # noqa: E402  (bench/ is on sys.path when run as a script)
-
+    from igsearch.measure import device_name
     from igsearch.world import build_world
 
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -25,9 +24,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchutil import add_threads_argument, apply_threads  # noqa: E402
+from igsearch.measure import add_threads_argument, apply_threads
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -112,7 +112,6 @@ def time_steps(workload: str, setting: str, policy: str | None, steps: int, worl
     """``{"times": [s per step], "threads": [...]}`` of one fresh worker process."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS",
                                                              "IGSEARCH_THREADS")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(policy_env(policy))
     neighbour = None
     if busy:
@@ -167,9 +166,8 @@ def main(argv=None) -> int:
                     help="alone/busy pairs per setting, settings interleaved within a repeat (medians pooled)")
     ap.add_argument("--out", default=str(RESULTS / "thread_contention.json"))
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from benchutil import cpu_avx512_flags, device_name
+    from igsearch.machine import cpu_avx512_flags
+    from igsearch.measure import device_name
 
     from igsearch.policy.tiny import build_tiny_policy
     from igsearch.train.sft import run_sft

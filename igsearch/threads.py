@@ -40,7 +40,7 @@ ENV = "IGSEARCH_THREADS"
 def parse_threads(value: str | int | None, where: str = "threads") -> int | None:
     """The fixed count of a setting, or None for ``auto`` (also for None / empty). A count in the
     environment's ``IGSEARCH_THREADS`` pins every ``auto`` of the process (benchmarks pin threads this
-    way: ``bench/benchutil.apply_threads``); an explicit count wins over it. ValueError naming ``where``
+    way: ``igsearch.measure.apply_threads``); an explicit count wins over it. ValueError naming ``where``
     (or the variable) for anything else."""
     text = "auto" if value is None or value == "" else str(value).strip().lower()
     if text == "auto":

@@ -25,7 +25,6 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
 RESULTS = Path(__file__).resolve().parent / "results"  # the studies' history of experiments
 
 

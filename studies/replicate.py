@@ -57,13 +57,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # benchutil
+from igsearch.io import atomic_write_text
+from igsearch.measure import add_threads_argument, apply_threads, device_name, work_root
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"  # the studies' history of experiments
-from benchutil import add_threads_argument, apply_threads, device_name, work_root  # noqa: E402
-from igsearch.io import atomic_write_text  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- all-fail probe

@@ -42,11 +42,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default=None, help="torch threads of the SFT runs (default: auto)")
     ap.add_argument("--out", default=str(RESULTS / "sft_budget"))
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "bench"))
-    sys.path.insert(0, str(ROOT / "studies"))
-    from benchutil import cpu_avx512_flags, device_name
     from sft_topk_range import demo_parts, evaluate_at, paired
 
+    from igsearch.machine import cpu_avx512_flags
+    from igsearch.measure import device_name
     from igsearch.train.sft import run_sft
     from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 

@@ -83,10 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the demo's seed (its warm start's)")
     ap.add_argument("--out", default=str(RESULTS / "sft_topk_range"))
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
-    from benchutil import cpu_avx512_flags, device_name
-
+    from igsearch.machine import cpu_avx512_flags
+    from igsearch.measure import device_name
     from igsearch.train.sft import run_sft
     from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 

@@ -229,8 +229,7 @@ def calibrate(threads: int, repeats: int = 2, steps: tuple[int, int] = (4, 16)) 
     import torch
 
     torch.set_num_threads(threads)
-    from benchutil import device_name
-
+    from igsearch.measure import device_name
     from igsearch.policy.tiny import POLICY_SIZES, build_tiny_policy, policy_shape
     from igsearch.train.sft import run_sft
     from igsearch.warmstart import WarmStartConfig, world_split_sizes
@@ -409,8 +408,6 @@ def plot_sizes(summary: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))  # benchutil
     from igsearch.policy.tiny import POLICY_SIZES
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, ...]] = [
     ("config_fields", "io", "threads"),
     ("integrity", "machine"),
-    ("precision",),
+    ("precision", "measure"),
     ("data",),
     ("retrieval",),
     ("world",),

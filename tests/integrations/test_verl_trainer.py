@@ -201,7 +201,7 @@ def test_advantage_stage_scores_ig_through_the_actor_and_matches_igsearch(setup,
         assert all(abs(g - w) < 1e-4 for g, w in zip(got_row, want_row) if g is not None)
     assert list(step_ig[6]) == [] and list(spans[6]) == []
 
-    # the dump (what bench/verl_smoke.py re-scores on a GPU) rebuilds the same rollouts and IGs
+    # the dump (what igsearch.integrations.verl.smoke re-scores on a GPU) rebuilds the same rollouts and IGs
     dumped, dumped_ig, seed = load_step_ig_dump(tmp_path / f"step_{step:06d}.jsonl", tok)
     assert seed == ig_draw_seed(3, step) and len(dumped) == len(trajs)
     assert [t.response_ids for t in dumped] == [t.response_ids for t in trajs]
@@ -225,13 +225,11 @@ def test_other_estimators_run_verl_unchanged(setup, transfer_queue):
 
 
 def test_smoke_run_command_composes_and_its_metrics_parse():
-    """bench/verl_smoke.py (the GPU smoke run): its overrides compose with the launch config and pass
-    verl's validation, and verl's console metric lines parse."""
-    import importlib.util
+    """igsearch.integrations.verl.smoke (the GPU smoke run): its overrides compose with the launch config and
+    pass verl's validation, and verl's console metric lines parse."""
+    from igsearch.integrations.verl import smoke
 
-    spec = importlib.util.spec_from_file_location("verl_smoke", CONFIG_DIR.parents[1] / "bench" / "verl_smoke.py")
-    smoke = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(smoke)
+    assert smoke.ROOT / "configs" / "verl" == CONFIG_DIR
     cfg = smoke.compose_check(smoke.launch_overrides(Path("/m"), Path("/w"), "http://h:1/retrieve", Path("/d"), 2))
     assert cfg.trainer.n_gpus_per_node == 1 and cfg.trainer.total_training_steps == 2
     assert cfg.algorithm.ig.dump_dir == "/d" and cfg.data.train_files == "/w/train.parquet"

@@ -3,11 +3,11 @@
 Run it in the verl environment on a machine with one CUDA GPU. There, `make verl-env` installs verl's
 vLLM:
 
-    .venv-verl/bin/python bench/verl_smoke.py               # 2 steps
-    .venv-verl/bin/python bench/verl_smoke.py --dry-run     # CPU: build the command and check it composes
+    .venv-verl/bin/python -m igsearch.integrations.verl.smoke               # 2 steps
+    .venv-verl/bin/python -m igsearch.integrations.verl.smoke --dry-run     # CPU: build the command and check it composes
 
 1. It builds a small world and a Qwen2.5-0.5B-shaped policy with random weights and the world's
-   tokenizer. A few SFT steps on oracle trajectories (``step_overhead.short_sft``) teach it the tags,
+   tokenizer. A few SFT steps on oracle trajectories (``igsearch.train.scratch.short_sft``) teach it the tags,
    so its rollouts search.
 2. It serves the world's corpus (BM25) on our Search-R1 retrieval server, in this process.
 3. It runs ``python -m verl.trainer.main_ppo`` with configs/verl/igsearch_qwen2.5-3b.yaml, on 1 GPU
@@ -18,7 +18,7 @@ vLLM:
 5. It re-scores the first step's dumped rollouts with our tree scorer, on the same initial weights
    in bf16, and reports the largest |IG difference| in ig_check.json (target: below 1e-3).
 
-Everything is written under bench/results/verl-smoke-<card>-<date>/ (or ``--out``). The last line
+Everything is written under runs/verl-smoke-<card>-<date>/ of the repository (or ``--out``). The last line
 printed is ``verl_smoke: steps=<n> step_s=<mean> tokens_per_s=<mean> ig_max_diff=<x> ig_check=<pass|fail>``.
 """
 
@@ -33,9 +33,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+#: the repository (configs/verl/ holds the launch config; verl runs from here)
+ROOT = Path(__file__).resolve().parents[3]
 
 QWEN25_05B_SHAPE = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                         num_key_value_heads=2, head_dim=64)
@@ -114,15 +113,15 @@ def ig_check(dump: Path, policy: Path, ig_options: dict) -> dict:
             "pass": bool(diffs) and mismatched == 0 and worst < IG_TOLERANCE}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m igsearch.integrations.verl.smoke", description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--sft-steps", type=int, default=60, help="SFT steps that teach the random policy the tags")
     ap.add_argument("--entities", type=int, default=400)
     ap.add_argument("--out", default=None)
     ap.add_argument("--timeout", type=int, default=1500, help="seconds for the verl run")
     ap.add_argument("--dry-run", action="store_true", help="check that the command composes; build and run nothing")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     if args.dry_run:
         overrides = launch_overrides(Path("/models/p"), Path("/data/w"), "http://127.0.0.1:8000/retrieve",
@@ -138,15 +137,14 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("verl_smoke: needs a CUDA GPU (torch.cuda.is_available() is False); use --dry-run on a CPU", file=sys.stderr)
         return 2
-    from step_overhead import build_random_policy, short_sft
-
     from igsearch.integrations.verl.config import VerlIGConfig
     from igsearch.retrieval.bm25 import BM25Retriever
     from igsearch.retrieval.server import make_server
+    from igsearch.train.scratch import build_random_policy, short_sft
     from igsearch.world import build_world
 
     card = re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-")
-    out = Path(args.out or ROOT / "bench" / "results" / f"verl-smoke-{card}-{datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(args.out or ROOT / "runs" / f"verl-smoke-{card}-{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     t0 = time.perf_counter()
@@ -154,7 +152,7 @@ def main() -> int:
     build_world(world, seed=0, n_entities=args.entities)
     policy = build_random_policy(world, work / "policy-init", shape=QWEN25_05B_SHAPE, seed=0)
     if args.sft_steps > 0:
-        policy = short_sft(policy, world, work / "policy-sft", steps=args.sft_steps, lr=1e-4)
+        policy = short_sft(policy, world, work / "policy-sft", steps=args.sft_steps, lr=1e-4, tag="verl_smoke")
     print(f"[verl_smoke] world and policy ready in {time.perf_counter() - t0:.0f}s: {policy}", flush=True)
 
     server = make_server(BM25Retriever.from_corpus(world / "corpus.jsonl"))

@@ -1,4 +1,8 @@
-"""Helpers shared by the benchmark scripts."""
+"""What the benchmarks (bench/) and studies (studies/) share about a measurement: the device it ran on,
+its CPU thread count (``--threads``), and the folder its work goes to.
+
+The CPU's model and flags come from :mod:`igsearch.machine`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from igsearch.machine import cpu_avx512_flags, cpu_model  # noqa: F401 (cpu_avx512_flags: re-exported)
+from igsearch.machine import cpu_model
+from igsearch.threads import ENV as THREADS_ENV
 
 
 def device_name(device: str) -> str:
@@ -31,7 +36,7 @@ def apply_threads(threads: int | None) -> None:
     thread policy (``threads=auto``, igsearch.threads) to the same count through ``IGSEARCH_THREADS``."""
     if threads and not torch.cuda.is_available():
         torch.set_num_threads(threads)
-        os.environ["IGSEARCH_THREADS"] = str(threads)
+        os.environ[THREADS_ENV] = str(threads)
 
 
 def work_root(path, prefix: str):
