@@ -92,7 +92,7 @@ def test_replicate_arguments():
     assert mod.parse_args(["--methods", "ig"]).methods == ["ig"]
     with pytest.raises(SystemExit):
         mod.parse_args(["--methods", ","])
-    assert mod.mean_spread([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "min": 1.0, "max": 3.0, "n": 2}
+    assert load("replication_report").mean_spread([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "min": 1.0, "max": 3.0, "n": 2}
 
 
 def test_replicate_reuses_a_record_only_with_the_same_ig_settings():
@@ -238,7 +238,7 @@ def test_replicate_records_no_run_that_stopped_early(tmp_path, monkeypatch):
 
 
 def test_replicate_verdict_follows_the_stated_rule():
-    mod = load("replicate")
+    mod = load("replication_report")
     agg = {"ig": {"all_fail_grad_norm_mean": 0.1}, "grpo": {"all_fail_grad_norm_mean": 0.0}}
     grpo = {0: _run({"world_1hop": [1] * 30 + [0] * 70, "world_2hop": [1] * 10 + [0] * 90}),
             1: _run({"world_1hop": [1] * 30 + [0] * 70, "world_2hop": [1] * 10 + [0] * 90})}
@@ -257,8 +257,42 @@ def test_replicate_verdict_follows_the_stated_rule():
     assert warm["a"] == 0.0 and warm["diff"] == pytest.approx(0.375) and warm["low"] > 0
 
 
-def test_replicate_time_to_quality_uses_grpos_best_mean_em():
+def test_replicate_report_only_reuses_the_records_and_writes_the_report(tmp_path, capsys):
+    """`studies/replicate.py --report-only` (runs: replicate.py; report: replication_report.py) finds the
+    warm start and the recorded runs in --work-dir, trains nothing, and writes the JSON, Markdown and plots."""
     mod = load("replicate")
+    argv = ["--report-only", "--methods", "grpo,ig", "--seeds", "0,1", "--steps", "2", "--eval-every", "2",
+            "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out" / "rep")]
+    args = mod.parse_args(argv)
+    world, sft = tmp_path / "world", tmp_path / "sft"
+    world.mkdir()
+    (world / "manifest.json").write_text(json.dumps({"n_entities": 30, "splits": {"test": 4}}))
+    key = {"world_seed": args.world_seed, "warm_start": mod.warm_start_config(args).setup_key()}
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "setup.json").write_text(json.dumps({"key": key, "sft": str(sft), "world": str(world)}))
+    for method, ems in (("grpo", [1, 0, 0, 0]), ("ig", [1, 1, 0, 0])):
+        for seed in args.seeds:
+            run = _run({"world_1hop": ems}, curve=((0, 0.0, 0.25), (2, 10.0, sum(ems) / 4)))
+            for ev in run["evals"].values():
+                em = ev["metrics"]["overall"]["em"]
+                ev["metrics"] = {s: {"em": em, "n": 4, "searches": 1.0} for s in ("world_1hop", "overall")}
+            run["steps"] = [{"step": s, "grad_norm": 1.0, "wall_s": 5.0, "groups/all_fail_frac": 0.5} for s in (1, 2)]
+            run["probes"] = [{"step": 1, "n_groups": 2, "n_all_fail": 1, "grad_norm": 0.1 if method == "ig" else 0.0,
+                              "adv_abs_mean": 0.1, "seconds": 0.0}]
+            overrides = mod.run_overrides(args, world, sft, method, seed)
+            run["config"] = mod.run_identity(mod.run_config(args, overrides), method)
+            (tmp_path / "work" / f"{method}-seed{seed}").mkdir()
+            (tmp_path / "work" / f"{method}-seed{seed}" / "replicate_record.json").write_text(json.dumps(run))
+    assert mod.main(argv) == 0
+    out = json.loads((tmp_path / "out" / "rep.json").read_text())
+    assert out["summary"]["ig"]["test_em"]["overall"]["mean"] == 0.5 and out["plots"] == ["rep_em.png", "rep_allfail_grad.png"]
+    assert "IG-Search beats the trajectory baseline" in (tmp_path / "out" / "rep.md").read_text()
+    assert (tmp_path / "out" / "rep_em.png").stat().st_size > 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "em_grpo=0.250 em_ig=0.500"
+
+
+def test_replicate_time_to_quality_uses_grpos_best_mean_em():
+    mod = load("replication_report")
     g = {s: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.5), (10, 100.0, 0.3), (20, 200.0, 0.25))) for s in (0, 1)}
     fast = {s: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.5), (10, 130.0, 0.35), (20, 260.0, 0.4))) for s in (0, 1)}
     slow = {0: _run({"world_1hop": [1, 0]}, curve=((0, 0.0, 0.5), (10, 50.0, 0.2), (20, 100.0, 0.2)))}
