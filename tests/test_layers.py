@@ -3,6 +3,11 @@
 Each top-level part of ``igsearch`` sits in one layer of :data:`LAYERS`; a module may import its own part
 and the parts of lower layers, never a part of its own layer or above. ``kernels/`` (``igsearch_kernels``)
 never imports ``igsearch``.
+
+Above the package sit the scripts: ``bench/`` (benchmarks) and ``studies/`` (measurements of learning).
+The package imports neither; a study may import the package and other studies; a benchmark the package
+and other benchmarks, never a study. They import the installed package and each other as scripts
+(a script's own folder is on ``sys.path``), so none of them touches ``sys.path`` or ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -94,3 +99,93 @@ def test_the_check_finds_an_upward_import(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
     assert upward_imports() == ["igsearch/scoring/bad.py:2: scoring imports igsearch.train.trainer "
                                 "(train is not below it)"]
+
+
+#: the script folders, and the script folders each may import besides the package (``igsearch`` and
+#: ``igsearch_kernels``) and third-party modules
+SCRIPT_FOLDERS = ("bench", "studies")
+MAY_IMPORT: dict[str, tuple[str, ...]] = {"igsearch": (), "bench": ("bench",), "studies": ("studies",)}
+
+
+def script_owners() -> dict[str, str]:
+    """Import name -> the script folder it belongs to: each script's name (a script imports another as
+    ``from step_overhead import ...``) and the folder's own name (``import bench.x``)."""
+    owners = {folder: folder for folder in SCRIPT_FOLDERS}
+    for folder in SCRIPT_FOLDERS:
+        for path in (ROOT / folder).glob("*.py"):
+            owners[path.stem] = folder
+    return owners
+
+
+def python_files(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def script_import_violations() -> list[str]:
+    """Imports of a script folder from where :data:`MAY_IMPORT` does not allow them."""
+    owners = script_owners()
+    bad = []
+    for mine in ("igsearch", *SCRIPT_FOLDERS):
+        for path in python_files(mine):
+            rel = path.relative_to(ROOT).with_suffix("")
+            module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+            for line, name in imports_of(path, module):
+                theirs = owners.get(name.split(".")[0])
+                if theirs is not None and theirs not in MAY_IMPORT[mine]:
+                    bad.append(f"{rel}.py:{line}: {mine} imports {name} (from {theirs}/)")
+    return bad
+
+
+def path_edits() -> list[str]:
+    """Every use of ``sys.path`` (also through ``from sys import path`` or an alias of ``sys``),
+    ``site.addsitedir`` or ``PYTHONPATH`` in bench/ and studies/."""
+    bad = []
+    for folder in SCRIPT_FOLDERS:
+        for path in python_files(folder):
+            tree = ast.parse(path.read_text())
+            sys_names = {"sys"} | {a.asname for n in ast.walk(tree) if isinstance(n, ast.Import)
+                                   for a in n.names if a.name == "sys" and a.asname}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and (
+                        (node.value.id in sys_names and node.attr == "path")
+                        or (node.value.id == "site" and node.attr == "addsitedir")):
+                    what = f"{node.value.id}.{node.attr}"
+                elif isinstance(node, ast.ImportFrom) and node.module in ("sys", "site") and any(
+                        a.name in ("path", "addsitedir") for a in node.names):
+                    what = f"from {node.module} import " + ", ".join(a.name for a in node.names)
+                elif isinstance(node, ast.Constant) and node.value == "PYTHONPATH":
+                    what = "PYTHONPATH"
+                else:
+                    continue
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {what}")
+    return bad
+
+
+def test_scripts_import_only_downstream():
+    assert script_import_violations() == []
+
+
+def test_scripts_leave_the_import_path_alone():
+    assert path_edits() == []
+
+
+def test_the_script_checks_find_violations(tmp_path, monkeypatch):
+    """The two tests above can fail: the package importing a benchmark, a benchmark importing a study, a
+    study inserting into sys.path are each reported."""
+    for folder in ("igsearch", *SCRIPT_FOLDERS):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "bench" / "step_overhead.py").write_text("from replicate import prepare\n")
+    (tmp_path / "studies" / "replicate.py").write_text(
+        "import sys as s\nfrom pathlib import Path\n\ns.path.insert(0, str(Path(__file__).parent))\n"
+        "from step_overhead import main\n")
+    (tmp_path / "studies" / "rl_probe.py").write_text("import os\nfrom replicate import prepare\n"
+                                                      "os.environ['PYTHONPATH'] = '.'\n")
+    (tmp_path / "igsearch" / "demo.py").write_text("def f():\n    import bench.step_overhead\n")
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    assert script_import_violations() == [
+        "igsearch/demo.py:2: igsearch imports bench.step_overhead (from bench/)",
+        "bench/step_overhead.py:1: bench imports replicate (from studies/)",
+        "studies/replicate.py:5: studies imports step_overhead (from bench/)",
+    ]
+    assert path_edits() == ["studies/replicate.py:4: s.path", "studies/rl_probe.py:3: PYTHONPATH"]
+
