@@ -278,7 +278,7 @@ def run_identity(run_cfg, method: str) -> dict:
 
     identity = json.loads(json.dumps(run_cfg.to_dict(), default=str))
     if not estimator_needs(method) & IG_SCORERS:
-        identity.pop("ig")
+        identity.pop("ig", None)  # since the method-registered ig section, only IG-Search's config has one
     return identity
 
 
