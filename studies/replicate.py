@@ -266,36 +266,44 @@ def run_overrides(args, world: Path, sft: Path, method: str, seed: int) -> list[
             *args.overrides]
 
 
-# the step scorers that read the run config's `ig` section (IG-Search's step IG, IGPO's turn gains)
-IG_SCORERS = frozenset({"step_ig", "turn_gain"})
+#: the step scorers that score continuations: they read the run's ``scoring`` section (IG-Search's step IG,
+#: IGPO's turn gains)
+CONTINUATION_SCORERS = frozenset({"step_ig", "turn_gain"})
+RECORDS = "replication records"  # the source named when an older version's names are read from them
 
 
 def run_identity(run_cfg, method: str) -> dict:
-    """What a recorded run of ``method`` must match to be reused: its resolved training config, without
-    the ``ig`` section when the method reads no IG (a changed IG default, e.g. ``ig_answer_tokens``,
-    retrains IG-Search and IGPO only)."""
+    """What a recorded run of ``method`` must match to be reused: its resolved training config in today's
+    spelling (with the run's own method's section, the only one a config saves), without the ``scoring``
+    section when the method scores no continuation (a changed scoring default, e.g.
+    ``scoring.answer_tokens``, retrains IG-Search and IGPO only)."""
     from igsearch.algo.advantages import estimator_needs
 
     identity = json.loads(json.dumps(run_cfg.to_dict(), default=str))
-    if not estimator_needs(method) & IG_SCORERS:
-        identity.pop("ig", None)  # since the method-registered ig section, only IG-Search's config has one
+    identity.pop("config_version", None)
+    if not estimator_needs(method) & CONTINUATION_SCORERS:
+        identity.pop("scoring", None)
     return identity
 
 
 def recorded_identity(rec: dict, method: str) -> dict | None:
-    """:func:`run_identity` of a record. Records made before the demo's presets hold their overrides on
-    configs/tiny-cpu.yaml and their ``ig`` section apart: resolved here, and None (not reusable) when that
-    section no longer resolves to what they were scored with."""
-    from igsearch.train.config import load_config
+    """:func:`run_identity` of a record, whichever version wrote it (its config read through
+    ``TrainConfig.from_dict``, which maps an older version's names). Records made before the demo's presets
+    hold their overrides on configs/tiny-cpu.yaml and their IG settings apart: resolved here, and None (not
+    reusable) when those no longer resolve to what they were scored with."""
+    from igsearch.train.config import TrainConfig, load_config
+    from igsearch.train.config_legacy import legacy_name, migrate_overrides
 
     if "config" in rec:
-        return rec["config"]
+        return run_identity(TrainConfig.from_dict(rec["config"], source=RECORDS), method)
     if "overrides" not in rec:
         return None
-    identity = run_identity(load_config(ROOT / "configs" / "tiny-cpu.yaml", rec["overrides"]), method)
-    scored = rec.get("ig_settings") or {}
-    if "ig" in identity and any(identity["ig"].get(k) != v for k, v in scored.items()):
-        return None
+    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", migrate_overrides(rec["overrides"], RECORDS))
+    identity = run_identity(cfg, method)
+    for old, value in (rec.get("ig_settings") or {}).items():
+        section, _, name = (legacy_name(old) or f"ig.{old}").partition(".")
+        if section in identity and identity[section].get(name) != value:
+            return None
     return identity
 
 

@@ -95,23 +95,36 @@ def test_replicate_arguments():
     assert load("replication_report").mean_spread([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "min": 1.0, "max": 3.0, "n": 2}
 
 
-def test_replicate_reuses_a_record_only_with_the_same_ig_settings():
+def test_replicate_reuses_a_record_only_with_the_same_ig_settings(tmp_path):
     import igsearch.methods  # noqa: F401  (registers rloo, gigpo, igpo)
     from igsearch.train.config import load_config
 
     mod = load("replicate")
     cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", [])
-    other = load_config(ROOT / "configs" / "tiny-cpu.yaml", ["ig_answer_tokens=separate"])
-    for method in ("ig", "igpo"):  # they read the ig section: a changed default there must retrain them
-        assert mod.run_identity(cfg, method)["ig"]["ig_answer_tokens"] == cfg.ig.ig_answer_tokens
+    other = load_config(ROOT / "configs" / "tiny-cpu.yaml", ["scoring.answer_tokens=separate"])
+    for method in ("ig", "igpo"):  # they score continuations: a changed scoring default must retrain them
+        assert mod.run_identity(cfg, method)["scoring"]["answer_tokens"] == cfg.scoring.answer_tokens
         assert mod.run_identity(cfg, method) != mod.run_identity(other, method)
     for method in ("grpo", "rloo", "gigpo"):  # they do not: their records stay reusable
         assert mod.run_identity(cfg, method) == mod.run_identity(other, method)
     assert mod.run_identity(cfg, "grpo") != mod.run_identity(load_config(ROOT / "configs" / "tiny-cpu.yaml", ["lr=0.5"]), "grpo")
+    assert mod.run_identity(cfg, "ig") != mod.run_identity(load_config(ROOT / "configs" / "tiny-cpu.yaml", ["ig.beta=0.1"]), "ig")
     # a record made before the demo's presets (overrides on tiny-cpu.yaml, the ig section apart) still matches
-    old = {"overrides": ["lr=1e-4"], "ig_settings": {"ig_answer_tokens": cfg.ig.ig_answer_tokens}}
+    old = {"overrides": ["lr=1e-4"], "ig_settings": {"ig_answer_tokens": cfg.scoring.answer_tokens}}
     assert mod.recorded_identity(old, "ig") == mod.run_identity(cfg, "ig")
     assert mod.recorded_identity({**old, "ig_settings": {"ig_answer_tokens": "separate"}}, "ig") is None
+    # a record whose config an older version wrote (the ig section with its stuttering names, flat overrides)
+    # matches the same run in today's spelling
+    v1 = cfg.to_dict()
+    v1.pop("config_version")
+    v1.pop("scoring")
+    v1["ig"] = {"ig_beta": 0.5, "ig_norm": "group", "ig_clip": 2.0, "span_weight": "uniform", "ig_n_random": 3,
+                "ig_answer_tokens": cfg.scoring.answer_tokens, "ig_scorer": cfg.scoring.scorer,
+                "ig_max_context_tokens": cfg.scoring.max_context_tokens}
+    assert mod.recorded_identity({"config": v1}, "ig") == mod.run_identity(cfg, "ig")
+    assert mod.recorded_identity({"config": {**v1, "ig": {**v1["ig"], "ig_beta": 0.3}}}, "ig") != mod.run_identity(cfg, "ig")
+    assert mod.recorded_identity({"overrides": ["method=grpo"]}, "grpo") == mod.run_identity(
+        load_config(ROOT / "configs" / "tiny-cpu.yaml", ["advantage.method=grpo"]), "grpo")
 
 
 @no_cuda
