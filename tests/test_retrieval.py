@@ -199,7 +199,7 @@ def test_a_retriever_kind_is_one_registered_function(corpus_copy, tmp_path):
         def retrieve(self, queries, topk):
             return [[Passage(r["id"], r["contents"], 0.0) for r in self.rows[:topk]] for _ in queries]
 
-    with pytest.raises(ConfigError, match="field 'retriever': expected one of"):
+    with pytest.raises(ConfigError, match="field 'retrieval.retriever': expected one of"):
         load_config(None, ["model_path=m", "retrieval.retriever=test_first"])
 
     @register_retriever("test_first")

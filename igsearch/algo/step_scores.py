@@ -162,8 +162,11 @@ def run_step_scorers(names, trajectories: list[Trajectory], model, tokenizer, co
 
 
 def continuation_scorer_problem(config) -> str | None:
-    """Why the run's continuation scorer (``config.scoring.scorer``) cannot run with this config, or None."""
-    if config.scoring.scorer == "vllm" and config.generation.engine != "vllm":
-        return ("scoring.scorer=vllm scores on the vLLM rollout engine, but "
-                f"generation.engine={config.generation.engine!r}")
+    """Why the run's continuation scorer (``config.scoring.scorer``) cannot run with this config, or None:
+    a scorer that reads the rollout engine (its registration says so) needs the vLLM one."""
+    from igsearch.scoring import scorer_reads
+
+    kind = config.scoring.scorer
+    if "engine" in scorer_reads(kind) and config.generation.engine != "vllm":
+        return f"scoring.scorer={kind} scores on the vLLM rollout engine, but generation.engine={config.generation.engine!r}"
     return None
