@@ -116,9 +116,11 @@ class SearchAgent:
     # -- public -----------------------------------------------------------------------------
     def run(self, prompts: Sequence[str], golds: Sequence[Sequence[str]] | None = None,
             data_sources: Sequence[str] | None = None, *, seed: int = 0,
-            rollouts_per_question: int | None = None) -> tuple[list[Trajectory], RolloutTimings]:
+            rollouts_per_question: int | None = None, first_index: int = 0) -> tuple[list[Trajectory], RolloutTimings]:
         """Roll out ``G`` trajectories per prompt text; returns them grouped (question-major). Sampling
-        seeds derive from ``seed`` (per rollout and turn)."""
+        seeds derive from ``seed`` (per rollout and turn) and the rollout's index, which starts at
+        ``first_index``: a process that rolls out rows ``first_index ...`` of a batch split over processes
+        samples them as one process rolling out the whole batch would."""
         cfg = self.config
         G = rollouts_per_question or cfg.rollouts_per_question
         base_seed = seed
@@ -129,7 +131,7 @@ class SearchAgent:
                 traj = Trajectory(prompt_ids=list(prompt_ids), prompt_text=prompt, question_index=q,
                                   golds=list(golds[q]) if golds is not None else [],
                                   data_source=data_sources[q] if data_sources is not None else "")
-                opens.append(OpenRollout(traj, index=len(opens)))
+                opens.append(OpenRollout(traj, index=first_index + len(opens)))
         timings = RolloutTimings()
         turn = 0
         while True:

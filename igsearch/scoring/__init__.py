@@ -16,9 +16,10 @@ from .naive import score_naive
 from .tree import score_tree
 from .trunk import TrunkKV, compute_trunk_kv, kv_bytes, score_trunk
 from .vllm_peer import score_vllm
+from .sharded import ShardedScorer
 from .trie import PackedTrie, build_trie
 
 __all__ = [
-    "ScoreOutput", "ScoreRequest", "ScoreResult", "Scorer", "scorer_reads", "kv_bytes", "get_scorer", "list_scorers", "register_scorer", "score", "score_naive",
+    "ScoreOutput", "ScoreRequest", "ScoreResult", "Scorer", "ShardedScorer", "scorer_reads", "kv_bytes", "get_scorer", "list_scorers", "register_scorer", "score", "score_naive",
     "score_tree", "score_trunk", "score_vllm", "TrunkKV", "compute_trunk_kv", "PackedTrie", "build_trie",
 ]

@@ -36,14 +36,14 @@ Not mapped (refused): ``mini_batches`` > 1 (several optimizer steps per batch: T
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 
 from igsearch.data.loaders import QARow, load_qa
-from igsearch.data.prompts import PromptTemplate, get_template
-from igsearch.data.prompts import question_prompt
+from igsearch.data.prompts import PromptTemplate, get_template, question_prompt
 from igsearch.policy.load import load_policy
 from igsearch.train.config import TrainConfig, load_config
 
@@ -80,24 +80,30 @@ def check_supported(cfg: TrainConfig) -> None:
 def grpo_config(cfg: TrainConfig, output_dir, *, micro_batch_size: int | None = None, **overrides: Any):
     """TRL ``GRPOConfig`` equivalent to ``cfg`` (module docstring), on the CPU when ``cfg``'s device is.
 
-    ``micro_batch_size``: rows per forward/backward (default: the whole batch of ``questions_per_step`` x
-    G rollouts, one forward per step); it must divide the batch. ``overrides``: further ``GRPOConfig``
-    fields, applied last (e.g. ``logging_steps``, ``report_to``).
+    ``micro_batch_size``: rows per forward/backward in each process (default: all of the process's rows, one
+    forward per step). Under ``torchrun`` (``WORLD_SIZE`` processes) each process holds batch / WORLD_SIZE of
+    the ``questions_per_step`` x G rollouts, which the processes must divide, and ``micro_batch_size`` must
+    divide that. ``overrides``: further ``GRPOConfig`` fields, applied last (e.g. ``logging_steps``).
     """
     from trl import GRPOConfig
 
     check_supported(cfg)
     G = cfg.rollout.rollouts_per_question
     batch = cfg.questions_per_step * G
-    micro = micro_batch_size or batch
-    if micro < 1 or batch % micro:
-        raise ValueError(f"micro_batch_size={micro} must divide the batch of {cfg.questions_per_step} questions x "
-                         f"{G} rollouts = {batch}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 1 or batch % world:
+        raise ValueError(f"{world} processes must divide the batch of {cfg.questions_per_step} questions x {G} "
+                         f"rollouts = {batch}")
+    per_process = batch // world
+    micro = micro_batch_size or per_process
+    if micro < 1 or per_process % micro:
+        raise ValueError(f"micro_batch_size={micro} must divide each process's {per_process} rows of the batch of "
+                         f"{cfg.questions_per_step} questions x {G} rollouts = {batch}")
     on_cpu = device_of(cfg) == "cpu"
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=micro,
-        gradient_accumulation_steps=batch // micro,  # steps_per_generation defaults to it: one generation per step
+        gradient_accumulation_steps=per_process // micro,  # steps_per_generation defaults to it: one generation a step
         num_generations=G,
         max_completion_length=cfg.rollout.max_response_tokens,
         temperature=cfg.rollout.temperature,

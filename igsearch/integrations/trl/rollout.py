@@ -1,11 +1,13 @@
 """Our multi-turn search agent as TRL's ``rollout_func``.
 
-TRL's ``GRPOTrainer._generate`` calls ``rollout_func(prompts, trainer)`` with the prompts of the
-generation batch: its ``RepeatSampler`` already repeats every question ``num_generations`` (G) times
-in a row, so ``prompts`` holds Q blocks of G identical prompts, and TRL expects exactly one
-completion per entry. :class:`SearchRollout` runs :meth:`igsearch.rollout.agent.SearchAgent.run` on
-the Q questions with G rollouts each (question-major, the order TRL groups by) and returns, per
-rollout (one list entry each):
+TRL's ``GRPOTrainer._generate`` calls ``rollout_func(prompts, trainer)`` in every process with that
+process's rows of the generation batch: its ``RepeatSampler`` repeats every question ``num_generations``
+(G) times in a row, so the whole batch holds Q blocks of G identical prompts, process p holding rows
+``p * len(prompts) ...`` (a block may straddle two processes), and TRL expects exactly one completion per
+entry. :class:`SearchRollout` runs :meth:`igsearch.rollout.agent.SearchAgent.run` on the rows, each
+rollout seeded by its row of the whole batch (so one process or several sample the same rollouts) and
+numbered with its question in the whole batch (``question_index`` = row // G, the groups TRL and the
+estimator use), and returns, per rollout (one list entry each):
 
 - ``prompt_ids`` (len P_i), ``completion_ids`` = the response tokens (len C_i: what the policy wrote
   and the injected document tokens), ``logprobs`` = their sampling log-probs (0.0 on documents);
@@ -87,13 +89,14 @@ class SearchRollout:
     def __call__(self, prompts: Sequence[Any], trainer) -> dict[str, list]:
         model = trainer.accelerator.unwrap_model(trainer.model)
         G = trainer.num_generations if model.training else trainer.num_generations_eval
-        questions = group_prompts(prompts, G)
+        first = trainer.accelerator.process_index * len(prompts)  # this process's first row of the whole batch
+        check_groups(prompts, G, first)
         rows = getattr(trainer, "igsearch_batch_rows", None)
         if rows is not None and len(rows) != len(prompts):
             raise ValueError(f"SearchRollout: {len(prompts)} prompts but {len(rows)} dataset rows in the batch")
-        golds = [gold_list(rows[q * G]) if rows is not None else [] for q in range(len(questions))]
-        sources = [str(rows[q * G].get("data_source", "")) if rows is not None else "" for q in range(len(questions))]
-        texts = [p if isinstance(p, str) else chat_prompt(self.tokenizer, p) for p in questions]
+        golds = [gold_list(r) for r in rows] if rows is not None else None
+        sources = [str(r.get("data_source", "")) for r in rows] if rows is not None else None
+        texts = [p if isinstance(p, str) else chat_prompt(self.tokenizer, p) for p in prompts]
 
         step = int(trainer.state.global_step)
         engine = self.engine_for(model)
@@ -105,8 +108,9 @@ class SearchRollout:
         seed = rollout_seed(self.seed, step + 1, call)
 
         agent = SearchAgent(engine, self.retriever, self.tokenizer, self.config, template=self.template)
-        trajs, timings = agent.run(texts, golds, sources, seed=seed, rollouts_per_question=G)
-        for t in trajs:
+        trajs, timings = agent.run(texts, golds, sources, seed=seed, rollouts_per_question=1, first_index=first)
+        for i, t in enumerate(trajs):
+            t.question_index = (first + i) // G
             if not t.response_ids:
                 raise RuntimeError(f"SearchRollout: a rollout of question {t.question_index} has no response token "
                                    "(the engine returned nothing)")
@@ -114,18 +118,16 @@ class SearchRollout:
         return trl_fields(trajs)
 
 
-def group_prompts(prompts: Sequence[Any], G: int) -> list[Any]:
-    """The Q questions of TRL's prompts (Q blocks of G equal prompts, as its RepeatSampler lays them out)."""
-    if G < 1 or len(prompts) % G:
-        raise ValueError(f"SearchRollout: {len(prompts)} prompts is not a whole number of groups of {G}")
-    questions = []
-    for q in range(len(prompts) // G):
-        block = prompts[q * G:(q + 1) * G]
-        if any(p != block[0] for p in block[1:]):
-            raise ValueError(f"SearchRollout: prompts {q * G}..{(q + 1) * G - 1} are not one question repeated "
-                             f"{G} times (TRL's sampler lays groups out this way)")
-        questions.append(block[0])
-    return questions
+def check_groups(prompts: Sequence[Any], G: int, first: int = 0) -> None:
+    """ValueError unless the rows ``first ...`` of the whole batch (``prompts``) repeat each question in blocks
+    of G, as TRL's RepeatSampler lays them out (the first and last block may be cut by a process boundary)."""
+    if G < 1:
+        raise ValueError(f"SearchRollout: {G} generations per question")
+    for i in range(1, len(prompts)):
+        if (first + i) % G and prompts[i] != prompts[i - 1]:
+            q = (first + i) // G
+            raise ValueError(f"SearchRollout: rows {q * G}..{q * G + G - 1} of the batch are not one question "
+                             f"repeated {G} times (TRL's sampler lays groups out this way)")
 
 
 def gold_list(row: dict) -> list[str]:

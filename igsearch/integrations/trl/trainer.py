@@ -15,9 +15,13 @@ Per generation batch (TRL's ``_prepare_inputs`` -> ``_generate_and_score_complet
    index ``igsearch_row`` [B] travels with the batch (TRL ignores it), so every trained row can be traced
    back to its trajectory in :attr:`IGSearchGRPOTrainer.igsearch_last`.
 
-Single process only (the groups and the estimator's statistics need all of a question's rollouts in one
-process; TRL spreads a group over processes). TRL's own generation (``use_vllm``, ``tools``,
-``environment_factory``) is not used.
+Several processes (``torchrun``; ``GRPOConfig(use_cpu=True)`` gives gloo): TRL hands each process its rows
+of the generation batch, and a question's G rollouts may straddle two processes. Each process rolls out
+its own rows (seeded by their row in the whole batch), then every process gathers all trajectories
+(TRL gathers the rewards itself), the step scorers score them split over the processes
+(:class:`igsearch.scoring.ShardedScorer`), the estimator runs on the whole batch, so on whole question
+groups, and each process keeps the advantages of its own rows (TRL's ``process_slice``); DDP averages
+the gradients. TRL's own generation (``use_vllm``, ``tools``, ``environment_factory``) is not used.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from trl import GRPOConfig, GRPOTrainer
 
 import igsearch.methods  # noqa: F401  (registers the built-in estimators and step scorers)
@@ -48,9 +53,11 @@ ROW_KEY = "igsearch_row"
 class IGSearchBatch:
     """One generation batch as the integration saw it (rows in TRL's order before its shuffle).
 
-    ``trajectories`` [B]; ``rewards`` [B] (R_i from TRL's reward functions); ``scores[name][i]``: step
-    scorer values; ``advantages``: the estimator's output; ``token_advantages``: float32 [B, T], what
-    replaced TRL's ``advantages``; ``step``: the 1-based training step (seeds); ``metrics``: logged values.
+    ``trajectories`` [B] of the whole generation batch (all processes'); ``rewards`` [B] (R_i from TRL's reward
+    functions); ``scores[name][i]``: step scorer values; ``advantages``: the estimator's output;
+    ``token_advantages``: float32 [b, T], what replaced TRL's ``advantages`` in this process, whose rows are
+    ``rows`` (a slice of [B]; all of it in one process); ``step``: the 1-based training step (seeds);
+    ``metrics``: logged values.
     """
 
     trajectories: list[Trajectory]
@@ -60,6 +67,7 @@ class IGSearchBatch:
     token_advantages: torch.Tensor
     step: int
     metrics: dict[str, float] = field(default_factory=dict)
+    rows: slice = field(default_factory=lambda: slice(None))
 
 
 class IGSearchGRPOTrainer(GRPOTrainer):
@@ -120,9 +128,6 @@ class IGSearchGRPOTrainer(GRPOTrainer):
             callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
             rollout_func=self.igsearch_rollout,
         )
-        if self.accelerator.num_processes > 1:
-            raise NotImplementedError("IGSearchGRPOTrainer runs in one process: TRL spreads a question's rollouts "
-                                      "over processes, and the estimator needs the whole group")
 
     # ------------------------------------------------------------------ TRL hooks
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -142,31 +147,38 @@ class IGSearchGRPOTrainer(GRPOTrainer):
         record = self.igsearch_rollout.last
         if record is None or self._igsearch_rewards_per_func is None:
             raise RuntimeError("IGSearchGRPOTrainer: TRL did not run the rollout function and the rewards")
-        trajs = record.trajectories
+        local = record.trajectories
         completion_ids = output["completion_ids"]
-        B, T = completion_ids.shape
-        if len(trajs) != B:
-            raise RuntimeError(f"IGSearchGRPOTrainer: {len(trajs)} trajectories for a batch of {B} rows")
-        for i, t in enumerate(trajs):  # the rows are the trajectories, in order
+        b, T = completion_ids.shape
+        if len(local) != b:
+            raise RuntimeError(f"IGSearchGRPOTrainer: {len(local)} trajectories for a batch of {b} rows")
+        for i, t in enumerate(local):  # the rows are the trajectories, in order
             n = len(t.response_ids)
             if n > T or completion_ids[i, :n].tolist() != t.response_ids:
                 raise RuntimeError(f"IGSearchGRPOTrainer: row {i} of TRL's batch is not trajectory {i}")
+        distributed = self.accelerator.num_processes > 1
+        trajs = list(gather_object(local)) if distributed else local  # the whole batch, in TRL's row order
+        rows = slice(self.accelerator.process_index * b, (self.accelerator.process_index + 1) * b)
 
         weights = self.reward_weights.to(self._igsearch_rewards_per_func.device).unsqueeze(0)
-        rewards = (self._igsearch_rewards_per_func * weights).nansum(dim=1).tolist()  # TRL's R_i (one process)
+        rewards = (self._igsearch_rewards_per_func * weights).nansum(dim=1).tolist()  # TRL's R_i, gathered by TRL
+        if len(rewards) != len(trajs):
+            raise RuntimeError(f"IGSearchGRPOTrainer: {len(rewards)} rewards for {len(trajs)} trajectories")
         cfg = self.igsearch_config
         step = record.global_step + 1  # our trainer's 1-based step: seeds of the IG draws
         model = self.accelerator.unwrap_model(self.model)
         t0 = time.perf_counter()
         scores, metrics = score_steps(self.igsearch_needs, trajs, model, self.processing_class, cfg, step,
-                                      engine=self.igsearch_rollout.engine)
+                                      engine=self.igsearch_rollout.engine, distributed=distributed)
         metrics["time/scoring"] = time.perf_counter() - t0
-        adv_out, adv = token_advantages(trajs, rewards, scores, self.igsearch_advantage_config, T)
-        output["advantages"] = adv.to(completion_ids.device)
-        output[ROW_KEY] = torch.arange(B, device=completion_ids.device)
+        width = max(T, max(len(t.response_ids) for t in trajs))  # other processes' rows may be longer
+        adv_out, adv = token_advantages(trajs, rewards, scores, self.igsearch_advantage_config, width)
+        output["advantages"] = adv[rows, :T].to(completion_ids.device)
+        output[ROW_KEY] = torch.arange(rows.start, rows.stop, device=completion_ids.device)
 
         metrics.update({k if "/" in k else f"adv/{k}": float(v) for k, v in adv_out.stats.items()
                         if isinstance(v, (int, float))})
+        B = len(trajs)
         metrics.update({"time/generation": record.timings.generation, "time/retrieval": record.timings.retrieval,
                         "rollout/searches": sum(len(t.steps) for t in trajs) / B,
                         "rollout/answered_frac": sum(t.finish_reason == "answer" for t in trajs) / B,
@@ -174,5 +186,5 @@ class IGSearchGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         for key, value in metrics.items():
             self._metrics[mode][f"igsearch/{key}"].append(value)
-        self.igsearch_last = IGSearchBatch(trajs, rewards, scores, adv_out, adv, step, metrics)
+        self.igsearch_last = IGSearchBatch(trajs, rewards, scores, adv_out, adv[rows, :T], step, metrics, rows)
         return output
