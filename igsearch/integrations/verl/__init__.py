@@ -24,6 +24,11 @@ except ImportError as exc:  # pragma: no cover - only outside the verl environme
     raise ImportError("igsearch.integrations.verl needs verl (tested with 0.9.1): build its environment "
                       "with `make verl-env`") from exc
 
+from . import cpu as _cpu
+
+if _cpu.enabled():  # IGSEARCH_VERL_CPU=1: the CPU seams (cpu.py), before anything resolves verl's platform
+    _cpu.install()
+
 from .agent_loop import IGSearchAgentLoop
 from .config import VerlIGConfig
 from .estimator import compute_ig_search_advantage, ig_search_advantages

@@ -101,7 +101,7 @@ class IGSearchTrainer(PPOTrainerSync):
         trajs = [rows[i] for i in real]
         result, real_spans, real_ig = step_ig_of_trajectories(
             trajs, self.tokenizer, tq_log_prob_fn(self.actor_rollout_wg, dp_size=dp_size), config=cfg,
-            dp_size=dp_size)
+            dp_size=self.ig_row_multiple(dp_size))
         spans, step_ig = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=object)
         for i in range(len(rows)):  # padding rows: no steps
             spans[i], step_ig[i] = [], []
@@ -112,6 +112,15 @@ class IGSearchTrainer(PPOTrainerSync):
             dump_step_ig(Path(cfg.dump_dir) / f"step_{int(self.global_steps):06d}.jsonl", trajs, result.step_ig,
                          cfg.seed)
         return spans, step_ig
+
+    def ig_row_multiple(self, dp_size: int) -> int:
+        """The IG request rows are padded to a multiple of this: the data-parallel size, times the
+        log-prob micro-batch size when verl splits each rank's rows into fixed micro-batches
+        (``log_prob_use_dynamic_bsz`` off), which must then divide every rank's share."""
+        rollout = self.config.actor_rollout_ref.rollout
+        if rollout.get("log_prob_use_dynamic_bsz", False):
+            return dp_size
+        return dp_size * max(1, int(rollout.get("log_prob_micro_batch_size_per_gpu") or 1))
 
     def actor_dp_size(self) -> int:
         """Data-parallel size of the actor mesh (as verl's own seq-len balancing reads it)."""
