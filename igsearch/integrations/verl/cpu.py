@@ -48,6 +48,8 @@ from datetime import timedelta
 from typing import Any, Generator, Optional
 
 ENV = "IGSEARCH_VERL_CPU"
+#: a folder: every rollout server saves each set of synced weights there (safetensors), for checks
+SYNC_DIR_ENV = "IGSEARCH_VERL_CPU_SYNC_DIR"
 ROLLOUT_NAME = "igsearch_hf"
 _installed = False
 
@@ -265,7 +267,8 @@ def _replica_and_adapter():
             name = f"igsearch_hf_server_{self.replica_rank}{self.name_suffix}"
             server_cls = ray.remote(HFRolloutServer)
             server = server_cls.options(name=name, num_cpus=0, max_concurrency=self.max_concurrency,
-                                        runtime_env={"env_vars": {ENV: "1"}}).remote(
+                                        runtime_env={"env_vars": {ENV: "1", **({SYNC_DIR_ENV: os.environ[SYNC_DIR_ENV]}
+                                                                        if os.environ.get(SYNC_DIR_ENV) else {})}}).remote(
                 model_path=self.model_config.local_path if hasattr(self.model_config, "local_path")
                 else self.model_config.path,
                 replica_rank=self.replica_rank, trust_remote_code=bool(getattr(self.model_config, "trust_remote_code",
@@ -357,6 +360,14 @@ class HFRolloutServer:
                 own[name].copy_(t.to(own[name].dtype))
         self.global_steps = global_steps
         self.weight_versions += 1
+        out_dir = os.environ.get(SYNC_DIR_ENV)
+        if out_dir:  # a record of what the engine samples from (cpu_smoke compares it across steps and replicas)
+            from safetensors.torch import save_file
+
+            os.makedirs(out_dir, exist_ok=True)
+            save_file({n: t.contiguous() for n, t in state.items()},
+                      os.path.join(out_dir, f"replica{self.replica_rank}_sync{self.weight_versions:03d}"
+                                            f"_step{global_steps}.safetensors"))
         return {"loaded": len(state), "version": self.weight_versions}
 
     def weights_digest(self) -> dict:
