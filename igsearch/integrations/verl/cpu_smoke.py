@@ -64,7 +64,8 @@ def launch_overrides(policy: Path, world: Path, retrieval_url: str, dump_dir: Pa
     return [f"actor_rollout_ref.model.path={policy}", f"data.train_files={world / 'train.parquet'}",
             f"data.val_files={world / 'dev.parquet'}", f"igsearch.retrieval_url={retrieval_url}",
             f"trainer.total_training_steps={steps}", f"algorithm.ig.dump_dir={dump_dir}",
-            f"++ray_kwargs.ray_init.runtime_env.env_vars.IGSEARCH_VERL_CPU_SYNC_DIR={sync_dir}"]
+            f"++ray_kwargs.ray_init.runtime_env.env_vars.IGSEARCH_VERL_CPU_SYNC_DIR={sync_dir}",
+            f"hydra.run.dir={dump_dir.parent / 'hydra'}"]
 
 
 class TreeMemory:
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(ROOT / "configs" / "verl"), version_base=None):
-        cfg = compose(CONFIG_NAME, overrides=overrides)
+        cfg = compose(CONFIG_NAME, overrides=[o for o in overrides if not o.startswith("hydra.")])
     ig_cfg = VerlIGConfig.from_algorithm(cfg.algorithm)
     adv_cfg = ig_cfg.advantage_config("std" if cfg.algorithm.norm_adv_by_std_in_grpo else "none")
     checks = []
