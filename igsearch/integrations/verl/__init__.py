@@ -12,6 +12,8 @@ Registered:
   ``compute_log_prob`` (``ig_batch.py``; through TransferQueue in verl's v1 trainers: ``tq_batch.py``),
 - the ``igsearch_sync`` v1 trainer (``trainer.v1.trainer_mode=igsearch_sync``; ``trainer.py``): verl's
   synchronous trainer that scores IG after the old log-probs and hands it to ``ig_search``.
+With ``IGSEARCH_VERL_CPU=1`` importing it first installs the CPU seams of ``cpu.py`` (a ``cpu`` platform,
+gloo, the FSDP engines for cpu and the ``igsearch_hf`` rollout), so verl's ``main_ppo`` runs on the CPU.
 The reward function is ``reward.compute_score`` (``reward.custom_reward_function.path`` points at
 ``reward.py``). The data flow through verl, step by step: docs/verl.md.
 """

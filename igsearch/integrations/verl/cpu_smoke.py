@@ -69,13 +69,15 @@ def launch_overrides(policy: Path, world: Path, retrieval_url: str, dump_dir: Pa
 
 
 class TreeMemory:
-    """Samples the summed RSS of a process and all its descendants (shared pages count once per process)."""
+    """Samples the memory of a process and all its descendants: the summed RSS (shared pages count once
+    per process, so an upper bound) every ``interval`` s, and the summed PSS (shared pages split between
+    the processes that map them) every 4th sample, as reading it costs more."""
 
     def __init__(self, pid: int, interval: float = 0.5):
         import psutil
 
         self.root, self.interval = psutil.Process(pid), interval
-        self.peak_bytes, self.peak_processes, self.samples = 0, 0, 0
+        self.peak_bytes, self.peak_pss_bytes, self.peak_processes, self.samples = 0, 0, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -87,13 +89,17 @@ class TreeMemory:
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 break
-            total = 0
+            total, pss = 0, 0
+            with_pss = self.samples % 4 == 0
             for p in procs:
                 try:
                     total += p.memory_info().rss
-                except psutil.Error:
+                    if with_pss:
+                        pss += p.memory_full_info().pss
+                except (psutil.Error, AttributeError):
                     pass
             self.peak_bytes = max(self.peak_bytes, total)
+            self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
             self.peak_processes = max(self.peak_processes, len(procs))
             self.samples += 1
             self._stop.wait(self.interval)
@@ -256,7 +262,8 @@ def main(argv=None) -> int:
     ig_equal = bool(checks) and checks[0]["pass"]
     peak_gb = mem.peak_bytes / 2**30
     summary = {"device": "CPU", "date": datetime.now(timezone.utc).isoformat(), "returncode": rc,
-               "seconds": seconds, "peak_rss_gb": peak_gb, "peak_processes": mem.peak_processes,
+               "seconds": seconds, "peak_rss_gb": peak_gb, "peak_pss_gb": mem.peak_pss_bytes / 2**30,
+               "peak_processes": mem.peak_processes,
                "memory_samples": mem.samples, "steps_logged": len(steps), "losses_finite": losses_finite,
                "ig_dp_sizes": dp_sizes, "weights": weights, "ig_checks": checks,
                "step_seconds": {s: metrics[s].get("timing_s/step") for s in steps}, "per_step": metrics}
@@ -265,6 +272,7 @@ def main(argv=None) -> int:
     ok = (rc == 0 and len(steps) >= args.steps and losses_finite and dp_sizes == [2.0] and weights["pass"]
           and ig_equal)
     print(f"[verl_cpu_smoke] rc={rc} losses_finite={losses_finite} ig_dp_sizes={dp_sizes} "
+          f"peak_pss_gb={mem.peak_pss_bytes / 2**30:.2f} processes={mem.peak_processes} "
           f"weights={'pass' if weights['pass'] else 'fail'} checks={[c.get('pass') for c in checks]} out={out}")
     print(f"verl_cpu_smoke steps={len(steps)} ig_equal={str(ig_equal).lower()} seconds={seconds:.1f} "
           f"peak_rss_gb={peak_gb:.2f}")

@@ -16,7 +16,9 @@ advantage -> actor update. At the advantage stage, with ``adv_estimator=ig_searc
 
 IG metrics go to verl's logger under ``ig/`` and the scoring time under ``timing_s/ig``. With
 ``algorithm.ig.dump_dir`` set, each step's rollouts and step IGs are also written there as JSON lines
-(:func:`dump_step_ig`; ``igsearch.integrations.verl.smoke`` re-scores them with our tree scorer). With any other
+(:func:`dump_step_ig`), and after the advantage stage verl's group ids, rewards and advantages of the same
+rows (:func:`dump_step_advantages`); ``igsearch.integrations.verl.smoke`` and ``cpu_smoke`` re-check them
+with igsearch's own scorer and estimator. With any other
 estimator the trainer is ``PPOTrainerSync`` unchanged.
 """
 
