@@ -255,6 +255,11 @@ def _register_engines() -> None:
 
 # --------------------------------------------------------------------------- 6. rollout
 
+def server_name(replica_rank: int) -> str:
+    """The Ray actor name of replica ``replica_rank``'s :class:`HFRolloutServer`."""
+    return f"igsearch_hf_server_{replica_rank}"
+
+
 def _replica_and_adapter():
     import ray
     from verl.workers.rollout.base import BaseRollout
@@ -264,15 +269,13 @@ def _replica_and_adapter():
         """One :class:`HFRolloutServer` actor per replica (hybrid: the replica's FSDP ranks send it weights)."""
 
         async def launch_servers(self):
-            name = f"igsearch_hf_server_{self.replica_rank}{self.name_suffix}"
-            server_cls = ray.remote(HFRolloutServer)
-            server = server_cls.options(name=name, num_cpus=0, max_concurrency=self.max_concurrency,
-                                        runtime_env={"env_vars": {ENV: "1", **({SYNC_DIR_ENV: os.environ[SYNC_DIR_ENV]}
-                                                                        if os.environ.get(SYNC_DIR_ENV) else {})}}).remote(
-                model_path=self.model_config.local_path if hasattr(self.model_config, "local_path")
-                else self.model_config.path,
-                replica_rank=self.replica_rank, trust_remote_code=bool(getattr(self.model_config, "trust_remote_code",
-                                                                               False)))
+            name = server_name(self.replica_rank) + self.name_suffix
+            env = {ENV: "1", **{k: os.environ[k] for k in (SYNC_DIR_ENV,) if os.environ.get(k)}}
+            model_path = getattr(self.model_config, "local_path", None) or self.model_config.path
+            server = ray.remote(HFRolloutServer).options(
+                name=name, num_cpus=0, max_concurrency=self.max_concurrency, runtime_env={"env_vars": env},
+            ).remote(model_path=model_path, replica_rank=self.replica_rank,
+                     trust_remote_code=bool(getattr(self.model_config, "trust_remote_code", False)))
             await server.ready.remote()
             self.servers = [server]
             self._server_handle = server
@@ -298,7 +301,7 @@ def _replica_and_adapter():
 
         def _server_handle(self):
             if self._server is None:
-                self._server = ray.get_actor(f"igsearch_hf_server_{self.replica_rank}")
+                self._server = ray.get_actor(server_name(self.replica_rank))
             return self._server
 
         async def resume(self, tags: list[str]):
