@@ -7,7 +7,7 @@ EXTRAS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/n
 STAMP := $(VENV)/.installed-$(EXTRAS)
 DEMO_OUT ?= runs/demo
 
-.PHONY: install native demo test bench clean verl-env verl-test
+.PHONY: install native demo test bench clean verl-env verl-test verl-cpu-smoke
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ $(VERL_VENV)/.installed: pyproject.toml
 
 verl-test: verl-env
 	$(VERL_VENV)/bin/python -m pytest -q tests/integrations
+
+# verl's main_ppo on the CPU: 2 FSDP2 ranks over gloo, 3 steps, checked against igsearch (docs/verl.md).
+verl-cpu-smoke: verl-env
+	$(VERL_VENV)/bin/python -m igsearch.integrations.verl.cpu_smoke
 
 bench: install
 	$(BIN)/python bench/ig_scoring.py --quick

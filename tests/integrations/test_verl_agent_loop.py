@@ -89,6 +89,28 @@ def test_spans_masks_and_extra_fields(tok):
     assert "</search>" in params["stop"] or params["stop_token_ids"]
 
 
+class VersionedServer(ScriptedServer):
+    """Reports the weight version of each turn, as verl's LLMServerClient does (min/max_global_steps)."""
+
+    def __init__(self, tokenizer, script, versions):
+        super().__init__(tokenizer, script)
+        self.versions = list(versions)
+
+    async def generate(self, request_id, **kwargs):
+        out = await super().generate(request_id, **kwargs)
+        v = self.versions.pop(0)
+        out.extra_fields.update({"global_steps": v, "min_global_steps": v, "max_global_steps": v})
+        return out
+
+
+def test_weight_versions_reach_verl(tok):
+    """verl's v1 trainer reads min/max_global_steps of every rollout (staleness metrics): the first and
+    the last turn's weight versions."""
+    server = VersionedServer(tok, ["<search> Arno Tesk </search>", "<answer> Dulmar </answer>"], [3, 4])
+    out = run(lambda: make_loop(tok, server, EchoRetriever()))
+    assert out.extra_fields["min_global_steps"] == 3 and out.extra_fields["max_global_steps"] == 4
+
+
 def test_response_budget_and_max_turns(tok):
     server = ScriptedServer(tok, ["<search> a </search>", "<search> b </search>", "<search> c </search>", "x"])
     out = run(lambda: make_loop(tok, server, EchoRetriever(), max_turns=2))

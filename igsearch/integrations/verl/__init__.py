@@ -12,6 +12,8 @@ Registered:
   ``compute_log_prob`` (``ig_batch.py``; through TransferQueue in verl's v1 trainers: ``tq_batch.py``),
 - the ``igsearch_sync`` v1 trainer (``trainer.v1.trainer_mode=igsearch_sync``; ``trainer.py``): verl's
   synchronous trainer that scores IG after the old log-probs and hands it to ``ig_search``.
+With ``IGSEARCH_VERL_CPU=1`` importing it first installs the CPU seams of ``cpu.py`` (a ``cpu`` platform,
+gloo, the FSDP engines for cpu and the ``igsearch_hf`` rollout), so verl's ``main_ppo`` runs on the CPU.
 The reward function is ``reward.compute_score`` (``reward.custom_reward_function.path`` points at
 ``reward.py``). The data flow through verl, step by step: docs/verl.md.
 """
@@ -23,6 +25,11 @@ try:
 except ImportError as exc:  # pragma: no cover - only outside the verl environment
     raise ImportError("igsearch.integrations.verl needs verl (tested with 0.9.1): build its environment "
                       "with `make verl-env`") from exc
+
+from . import cpu as _cpu
+
+if _cpu.enabled():  # IGSEARCH_VERL_CPU=1: the CPU seams (cpu.py), before anything resolves verl's platform
+    _cpu.install()
 
 from .agent_loop import IGSearchAgentLoop
 from .config import VerlIGConfig

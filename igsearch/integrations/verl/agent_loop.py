@@ -15,7 +15,9 @@ one rollout at a time, against verl's rollout servers:
 
 The output carries, in ``extra_fields`` (so in ``non_tensor_batch``): ``igsearch_steps`` (per step
 [query start, end, documents start, end, refine start, end], response coordinates, refine -1 when
-absent), ``igsearch_golds`` and ``igsearch_finish_reason``; IG and the estimator read them.
+absent), ``igsearch_golds`` and ``igsearch_finish_reason``; IG and the estimator read them. It also
+carries ``min_global_steps`` / ``max_global_steps``, the weight versions of the first and last turn as
+the rollout server reported them, which verl's v1 trainer reads for its staleness metrics.
 
 Settings: the ``igsearch`` config group (``+igsearch.retrieval_url=http://host:8000/retrieve``,
 ``+igsearch.topk=3``, ``+igsearch.max_turns=4``, ``+igsearch.max_new_tokens_per_turn=512``,
@@ -82,6 +84,7 @@ class IGSearchAgentLoop(AgentLoopBase):
         prompt_ids = await self.ct_build_initial_tokens(list(kwargs["raw_prompt"]))
         o = OpenRollout(Trajectory(prompt_ids=list(prompt_ids), golds=golds))
         timings, request_id, turns = RolloutTimings(), uuid4().hex, 0
+        versions: dict[str, Any] = {}  # the weight versions (verl's global steps) the turns were sampled under
         metrics: dict[str, float] = {"generate_sequences": 0.0, "tool_calls": 0.0}
         loop = asyncio.get_running_loop()
         while not o.done:
@@ -94,6 +97,10 @@ class IGSearchAgentLoop(AgentLoopBase):
             out = await self.server_manager.generate(request_id, prompt_ids=traj.prompt_ids + traj.response_ids,
                                                      sampling_params=params)
             metrics["generate_sequences"] += loop.time() - t0
+            extra = getattr(out, "extra_fields", None) or {}
+            versions.setdefault("min_global_steps", extra.get("min_global_steps"))
+            if extra.get("max_global_steps") is not None or "max_global_steps" not in versions:
+                versions["max_global_steps"] = extra.get("max_global_steps")
             ids = [int(t) for t in out.token_ids][:max_tokens]
             logprobs = list(out.log_probs or [0.0] * len(ids))[:len(ids)]
             agent.absorb_turn(o, ids, logprobs, self._finish_reason(ids, max_tokens))
@@ -109,7 +116,7 @@ class IGSearchAgentLoop(AgentLoopBase):
             response_logprobs=traj.rollout_logprobs, num_turns=turns + len(traj.steps) + 1,
             metrics=AgentLoopMetrics(**metrics),
             extra_fields={STEPS_KEY: steps_to_record(traj.steps), GOLDS_KEY: golds,
-                          "igsearch_finish_reason": traj.finish_reason})
+                          "igsearch_finish_reason": traj.finish_reason, **versions})
 
     def _finish_reason(self, ids: list[int], max_tokens: int) -> str:
         """"stop" when a stop tag or EOS ended the turn, "length" when the token budget did."""

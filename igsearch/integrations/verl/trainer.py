@@ -16,7 +16,9 @@ advantage -> actor update. At the advantage stage, with ``adv_estimator=ig_searc
 
 IG metrics go to verl's logger under ``ig/`` and the scoring time under ``timing_s/ig``. With
 ``algorithm.ig.dump_dir`` set, each step's rollouts and step IGs are also written there as JSON lines
-(:func:`dump_step_ig`; ``igsearch.integrations.verl.smoke`` re-scores them with our tree scorer). With any other
+(:func:`dump_step_ig`), and after the advantage stage verl's group ids, rewards and advantages of the same
+rows (:func:`dump_step_advantages`); ``igsearch.integrations.verl.smoke`` and ``cpu_smoke`` re-check them
+with igsearch's own scorer and estimator. With any other
 estimator the trainer is ``PPOTrainerSync`` unchanged.
 """
 
@@ -27,6 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
+import transfer_queue as tq
 from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 from verl.utils.debug import marked_timer
@@ -37,7 +41,7 @@ from igsearch.rollout.trajectory import Trajectory
 from .config import VerlIGConfig
 from .estimator import supplied_step_ig
 from .ig_batch import step_ig_of_trajectories, steps_to_record, trajectory_from_row
-from .tq_batch import tq_log_prob_fn, trajectories_from_tq
+from .tq_batch import _rows, tq_log_prob_fn, trajectories_from_tq
 
 TRAINER_NAME = "igsearch_sync"
 ESTIMATOR_NAME = "ig_search"
@@ -57,6 +61,20 @@ def dump_step_ig(path: Path, trajs: list[Trajectory], step_ig: list[list[float |
             f.write(json.dumps({"prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask,
                                 "steps": steps_to_record(t.steps), "golds": list(t.golds), "step_ig": list(row),
                                 "seed": seed}) + "\n")
+
+
+def dump_step_advantages(path: Path, batch: KVBatchMeta, rows: list[int]) -> None:
+    """One JSON line per rollout ``rows`` of ``batch`` (the real rows, in the order of
+    :func:`dump_step_ig`'s lines): verl's group ``uid``, its reward (``rm_scores`` summed) and the
+    advantages verl wrote back to TransferQueue (response tokens)."""
+    data = tq.kv_batch_get(keys=[batch.keys[i] for i in rows], partition_id=batch.partition_id,
+                           select_fields=["uid", "rm_scores", "advantages"])
+    uids, scores, advs = _rows(data["uid"]), _rows(data["rm_scores"]), _rows(data["advantages"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for uid, score, adv in zip(uids, scores, advs, strict=True):
+            f.write(json.dumps({"uid": str(uid), "reward": float(torch.as_tensor(score).float().sum()),
+                                "advantages": [float(x) for x in torch.as_tensor(adv).float().tolist()]}) + "\n")
 
 
 def load_step_ig_dump(path: Path, tokenizer) -> tuple[list[Trajectory], list[list[float | None]], int]:
@@ -88,7 +106,12 @@ class IGSearchTrainer(PPOTrainerSync):
         with marked_timer("ig", self._timing(), color="purple"):
             spans, step_ig = self.score_step_ig(batch, metrics)
         with supplied_step_ig(spans, step_ig):
-            return super()._compute_advantage(batch, metrics)
+            batch = super()._compute_advantage(batch, metrics)
+        cfg = VerlIGConfig.from_algorithm(self.config.algorithm)
+        if cfg.dump_dir:
+            real = [i for i, s in enumerate(spans) if not (batch.tags and batch.tags[i].get("is_padding", False))]
+            dump_step_advantages(Path(cfg.dump_dir) / f"step_{int(self.global_steps):06d}_adv.jsonl", batch, real)
+        return batch
 
     def score_step_ig(self, batch: KVBatchMeta, metrics: dict) -> tuple[np.ndarray, np.ndarray]:
         """(query spans, step IGs) of ``batch``, object arrays with one entry per row in key order
@@ -101,17 +124,30 @@ class IGSearchTrainer(PPOTrainerSync):
         trajs = [rows[i] for i in real]
         result, real_spans, real_ig = step_ig_of_trajectories(
             trajs, self.tokenizer, tq_log_prob_fn(self.actor_rollout_wg, dp_size=dp_size), config=cfg,
-            dp_size=dp_size)
+            dp_size=self.ig_row_multiple(dp_size))
         spans, step_ig = np.empty(len(rows), dtype=object), np.empty(len(rows), dtype=object)
         for i in range(len(rows)):  # padding rows: no steps
             spans[i], step_ig[i] = [], []
         for j, i in enumerate(real):
             spans[i], step_ig[i] = real_spans[j], real_ig[j]
         metrics.update(ig_metrics(result.stats))
+        n_rows = int(result.stats.get("n_sequences") or 0)
+        multiple = self.ig_row_multiple(dp_size)
+        metrics.update({"ig/dp_size": float(dp_size),
+                        "ig/rows_per_rank": float((n_rows + (-n_rows) % multiple) // dp_size) if n_rows else 0.0})
         if cfg.dump_dir:
             dump_step_ig(Path(cfg.dump_dir) / f"step_{int(self.global_steps):06d}.jsonl", trajs, result.step_ig,
                          cfg.seed)
         return spans, step_ig
+
+    def ig_row_multiple(self, dp_size: int) -> int:
+        """The IG request rows are padded to a multiple of this: the data-parallel size, times the
+        log-prob micro-batch size when verl splits each rank's rows into fixed micro-batches
+        (``log_prob_use_dynamic_bsz`` off), which must then divide every rank's share."""
+        rollout = self.config.actor_rollout_ref.rollout
+        if rollout.get("log_prob_use_dynamic_bsz", False):
+            return dp_size
+        return dp_size * max(1, int(rollout.get("log_prob_micro_batch_size_per_gpu") or 1))
 
     def actor_dp_size(self) -> int:
         """Data-parallel size of the actor mesh (as verl's own seq-len balancing reads it)."""
