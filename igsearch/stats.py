@@ -5,6 +5,8 @@ by question, which removes the between-question variance an unpaired comparison 
 
 - :func:`paired_bootstrap`: the mean per-question difference ``b - a`` and its percentile
   bootstrap interval, resampling questions with replacement;
+- :func:`hierarchical_bootstrap`: the same difference pooled over worlds and seeds, its interval
+  resampling worlds, then seeds, then questions;
 - :func:`mcnemar`: the exact two-sided McNemar test on the discordant questions of 0/1 scores;
 - :func:`compare_records`: both, overall and per ``data_source`` (hop count on the world), from the
   per-question records :func:`igsearch.evaluation.evaluate` writes. Records with several samples of
@@ -34,6 +36,45 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = 10
     means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
     tail = (1.0 - level) / 2.0
     return float(diff.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
+def hierarchical_bootstrap(diffs: Sequence, *, n_boot: int = 10_000, level: float = 0.95, seed: int = 0,
+                           chunk: int = 1_000) -> tuple[float, float, float]:
+    """``(estimate, low, high)``: a paired difference pooled over worlds, with a percentile bootstrap interval
+    that resamples worlds, then seeds within a world, then questions.
+
+    ``diffs[w]``: float array [S_w, Q_w] of world w: the per-question difference (method B - method A) of seed
+    s on question q; seeds of the two methods are paired by index, and a world's seeds share its questions.
+    ``estimate`` = mean over worlds of (mean over seeds and questions). A replicate draws W worlds with
+    replacement and, for every world drawn, S_w seeds and Q_w questions with replacement (one question draw for
+    all its seeds: questions are crossed with seeds), so the interval carries the spread between worlds and
+    between seeds as well as between questions. With one world it resamples seeds and questions; with one
+    seed, questions only (then it is :func:`paired_bootstrap`'s interval)."""
+    worlds = [np.atleast_2d(np.asarray(d, dtype=np.float64)) for d in diffs]
+    if not worlds or any(d.size == 0 for d in worlds):
+        raise ValueError("hierarchical_bootstrap needs at least one world, each with >= 1 seed and >= 1 question")
+    W = len(worlds)
+    estimate = float(np.mean([d.mean() for d in worlds]))
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for lo in range(0, n_boot, chunk):
+        B = min(chunk, n_boot - lo)
+        picks = rng.integers(0, W, size=(B, W))  # the worlds of each replicate
+        total = np.zeros(B)
+        for w, d in enumerate(worlds):
+            S, Q = d.shape
+            uses = (picks == w).sum(axis=1)  # how many slots of each replicate drew world w
+            slots = int(uses.sum())
+            if not slots:
+                continue
+            # one independent seed and question draw per slot, as counts: mean = c_s @ d @ c_q / (S Q)
+            c_s = rng.multinomial(S, np.full(S, 1.0 / S), size=slots)
+            c_q = rng.multinomial(Q, np.full(Q, 1.0 / Q), size=slots)
+            values = np.einsum("ks,sq,kq->k", c_s, d, c_q) / (S * Q)
+            total += np.bincount(np.repeat(np.arange(B), uses), weights=values, minlength=B)
+        means[lo:lo + B] = total / W
+    tail = (1.0 - level) / 2.0
+    return estimate, float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
 
 
 def mcnemar(a: Sequence[float], b: Sequence[float]) -> tuple[int, int, float]:
