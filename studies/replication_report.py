@@ -95,6 +95,28 @@ def paired(runs: dict, a: str, b: str) -> dict:
     return compare_records(ra, rb)
 
 
+def seed_paired(runs: dict, a: str, b: str, *, n_boot: int = 10_000) -> dict:
+    """Method b minus method a in final test EM, seed s of b paired with seed s of a, per ``data_source`` and
+    ``overall``: ``{"diff", "low", "high", "seeds", "n"}`` with a 95% interval that resamples seeds, then
+    questions (:func:`igsearch.stats.hierarchical_bootstrap` on one world), so that it carries the spread
+    between seeds, which :func:`paired` (questions resampled, EM averaged over seeds) leaves out."""
+    import numpy as np
+
+    from igsearch.stats import hierarchical_bootstrap
+
+    seeds = sorted(set(runs[a]) & set(runs[b]))
+    by_seed = {m: [{r["id"]: r for r in final_eval(runs[m][s])["records"]} for s in seeds] for m in (a, b)}
+    ids = sorted(set.intersection(*(set(x) for x in by_seed[a] + by_seed[b])))
+    sources = sorted({by_seed[a][0][i]["data_source"] for i in ids}) + ["overall"]
+    out = {}
+    for source in sources:
+        q = [i for i in ids if source == "overall" or by_seed[a][0][i]["data_source"] == source]
+        d = np.array([[by_seed[b][k][i]["em"] - by_seed[a][k][i]["em"] for i in q] for k in range(len(seeds))])
+        diff, low, high = hierarchical_bootstrap([d], n_boot=n_boot)
+        out[source] = {"diff": diff, "low": low, "high": high, "seeds": len(seeds), "n": len(q)}
+    return out
+
+
 def mean_curve(by_seed: dict) -> list[tuple[int, float, float]]:
     """(step, mean training seconds, mean overall EM) at every evaluation step all seeds share."""
     common = sorted(set.intersection(*(set(r["evals"]) for r in by_seed.values())))
@@ -239,6 +261,14 @@ def render(result: dict, agg: dict, png: list[Path], runs: dict) -> str:
         cells += [f"{agg[m]['test_searches'][s]['mean']:.2f}" for m in agg]
         lines.append(f"| {s} | {n} | {ws} | " + " | ".join(cells) + " |")
     lines += [""] + verdict(runs, agg, result["paired"].get("ig vs grpo"))[:-1]
+    with_seeds = result.get("paired_with_seeds", {}).get("ig vs grpo")
+    if with_seeds:
+        row = with_seeds["overall"]
+        lines += ["", f"With the spread between seeds in the interval as well (seed s of IG-Search paired with seed s "
+                      f"of GRPO; seeds, then questions resampled: `igsearch.stats.hierarchical_bootstrap`), IG-Search "
+                      f"minus GRPO is {row['diff']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] over {row['seeds']} "
+                      "seeds; per hop count: " + ", ".join(f"{s} {r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"
+                                                          for s, r in with_seeds.items() if s != "overall") + "."]
     for name, cmp in result["paired"].items():
         a_name, b_name = name.split(" vs ")[1], name.split(" vs ")[0]
         lines += ["", f"### Paired: {name} (test EM per question, averaged over seeds)", "",
@@ -300,6 +330,7 @@ def write_report(args, runs: dict, prefix: Path, *, manifest: dict, config_rollo
         "warm_start_test": first["evals"][0]["metrics"],
         "summary": agg,
         "paired": paired_cmp,
+        "paired_with_seeds": {"ig vs grpo": seed_paired(runs, "grpo", "ig")} if {"grpo", "ig"} <= set(runs) else {},
         "time_to_quality": time_to_quality(runs),
         "curves": {m: mean_curve(by_seed) for m, by_seed in runs.items()},
         "all_fail_frac_per_step": {m: {s: [x.get("groups/all_fail_frac") for x in r["steps"]] for s, r in by.items()}
