@@ -270,6 +270,22 @@ def test_replicate_verdict_follows_the_stated_rule():
     assert warm["a"] == 0.0 and warm["diff"] == pytest.approx(0.375) and warm["low"] > 0
 
 
+def test_replicate_seed_paired_interval_carries_the_spread_between_seeds():
+    """The same mean gain, once steady over seeds and once from one seed alone: the interval that resamples
+    seeds then questions is narrow in the first case and contains 0 in the second, where the questions-only
+    interval over seed-averaged EM still excludes it."""
+    mod = load("replication_report")
+    base = {"world_1hop": [1] * 40 + [0] * 160}
+    grpo = {s: _run(base) for s in (0, 1, 2)}
+    steady = {"grpo": grpo, "ig": {s: _run({"world_1hop": [1] * 60 + [0] * 140}) for s in (0, 1, 2)}}
+    lucky = {"grpo": grpo, "ig": {0: _run({"world_1hop": [1] * 100 + [0] * 100}), 1: _run(base), 2: _run(base)}}
+    row = mod.seed_paired(steady, "grpo", "ig", n_boot=2000)["overall"]
+    assert row["diff"] == pytest.approx(0.1) and 0 < row["low"] < 0.1 < row["high"] and row["seeds"] == 3
+    row = mod.seed_paired(lucky, "grpo", "ig", n_boot=2000)["overall"]
+    assert row["diff"] == pytest.approx(0.1) and row["low"] <= 0 < row["high"]
+    assert mod.paired(lucky, "grpo", "ig")["overall"]["low"] > 0  # questions only: the lucky seed looks like a gain
+
+
 def test_replicate_report_only_reuses_the_records_and_writes_the_report(tmp_path, capsys):
     """`studies/replicate.py --report-only` (runs: replicate.py; report: replication_report.py) finds the
     warm start and the recorded runs in --work-dir, trains nothing, and writes the JSON, Markdown and plots."""
