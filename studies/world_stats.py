@@ -89,7 +89,7 @@ def world_stats(seed: int, work: Path, *, entities: int = 800) -> dict:
     from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig, world_split_sizes
     from igsearch.world import build_world
     from igsearch.world.graph import generate_entities
-    from igsearch.world.passages import find_fact, find_lookalike
+    from igsearch.world.passages import _FACT_PATTERNS, find_fact, find_lookalike
     from igsearch.world.texts import world_texts
 
     t0 = time.perf_counter()
@@ -179,6 +179,10 @@ def world_stats(seed: int, work: Path, *, entities: int = 800) -> dict:
                             "r1": ids[:1] == [hop["passage_id"]], "r2": hop["passage_id"] in ids[:2],
                             "r3": hop["passage_id"] in ids[:3],
                             "fact2": find_fact(top2, hop["relation"], hop["entity"]) is not None,
+                            "rival2": any(_FACT_PATTERNS[hop["relation"]].search(p.contents) is not None
+                                          for p in got[:2] if p.id != hop["passage_id"]),
+                            "rival_names_subject2": any(hop["entity"].lower() in p.contents.lower()
+                                                        for p in got[:2] if p.id != hop["passage_id"]),
                             "relation": hop["relation"], "lookalike": has_la,
                             "mentions": mentions[hop["passage_id"]],
                         })
@@ -199,6 +203,11 @@ def world_stats(seed: int, work: Path, *, entities: int = 800) -> dict:
                 "questions": len(q_recs), "hops": len(hop_recs),
                 "recall@1": _mean(x["r1"] for x in hop_recs), "recall@2": _mean(x["r2"] for x in hop_recs),
                 "recall@3": _mean(x["r3"] for x in hop_recs), "fact_in_top2": _mean(x["fact2"] for x in hop_recs),
+                "rival_fact_in_top2": _mean(x["rival2"] for x in hop_recs),
+                "rival_names_subject_in_top2": _mean(x["rival_names_subject2"] for x in hop_recs),
+                "rival_fact_in_top2_by_relation": {
+                    rel: _mean(x["rival2"] for x in hop_recs if x["relation"] == rel)
+                    for rel in sorted({x["relation"] for x in hop_recs})},
                 "all_hops_recall@2": _mean(x["all_hops_r2"] for x in q_recs),
                 "answer_in_top2": _mean(x["answer_in_top2"] for x in q_recs),
                 "lookalike_hops_mean": _mean(x["lookalike_hops"] for x in q_recs),
@@ -263,8 +272,9 @@ def _f(x, digits=3) -> str:
 def markdown_tables(results: list[dict]) -> str:
     lines = ["| world | hops | questions | passage tokens (mean / p90) | confusable names | look-alike hops / q |"
              " demo success | recall@1 | recall@2 | recall@3 | fact in top 2 | all hops @2 | answer in top 2 |"
+             " rival fact in top 2 | rival names subject |"
              " SFT cut at max_len |",
-             "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         p, n = res["passages"], res["names"]
         for h in HOPS:
@@ -276,17 +286,19 @@ def markdown_tables(results: list[dict]) -> str:
                 f"{n['share_entities_confusable']:.3f} | {s['lookalike_hops_mean']:.2f} | {s['demo_success']:.3f} | "
                 f"{_f(s['recall@1'])} | {_f(s['recall@2'])} | {_f(s['recall@3'])} | {_f(s['fact_in_top2'])} | "
                 f"{_f(s['all_hops_recall@2'])} | {_f(s['answer_in_top2'])} | "
+                f"{_f(s['rival_fact_in_top2'])} | {_f(s['rival_names_subject_in_top2'])} | "
                 f"{res['sft']['cut_share_by_hops'].get(h, 0):.3f} |")
     lines += ["", "Test split only (the questions behind the EM figures):", "",
-              "| world | hops | questions | recall@2 | all hops @2 | answer in top 2 | look-alike hops / q | demo success |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| world | hops | questions | recall@2 | all hops @2 | answer in top 2 | rival fact in top 2 |"
+              " look-alike hops / q | demo success |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         for h in HOPS:
             s = res["per_hops"]["test"].get(h)
             if s is None:
                 continue
             lines.append(f"| {res['seed']} | {h} | {s['questions']} | {_f(s['recall@2'])} | "
-                         f"{_f(s['all_hops_recall@2'])} | {_f(s['answer_in_top2'])} | "
+                         f"{_f(s['all_hops_recall@2'])} | {_f(s['answer_in_top2'])} | {_f(s['rival_fact_in_top2'])} | "
                          f"{s['lookalike_hops_mean']:.2f} | {s['demo_success']:.3f} |")
     lines += ["", "Per world: names, passages and the SFT demonstrations (warm-up split, the demo's recipe):", "",
               "| world | invented words | one-edit words | prefix words | name tokens | passage words | "
