@@ -265,6 +265,108 @@ def world_stats(seed: int, work: Path, *, entities: int = 800) -> dict:
             "per_hops": per_scope, "sft": sft, "seconds": time.perf_counter() - t0}
 
 
+def eval_records(sft_dir, world_dir, splits=("dev", "test"), limit: int | None = None) -> dict[str, list[dict]]:
+    """Greedy rollouts of the warm start ``sft_dir`` on ``world_dir``'s splits under the model folder's rollout
+    settings (as ``igsearch eval`` runs them, on the HF engine): one record per question with its chain, the
+    entities of its path, the prediction, EM and the response text."""
+    import torch
+
+    from igsearch.data.loaders import load_corpus, load_qa
+    from igsearch.data.metrics import exact_match
+    from igsearch.data.prompts import get_template, question_prompt
+    from igsearch.policy.load import load_tokenizer
+    from igsearch.retrieval.bm25 import BM25Retriever
+    from igsearch.rollout.agent import RolloutConfig, SearchAgent
+    from igsearch.rollout.engine import build_engine
+    from igsearch.rollout.trained import read_rollout_settings
+
+    torch.set_num_threads(1)
+    settings = read_rollout_settings(sft_dir)
+    template = get_template(settings.pop("template"))
+    settings.pop("source", None)
+    cfg = RolloutConfig(**settings, rollouts_per_question=1, temperature=0.0)
+    tokenizer = load_tokenizer(sft_dir)
+    agent = SearchAgent(build_engine("hf", sft_dir, dtype="float32"),
+                        BM25Retriever.build(load_corpus(Path(world_dir) / "corpus.jsonl")), tokenizer, cfg,
+                        template=template)
+    out = {}
+    for split in splits:
+        rows = load_qa(Path(world_dir) / f"{split}.jsonl", limit=limit)
+        recs = []
+        for lo in range(0, len(rows), 64):
+            batch = rows[lo:lo + 64]
+            trajs, _ = agent.run([question_prompt(tokenizer, r, template) for r in batch],
+                                 [r.golden_answers for r in batch], [r.data_source for r in batch], seed=lo)
+            for r, t in zip(batch, trajs):
+                hops = r.extra_info["hops"]
+                recs.append({"id": r.id, "hops": r.data_source, "chain": [h["relation"] for h in hops],
+                             "path": [h["entity"] for h in hops] + [hops[-1]["answer"]], "gold": r.golden_answers,
+                             "pred": t.answer, "finish": t.finish_reason,
+                             "em": exact_match(t.answer or "", r.golden_answers) if t.answer is not None else 0.0,
+                             "text": tokenizer.decode(t.response_ids)})
+        out[split] = recs
+    return out
+
+
+def classify_failure(rec: dict, passages: dict[str, str]) -> str:
+    """The first thing that went wrong in an eval record (:func:`eval_records`), hop by hop: ``passages`` maps
+    lower-cased entity names to their passages. ``correct`` when EM is 1."""
+    import re
+
+    from igsearch.world.graph import RELATIONS
+    from igsearch.world.passages import find_lookalike
+
+    if rec["em"]:
+        return "correct"
+    queries = [q.strip() for q in re.findall(r"<search>(.*?)</search>", rec["text"], flags=re.S)]
+    refines = re.findall(r"<refine>(.*?)</refine>", rec["text"], flags=re.S)
+    path, chain = rec["path"], rec["chain"]
+    for k, rel in enumerate(chain):
+        if k >= len(queries):
+            return "answered too early" if rec["pred"] is not None else "no answer"
+        entity, _, word = queries[k].rpartition(" ")
+        if queries[k] == f"{path[k]} {RELATIONS[rel].word}":
+            if k < len(refines) and path[k + 1].lower() not in refines[k].lower():
+                return "misread: refine lacks the fact"
+            continue
+        if entity.lower() == path[k].lower():
+            return "wrong relation word"
+        if k > 0:
+            lookalike = find_lookalike([passages.get(path[k - 1].lower(), "")], chain[k - 1], path[k - 1])
+            if lookalike and entity.lower() == lookalike[1].lower():
+                return "followed the look-alike"
+        return "searched another entity" if entity.lower() in passages else "miscopied name in query"
+    if rec["pred"] is None:
+        return "no answer"
+    if len(queries) > len(chain):
+        return "searched too much"
+    return "answered another entity" if rec["pred"].lower() in passages else "miscopied answer"
+
+
+def failure_summary(records: dict[str, list[dict]], world_dir) -> dict:
+    """Per split and hop count: EM, failure classes (:func:`classify_failure`) and, for 1-hop questions, EM per
+    relation."""
+    from igsearch.data.loaders import load_corpus
+
+    passages = {d["contents"].partition("\n")[0].strip('"').lower(): d["contents"]
+                for d in load_corpus(Path(world_dir) / "corpus.jsonl")}
+    out = {}
+    for split, recs in records.items():
+        per = {}
+        for h in HOPS:
+            xs = [r for r in recs if r["hops"] == f"world_{h}hop"]
+            if xs:
+                per[h] = {"n": len(xs), "em": _mean(r["em"] for r in xs),
+                          "failures": dict(Counter(classify_failure(r, passages) for r in xs).most_common())}
+        one = [r for r in recs if r["hops"] == "world_1hop"]
+        per["em_1hop_by_relation"] = {rel: {"n": sum(r["chain"][-1] == rel for r in one),
+                                            "em": _mean(r["em"] for r in one if r["chain"][-1] == rel)}
+                                      for rel in sorted({r["chain"][-1] for r in one})}
+        per["overall"] = _mean(r["em"] for r in recs)
+        out[split] = per
+    return out
+
+
 def _f(x, digits=3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -329,8 +431,28 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--entities", type=int, default=800)
     ap.add_argument("--out", default=str(RESULTS / "world_stats"), help="results stem (.json, .md)")
+    ap.add_argument("--warm-start", action="append", default=[], metavar="LABEL=SFT_DIR:WORLD_DIR",
+                    help="instead of the statistics: evaluate these warm starts greedily on dev and test and classify "
+                         "their failures (-> <out>_warmstarts.json)")
+    ap.add_argument("--limit", type=int, default=None, help="with --warm-start: the first N questions per split")
     args = ap.parse_args(argv)
     from igsearch.machine import describe_cpu
+
+    if args.warm_start:
+        summaries = {}
+        for spec in args.warm_start:
+            label, _, dirs = spec.partition("=")
+            sft, _, world = dirs.partition(":")
+            t0 = time.perf_counter()
+            summaries[label] = {"sft": sft, "world": world,
+                                "summary": failure_summary(eval_records(sft, world, limit=args.limit), world)}
+            summaries[label]["seconds"] = time.perf_counter() - t0
+            print(label, json.dumps(summaries[label]["summary"], indent=1), flush=True)
+        path = Path(args.out + "_warmstarts.json")
+        path.write_text(json.dumps({"machine": describe_cpu(), "date": time.strftime("%Y-%m-%d"),
+                                    "warm_starts": summaries}, indent=1) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+        return 0
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     results = []

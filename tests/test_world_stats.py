@@ -49,3 +49,33 @@ def test_world_stats_on_a_small_world(tmp_path):
     assert res["sft"]["examples"] > 0 and res["sft"]["rollout_settings"]["topk"] == 2
     table = ws.markdown_tables([res])
     assert table.startswith("| world | hops |") and "\n| 0 | 1 |" in table
+
+
+def test_classify_failure():
+    ws = load()
+    passages = {"velmo dawn": '"Velmo Dawn"\nVelmo Dawn is a 2001 drama film. Karin Tos plays the lead role in Velmo Dawn. The director of Velmo Dawn is Ala Bren.',
+                "ala bren": '"Ala Bren"\nThe birthplace of Ala Bren is Orsa.', "karin tos": '"Karin Tos"\n...',
+                "orsa": '"Orsa"\n...', "zelka": '"Zelka"\n...'}
+    base = {"chain": ["director", "birthplace"], "path": ["Velmo Dawn", "Ala Bren", "Orsa"], "em": 0.0}
+
+    def rec(text, pred):
+        return {**base, "text": text, "pred": pred}
+
+    good = "<search> Velmo Dawn director </search><refine> The director of Velmo Dawn is Ala Bren. </refine>"
+    assert ws.classify_failure({**rec("", "Orsa"), "em": 1.0}, passages) == "correct"
+    assert ws.classify_failure(rec("<search> Velmo Dawn director </search><refine> x </refine>", "Orsa"),
+                               passages) == "misread: refine lacks the fact"
+    assert ws.classify_failure(rec(good + "<search> Karin Tos birthplace </search>", "Zelka"),
+                               passages) == "followed the look-alike"
+    assert ws.classify_failure(rec(good + "<search> Zelka birthplace </search>", "Zelka"),
+                               passages) == "searched another entity"
+    assert ws.classify_failure(rec(good + "<search> Ala Brem birthplace </search>", "Zelka"),
+                               passages) == "miscopied name in query"
+    assert ws.classify_failure(rec(good, "Ala Bren"), passages) == "answered too early"
+    assert ws.classify_failure(rec(good + "<search> Ala Bren spouse </search>", "Zelka"),
+                               passages) == "wrong relation word"
+    done = good + "<search> Ala Bren birthplace </search><refine> The birthplace of Ala Bren is Orsa. </refine>"
+    assert ws.classify_failure(rec(done, "Zelka"), passages) == "answered another entity"
+    assert ws.classify_failure(rec(done, "Orsaa"), passages) == "miscopied answer"
+    assert ws.classify_failure(rec(done + "<search> Orsa country </search>", "Zelka"), passages) == "searched too much"
+    assert ws.classify_failure(rec(done, None), passages) == "no answer"
