@@ -367,6 +367,38 @@ def failure_summary(records: dict[str, list[dict]], world_dir) -> dict:
     return out
 
 
+#: failure classes the look-alike demonstrator itself shows (it follows look-alikes; a chain gone astray may end early)
+DEMONSTRATED = ("followed the look-alike", "answered too early")
+
+
+def warm_start_tables(summaries: dict) -> str:
+    """Markdown: EM per split and hop count of each evaluated warm start, then its failures over dev and test
+    together, split into those the demonstrator shows (:data:`DEMONSTRATED`) and the reading and protocol errors."""
+    lines = ["| warm start | split | 1-hop | 2-hop | 3-hop | overall |", "|---|---|---:|---:|---:|---:|"]
+    for label, entry in summaries.items():
+        for split, per in entry["summary"].items():
+            lines.append(f"| {label} | {split} | " + " | ".join(_f(per[h]["em"]) if h in per else "-" for h in HOPS)
+                         + f" | {_f(per['overall'])} |")
+    classes = sorted({c for e in summaries.values() for per in e["summary"].values() for h in HOPS if h in per
+                      for c in per[h]["failures"]} - {"correct"}, key=lambda c: (c not in DEMONSTRATED, c))
+    lines += ["", "Dev and test together, questions per first failure:", "",
+              "| warm start | hops | n | correct | " + " | ".join(classes) + " | demonstrated | reading and protocol |",
+              "|---|---:|---:|---:|" + "---:|" * (len(classes) + 2)]
+    for label, entry in summaries.items():
+        for h in HOPS:
+            total = Counter()
+            n = 0
+            for per in entry["summary"].values():
+                if h in per:
+                    total.update(per[h]["failures"])
+                    n += per[h]["n"]
+            demo = sum(total[c] for c in DEMONSTRATED)
+            other = n - total["correct"] - demo
+            lines.append(f"| {label} | {h} | {n} | {total['correct']} | " + " | ".join(str(total[c]) for c in classes)
+                         + f" | {demo} | {other} |")
+    return "\n".join(lines) + "\n"
+
+
 def _f(x, digits=3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -449,9 +481,13 @@ def main(argv=None) -> int:
             summaries[label]["seconds"] = time.perf_counter() - t0
             print(label, json.dumps(summaries[label]["summary"], indent=1), flush=True)
         path = Path(args.out + "_warmstarts.json")
-        path.write_text(json.dumps({"machine": describe_cpu(), "date": time.strftime("%Y-%m-%d"),
-                                    "warm_starts": summaries}, indent=1) + "\n")
-        print(f"wrote {path}", file=sys.stderr)
+        meta = {"machine": describe_cpu(), "date": time.strftime("%Y-%m-%d")}
+        path.write_text(json.dumps({**meta, "warm_starts": summaries}, indent=1) + "\n")
+        table = warm_start_tables(summaries)
+        print(table)
+        path.with_suffix(".md").write_text(f"# Warm starts evaluated by studies/world_stats.py --warm-start\n\n"
+                                           f"{meta['date']}, {meta['machine']}\n\n" + table)
+        print(f"wrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
         return 0
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

@@ -79,3 +79,14 @@ def test_classify_failure():
     assert ws.classify_failure(rec(done, "Orsaa"), passages) == "miscopied answer"
     assert ws.classify_failure(rec(done + "<search> Orsa country </search>", "Zelka"), passages) == "searched too much"
     assert ws.classify_failure(rec(done, None), passages) == "no answer"
+
+
+def test_warm_start_tables_split_demonstrated_from_reading_errors():
+    ws = load()
+    per = {1: {"n": 4, "em": 0.5, "failures": {"correct": 2, "misread: refine lacks the fact": 2}},
+           2: {"n": 3, "em": 0.0, "failures": {"followed the look-alike": 2, "searched too much": 1}},
+           "overall": 2 / 7}
+    table = ws.warm_start_tables({"w": {"summary": {"dev": per}}})
+    assert "| w | dev | 0.500 | 0.000 | - | 0.286 |" in table
+    assert "| w | 1 | 4 | 2 | 0 | 2 | 0 | 0 | 2 |" in table   # demonstrated 0, reading 2
+    assert "| w | 2 | 3 | 0 | 2 | 0 | 1 | 2 | 1 |" in table
