@@ -265,10 +265,11 @@ def world_stats(seed: int, work: Path, *, entities: int = 800) -> dict:
             "per_hops": per_scope, "sft": sft, "seconds": time.perf_counter() - t0}
 
 
-def eval_records(sft_dir, world_dir, splits=("dev", "test"), limit: int | None = None) -> dict[str, list[dict]]:
+def eval_records(sft_dir, world_dir, splits=("dev", "test"), limit: int | None = None,
+                 topk: int | None = None) -> dict[str, list[dict]]:
     """Greedy rollouts of the warm start ``sft_dir`` on ``world_dir``'s splits under the model folder's rollout
-    settings (as ``igsearch eval`` runs them, on the HF engine): one record per question with its chain, the
-    entities of its path, the prediction, EM and the response text."""
+    settings (as ``igsearch eval`` runs them, on the HF engine; ``topk`` overrides the passages per search): one
+    record per question with its chain, the entities of its path, the prediction, EM and the response text."""
     import torch
 
     from igsearch.data.loaders import load_corpus, load_qa
@@ -284,6 +285,8 @@ def eval_records(sft_dir, world_dir, splits=("dev", "test"), limit: int | None =
     settings = read_rollout_settings(sft_dir)
     template = get_template(settings.pop("template"))
     settings.pop("source", None)
+    if topk is not None:
+        settings["topk"] = topk
     cfg = RolloutConfig(**settings, rollouts_per_question=1, temperature=0.0)
     tokenizer = load_tokenizer(sft_dir)
     agent = SearchAgent(build_engine("hf", sft_dir, dtype="float32"),
@@ -467,6 +470,9 @@ def main(argv=None) -> int:
                     help="instead of the statistics: evaluate these warm starts greedily on dev and test and classify "
                          "their failures (-> <out>_warmstarts.json)")
     ap.add_argument("--limit", type=int, default=None, help="with --warm-start: the first N questions per split")
+    ap.add_argument("--topk", type=int, default=None,
+                    help="with --warm-start: passages per search (default: the model folder's); a LABEL=...@K "
+                         "spec sets it for one warm start")
     args = ap.parse_args(argv)
     from igsearch.machine import describe_cpu
 
@@ -474,10 +480,13 @@ def main(argv=None) -> int:
         summaries = {}
         for spec in args.warm_start:
             label, _, dirs = spec.partition("=")
+            dirs, _, k = dirs.partition("@")
             sft, _, world = dirs.partition(":")
+            topk = int(k) if k else args.topk
             t0 = time.perf_counter()
-            summaries[label] = {"sft": sft, "world": world,
-                                "summary": failure_summary(eval_records(sft, world, limit=args.limit), world)}
+            summaries[label] = {"sft": sft, "world": world, "topk": topk,
+                                "summary": failure_summary(eval_records(sft, world, limit=args.limit, topk=topk),
+                                                           world)}
             summaries[label]["seconds"] = time.perf_counter() - t0
             print(label, json.dumps(summaries[label]["summary"], indent=1), flush=True)
         path = Path(args.out + "_warmstarts.json")
