@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import field
@@ -234,6 +235,17 @@ def preset_chain(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[str, di
 # The schema
 
 
+@functools.lru_cache(maxsize=32)
+def _types(root: type, run_fields: tuple[str, ...], sections: tuple[tuple[str, type], ...]) -> dict[str, Any]:
+    """:meth:`Schema.types`, cached: ``typing.get_type_hints`` of every section is what loading a file costs."""
+    hints = typing.get_type_hints(root)
+    out = {name: hints[name] for name in run_fields}
+    for section, cls in sections:
+        hints = typing.get_type_hints(cls)
+        out.update({f"{section}.{g.name}": hints[g.name] for g in settable_fields(cls)})
+    return out
+
+
 class Schema:
     """Reads values for the root dataclass ``root`` (module docstring).
 
@@ -264,13 +276,8 @@ class Schema:
         return out
 
     def types(self) -> dict[str, Any]:
-        """Spelling -> type of every settable field."""
-        hints = typing.get_type_hints(self.root)
-        out = {f.name: hints[f.name] for f in self.run_fields}
-        for section, cls in self.sections().items():
-            hints = typing.get_type_hints(cls)
-            out.update({f"{section}.{g.name}": hints[g.name] for g in settable_fields(cls)})
-        return out
+        """Spelling -> type of every settable field (resolved once per set of sections: a plug-in may add one)."""
+        return _types(self.root, tuple(f.name for f in self.run_fields), tuple(self.sections().items()))
 
     def unknown(self, source: str, name: str) -> ConfigError:
         """The error for a field nobody declares, with today's spelling or the closest names."""

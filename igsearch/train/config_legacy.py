@@ -53,6 +53,13 @@ def _renames() -> dict[str, str]:
     return out
 
 
+def _warn_once(source: str, moved: list[str]) -> None:
+    """One line on stderr per ``source`` naming what was read under a new name."""
+    if moved and source not in _warned:
+        _warned.add(source)
+        print(f"{source}: written by an older igsearch; read {', '.join(moved)}", file=sys.stderr)
+
+
 def legacy_name(name: str) -> str | None:
     """Today's spelling of ``name`` if an older version used it, else None."""
     return _renames().get(name)
@@ -95,9 +102,7 @@ def migrate_legacy(data: dict, source: str) -> dict:
         if new != key:
             moved.append(f"{key} -> {new}")
         out[new] = value
-    if moved and source not in _warned:
-        _warned.add(source)
-        print(f"{source}: written by an older igsearch; read {', '.join(moved)}", file=sys.stderr)
+    _warn_once(source, moved)
     return out
 
 
@@ -112,7 +117,5 @@ def migrate_overrides(overrides, source: str) -> list[str]:
         if new != key.strip():
             moved.append(f"{key.strip()} -> {new}")
         out.append(f"{new}{sep}{value}")
-    if moved and source not in _warned:
-        _warned.add(source)
-        print(f"{source}: written by an older igsearch; read {', '.join(moved)}", file=sys.stderr)
+    _warn_once(source, moved)
     return out
