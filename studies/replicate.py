@@ -307,17 +307,11 @@ def recorded_identity(rec: dict, method: str) -> dict | None:
     return identity
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    apply_threads(args.threads)
+def record_runs(args, root: Path, world: Path, sft: Path) -> tuple[dict, int, str | None]:
+    """Train, or reuse when recorded with the same settings, every (method, seed) of ``args`` from the warm
+    start ``sft`` on ``world``, each under ``root/<method>-seed<seed>/``.
 
-    root, tmp = work_root(args.work_dir or (None if args.quick else ROOT / "runs" / "replicate"), "replicate-")
-    t_all = time.perf_counter()
-    world, sft, manifest, t_setup = prepare(args, root)
-    if args.setup_only:
-        print(f"[replicate] setup done in {t_setup:.0f}s: {root}")
-        return 0
-
+    Returns (``runs[method][seed]``: the records, rollouts per question, the scoring's ``answer_tokens``)."""
     runs: dict = {m: {} for m in args.methods}
     config_rollouts = answer_tokens = None
     for seed in args.seeds:
@@ -344,6 +338,21 @@ def main(argv=None) -> int:
                 rec["overrides"], rec["config"] = overrides, identity
                 atomic_write_text(record_file, json.dumps(rec, indent=1, default=str))
             runs[method][seed] = rec
+    return runs, config_rollouts, answer_tokens
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    apply_threads(args.threads)
+
+    root, tmp = work_root(args.work_dir or (None if args.quick else ROOT / "runs" / "replicate"), "replicate-")
+    t_all = time.perf_counter()
+    world, sft, manifest, t_setup = prepare(args, root)
+    if args.setup_only:
+        print(f"[replicate] setup done in {t_setup:.0f}s: {root}")
+        return 0
+
+    runs, config_rollouts, answer_tokens = record_runs(args, root, world, sft)
 
     prefix = Path(args.out) if args.out else RESULTS / ("replication-quick" if args.quick else "replication")
     result, md = write_report(args, runs, prefix, manifest=manifest, config_rollouts=config_rollouts,

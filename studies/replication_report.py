@@ -125,19 +125,25 @@ def mean_curve(by_seed: dict) -> list[tuple[int, float, float]]:
 
 
 def time_to_quality(runs: dict, reference: str = "grpo") -> dict:
-    """The best mean EM the reference method reaches by training (evaluations after step 0), and for
-    every method the first trained evaluation step (and mean training seconds) at which its mean EM
-    over seeds reaches it. ``warm_start_em``: the shared step-0 EM, for reference."""
-    if reference not in runs:
+    """:func:`time_to_target` on the seed-mean curves of ``runs[method][seed]``."""
+    return time_to_target({m: mean_curve(by_seed) for m, by_seed in runs.items()}, reference)
+
+
+def time_to_target(curves: dict, reference: str = "grpo") -> dict:
+    """The best EM the reference method's curve reaches by training (evaluations after step 0), and for
+    every method the first trained evaluation step (and its training seconds) at which its curve reaches it.
+    ``curves[method]``: [(step, training seconds, EM)] (:func:`mean_curve`). ``warm_start_em``: the
+    reference's step-0 EM, for reference."""
+    if reference not in curves:
         return {}
-    ref_curve = [c for c in mean_curve(runs[reference]) if c[0] > 0]
+    ref_curve = [c for c in curves[reference] if c[0] > 0]
     if not ref_curve:
         return {}
     target = max(em for _, _, em in ref_curve)
-    start = [em for s, _, em in mean_curve(runs[reference]) if s == 0]
+    start = [em for s, _, em in curves[reference] if s == 0]
     out = {"reference": reference, "target_em": target, "warm_start_em": start[0] if start else None, "methods": {}}
-    for method, by_seed in runs.items():
-        hit = next(((s, t) for s, t, em in mean_curve(by_seed) if s > 0 and em >= target - 1e-12), None)
+    for method, curve in curves.items():
+        hit = next(((s, t) for s, t, em in curve if s > 0 and em >= target - 1e-12), None)
         out["methods"][method] = {"step": hit[0], "seconds": hit[1]} if hit else None
     return out
 

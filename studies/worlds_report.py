@@ -1,0 +1,358 @@
+"""The report of studies/worlds.py: methods compared over several worlds, each with its own warm start.
+
+Input ``worlds[w]``: ``{"manifest", "warm_start": {split: metrics}, "runs": runs[method][seed], ...}`` where a
+run is studies/replicate.py's record (evaluations ``{step: {"metrics", "records", "train_s"}}``). Reported:
+
+- **warm starts** per world and hop count on dev and test, and whether they are alike: every world's test EM
+  within :data:`ALIKE_EM` of the worlds' mean and 1-hop test EM above :data:`ALIKE_ONE_HOP`;
+- **method - GRPO** in final test EM: per world (seed s paired with seed s, seeds then questions resampled)
+  and pooled over worlds, the estimate the mean over worlds of each world's mean difference and the 95%
+  interval from :func:`igsearch.stats.hierarchical_bootstrap` (worlds, then seeds within a world, then
+  questions), overall and per hop count;
+- **the verdict** on the pooled IG-Search - GRPO interval: *held* above 0, *did not hold* below 0, *not
+  shown* otherwise;
+- **wall-clock to quality**: EM against training minutes, per world (seed means) and pooled (the mean over
+  worlds at each evaluation step, minutes averaged the same way), and the training time each method takes to
+  reach GRPO's best, per world and pooled;
+- **searches**: searches per question and EM per hop count, warm start against each method after training,
+  pooled over worlds, with the worlds where a method lowered both the searches and the multi-hop EM (search
+  collapse).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from replication_report import final_eval, mean_curve, seed_paired, time_to_target
+
+from igsearch.io import atomic_write_text
+from igsearch.measure import device_name
+
+ALIKE_EM = 0.05        # the issue's aim: warm-start test EM within ±0.05 of each other ...
+ALIKE_ONE_HOP = 0.85   # ... and 1-hop test EM above 0.85 on every world
+REFERENCE = "grpo"
+OVERALL = "overall"
+# searches per question that fall by more than this while multi-hop EM falls too mark a search collapse
+COLLAPSE_SEARCHES = 0.1
+
+
+def hop_sources(metrics: dict) -> list[str]:
+    """The data sources of an evaluation's metrics (hop counts on the world), ``overall`` last."""
+    return sorted(s for s in metrics if s != OVERALL) + [OVERALL]
+
+
+# ----------------------------------------------------------------------------- warm starts
+
+
+def warm_start_alike(worlds: dict) -> dict:
+    """Whether the worlds' warm starts are alike: test EM per world, their mean, the largest distance from
+    it, the lowest 1-hop test EM, and the two checks."""
+    test = {w: d["warm_start"]["test"] for w, d in worlds.items()}
+    em = {w: m[OVERALL]["em"] for w, m in test.items()}
+    mean = statistics.fmean(em.values())
+    one_hop = {w: m[s]["em"] for w, m in test.items() for s in m if "1hop" in s}
+    out = {"test_em": em, "mean": mean, "max_distance": max(abs(v - mean) for v in em.values()),
+           "one_hop": one_hop, "min_one_hop": min(one_hop.values()) if one_hop else None}
+    out["em_alike"] = out["max_distance"] <= ALIKE_EM
+    out["one_hop_above"] = out["min_one_hop"] is not None and out["min_one_hop"] > ALIKE_ONE_HOP
+    return out
+
+
+# ----------------------------------------------------------------------------- differences
+
+
+def seed_question_diffs(runs: dict, a: str, b: str, source: str):
+    """float array [S, Q]: final test EM of method b minus method a on each question of ``source``
+    (``overall``: all), seed s of b paired with seed s of a (the seeds both have)."""
+    import numpy as np
+
+    seeds = sorted(set(runs[a]) & set(runs[b]))
+    by_seed = {m: [{r["id"]: r for r in final_eval(runs[m][s])["records"]} for s in seeds] for m in (a, b)}
+    ids = sorted(set.intersection(*(set(x) for x in by_seed[a] + by_seed[b])))
+    ids = [i for i in ids if source == OVERALL or by_seed[a][0][i]["data_source"] == source]
+    return np.array([[by_seed[b][k][i]["em"] - by_seed[a][k][i]["em"] for i in ids] for k in range(len(seeds))])
+
+
+def pooled_difference(worlds: dict, a: str, b: str, *, n_boot: int = 10_000) -> dict:
+    """Method b minus method a pooled over the worlds that ran both, per hop count and ``overall``:
+    ``{source: {"diff", "low", "high", "worlds", "seeds", "n"}}`` (95% interval: worlds, then seeds, then
+    questions resampled)."""
+    from igsearch.stats import hierarchical_bootstrap
+
+    with_both = [d["runs"] for d in worlds.values() if a in d["runs"] and b in d["runs"]]
+    if not with_both:
+        return {}
+    sources = hop_sources(final_eval(next(iter(with_both[0][a].values())))["metrics"])
+    out = {}
+    for source in sources:
+        diffs = [seed_question_diffs(runs, a, b, source) for runs in with_both]
+        diffs = [d for d in diffs if d.size]
+        if not diffs:
+            continue
+        diff, low, high = hierarchical_bootstrap(diffs, n_boot=n_boot)
+        out[source] = {"diff": diff, "low": low, "high": high, "worlds": len(diffs),
+                       "seeds": min(d.shape[0] for d in diffs), "n": sum(d.shape[1] for d in diffs)}
+    return out
+
+
+#: the report's rule on one interval: its verdict, and the words the page gives it
+VERDICTS = {"held": "held", "did_not_hold": "did not hold (GRPO ahead)",
+            "not_shown": "not shown (the interval contains 0)"}
+
+
+def judge(row: dict) -> str:
+    """The rule on one interval: ``held`` (above 0), ``did_not_hold`` (below 0) or ``not_shown``."""
+    if row["low"] > 0:
+        return "held"
+    if row["high"] < 0:
+        return "did_not_hold"
+    return "not_shown"
+
+
+def fmt(row: dict) -> str:
+    return f"{row['diff']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+
+
+# ----------------------------------------------------------------------------- wall-clock and searches
+
+
+def pooled_curve(worlds: dict, method: str) -> list[tuple[int, float, float]]:
+    """(step, training seconds, EM) averaged over the worlds that ran ``method``, at the evaluation steps all of
+    them share (each world's point is its seed mean, :func:`mean_curve`)."""
+    curves = [dict((s, (t, em)) for s, t, em in mean_curve(d["runs"][method]))
+              for d in worlds.values() if method in d["runs"]]
+    if not curves:
+        return []
+    common = sorted(set.intersection(*(set(c) for c in curves)))
+    return [(s, statistics.fmean(c[s][0] for c in curves), statistics.fmean(c[s][1] for c in curves))
+            for s in common]
+
+
+def searches_table(worlds: dict) -> dict:
+    """Per method and hop count: the warm start's and the trained policies' test EM and searches per question,
+    averaged over worlds (each world's trained value its seed mean), and the worlds where the method lowered
+    searches per question by more than :data:`COLLAPSE_SEARCHES` while multi-hop EM fell."""
+    methods = sorted({m for d in worlds.values() for m in d["runs"]})
+    out = {}
+    for method in methods:
+        rows, collapsed = {}, []
+        for w, d in worlds.items():
+            if method not in d["runs"]:
+                continue
+            warm = next(iter(d["runs"][method].values()))["evals"][0]["metrics"]
+            finals = [final_eval(r)["metrics"] for r in d["runs"][method].values()]
+            multi_em_fell = False
+            for s in hop_sources(warm):
+                after_em = statistics.fmean(f[s]["em"] for f in finals)
+                after_searches = statistics.fmean(f[s]["searches"] for f in finals)
+                row = rows.setdefault(s, {"warm_em": [], "em": [], "warm_searches": [], "searches": []})
+                row["warm_em"].append(warm[s]["em"]), row["em"].append(after_em)
+                row["warm_searches"].append(warm[s]["searches"]), row["searches"].append(after_searches)
+                if s != OVERALL and "1hop" not in s and after_em < warm[s]["em"]:
+                    multi_em_fell = True
+            overall = rows[OVERALL]
+            if overall["warm_searches"][-1] - overall["searches"][-1] > COLLAPSE_SEARCHES and multi_em_fell:
+                collapsed.append(w)
+        out[method] = {"per_hop": {s: {k: statistics.fmean(v) for k, v in row.items()} for s, row in rows.items()},
+                       "collapsed_worlds": collapsed}
+    return out
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def plots(worlds: dict, pooled: dict, per_world: dict, prefix: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    methods = sorted({m for d in worlds.values() for m in d["runs"]})
+    if methods:
+        fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+        colours = {m: f"C{i}" for i, m in enumerate(methods)}
+        for m in methods:
+            for d in worlds.values():
+                if m in d["runs"]:
+                    c = mean_curve(d["runs"][m])
+                    ax[0].plot([t / 60 for _, t, _ in c], [em for _, _, em in c], color=colours[m], alpha=0.25)
+            c = pooled_curve(worlds, m)
+            ax[0].plot([t / 60 for _, t, _ in c], [em for _, _, em in c], color=colours[m], marker="o", label=m)
+        ax[0].set_title("test EM against training minutes (thin: one world, bold: mean over worlds)", fontsize=9)
+        ax[0].set_xlabel("training minutes (evaluations excluded)"), ax[0].set_ylabel("test EM (greedy)")
+        ax[0].legend(fontsize=8)
+        labels, rows = [], []
+        for w, cmp in per_world.items():
+            labels.append(f"world {w}"), rows.append(cmp[OVERALL])
+        if pooled.get(OVERALL):
+            labels.append("pooled"), rows.append(pooled[OVERALL])
+        y = list(range(len(rows)))[::-1]
+        ax[1].errorbar([r["diff"] for r in rows], y, xerr=[[r["diff"] - r["low"] for r in rows],
+                                                            [r["high"] - r["diff"] for r in rows]],
+                       fmt="o", capsize=4)
+        ax[1].axvline(0, color="grey", linestyle=":")
+        ax[1].set_yticks(y, labels)
+        ax[1].set_title("IG-Search - GRPO, final test EM, 95% interval", fontsize=9)
+        fig.tight_layout()
+        paths.append(prefix.with_name(prefix.name + "_em.png"))
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ws = list(worlds)
+    sources = [s for s in hop_sources(worlds[ws[0]]["warm_start"]["test"])]
+    width = 0.8 / max(1, len(ws))
+    for i, w in enumerate(ws):
+        test = worlds[w]["warm_start"]["test"]
+        ax.bar([j + i * width for j in range(len(sources))], [test[s]["em"] if s in test else 0 for s in sources],
+               width, label=f"world {w}")
+    ax.axhline(ALIKE_ONE_HOP, color="grey", linestyle=":", linewidth=1)
+    ax.set_xticks([j + width * (len(ws) - 1) / 2 for j in range(len(sources))], sources)
+    ax.set_ylabel("test EM (greedy)"), ax.set_title("warm starts per hop count"), ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(prefix.with_name(prefix.name + "_warm_starts.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+def render(result: dict, png: list[Path]) -> str:
+    a = result["args"]
+    lines = []
+    if a["quick"]:
+        lines += ["> **SMOKE TEST (`--quick`)**: small worlds, a few steps; these numbers are not a result.", ""]
+    lines += ["# IG-Search against GRPO over several worlds", "",
+              f"{result['device']}, {result['time'][:10]}. Worlds {a['worlds']}, each with its own warm start (the demo's "
+              f"recipe, look-alike demonstrator, {a['sft_steps']} SFT steps); methods {a['methods']}, RL seeds "
+              f"{a['seeds']}, {a['steps']} steps each, the demo's RL settings, test evaluated greedily every "
+              f"{a['eval_every']} steps. Reproduce: the commands of studies/worlds.py's docstring.", "",
+              "## Warm starts", "",
+              "| world | split | " + " | ".join(result["sources"]) + " | searches / question |",
+              "|---|---|" + "---:|" * (len(result["sources"]) + 1)]
+    for w, warm in result["warm_starts"].items():
+        for split, m in warm.items():
+            lines.append(f"| {w} | {split} | " + " | ".join(f"{m[s]['em']:.3f}" if s in m else "-"
+                                                             for s in result["sources"])
+                         + f" | {m[OVERALL]['searches']:.2f} |")
+    al = result["alike"]
+    lines += ["", f"Alike? Test EM {', '.join(f'{v:.3f}' for v in al['test_em'].values())}: the largest distance from "
+              f"their mean ({al['mean']:.3f}) is {al['max_distance']:.3f} (aim: at most {ALIKE_EM}): "
+              f"**{'yes' if al['em_alike'] else 'no'}**; 1-hop test EM at least "
+              f"{al['min_one_hop'] if al['min_one_hop'] is None else format(al['min_one_hop'], '.3f')} "
+              f"(aim: above {ALIKE_ONE_HOP}): **{'yes' if al['one_hop_above'] else 'no'}**.", ""]
+    pooled = result["pooled"]
+    if result["per_world"]:
+        ig = pooled.get("ig vs grpo", {})
+        lines += ["## IG-Search minus GRPO", "",
+                  "Rule: IG-Search minus GRPO in final test EM, pooled over worlds (the mean over worlds of each world's "
+                  "mean over seeds and questions), with a 95% interval that resamples worlds, then seeds within a "
+                  "world (seed s of one method paired with seed s of the other), then questions "
+                  "(`igsearch.stats.hierarchical_bootstrap`). The claim *held* when the interval lies above 0, *did "
+                  "not hold* when it lies below 0, and is *not shown* otherwise.", ""]
+        if ig.get(OVERALL):
+            lines += [f"**Verdict: {VERDICTS[judge(ig[OVERALL])]}**: IG-Search - GRPO {fmt(ig[OVERALL])} over "
+                      f"{ig[OVERALL]['worlds']} worlds.", ""]
+        head = "| | " + " | ".join(result["sources"]) + " |"
+        lines += [head, "|---|" + "---:|" * len(result["sources"])]
+        for name in pooled:
+            for w, cmp in result["per_world"].get(name, {}).items():
+                lines.append(f"| {name}, world {w} | " + " | ".join(fmt(cmp[s]) if s in cmp else "-"
+                                                                    for s in result["sources"]) + " |")
+            lines.append(f"| **{name}, pooled** | " + " | ".join(fmt(pooled[name][s]) if s in pooled[name] else "-"
+                                                                for s in result["sources"]) + " |")
+        lines += [""]
+        lines += ["## Wall-clock to quality", "",
+                  "Target: the best test EM GRPO's curve reaches after step 0; training minutes exclude "
+                  "evaluations. Pooled: the curves averaged over worlds at each evaluation step.", "",
+                  "| | target EM | " + " | ".join(result["methods"]) + " |", "|---|---:|" + "---:|" * len(result["methods"])]
+        for name, ttq in result["time_to_grpo_best"].items():
+            if not ttq:
+                continue
+            cells = []
+            for m in result["methods"]:
+                hit = ttq["methods"].get(m)
+                cells.append(f"{hit['seconds'] / 60:.1f} min (step {hit['step']})" if hit else "not reached")
+            lines.append(f"| {name} | {ttq['target_em']:.3f} | " + " | ".join(cells) + " |")
+        lines += ["", "## Searches per question and EM per hop count (mean over worlds)", "",
+                  "| method | hops | warm start EM | EM after | warm start searches | searches after |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for m, row in result["searches"].items():
+            for s, v in row["per_hop"].items():
+                lines.append(f"| {m} | {s} | {v['warm_em']:.3f} | {v['em']:.3f} | {v['warm_searches']:.2f} | "
+                             f"{v['searches']:.2f} |")
+        collapsed = {m: row["collapsed_worlds"] for m, row in result["searches"].items() if row["collapsed_worlds"]}
+        lines += ["", "Search collapse (searches per question down by more than "
+                  f"{COLLAPSE_SEARCHES} and a multi-hop EM down): "
+                  + ("; ".join(f"{m} on worlds {ws}" for m, ws in collapsed.items()) if collapsed else "none") + ".", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in png]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(args, worlds: dict, prefix: Path, *, started: float, n_boot: int = 10_000) -> tuple[dict, str]:
+    """Aggregate, compare, plot and write ``<prefix>.json`` and ``<prefix>.md`` (plots beside them); returns
+    (the JSON's content, the Markdown). Worlds without runs (``--setup-only``) report their warm starts only."""
+    import time
+
+    methods = sorted({m for d in worlds.values() for m in d["runs"]}, key=lambda m: (m != REFERENCE, m != "ig", m))
+    first = next(iter(worlds.values()))
+    pooled, per_world = {}, {}
+    for m in methods:
+        if m == REFERENCE:
+            continue
+        name = f"{m} vs {REFERENCE}"
+        pooled[name] = pooled_difference(worlds, REFERENCE, m, n_boot=n_boot)
+        per_world[name] = {w: seed_paired(d["runs"], REFERENCE, m, n_boot=n_boot) for w, d in worlds.items()
+                           if REFERENCE in d["runs"] and m in d["runs"]}
+    ttq = {f"world {w}": time_to_target({m: mean_curve(by) for m, by in d["runs"].items()}, REFERENCE)
+           for w, d in worlds.items() if d["runs"]}
+    if methods:
+        ttq["pooled"] = time_to_target({m: pooled_curve(worlds, m) for m in methods}, REFERENCE)
+    result = {
+        "benchmark": "worlds",
+        "time": datetime.now(timezone.utc).isoformat(),
+        "device": device_name("cpu") if not torch.cuda.is_available() else device_name("cuda"),
+        "torch": torch.__version__,
+        "args": {"quick": args.quick, "worlds": args.worlds, "methods": args.methods, "seeds": args.seeds,
+                 "steps": args.steps, "eval_every": args.eval_every, "sft_steps": args.sft_steps,
+                 "overrides": args.overrides},
+        "sources": hop_sources(first["warm_start"]["test"]),
+        "world_sizes": {w: {"entities": d["manifest"]["n_entities"], "splits": d["manifest"]["splits"]}
+                        for w, d in worlds.items()},
+        "warm_starts": {w: d["warm_start"] for w, d in worlds.items()},
+        "alike": warm_start_alike(worlds),
+        "methods": methods,
+        "per_world": per_world,
+        "pooled": pooled,
+        "time_to_grpo_best": ttq,
+        "curves": {m: {"pooled": pooled_curve(worlds, m),
+                       **{f"world {w}": mean_curve(d["runs"][m]) for w, d in worlds.items() if m in d["runs"]}}
+                   for m in methods},
+        "searches": searches_table(worlds) if methods else {},
+        "total_s": time.perf_counter() - started,
+    }
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    png = plots(worlds, pooled.get("ig vs grpo", {}), per_world.get("ig vs grpo", {}), prefix)
+    result["plots"] = [p.name for p in png]
+    ig = pooled.get("ig vs grpo", {}).get(OVERALL)
+    al = result["alike"]
+    result["summary_line"] = (f"warm_start_test_em={','.join(f'{v:.3f}' for v in al['test_em'].values())} "
+                              f"alike={str(al['em_alike'] and al['one_hop_above']).lower()}"
+                              + (f" ig_minus_grpo={ig['diff']:+.3f} low={ig['low']:+.3f} high={ig['high']:+.3f} "
+                                 f"verdict={judge(ig)}" if ig else ""))
+    atomic_write_text(prefix.with_suffix(".json"), json.dumps(result, indent=1, default=str))
+    md = render(result, png)
+    atomic_write_text(prefix.with_suffix(".md"), md)
+    return result, md
+
+
+if __name__ == "__main__":
+    raise SystemExit("worlds_report: the report of studies/worlds.py, which writes it; to report from the runs "
+                     "already recorded, run `python studies/worlds.py --report-only`")

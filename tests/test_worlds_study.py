@@ -1,0 +1,126 @@
+"""studies/worlds.py's report on made-up runs whose answer is known: the pooled interval, the warm starts'
+check, the search-collapse flag, the time to GRPO's best, and the page and plots it writes (no training)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from test_bench_scripts import load
+
+HOPS = ("world_1hop", "world_2hop")
+
+
+def metrics_of(records: list[dict], searches: dict[str, float]) -> dict:
+    out = {}
+    for source in [*HOPS, "overall"]:
+        rs = [r for r in records if source == "overall" or r["data_source"] == source]
+        out[source] = {"n": len(rs), "em": sum(r["em"] for r in rs) / len(rs),
+                       "searches": searches.get(source, searches.get("overall", 1.5))}
+    return out
+
+
+def fake_run(correct: dict[str, int], *, n: int = 100, warm: dict[str, int] | None = None,
+             searches: dict[str, float] | None = None, warm_searches: dict[str, float] | None = None,
+             seconds: float = 60.0, mid: dict[str, int] | None = None) -> dict:
+    """A studies/replicate.py record: ``correct[source]`` of ``n`` questions right after training (the first
+    ones), ``warm`` at step 0, ``mid`` at step 10 (default: the final), evaluated at steps 0, 10, 20."""
+    def records(right):
+        return [{"id": f"{s}-{i}", "data_source": s, "em": float(i < right.get(s, 0))} for s in HOPS for i in range(n)]
+
+    warm = warm or {s: 0 for s in HOPS}
+    evals = {}
+    for step, right, srch, t in ((0, warm, warm_searches or {}, 0.0), (10, mid or correct, searches or {}, seconds / 2),
+                                 (20, correct, searches or {}, seconds)):
+        recs = records(right)
+        evals[step] = {"metrics": metrics_of(recs, srch), "records": recs, "train_s": t}
+    return {"evals": evals, "steps": [], "probes": []}
+
+
+def world(runs: dict, test_em=0.5, one_hop=0.9) -> dict:
+    warm = {"world_1hop": {"em": one_hop, "searches": 1.0}, "world_2hop": {"em": 0.2, "searches": 2.0},
+            "overall": {"em": test_em, "searches": 1.5}}
+    return {"manifest": {"n_entities": 50, "splits": {"test": 200}}, "warm_start": {"dev": warm, "test": warm},
+            "runs": runs}
+
+
+def test_pooled_interval_carries_the_spread_between_worlds():
+    """The same pooled gain (+0.075), once steady over four worlds and once from one lucky world: the
+    hierarchical interval excludes 0 in the first case only; each world's own interval agrees with its data."""
+    rep = load("worlds_report")
+    base = {"world_1hop": 40, "world_2hop": 20}
+    grpo = {s: fake_run(base) for s in (0, 1, 2)}
+    steady = {w: world({"grpo": grpo, "ig": {s: fake_run({"world_1hop": 47, "world_2hop": 28}) for s in (0, 1, 2)}})
+              for w in range(4)}
+    lucky = {w: world({"grpo": grpo, "ig": {s: fake_run({"world_1hop": 40 + (60 if w == 0 else 0),
+                                                           "world_2hop": 20}) for s in (0, 1, 2)}}) for w in range(4)}
+    row = rep.pooled_difference(steady, "grpo", "ig", n_boot=2000)
+    assert row["overall"]["diff"] == pytest.approx(0.075) and row["overall"]["low"] > 0
+    assert row["overall"]["worlds"] == 4 and row["overall"]["seeds"] == 3 and row["overall"]["n"] == 4 * 200
+    assert row["world_2hop"]["diff"] == pytest.approx(0.08) and rep.judge(row["overall"]) == "held"
+    row = rep.pooled_difference(lucky, "grpo", "ig", n_boot=2000)["overall"]
+    assert row["diff"] == pytest.approx(0.075) and row["low"] <= 0 < row["high"]
+    assert rep.judge(row) == "not_shown"
+    behind = {w: world({"grpo": steady[w]["runs"]["ig"], "ig": grpo}) for w in range(4)}
+    assert rep.judge(rep.pooled_difference(behind, "grpo", "ig", n_boot=2000)["overall"]) == "did_not_hold"
+
+
+def test_warm_starts_alike_and_search_collapse():
+    rep = load("worlds_report")
+    alike = rep.warm_start_alike({0: world({}, 0.50), 1: world({}, 0.54), 2: world({}, 0.47)})
+    assert alike["em_alike"] and alike["one_hop_above"] and alike["max_distance"] == pytest.approx(0.54 - 1.51 / 3)
+    apart = rep.warm_start_alike({0: world({}, 0.50), 1: world({}, 0.36, one_hop=0.72)})
+    assert not apart["em_alike"] and not apart["one_hop_above"] and apart["min_one_hop"] == 0.72
+    warm = {"world_1hop": 60, "world_2hop": 30}
+    fewer = {"world_1hop": 1.0, "world_2hop": 1.2, "overall": 1.1}
+    usual = {"world_1hop": 1.0, "world_2hop": 2.0, "overall": 1.5}
+    worlds = {0: world({"grpo": {0: fake_run({"world_1hop": 75, "world_2hop": 20}, warm=warm, searches=fewer,
+                                             warm_searches=usual)},
+                        "ig": {0: fake_run({"world_1hop": 70, "world_2hop": 35}, warm=warm, searches=usual,
+                                           warm_searches=usual)}})}
+    table = rep.searches_table(worlds)
+    assert table["grpo"]["collapsed_worlds"] == [0] and table["ig"]["collapsed_worlds"] == []
+    assert table["grpo"]["per_hop"]["world_2hop"] == pytest.approx(
+        {"warm_em": 0.3, "em": 0.2, "warm_searches": 2.0, "searches": 1.2})
+
+
+def test_time_to_grpo_best_per_world_and_pooled():
+    rep = load("worlds_report")
+    grpo = {0: fake_run({"world_1hop": 50, "world_2hop": 30}, mid={"world_1hop": 45, "world_2hop": 25}, seconds=120)}
+    fast = {0: fake_run({"world_1hop": 55, "world_2hop": 30}, mid={"world_1hop": 50, "world_2hop": 30}, seconds=60)}
+    worlds = {0: world({"grpo": grpo, "ig": fast}), 1: world({"grpo": grpo, "ig": grpo})}
+    curve = rep.pooled_curve(worlds, "ig")
+    assert [s for s, _, _ in curve] == [0, 10, 20] and curve[1][1] == pytest.approx((30 + 60) / 2)
+    ttq = load("replication_report").time_to_target({m: rep.pooled_curve(worlds, m) for m in ("grpo", "ig")})
+    assert ttq["target_em"] == pytest.approx(0.4) and ttq["methods"]["grpo"] == {"step": 20, "seconds": 120.0}
+    assert ttq["methods"]["ig"] == {"step": 20, "seconds": pytest.approx(90.0)}
+
+
+def test_report_page_plots_and_summary_line(tmp_path):
+    rep = load("worlds_report")
+    args = SimpleNamespace(quick=False, worlds=[0, 1], methods="grpo,ig", seeds="0,1", steps=20, eval_every=10,
+                           sft_steps=2964, overrides=[])
+    grpo = {s: fake_run({"world_1hop": 40, "world_2hop": 20}) for s in (0, 1)}
+    ig = {s: fake_run({"world_1hop": 48, "world_2hop": 30}) for s in (0, 1)}
+    worlds = {0: world({"grpo": grpo, "ig": ig}), 1: world({"grpo": grpo, "ig": ig}, 0.45)}
+    result, md = rep.write_report(args, worlds, tmp_path / "w", started=0.0, n_boot=500)
+    assert "**Verdict: held**: IG-Search - GRPO +0.090" in md and "| **ig vs grpo, pooled** |" in md
+    assert result["summary_line"].endswith("verdict=held") and "alike=true" in result["summary_line"]
+    assert json.loads((tmp_path / "w.json").read_text())["pooled"]["ig vs grpo"]["overall"]["worlds"] == 2
+    assert (tmp_path / "w_em.png").stat().st_size > 0 and (tmp_path / "w_warm_starts.png").stat().st_size > 0
+    # the warm starts alone (--setup-only): their table and check, no comparison
+    bare = {w: {**d, "runs": {}} for w, d in worlds.items()}
+    result, md = rep.write_report(args, bare, tmp_path / "s", started=0.0)
+    assert "## Warm starts" in md and "Verdict" not in md and "ig_minus_grpo" not in result["summary_line"]
+
+
+def test_each_world_is_a_replication_of_its_own():
+    mod = load("worlds")
+    args = mod.parse_args(["--worlds", "0,3", "--steps", "5", "--work-dir", "/tmp/w", "lr=0.001"])
+    r = mod.replicate_args(args, 3)
+    assert r.world_seed == 3 and r.steps == 5 and r.sft_steps == mod.STUDY_SFT_STEPS and r.seeds == [0, 1, 2]
+    assert r.methods == ["grpo", "rloo", "ig"] and str(r.work_dir) == "/tmp/w/world3" and r.overrides == ["lr=0.001"]
+    with pytest.raises(SystemExit):
+        mod.parse_args(["--worlds", "1,1"])
