@@ -22,6 +22,19 @@ def device_name(device: str) -> str:
     return f"CPU {cpu_model()} ({torch.get_num_threads()} threads)"
 
 
+def measurement_header(name: str) -> dict:
+    """The fields every result file of a benchmark or study starts with: its name, the UTC time, the device
+    (:func:`device_name`: the GPU, else the CPU and torch's threads), the CPU with its vector and matrix flags
+    (``igsearch.machine.describe_cpu``) and torch's version."""
+    from datetime import datetime, timezone
+
+    from igsearch.machine import describe_cpu
+
+    return {"benchmark": name, "time": datetime.now(timezone.utc).isoformat(),
+            "device": device_name("cuda" if torch.cuda.is_available() else "cpu"), "cpu": describe_cpu(),
+            "torch": torch.__version__}
+
+
 THREADS_HELP = ("torch CPU threads of the policy (default 1: on a shared CPU, oversubscribed OpenMP threads make "
                 "timings meaningless; 0 = torch's choice)")
 

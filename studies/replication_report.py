@@ -23,13 +23,11 @@ import math
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 
 from igsearch.io import atomic_write_text
-from igsearch.measure import device_name
+from igsearch.measure import measurement_header
 
 
 def split_standard_error(em: float, n: int) -> float:
@@ -148,17 +146,27 @@ def time_to_target(curves: dict, reference: str = "grpo") -> dict:
     return out
 
 
+#: the rule on one interval of method - GRPO: its verdict, and the words a page gives it
+VERDICTS = {"held": "held", "did_not_hold": "did not hold (GRPO ahead)",
+            "not_shown": "not shown (the interval contains 0)"}
+
+
+def judge_interval(row: dict) -> str:
+    """``held`` (the interval lies above 0), ``did_not_hold`` (below 0) or ``not_shown``."""
+    if row["low"] > 0:
+        return "held"
+    if row["high"] < 0:
+        return "did_not_hold"
+    return "not_shown"
+
+
 def verdict(runs: dict, agg: dict, cmp_ig_grpo: dict | None) -> list[str]:
     """The paper's three claims, judged on this run with the rule stated in the text."""
     if not {"grpo", "ig"} <= set(runs) or not cmp_ig_grpo:
         return ["(both grpo and ig are needed to judge the claims)"]
 
     def judge(row: dict) -> str:
-        if row["low"] > 0:
-            return "held"
-        if row["high"] < 0:
-            return "did not hold (GRPO ahead)"
-        return "not shown (the interval contains 0)"
+        return VERDICTS[judge_interval(row)]
 
     fmt = lambda r: f"{r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"  # noqa: E731
     overall = cmp_ig_grpo["overall"]
@@ -322,10 +330,7 @@ def write_report(args, runs: dict, prefix: Path, *, manifest: dict, config_rollo
     prefix.parent.mkdir(parents=True, exist_ok=True)
     png = plots(runs, prefix)
     result = {
-        "benchmark": "replication",
-        "time": datetime.now(timezone.utc).isoformat(),
-        "device": device_name("cpu") if not torch.cuda.is_available() else device_name("cuda"),
-        "torch": torch.__version__,
+        **measurement_header("replication"),
         "args": {"quick": args.quick, "seeds": args.seeds, "steps": args.steps, "sft_steps": args.sft_steps,
                  "questions": args.questions, "eval_every": args.eval_every, "overrides": args.overrides,
                  "demonstrator": args.demonstrator, "entities": args.entities, "eval_split": args.eval_split},

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import json
 import statistics
-from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-from replication_report import final_eval, mean_curve, seed_paired, time_to_target
+from replication_report import VERDICTS, final_eval, mean_curve, seed_paired, time_to_target
+from replication_report import judge_interval as judge
 
 from igsearch.io import atomic_write_text
-from igsearch.measure import device_name
+from igsearch.measure import measurement_header
 
 ALIKE_EM = 0.05        # the issue's aim: warm-start test EM within ±0.05 of each other ...
 ALIKE_ONE_HOP = 0.85   # ... and 1-hop test EM above 0.85 on every world
@@ -97,20 +96,6 @@ def pooled_difference(worlds: dict, a: str, b: str, *, n_boot: int = 10_000) -> 
         out[source] = {"diff": diff, "low": low, "high": high, "worlds": len(diffs),
                        "seeds": min(d.shape[0] for d in diffs), "n": sum(d.shape[1] for d in diffs)}
     return out
-
-
-#: the report's rule on one interval: its verdict, and the words the page gives it
-VERDICTS = {"held": "held", "did_not_hold": "did not hold (GRPO ahead)",
-            "not_shown": "not shown (the interval contains 0)"}
-
-
-def judge(row: dict) -> str:
-    """The rule on one interval: ``held`` (above 0), ``did_not_hold`` (below 0) or ``not_shown``."""
-    if row["low"] > 0:
-        return "held"
-    if row["high"] < 0:
-        return "did_not_hold"
-    return "not_shown"
 
 
 def fmt(row: dict) -> str:
@@ -230,8 +215,8 @@ def render(result: dict, png: list[Path]) -> str:
     if a["quick"]:
         lines += ["> **SMOKE TEST (`--quick`)**: small worlds, a few steps; these numbers are not a result.", ""]
     lines += ["# IG-Search against GRPO over several worlds", "",
-              f"{result['device']}, {result['time'][:10]}. Worlds {a['worlds']}, each with its own warm start (the demo's "
-              f"recipe, look-alike demonstrator, {a['sft_steps']} SFT steps); methods {a['methods']}, RL seeds "
+              f"{result['device']}, {result['cpu']}, {result['time'][:10]}.", "",
+              f"Worlds {a['worlds']}, each with its own warm start (the demo's recipe, look-alike demonstrator, {a['sft_steps']} SFT steps); methods {a['methods']}, RL seeds "
               f"{a['seeds']}, {a['steps']} steps each, the demo's RL settings, test evaluated greedily every "
               f"{a['eval_every']} steps. Reproduce: the commands of studies/worlds.py's docstring.", "",
               "## Warm starts", "",
@@ -316,10 +301,7 @@ def write_report(args, worlds: dict, prefix: Path, *, started: float, n_boot: in
     if methods:
         ttq["pooled"] = time_to_target({m: pooled_curve(worlds, m) for m in methods}, REFERENCE)
     result = {
-        "benchmark": "worlds",
-        "time": datetime.now(timezone.utc).isoformat(),
-        "device": device_name("cpu") if not torch.cuda.is_available() else device_name("cuda"),
-        "torch": torch.__version__,
+        **measurement_header("worlds"),
         "args": {"quick": args.quick, "worlds": args.worlds, "methods": args.methods, "seeds": args.seeds,
                  "steps": args.steps, "eval_every": args.eval_every, "sft_steps": args.sft_steps,
                  "overrides": args.overrides},
