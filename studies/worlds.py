@@ -123,6 +123,9 @@ def main(argv=None) -> int:
     for w in args.worlds:
         rargs = replicate_args(args, w)
         root = Path(rargs.work_dir)
+        if args.report_only and not (root / "setup.json").exists():
+            raise SystemExit(f"worlds: --report-only but {root} holds no warm start; build it first: "
+                             f"python studies/worlds.py --setup-only --worlds {w}")
         world, sft, manifest, setup_s = replicate.prepare(rargs, root)
         setup_key = json.loads((root / "setup.json").read_text())["key"]
         warm = evaluate_warm_start(sft, world, root, setup_key, quick=args.quick)

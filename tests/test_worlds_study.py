@@ -124,3 +124,10 @@ def test_each_world_is_a_replication_of_its_own():
     assert r.methods == ["grpo", "rloo", "ig"] and str(r.work_dir) == "/tmp/w/world3" and r.overrides == ["lr=0.001"]
     with pytest.raises(SystemExit):
         mod.parse_args(["--worlds", "1,1"])
+
+
+def test_report_only_builds_nothing(tmp_path):
+    mod = load("worlds")
+    with pytest.raises(SystemExit, match="--report-only but .*world5 holds no warm start; build it first"):
+        mod.main(["--report-only", "--worlds", "5", "--work-dir", str(tmp_path)])
+    assert not (tmp_path / "world5" / "world").exists()
