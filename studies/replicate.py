@@ -24,6 +24,9 @@ aggregates them and writes the report. Reported:
   only, back-propagates it and records the unclipped global L2 norm; the gradients are then cleared
   and the normal update runs. GRPO's advantages on an all-fail group are exactly 0, so its norm is 0
   (with kl_coef 0): measured, not assumed. Its time is subtracted from the wall-clock figures.
+- search credit (recorded, reported by studies/worlds.py): per step, the mean advantage, outcome part and step
+  part apart, of the rollouts that searched fewer times than their question's hop count, as many or more
+  (``search_credit``): what pushes a policy to search less.
 
     python studies/replicate.py --quick          # smoke test: 1 seed, few steps, minutes
     python studies/replicate.py                  # 3 seeds x every method, one process
@@ -104,6 +107,37 @@ def all_fail_probe(trainer, trajs, adv) -> dict:
     return out
 
 
+def hops_of(data_source: str) -> int | None:
+    """The hop count a world question's ``data_source`` names (``world_2hop`` -> 2), else None."""
+    digits = "".join(ch for ch in data_source.rsplit("_", 1)[-1] if ch.isdigit())
+    return int(digits) if digits and data_source.endswith("hop") else None
+
+
+def search_credit(trajs, adv) -> dict:
+    """Which search counts a batch's advantages push towards: per ``"<hops>:<fewer|as many|more>"`` (searches
+    against the question's hop count), the rollouts' number and the sums of their mean per-token advantage
+    over the response's loss tokens, split into the outcome part (``seq_adv``, the same on every token) and
+    the step part (the spans: IG-Search's step IG, GiGPO's step groups; 0 for GRPO and RLOO). A positive
+    mean on ``fewer`` rollouts of multi-hop questions is a push towards searching less."""
+    from igsearch.algo.advantages import per_token_advantages
+
+    T = max(1, max(len(t.response_ids) for t in trajs))
+    step_part = per_token_advantages(adv, None, T) - adv.seq_adv.detach().float().reshape(-1, 1)
+    out: dict[str, dict] = {}
+    for i, t in enumerate(trajs):
+        hops = hops_of(t.data_source)
+        mask = torch.tensor(t.loss_mask[:T], dtype=torch.float32)
+        if hops is None or float(mask.sum()) == 0:
+            continue
+        n = len(t.steps)
+        rel = "fewer" if n < hops else "as many" if n == hops else "more"
+        row = out.setdefault(f"{hops}:{rel}", {"n": 0, "outcome_sum": 0.0, "step_sum": 0.0})
+        row["n"] += 1
+        row["outcome_sum"] += float(adv.seq_adv[i])
+        row["step_sum"] += float((step_part[i, :mask.numel()] * mask).sum() / mask.sum())
+    return out
+
+
 # ----------------------------------------------------------------------------- one run
 
 
@@ -122,7 +156,8 @@ def train_one(args, cfg_overrides: list[str], run_dir: Path) -> dict:
         if phase != "advantages":
             return
         t0 = time.perf_counter()
-        probes.append({"step": batch.step, **all_fail_probe(tr, batch.trajectories, batch.advantages)})
+        probes.append({"step": batch.step, **all_fail_probe(tr, batch.trajectories, batch.advantages),
+                       "search_credit": search_credit(batch.trajectories, batch.advantages)})
         probes[-1]["seconds"] = time.perf_counter() - t0
         p = probes[-1]
         print(f"[replicate] {cfg.advantage.method} seed {cfg.seed} step {batch.step}/{cfg.steps}: all-fail groups "

@@ -147,6 +147,23 @@ def searches_table(worlds: dict) -> dict:
     return out
 
 
+def search_credit_table(worlds: dict) -> dict:
+    """Per method and ``"<hops>:<fewer|as many|more>"``: the rollouts (over worlds, seeds and steps) and their
+    mean advantage, outcome part and step part (studies/replicate.py's ``search_credit`` probe; runs recorded
+    before it have none)."""
+    out: dict[str, dict] = {}
+    for d in worlds.values():
+        for method, by_seed in d["runs"].items():
+            for run in by_seed.values():
+                for probe in run["probes"]:
+                    for key, row in probe.get("search_credit", {}).items():
+                        acc = out.setdefault(method, {}).setdefault(key, {"n": 0, "outcome_sum": 0.0, "step_sum": 0.0})
+                        for k in acc:
+                            acc[k] += row[k]
+    return {m: {k: {"n": r["n"], "outcome": r["outcome_sum"] / r["n"], "step": r["step_sum"] / r["n"]}
+                for k, r in sorted(rows.items()) if r["n"]} for m, rows in out.items()}
+
+
 # ----------------------------------------------------------------------------- plots
 
 
@@ -277,6 +294,20 @@ def render(result: dict, png: list[Path]) -> str:
         lines += ["", "Search collapse (searches per question down by more than "
                   f"{COLLAPSE_SEARCHES} and a multi-hop EM down): "
                   + ("; ".join(f"{m} on worlds {ws}" for m, ws in collapsed.items()) if collapsed else "none") + ".", ""]
+    credit = result.get("search_credit") or {}
+    if credit:
+        lines += ["## What the advantages push towards", "",
+                  "Rollouts of training batches grouped by their searches against the question's hop count; mean "
+                  "advantage per response token, the outcome part (the method's trajectory advantage) and the step "
+                  "part (IG-Search's step IG; 0 for GRPO and RLOO) apart, over worlds, seeds and steps. A positive "
+                  "mean on *fewer* rollouts of multi-hop questions pushes the policy to search less. The format "
+                  "penalty is " + result["format_penalty"] + " in these runs.", "",
+                  "| method | hops: searches | rollouts | outcome part | step part | sum |", "|---|---|---:|---:|---:|---:|"]
+        for m, rows in credit.items():
+            for key, r in rows.items():
+                lines.append(f"| {m} | {key} | {r['n']} | {r['outcome']:+.3f} | {r['step']:+.3f} | "
+                             f"{r['outcome'] + r['step']:+.3f} |")
+        lines += [""]
     lines += [f"![{p.stem}]({p.name})" for p in png]
     return "\n".join(lines) + "\n"
 
@@ -318,6 +349,10 @@ def write_report(args, worlds: dict, prefix: Path, *, started: float, n_boot: in
                        **{f"world {w}": mean_curve(d["runs"][m]) for w, d in worlds.items() if m in d["runs"]}}
                    for m in methods},
         "searches": searches_table(worlds) if methods else {},
+        "search_credit": search_credit_table(worlds),
+        "format_penalty": ", ".join(sorted({str(r["config"]["format_penalty"]) for d in worlds.values()
+                                            for by in d["runs"].values() for r in by.values()
+                                            if "format_penalty" in r.get("config", {})})) or "unknown",
         "total_s": time.perf_counter() - started,
     }
     prefix.parent.mkdir(parents=True, exist_ok=True)

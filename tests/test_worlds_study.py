@@ -104,8 +104,11 @@ def test_report_page_plots_and_summary_line(tmp_path):
                            sft_steps=2964, overrides=[])
     grpo = {s: fake_run({"world_1hop": 40, "world_2hop": 20}) for s in (0, 1)}
     ig = {s: fake_run({"world_1hop": 48, "world_2hop": 30}) for s in (0, 1)}
+    ig[0]["probes"] = [{"search_credit": {"2:fewer": {"n": 4, "outcome_sum": 0.8, "step_sum": -0.4}}}]
+    ig[0]["config"] = {"format_penalty": 0.0}
     worlds = {0: world({"grpo": grpo, "ig": ig}), 1: world({"grpo": grpo, "ig": ig}, 0.45)}
     result, md = rep.write_report(args, worlds, tmp_path / "w", started=0.0, n_boot=500)
+    assert "| ig | 2:fewer | 8 | +0.200 | -0.100 | +0.100 |" in md and "format penalty is 0.0 in these runs" in md
     assert "**Verdict: held**: IG-Search - GRPO +0.090" in md and "| **ig vs grpo, pooled** |" in md
     assert result["summary_line"].endswith("verdict=held") and "alike=true" in result["summary_line"]
     assert json.loads((tmp_path / "w.json").read_text())["pooled"]["ig vs grpo"]["overall"]["worlds"] == 2
@@ -131,3 +134,24 @@ def test_report_only_builds_nothing(tmp_path):
     with pytest.raises(SystemExit, match="--report-only but .*world5 holds no warm start; build it first"):
         mod.main(["--report-only", "--worlds", "5", "--work-dir", str(tmp_path)])
     assert not (tmp_path / "world5" / "world").exists()
+
+
+def test_search_credit_splits_the_advantage_by_searches_against_hops():
+    """Two 2-hop rollouts, one searching once and one twice, with a trajectory advantage and a step span: the
+    probe credits each to its cell, the outcome and step parts apart (mean over loss tokens); the report pools."""
+    import torch
+
+    from igsearch.algo.advantages import AdvantageOutput
+
+    rep, mod = load("worlds_report"), load("replicate")
+    assert mod.hops_of("world_3hop") == 3 and mod.hops_of("nq") is None
+    traj = lambda n, mask: SimpleNamespace(data_source="world_2hop", steps=[0] * n, response_ids=[0] * len(mask),  # noqa: E731
+                                           loss_mask=mask)
+    trajs = [traj(1, [1, 1, 0, 1]), traj(2, [1, 1, 1, 1, 1, 1])]
+    adv = AdvantageOutput(torch.tensor([0.5, -0.5]), torch.tensor([[1, 0, 3]]), torch.tensor([0.2]), span_scale=0.5)
+    got = mod.search_credit(trajs, adv)
+    assert got["2:fewer"]["n"] == 1 and got["2:fewer"]["outcome_sum"] == 0.5 and got["2:fewer"]["step_sum"] == 0
+    assert got["2:as many"]["outcome_sum"] == -0.5 and got["2:as many"]["step_sum"] == pytest.approx(0.1 * 3 / 6)
+    run = {"evals": {}, "steps": [], "probes": [{"search_credit": got}, {"search_credit": got}]}
+    table = rep.search_credit_table({0: {"runs": {"ig": {0: run}}}})
+    assert table["ig"]["2:as many"] == pytest.approx({"n": 2, "outcome": -0.5, "step": 0.05})
