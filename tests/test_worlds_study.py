@@ -124,7 +124,8 @@ def test_each_world_is_a_replication_of_its_own():
     args = mod.parse_args(["--worlds", "0,3", "--steps", "5", "--work-dir", "/tmp/w", "lr=0.001"])
     r = mod.replicate_args(args, 3)
     assert r.world_seed == 3 and r.steps == 5 and r.sft_steps == mod.STUDY_SFT_STEPS and r.seeds == [0, 1, 2]
-    assert r.methods == ["grpo", "rloo", "ig"] and str(r.work_dir) == "/tmp/w/world3" and r.overrides == ["lr=0.001"]
+    assert r.methods == ["grpo", "rloo", "ig"] and str(r.work_dir) == "/tmp/w/world3"
+    assert r.overrides == ["precision=fp32", "lr=0.001"]
     with pytest.raises(SystemExit):
         mod.parse_args(["--worlds", "1,1"])
 
