@@ -233,9 +233,12 @@ def render(result: dict, png: list[Path]) -> str:
         lines += ["> **SMOKE TEST (`--quick`)**: small worlds, a few steps; these numbers are not a result.", ""]
     lines += ["# IG-Search against GRPO over several worlds", "",
               f"{result['device']}, {result['cpu']}, {result['time'][:10]}.", "",
-              f"Worlds {a['worlds']}, each with its own warm start (the demo's recipe, look-alike demonstrator, {a['sft_steps']} SFT steps); methods {a['methods']}, RL seeds "
-              f"{a['seeds']}, {a['steps']} steps each, the demo's RL settings, test evaluated greedily every "
-              f"{a['eval_every']} steps. Reproduce: the commands of studies/worlds.py's docstring.", "",
+              f"Worlds {a['worlds']}, each with its own warm start (the demo's recipe, look-alike demonstrator, "
+              f"{a['sft_steps']} SFT steps). "
+              + (f"Methods {', '.join(result['methods'])}, RL seeds {a['seeds']}, {a['steps']} steps each, the demo's RL "
+                 f"settings, test evaluated greedily every {a['eval_every']} steps. " if result["methods"] else
+                 "The warm starts only (`--setup-only`): no RL run is reported here. ")
+              + "Reproduce: the commands of studies/worlds.py's docstring.", "",
               "## Warm starts", "",
               "| world | split | " + " | ".join(result["sources"]) + " | searches / question |",
               "|---|---|" + "---:|" * (len(result["sources"]) + 1)]
