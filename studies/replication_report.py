@@ -98,21 +98,29 @@ def seed_paired(runs: dict, a: str, b: str, *, n_boot: int = 10_000) -> dict:
     ``overall``: ``{"diff", "low", "high", "seeds", "n"}`` with a 95% interval that resamples seeds, then
     questions (:func:`igsearch.stats.hierarchical_bootstrap` on one world), so that it carries the spread
     between seeds, which :func:`paired` (questions resampled, EM averaged over seeds) leaves out."""
-    import numpy as np
-
     from igsearch.stats import hierarchical_bootstrap
+
+    seeds = sorted(set(runs[a]) & set(runs[b]))
+    first = {r["id"]: r for r in final_eval(runs[a][seeds[0]])["records"]}
+    sources = sorted({r["data_source"] for r in first.values()}) + ["overall"]
+    out = {}
+    for source in sources:
+        d = seed_question_diffs(runs, a, b, source)
+        diff, low, high = hierarchical_bootstrap([d], n_boot=n_boot)
+        out[source] = {"diff": diff, "low": low, "high": high, "seeds": len(seeds), "n": d.shape[1]}
+    return out
+
+
+def seed_question_diffs(runs: dict, a: str, b: str, source: str):
+    """float array [S, Q]: final test EM of method b minus method a on each question of ``source``
+    (``overall``: all) that every seed of both evaluated, seed s of b paired with seed s of a."""
+    import numpy as np
 
     seeds = sorted(set(runs[a]) & set(runs[b]))
     by_seed = {m: [{r["id"]: r for r in final_eval(runs[m][s])["records"]} for s in seeds] for m in (a, b)}
     ids = sorted(set.intersection(*(set(x) for x in by_seed[a] + by_seed[b])))
-    sources = sorted({by_seed[a][0][i]["data_source"] for i in ids}) + ["overall"]
-    out = {}
-    for source in sources:
-        q = [i for i in ids if source == "overall" or by_seed[a][0][i]["data_source"] == source]
-        d = np.array([[by_seed[b][k][i]["em"] - by_seed[a][k][i]["em"] for i in q] for k in range(len(seeds))])
-        diff, low, high = hierarchical_bootstrap([d], n_boot=n_boot)
-        out[source] = {"diff": diff, "low": low, "high": high, "seeds": len(seeds), "n": len(q)}
-    return out
+    ids = [i for i in ids if source == "overall" or by_seed[a][0][i]["data_source"] == source]
+    return np.array([[by_seed[b][k][i]["em"] - by_seed[a][k][i]["em"] for i in ids] for k in range(len(seeds))])
 
 
 def mean_curve(by_seed: dict) -> list[tuple[int, float, float]]:

@@ -25,7 +25,7 @@ import json
 import statistics
 from pathlib import Path
 
-from replication_report import VERDICTS, final_eval, mean_curve, seed_paired, time_to_target
+from replication_report import VERDICTS, final_eval, mean_curve, seed_paired, seed_question_diffs, time_to_target
 from replication_report import judge_interval as judge
 
 from igsearch.io import atomic_write_text
@@ -63,18 +63,6 @@ def warm_start_alike(worlds: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- differences
-
-
-def seed_question_diffs(runs: dict, a: str, b: str, source: str):
-    """float array [S, Q]: final test EM of method b minus method a on each question of ``source``
-    (``overall``: all), seed s of b paired with seed s of a (the seeds both have)."""
-    import numpy as np
-
-    seeds = sorted(set(runs[a]) & set(runs[b]))
-    by_seed = {m: [{r["id"]: r for r in final_eval(runs[m][s])["records"]} for s in seeds] for m in (a, b)}
-    ids = sorted(set.intersection(*(set(x) for x in by_seed[a] + by_seed[b])))
-    ids = [i for i in ids if source == OVERALL or by_seed[a][0][i]["data_source"] == source]
-    return np.array([[by_seed[b][k][i]["em"] - by_seed[a][k][i]["em"] for i in ids] for k in range(len(seeds))])
 
 
 def pooled_difference(worlds: dict, a: str, b: str, *, n_boot: int = 10_000) -> dict:
