@@ -16,7 +16,10 @@ run is studies/replicate.py's record (evaluations ``{step: {"metrics", "records"
   reach GRPO's best, per world and pooled;
 - **searches**: searches per question and EM per hop count, warm start against each method after training,
   pooled over worlds, with the worlds where a method lowered both the searches and the multi-hop EM (search
-  collapse).
+  collapse);
+- **the step IG per world**: IG-Search's step IG over its training steps (mean, spread, share positive, share
+  of search steps scored) and its part of the advantage on multi-hop rollouts that searched as many times as
+  the hops or fewer, beside that world's IG-Search - GRPO, to say what the step IG looked like where it lost.
 """
 
 from __future__ import annotations
@@ -151,6 +154,35 @@ def search_credit_table(worlds: dict) -> dict:
                             acc[k] += row[k]
     return {m: {k: {"n": r["n"], "outcome": r["outcome_sum"] / r["n"], "step": r["step_sum"] / r["n"]}
                 for k, r in sorted(rows.items()) if r["n"]} for m, rows in out.items()}
+
+
+STEP_IG_METRICS = ("ig/mean", "ig/std", "ig/positive_frac", "ig/scored_frac")
+
+
+def step_ig_by_world(worlds: dict, method: str = "ig") -> dict:
+    """Per world that ran ``method``: the training steps' step-IG metrics averaged over seeds and steps
+    (:data:`STEP_IG_METRICS`), and the mean step part of the advantage per response token on multi-hop rollouts
+    that searched as many times as the hops (``step_as_many``) or fewer (``step_fewer``); None where no rollout
+    or no metric was recorded."""
+    out = {}
+    for w, d in worlds.items():
+        runs = d["runs"].get(method)
+        if not runs:
+            continue
+        steps = [m for r in runs.values() for m in r["steps"]]
+        row = {k: statistics.fmean(m[k] for m in steps if k in m) if any(k in m for m in steps) else None
+               for k in STEP_IG_METRICS}
+        for name, kind in (("step_as_many", "as many"), ("step_fewer", "fewer")):
+            n = step = 0.0
+            for r in runs.values():
+                for probe in r["probes"]:
+                    for key, c in probe.get("search_credit", {}).items():
+                        hops, searched = key.split(":")
+                        if hops != "1" and searched == kind:
+                            n, step = n + c["n"], step + c["step_sum"]
+            row[name] = step / n if n else None
+        out[w] = row
+    return out
 
 
 # ----------------------------------------------------------------------------- plots
@@ -304,6 +336,24 @@ def render(result: dict, png: list[Path]) -> str:
                 lines.append(f"| {m} | {key} | {r['n']} | {r['outcome']:+.3f} | {r['step']:+.3f} | "
                              f"{r['outcome'] + r['step']:+.3f} |")
         lines += [""]
+    step_ig, ig_worlds = result.get("step_ig") or {}, result["per_world"].get("ig vs grpo", {})
+    if step_ig:
+        def cell(v, spec):
+            return "-" if v is None else format(v, spec)
+        lines += ["## IG-Search's step IG per world", "",
+                  "Over IG-Search's training steps and seeds: the step IG of scored search steps (mean, spread, share "
+                  "positive), the share of search steps scored, and the step part of the advantage per response "
+                  "token on multi-hop rollouts that searched as many times as the hops and fewer; beside each "
+                  "world's IG-Search - GRPO.", "",
+                  "| world | IG-Search - GRPO | step IG mean | step IG std | positive | scored | step part, as many "
+                  "| step part, fewer |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for w, r in step_ig.items():
+            diff = ig_worlds.get(w, {}).get(OVERALL)
+            lines.append(f"| {w} | {fmt(diff) if diff else '-'} | {cell(r['ig/mean'], '+.3f')} | "
+                         f"{cell(r['ig/std'], '.3f')} | {cell(r['ig/positive_frac'], '.2f')} | "
+                         f"{cell(r['ig/scored_frac'], '.2f')} | {cell(r['step_as_many'], '+.3f')} | "
+                         f"{cell(r['step_fewer'], '+.3f')} |")
+        lines += [""]
     lines += [f"![{p.stem}]({p.name})" for p in png]
     return "\n".join(lines) + "\n"
 
@@ -346,6 +396,7 @@ def write_report(args, worlds: dict, prefix: Path, *, started: float, n_boot: in
                    for m in methods},
         "searches": searches_table(worlds) if methods else {},
         "search_credit": search_credit_table(worlds),
+        "step_ig": step_ig_by_world(worlds),
         "format_penalty": ", ".join(sorted({str(r["config"]["format_penalty"]) for d in worlds.values()
                                             for by in d["runs"].values() for r in by.values()
                                             if "format_penalty" in r.get("config", {})})) or "unknown",

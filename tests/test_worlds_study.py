@@ -106,11 +106,13 @@ def test_report_page_plots_and_summary_line(tmp_path):
     ig = {s: fake_run({"world_1hop": 48, "world_2hop": 30}) for s in (0, 1)}
     ig[0]["probes"] = [{"search_credit": {"2:fewer": {"n": 4, "outcome_sum": 0.8, "step_sum": -0.4}}}]
     ig[0]["config"] = {"format_penalty": 0.0}
+    ig[0]["steps"] = [{"ig/mean": 0.03, "ig/std": 0.2, "ig/positive_frac": 0.7, "ig/scored_frac": 0.95}]
     worlds = {0: world({"grpo": grpo, "ig": ig}), 1: world({"grpo": grpo, "ig": ig}, 0.45)}
     result, md = rep.write_report(args, worlds, tmp_path / "w", started=0.0, n_boot=500)
     assert "| ig | 2:fewer | 8 | +0.200 | -0.100 | +0.100 |" in md and "format penalty is 0.0 in these runs" in md
     assert "**Verdict: held**: IG-Search - GRPO +0.090" in md and "| **ig vs grpo, pooled** |" in md
     assert md.startswith("> **Partial**: 2 worlds x 2 seeds")
+    assert "| 1 | +0.090 [" in md and "| +0.030 | 0.200 | 0.70 | 0.95 | - | -0.100 |" in md
     assert result["summary_line"].endswith("verdict=held") and "alike=true" in result["summary_line"]
     assert json.loads((tmp_path / "w.json").read_text())["pooled"]["ig vs grpo"]["overall"]["worlds"] == 2
     assert (tmp_path / "w_em.png").stat().st_size > 0 and (tmp_path / "w_warm_starts.png").stat().st_size > 0
@@ -157,3 +159,22 @@ def test_search_credit_splits_the_advantage_by_searches_against_hops():
     run = {"evals": {}, "steps": [], "probes": [{"search_credit": got}, {"search_credit": got}]}
     table = rep.search_credit_table({0: {"runs": {"ig": {0: run}}}})
     assert table["ig"]["2:as many"] == pytest.approx({"n": 2, "outcome": -0.5, "step": 0.05})
+
+
+def test_step_ig_per_world_averages_steps_and_keeps_multi_hop_credit_apart():
+    """Each world's step-IG row: metrics averaged over seeds and steps; the step part of the advantage summed
+    over multi-hop rollouts only (a 1-hop group must not enter), per rollout; worlds without IG-Search left out."""
+    rep = load("worlds_report")
+    ig = {s: fake_run({"world_1hop": 40, "world_2hop": 20}) for s in (0, 1)}
+    ig[0]["steps"] = [{"ig/mean": 0.02, "ig/std": 0.1, "ig/positive_frac": 0.6, "ig/scored_frac": 1.0},
+                      {"ig/mean": 0.04, "ig/std": 0.3, "ig/positive_frac": 0.8, "ig/scored_frac": 0.5}]
+    ig[1]["steps"] = [{"ig/mean": -0.03, "ig/std": 0.2, "ig/positive_frac": 0.4, "ig/scored_frac": 0.9}]
+    ig[0]["probes"] = [{"search_credit": {"2:fewer": {"n": 3, "outcome_sum": 0.0, "step_sum": -0.3},
+                                          "1:fewer": {"n": 5, "outcome_sum": 0.0, "step_sum": 5.0},
+                                          "3:as many": {"n": 2, "outcome_sum": 0.0, "step_sum": 0.5}}}]
+    ig[1]["probes"] = [{"search_credit": {"3:fewer": {"n": 1, "outcome_sum": 0.0, "step_sum": 0.1}}}]
+    grpo = {s: fake_run({"world_1hop": 40, "world_2hop": 20}) for s in (0, 1)}
+    table = rep.step_ig_by_world({0: world({"grpo": grpo, "ig": ig}), 1: world({"grpo": grpo})})
+    assert list(table) == [0]
+    assert table[0] == pytest.approx({"ig/mean": 0.01, "ig/std": 0.2, "ig/positive_frac": 0.6, "ig/scored_frac": 0.8,
+                                      "step_fewer": -0.05, "step_as_many": 0.25})
