@@ -60,6 +60,9 @@ class WarmStartConfig:
     """How the warm start is built (the defaults are the demo's, chosen by measurement)."""
 
     entities: int = 800           # world size (the splits scale with it)
+    # the world's relations (igsearch.world.graph.RELATION_SETS): base, the demo's eight, or dense, fourteen: as many
+    # passages (what the tiny policy must memorise) and five times the questions, for 1,000-question dev and test
+    relations: str = "base"
     steps: int = 1482             # SFT optimizer steps: base's 700 steps of wall-clock at the small size (measured)
     batch_size: int = 16          # 8 left train EM at 0.04 against 0.15 (700 steps, measured)
     lr: float = 3e-3
@@ -110,6 +113,8 @@ class WarmStartConfig:
             del key["eval_split_size"]
         if key["precision"] == "fp32":  # nor the precision, added later again
             del key["precision"]
+        if key["relations"] == "base":  # nor the world's relations, added later still
+            del key["relations"]
         if not key["sft_topks"]:  # nor the demonstrations' range of topk, added later still
             del key["sft_topks"]
         else:
@@ -216,7 +221,7 @@ def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None =
     t0 = time.perf_counter()
     world = out / "world"
     world_seed = seed if world_seed is None else world_seed
-    manifest = build_world(world, seed=world_seed, n_entities=cfg.entities,
+    manifest = build_world(world, seed=world_seed, n_entities=cfg.entities, relations=cfg.relations,
                            split_sizes=world_split_sizes(cfg.entities, cfg.eval_split_size))
     log(f"world: {manifest['n_entities']} entities, questions per split {manifest['splits']} "
         "(SFT sees only the warm-up split)")

@@ -198,7 +198,9 @@ def compact(records: list[dict]) -> list[dict]:
 def parse_args(argv=None):
     import igsearch.methods  # noqa: F401  (registers the built-in methods)
     from igsearch.algo.advantages import list_advantage_estimators
+    from igsearch.policy.tiny import POLICY_SIZES
     from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
+    from igsearch.world.graph import RELATION_SETS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 3 steps, small world, short SFT")
@@ -218,6 +220,12 @@ def parse_args(argv=None):
                     help="what the warm start imitates (default lookalike: the testbed where step credit can pay; "
                          "oracle: the perfect demonstrator, which leaves RL nothing to learn)")
     ap.add_argument("--world-seed", type=int, default=0)
+    ap.add_argument("--relations", default=WarmStartConfig.relations, choices=list(RELATION_SETS),
+                    help="the world's relations (default base, the demo's; dense: 14 relations, five times the "
+                         "questions from as many passages, so 1,000-question dev and test fit 800 entities)")
+    ap.add_argument("--policy-size", default=WarmStartConfig.policy_size, choices=list(POLICY_SIZES),
+                    help=f"the tiny policy's size (default {WarmStartConfig.policy_size}; large has about 4x its "
+                         "parameters)")
     add_threads_argument(ap)
     ap.add_argument("--work-dir", default=None, help="worlds/SFT/runs (default runs/replicate; --quick a temp dir)")
     ap.add_argument("--out", default=None, help="output prefix (default studies/results/replication[-quick])")
@@ -255,7 +263,8 @@ def warm_start_config(args):
     from igsearch.warmstart import DEMONSTRATORS, WarmStartConfig
 
     return replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities, eval_split_size=args.eval_split,
-                   distractor=DEMONSTRATORS[args.demonstrator])
+                   distractor=DEMONSTRATORS[args.demonstrator], relations=args.relations,
+                   policy_size=args.policy_size)
 
 
 def prepare(args, root: Path):

@@ -22,6 +22,13 @@ record per run, reused when its settings match). studies/worlds_report.py aggreg
     python studies/worlds.py --worlds 0,1 --threads 1 & python studies/worlds.py --worlds 2,3 --threads 1 & wait
     python studies/worlds.py --report-only
 
+The power tries (issue #38) are warm starts of other worlds and policies, built and evaluated the same way:
+
+    python studies/worlds.py --setup-only --worlds 0 --relations dense --eval-split 1000 \
+        --work-dir runs/power/dense --out studies/results/power-dense          # 800 entities, 14 relations
+    python studies/worlds.py --setup-only --worlds 0 --entities 1400 --eval-split 1000 --policy-size large \
+        --work-dir runs/power/large1400 --out studies/results/power-large1400  # ~4x the parameters
+
 Writes studies/results/worlds.{md,json} and worlds_*.png (``--quick``: worlds-quick.*). Interrupted runs are
 retrained from their start; finished ones are kept (``replicate_record.json``).
 """
@@ -62,6 +69,11 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default 80)")
     ap.add_argument("--eval-every", type=int, default=None, help="test evaluation every N steps (default 10)")
     ap.add_argument("--sft-steps", type=int, default=None, help=f"warm-start SFT steps (default {STUDY_SFT_STEPS})")
+    ap.add_argument("--entities", type=int, default=None, help="entities per world (default: the demo's, 800)")
+    ap.add_argument("--eval-split", type=int, default=None,
+                    help="dev and test questions each (default: the demo's split, 200 and 300)")
+    ap.add_argument("--relations", default=None, help="the worlds' relations: base (default) or dense")
+    ap.add_argument("--policy-size", default=None, help="the tiny policy's size (default: the warm start's, small)")
     ap.add_argument("--work-dir", default=None, help="worlds, warm starts and runs (default runs/worlds)")
     ap.add_argument("--out", default=None, help="output prefix (default studies/results/worlds[-quick])")
     ap.add_argument("--setup-only", action="store_true", help="build and evaluate the warm starts, then stop")
@@ -87,6 +99,9 @@ def replicate_args(args, world_seed: int):
     argv = ["--world-seed", str(world_seed), "--methods", args.methods, "--seeds", args.seeds,
             "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--sft-steps", str(args.sft_steps),
             "--work-dir", str(args.work_dir / f"world{world_seed}")]
+    for flag in ("entities", "eval_split", "relations", "policy_size"):  # passed on when given
+        if getattr(args, flag) is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.quick:
         argv += ["--quick"]
     if args.report_only:

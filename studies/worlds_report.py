@@ -247,6 +247,14 @@ def plots(worlds: dict, pooled: dict, per_world: dict, prefix: Path) -> list[Pat
 # ----------------------------------------------------------------------------- the page
 
 
+def world_line(result: dict) -> str:
+    """The worlds' size in words: entities, relations and the dev/test questions of the first world."""
+    first = next(iter(result["world_sizes"].values()))
+    splits = first["splits"]
+    return (f"{first['entities']} entities, {result['args'].get('relations') or 'base'} relations, "
+            f"{splits.get('dev', '-')} dev and {splits.get('test', '-')} test questions")
+
+
 def render(result: dict, png: list[Path]) -> str:
     a = result["args"]
     lines = []
@@ -258,8 +266,8 @@ def render(result: dict, png: list[Path]) -> str:
                   f"{FULL_WORLDS} x {FULL_SEEDS}; the rule below is applied, but this is not the study's verdict.", ""]
     lines += ["# IG-Search against GRPO over several worlds", "",
               f"{result['device']}, {result['cpu']}, {result['time'][:10]}.", "",
-              f"Worlds {a['worlds']}, each with its own warm start (the demo's recipe, look-alike demonstrator, "
-              f"{a['sft_steps']} SFT steps). "
+              f"Worlds {a['worlds']} ({world_line(result)}), each with its own warm start (the demo's recipe, "
+              f"look-alike demonstrator, {a['sft_steps']} SFT steps, policy size {a.get('policy_size') or 'small'}). "
               + (f"Methods {', '.join(result['methods'])}, RL seeds {a['seeds']}, {a['steps']} steps each, the demo's RL "
                  f"settings, test evaluated greedily every {a['eval_every']} steps. " if result["methods"] else
                  "The warm starts only (`--setup-only`): no RL run is reported here. ")
@@ -381,7 +389,8 @@ def write_report(args, worlds: dict, prefix: Path, *, started: float, n_boot: in
         **measurement_header("worlds"),
         "args": {"quick": args.quick, "worlds": args.worlds, "methods": args.methods, "seeds": args.seeds,
                  "steps": args.steps, "eval_every": args.eval_every, "sft_steps": args.sft_steps,
-                 "overrides": args.overrides},
+                 "overrides": args.overrides, **{k: getattr(args, k, None) for k in
+                                                 ("entities", "eval_split", "relations", "policy_size")}},
         "sources": hop_sources(first["warm_start"]["test"]),
         "world_sizes": {w: {"entities": d["manifest"]["n_entities"], "splits": d["manifest"]["splits"]}
                         for w, d in worlds.items()},

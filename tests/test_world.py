@@ -6,7 +6,6 @@ import argparse
 import json
 import random
 import re
-import time
 
 import pytest
 
@@ -49,10 +48,8 @@ def test_same_seed_same_bytes_and_other_seed_differs(world, tmp_path):
     assert (tmp_path / "other" / "train.jsonl").read_bytes() != (out / "train.jsonl").read_bytes()
 
 
-def test_default_world_builds_fast_with_the_documented_sizes(tmp_path):
-    start = time.perf_counter()
+def test_default_world_has_the_documented_sizes(tmp_path):
     manifest = build_world(tmp_path, parquet=False)
-    assert time.perf_counter() - start < 5.0
     assert manifest["n_passages"] == manifest["n_entities"] == 800
     assert manifest["splits"] == {"train": 1500, "dev": 200, "test": 300}
     hops = manifest["hops"]["train"]

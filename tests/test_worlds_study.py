@@ -111,7 +111,7 @@ def test_report_page_plots_and_summary_line(tmp_path):
     result, md = rep.write_report(args, worlds, tmp_path / "w", started=0.0, n_boot=500)
     assert "| ig | 2:fewer | 8 | +0.200 | -0.100 | +0.100 |" in md and "format penalty is 0.0 in these runs" in md
     assert "**Verdict: held**: IG-Search - GRPO +0.090" in md and "| **ig vs grpo, pooled** |" in md
-    assert md.startswith("> **Partial**: 2 worlds x 2 seeds")
+    assert md.startswith("> **Partial**: 2 worlds x 2 seeds") and "(50 entities, base relations, - dev and 200 test" in md
     assert "| 1 | +0.090 [" in md and "| +0.030 | 0.200 | 0.70 | 0.95 | - | -0.100 |" in md
     assert result["summary_line"].endswith("verdict=held") and "alike=true" in result["summary_line"]
     assert json.loads((tmp_path / "w.json").read_text())["pooled"]["ig vs grpo"]["overall"]["worlds"] == 2

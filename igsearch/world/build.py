@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 from ..data.prompts import REFINE_TEMPLATE
-from .graph import RELATIONS, generate_entities, kind_counts
+from .graph import RELATION_SETS, generate_entities, kind_counts
 from .passages import build_passages
 from .questions import all_questions, hop_records, pick_questions, question_text
 
@@ -36,14 +36,15 @@ def default_split_sizes(n_entities: int) -> dict[str, int]:
 
 def build_world(out_dir, seed: int = 0, n_entities: int | None = None, *,
                 split_sizes: dict[str, int] | None = None, parquet: bool = True,
-                disjoint_from=None) -> dict:
+                disjoint_from=None, relations: str = "base") -> dict:
     """Build the world for ``seed`` into ``out_dir`` and return its manifest.
 
     ``n_entities`` defaults to :data:`DEFAULT_ENTITIES`; ``split_sizes`` (``{"train", "dev",
     "test"}`` -> number of questions) defaults to :func:`default_split_sizes`. Questions are
     1-, 2- and 3-hop in the shares of :data:`HOP_SHARES`, as far as the world has enough of each.
     ``disjoint_from``: directories of worlds whose name words this world must not use, so that no
-    entity of this world shares a name (or a name word) with theirs.
+    entity of this world shares a name (or a name word) with theirs. ``relations``: ``base`` (the demo's eight
+    relations) or ``dense`` (fourteen: more questions from as many passages), :data:`~.graph.RELATION_SETS`.
     """
     n_entities = DEFAULT_ENTITIES if n_entities is None else int(n_entities)
     sizes = dict(split_sizes or default_split_sizes(n_entities))
@@ -57,7 +58,7 @@ def build_world(out_dir, seed: int = 0, n_entities: int | None = None, *,
 
     rng = random.Random(f"igsearch-world-{seed}")
     reserved = set().union(*(world_name_words(w) for w in (disjoint_from or ())))
-    entities = generate_entities(rng, n_entities, reserved_words=reserved)
+    entities = generate_entities(rng, n_entities, reserved_words=reserved, relations=relations)
     corpus = [{"id": str(e.index), "contents": contents}
               for e, contents in zip(entities, build_passages(entities, rng))]
     splits = _draw_splits(entities, {name: sizes[name] for name in names}, rng)
@@ -74,7 +75,7 @@ def build_world(out_dir, seed: int = 0, n_entities: int | None = None, *,
         "seed": seed,
         "n_entities": n_entities,
         "entities": kind_counts(n_entities),
-        "relations": sorted(RELATIONS),
+        "relations": sorted(RELATION_SETS[relations]),
         "n_passages": len(corpus),
         "disjoint_from": [json.loads((Path(w) / "manifest.json").read_text())["files"]["corpus.jsonl"]
                           for w in (disjoint_from or ())],

@@ -12,7 +12,7 @@ def _build(args: argparse.Namespace) -> int:
     from .build import build_world
 
     start = time.perf_counter()
-    manifest = build_world(args.out, seed=args.seed, n_entities=args.entities,
+    manifest = build_world(args.out, seed=args.seed, n_entities=args.entities, relations=args.relations,
                            parquet=not args.no_parquet)
     seconds = time.perf_counter() - start
     summary = {k: manifest[k] for k in ("seed", "n_entities", "n_passages", "splits", "hops")}
@@ -43,6 +43,8 @@ def _oracle(args: argparse.Namespace) -> int:
 
 def add_world_commands(subparsers) -> None:
     """Add ``world build`` and ``world oracle`` to an argparse subparsers object."""
+    from .graph import RELATION_SETS
+
     world = subparsers.add_parser("world", help="the synthetic multi-hop world")
     commands = world.add_subparsers(dest="world_command", required=True)
 
@@ -51,6 +53,8 @@ def add_world_commands(subparsers) -> None:
     build.add_argument("--out", required=True, help="output folder")
     build.add_argument("--entities", type=int, default=None,
                        help="number of entities (default 800; questions scale with it)")
+    build.add_argument("--relations", default="base", choices=list(RELATION_SETS),
+                       help="base: the demo's eight relations; dense: fourteen (five times the questions)")
     build.add_argument("--no-parquet", action="store_true", help="write only the jsonl splits")
     build.set_defaults(func=_build)
 

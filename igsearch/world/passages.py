@@ -51,6 +51,13 @@ _LOOKALIKE_PATTERNS: dict[str, str] = {
     "birthplace": r"(?P<S>[^.]+?) studied in (?P<O>[^.]+?)\.",
     "spouse": r"(?P<S>[^.]+?) is a close friend of (?P<O>[^.]+?)\.",
     "country": r"(?P<S>[^.]+?) lies near the border with (?P<O>[^.]+?)\.",
+    # the relations of a dense world
+    "producer": r"(?P<S>[^.]+?) was distributed by (?P<O>[^.]+?)\.",
+    "publisher": r"(?P<S>[^.]+?) was printed by (?P<O>[^.]+?)\.",
+    "setting": r"(?P<S>[^.]+?) was written in (?P<O>[^.]+?)\.",
+    "chief": r"(?P<O>[^.]+?) sits on the board of (?P<S>[^.]+?)\.",
+    "mentor": r"(?P<S>[^.]+?) once worked with (?P<O>[^.]+?)\.",
+    "employer": r"(?P<S>[^.]+?) once consulted for (?P<O>[^.]+?)\.",
 }
 _LOOKALIKES = {key: re.compile(pattern) for key, pattern in _LOOKALIKE_PATTERNS.items()}
 
@@ -114,16 +121,27 @@ def _sentences(entity: Entity, entities: list[Entity],
         others.append(f"In spare time {first} enjoys {attrs['hobby']}.")
         if works:
             others.append(f"{name} is known for {' and '.join(works[:2])}.")
+        if "colleague" in attrs:  # a dense world's look-alikes (below too): absent from a base world
+            others.append(f"{name} once worked with {entities[attrs['colleague']].name}.")
+        if "client" in attrs:
+            others.append(f"{name} once consulted for {entities[attrs['client']].name}.")
     elif entity.kind == "film":
         intro = f"{name} is a {attrs['year']} {attrs['genre']} film."
         others.append(f"{entities[attrs['star']].name} plays the lead role in {name}.")
         others.append(f"{name} was filmed in {entities[attrs['filmed_in']].name}.")
+        if "distributor" in attrs:
+            others.append(f"{name} was distributed by {entities[attrs['distributor']].name}.")
     elif entity.kind == "book":
         intro = f"{name} is a {attrs['genre']} first published in {attrs['year']}."
         others.append(f"{name} is dedicated to {entities[attrs['dedicated_to']].name}.")
+        if "printer" in attrs:
+            others.append(f"{name} was printed by {entities[attrs['printer']].name}.")
+            others.append(f"{name} was written in {entities[attrs['written_in']].name}.")
     elif entity.kind == "company":
         intro = f"{name} is a {attrs['industry']} company established in {attrs['year']}."
         others.append(f"{name} also runs an office in {entities[attrs['office_in']].name}.")
+        if "board_member" in attrs:
+            others.append(f"{entities[attrs['board_member']].name} sits on the board of {name}.")
     elif entity.kind == "city":
         intro = f"{name} is a city with about {attrs['population']:,} inhabitants."
         if attrs["river"] != name:

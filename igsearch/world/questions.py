@@ -24,6 +24,12 @@ LAST_HOP_FORMS: dict[str, tuple[str, ...]] = {
     "spouse": ("Who is the spouse of {x}?", "Who is married to {x}?"),
     "country": ("In which country is {x}?", "What is the country of {x}?"),
     "capital": ("What is the capital of {x}?",),
+    "producer": ("Which company produced {x}?", "Who is the producer of {x}?"),
+    "publisher": ("Which company published {x}?", "Who is the publisher of {x}?"),
+    "setting": ("Where is {x} set?", "What is the setting of {x}?"),
+    "chief": ("Who runs {x}?", "Who is the chief executive of {x}?"),
+    "mentor": ("Who mentored {x}?", "Who is the mentor of {x}?"),
+    "employer": ("Which company employs {x}?", "Who is the employer of {x}?"),
 }
 
 
@@ -39,13 +45,15 @@ class Question:
         return len(self.chain)
 
 
-def chains_from(kind: str, max_hops: int = 3) -> list[tuple[str, ...]]:
-    """Every relation chain of 1..``max_hops`` relations whose first subject is of ``kind``."""
+def chains_from(kind: str, max_hops: int = 3, relations=None) -> list[tuple[str, ...]]:
+    """Every relation chain of 1..``max_hops`` relations whose first subject is of ``kind``, over ``relations``
+    (keys of :data:`RELATIONS`; default all of them)."""
     out: list[tuple[str, ...]] = []
+    allowed = set(RELATIONS if relations is None else relations)
 
     def extend(chain: tuple[str, ...], current_kind: str) -> None:
         for key, relation in RELATIONS.items():
-            if relation.subject_kind != current_kind:
+            if key not in allowed or relation.subject_kind != current_kind:
                 continue
             longer = chain + (key,)
             out.append(longer)
@@ -71,7 +79,8 @@ def walk(entities: list[Entity], root: int, chain: tuple[str, ...]) -> tuple[int
 def all_questions(entities: list[Entity], max_hops: int = 3) -> dict[int, dict[tuple, list]]:
     """Every valid question, grouped by hop count, then by chain (entities in world order)."""
     grouped: dict[int, dict[tuple, list[Question]]] = {h: {} for h in range(1, max_hops + 1)}
-    chains = {kind: chains_from(kind, max_hops) for kind in KINDS}
+    present = {key for entity in entities for key in entity.relations}
+    chains = {kind: chains_from(kind, max_hops, present) for kind in KINDS}
     for entity in entities:
         for chain in chains[entity.kind]:
             path = walk(entities, entity.index, chain)
