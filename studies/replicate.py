@@ -223,6 +223,10 @@ def parse_args(argv=None):
     ap.add_argument("--relations", default=WarmStartConfig.relations, choices=list(RELATION_SETS),
                     help="the world's relations (default base, the demo's; dense: 14 relations, five times the "
                          "questions from as many passages, so 1,000-question dev and test fit 800 entities)")
+    ap.add_argument("--sft-max-len", type=int, default=WarmStartConfig.max_len,
+                    help=f"the SFT's longest sequence in tokens, longer demonstrations cut at the end (default "
+                         f"{WarmStartConfig.max_len}; a dense world's 3-hop demonstrations at 3 passages a search "
+                         "need about 1,200)")
     ap.add_argument("--policy-size", default=WarmStartConfig.policy_size, choices=list(POLICY_SIZES),
                     help=f"the tiny policy's size (default {WarmStartConfig.policy_size}; large has about 4x its "
                          "parameters)")
@@ -264,7 +268,7 @@ def warm_start_config(args):
 
     return replace(WarmStartConfig(), steps=args.sft_steps, entities=args.entities, eval_split_size=args.eval_split,
                    distractor=DEMONSTRATORS[args.demonstrator], relations=args.relations,
-                   policy_size=args.policy_size)
+                   policy_size=args.policy_size, max_len=args.sft_max_len)
 
 
 def prepare(args, root: Path):

@@ -24,7 +24,7 @@ record per run, reused when its settings match). studies/worlds_report.py aggreg
 
 The power tries (issue #38) are warm starts of other worlds and policies, built and evaluated the same way:
 
-    python studies/worlds.py --setup-only --worlds 0 --relations dense --eval-split 1000 \
+    python studies/worlds.py --setup-only --worlds 0 --relations dense --eval-split 1000 --sft-max-len 1344 \
         --work-dir runs/power/dense --out studies/results/power-dense          # 800 entities, 14 relations
     python studies/worlds.py --setup-only --worlds 0 --entities 1400 --eval-split 1000 --policy-size large \
         --work-dir runs/power/large1400 --out studies/results/power-large1400  # ~4x the parameters
@@ -74,6 +74,7 @@ def parse_args(argv=None):
                     help="dev and test questions each (default: the demo's split, 200 and 300)")
     ap.add_argument("--relations", default=None, help="the worlds' relations: base (default) or dense")
     ap.add_argument("--policy-size", default=None, help="the tiny policy's size (default: the warm start's, small)")
+    ap.add_argument("--sft-max-len", type=int, default=None, help="the SFT's longest sequence (default 1024)")
     ap.add_argument("--work-dir", default=None, help="worlds, warm starts and runs (default runs/worlds)")
     ap.add_argument("--out", default=None, help="output prefix (default studies/results/worlds[-quick])")
     ap.add_argument("--setup-only", action="store_true", help="build and evaluate the warm starts, then stop")
@@ -99,7 +100,7 @@ def replicate_args(args, world_seed: int):
     argv = ["--world-seed", str(world_seed), "--methods", args.methods, "--seeds", args.seeds,
             "--steps", str(args.steps), "--eval-every", str(args.eval_every), "--sft-steps", str(args.sft_steps),
             "--work-dir", str(args.work_dir / f"world{world_seed}")]
-    for flag in ("entities", "eval_split", "relations", "policy_size"):  # passed on when given
+    for flag in ("entities", "eval_split", "relations", "policy_size", "sft_max_len"):  # passed on when given
         if getattr(args, flag) is not None:
             argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if args.quick:

@@ -390,7 +390,7 @@ def write_report(args, worlds: dict, prefix: Path, *, started: float, n_boot: in
         "args": {"quick": args.quick, "worlds": args.worlds, "methods": args.methods, "seeds": args.seeds,
                  "steps": args.steps, "eval_every": args.eval_every, "sft_steps": args.sft_steps,
                  "overrides": args.overrides, **{k: getattr(args, k, None) for k in
-                                                 ("entities", "eval_split", "relations", "policy_size")}},
+                                                 ("entities", "eval_split", "relations", "policy_size", "sft_max_len")}},
         "sources": hop_sources(first["warm_start"]["test"]),
         "world_sizes": {w: {"entities": d["manifest"]["n_entities"], "splits": d["manifest"]["splits"]}
                         for w, d in worlds.items()},

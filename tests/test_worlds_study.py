@@ -131,6 +131,17 @@ def test_each_world_is_a_replication_of_its_own():
     assert r.overrides == ["precision=fp32", "lr=0.001"]
     with pytest.raises(SystemExit):
         mod.parse_args(["--worlds", "1,1"])
+    # the world and policy flags reach the warm start only when given: without them its key (the cache's
+    # identity) is replicate.py's with the study's SFT steps, so warm starts built before the flags stay valid
+    rep = load("replicate")
+    plain = rep.warm_start_config(r).setup_key()
+    assert plain == rep.warm_start_config(rep.parse_args(["--sft-steps", str(mod.STUDY_SFT_STEPS)])).setup_key()
+    assert "relations" not in plain and plain["max_len"] == 1024 and plain["entities"] == 800
+    power = mod.replicate_args(mod.parse_args(["--worlds", "0", "--relations", "dense", "--eval-split", "1000",
+                                               "--sft-max-len", "1344", "--policy-size", "large"]), 0)
+    key = rep.warm_start_config(power).setup_key()
+    assert (key["relations"], key["eval_split_size"], key["max_len"], key["policy_size"]) == ("dense", 1000, 1344,
+                                                                                                "large")
 
 
 def test_report_only_builds_nothing(tmp_path):
