@@ -28,14 +28,14 @@ class Relation:
 
 
 _BASE = (
-        Relation("director", "film", "person", "director"),
-        Relation("author", "book", "person", "author"),
-        Relation("founder", "company", "person", "founder"),
-        Relation("headquarters", "company", "city", "headquarters"),
-        Relation("birthplace", "person", "city", "birthplace"),
-        Relation("spouse", "person", "person", "spouse"),
-        Relation("country", "city", "country", "country"),
-        Relation("capital", "country", "city", "capital"),
+    Relation("director", "film", "person", "director"),
+    Relation("author", "book", "person", "author"),
+    Relation("founder", "company", "person", "founder"),
+    Relation("headquarters", "company", "city", "headquarters"),
+    Relation("birthplace", "person", "city", "birthplace"),
+    Relation("spouse", "person", "person", "spouse"),
+    Relation("country", "city", "country", "country"),
+    Relation("capital", "country", "city", "capital"),
 )
 #: What a ``dense`` world adds: six more relations (each with its own look-alike distractor), so that the same
 #: passages hold more facts and the world more questions (at 800 entities 14,500 against 2,941; 1-hop 1,874
