@@ -27,6 +27,7 @@ class Relation:
     word: str
 
 
+#: The demo's eight relations (a ``base`` world).
 _BASE = (
     Relation("director", "film", "person", "director"),
     Relation("author", "book", "person", "author"),
