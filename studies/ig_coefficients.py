@@ -262,7 +262,8 @@ def parse_args(argv=None):
     shared = replication_args(["--quick"] if q else [])  # the replication's warm start, unless told otherwise
     args.sft_steps = args.sft_steps if args.sft_steps is not None else shared.sft_steps
     args.entities = args.entities if args.entities is not None else shared.entities
-    args.eval_split, args.demonstrator = shared.eval_split, shared.demonstrator
+    for shared_setting in ("eval_split", "demonstrator", "relations", "policy_size", "sft_max_len"):
+        setattr(args, shared_setting, getattr(shared, shared_setting))
     # what replicate.run_overrides reads beyond the above: one step, no evaluation
     args.steps, args.overrides, args.test_questions, args.eval_every = 1, [], 0, 0
     return args

@@ -416,11 +416,13 @@ def test_warm_start_setup_key_keeps_old_builds_reusable():
     # a build of the base size (by the oracle) has the key it had before the fields existed (as in runs/*/setup.json)
     legacy = replace(WarmStartConfig(), policy_size="base", steps=700, sft_topks=())
     assert legacy.setup_key() == {k: v for k, v in asdict(legacy).items()
-                                  if k not in ("policy_size", "distractor", "eval_split_size", "sft_topks", "precision")}
+                                  if k not in ("policy_size", "distractor", "eval_split_size", "sft_topks", "precision",
+                                               "relations")}
     assert replace(WarmStartConfig(), precision="bf16").setup_key()["precision"] == "bf16"  # a bf16 build differs
     assert WarmStartConfig().setup_key()["sft_topks"] == [1, 2, 3]  # a build over a range of topk differs
     assert replace(WarmStartConfig(), distractor=0.6).setup_key()["distractor"] == 0.6  # a look-alike build differs
     assert replace(WarmStartConfig(), eval_split_size=1000).setup_key()["eval_split_size"] == 1000
+    assert replace(WarmStartConfig(), relations="dense").setup_key()["relations"] == "dense"  # a dense world differs
     assert WarmStartConfig().setup_key()["policy_size"] == WarmStartConfig.policy_size != "base"
     assert replace(WarmStartConfig(), policy_size="large").setup_key()["policy_size"] == "large"
     assert set(POLICY_SIZES) >= {"small", "base", "large"}
