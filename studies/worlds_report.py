@@ -264,7 +264,7 @@ def render(result: dict, png: list[Path]) -> str:
     if result["methods"] and (len(a["worlds"]) < FULL_WORLDS or len(seeds) < FULL_SEEDS):
         lines += [f"> **Partial**: {len(a['worlds'])} worlds x {len(seeds)} seeds, where the study needs at least "
                   f"{FULL_WORLDS} x {FULL_SEEDS}; the rule below is applied, but this is not the study's verdict.", ""]
-    lines += ["# IG-Search against GRPO over several worlds", "",
+    lines += ["# IG-Search against GRPO over several worlds" if result["methods"] else "# Warm starts of several worlds", "",
               f"{result['device']}, {result['cpu']}, {result['time'][:10]}.", "",
               f"Worlds {a['worlds']} ({world_line(result)}), each with its own warm start (the demo's recipe, "
               f"look-alike demonstrator, {a['sft_steps']} SFT steps, policy size {a.get('policy_size') or 'small'}). "

@@ -120,6 +120,7 @@ def test_report_page_plots_and_summary_line(tmp_path):
     bare = {w: {**d, "runs": {}} for w, d in worlds.items()}
     result, md = rep.write_report(args, bare, tmp_path / "s", started=0.0)
     assert "## Warm starts" in md and "Verdict" not in md and "ig_minus_grpo" not in result["summary_line"]
+    assert md.startswith("# Warm starts of several worlds")
 
 
 def test_each_world_is_a_replication_of_its_own():
