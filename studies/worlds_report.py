@@ -172,15 +172,11 @@ def step_ig_by_world(worlds: dict, method: str = "ig") -> dict:
         steps = [m for r in runs.values() for m in r["steps"]]
         row = {k: statistics.fmean(m[k] for m in steps if k in m) if any(k in m for m in steps) else None
                for k in STEP_IG_METRICS}
+        credit = search_credit_table({w: {"runs": {method: runs}}}).get(method, {})
         for name, kind in (("step_as_many", "as many"), ("step_fewer", "fewer")):
-            n = step = 0.0
-            for r in runs.values():
-                for probe in r["probes"]:
-                    for key, c in probe.get("search_credit", {}).items():
-                        hops, searched = key.split(":")
-                        if hops != "1" and searched == kind:
-                            n, step = n + c["n"], step + c["step_sum"]
-            row[name] = step / n if n else None
+            cells = [c for key, c in credit.items() if key.split(":")[0] != "1" and key.split(":")[1] == kind]
+            n = sum(c["n"] for c in cells)
+            row[name] = sum(c["n"] * c["step"] for c in cells) / n if n else None
         out[w] = row
     return out
 
@@ -248,10 +244,10 @@ def plots(worlds: dict, pooled: dict, per_world: dict, prefix: Path) -> list[Pat
 
 
 def world_line(result: dict) -> str:
-    """The worlds' size in words: entities, relations and the dev/test questions of the first world."""
+    """The worlds' size in words: entities, relations and the dev/test questions of the first world (its manifest)."""
     first = next(iter(result["world_sizes"].values()))
     splits = first["splits"]
-    return (f"{first['entities']} entities, {result['args'].get('relations') or 'base'} relations, "
+    return (f"{first['entities']} entities, {first['relations'] or '?'} relations, "
             f"{splits.get('dev', '-')} dev and {splits.get('test', '-')} test questions")
 
 
@@ -392,8 +388,8 @@ def write_report(args, worlds: dict, prefix: Path, *, started: float, n_boot: in
                  "overrides": args.overrides, **{k: getattr(args, k, None) for k in
                                                  ("entities", "eval_split", "relations", "policy_size", "sft_max_len")}},
         "sources": hop_sources(first["warm_start"]["test"]),
-        "world_sizes": {w: {"entities": d["manifest"]["n_entities"], "splits": d["manifest"]["splits"]}
-                        for w, d in worlds.items()},
+        "world_sizes": {w: {"entities": d["manifest"]["n_entities"], "splits": d["manifest"]["splits"],
+                            "relations": len(d["manifest"].get("relations", []))} for w, d in worlds.items()},
         "warm_starts": {w: d["warm_start"] for w, d in worlds.items()},
         "alike": warm_start_alike(worlds),
         "methods": methods,

@@ -42,7 +42,8 @@ def fake_run(correct: dict[str, int], *, n: int = 100, warm: dict[str, int] | No
 def world(runs: dict, test_em=0.5, one_hop=0.9) -> dict:
     warm = {"world_1hop": {"em": one_hop, "searches": 1.0}, "world_2hop": {"em": 0.2, "searches": 2.0},
             "overall": {"em": test_em, "searches": 1.5}}
-    return {"manifest": {"n_entities": 50, "splits": {"test": 200}}, "warm_start": {"dev": warm, "test": warm},
+    return {"manifest": {"n_entities": 50, "splits": {"test": 200}, "relations": ["r"] * 8},
+            "warm_start": {"dev": warm, "test": warm},
             "runs": runs}
 
 
@@ -111,7 +112,7 @@ def test_report_page_plots_and_summary_line(tmp_path):
     result, md = rep.write_report(args, worlds, tmp_path / "w", started=0.0, n_boot=500)
     assert "| ig | 2:fewer | 8 | +0.200 | -0.100 | +0.100 |" in md and "format penalty is 0.0 in these runs" in md
     assert "**Verdict: held**: IG-Search - GRPO +0.090" in md and "| **ig vs grpo, pooled** |" in md
-    assert md.startswith("> **Partial**: 2 worlds x 2 seeds") and "(50 entities, base relations, - dev and 200 test" in md
+    assert md.startswith("> **Partial**: 2 worlds x 2 seeds") and "(50 entities, 8 relations, - dev and 200 test" in md
     assert "| 1 | +0.090 [" in md and "| +0.030 | 0.200 | 0.70 | 0.95 | - | -0.100 |" in md
     assert result["summary_line"].endswith("verdict=held") and "alike=true" in result["summary_line"]
     assert json.loads((tmp_path / "w.json").read_text())["pooled"]["ig vs grpo"]["overall"]["worlds"] == 2
