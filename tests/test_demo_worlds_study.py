@@ -80,3 +80,13 @@ def test_a_demo_with_other_settings_is_not_reused(study, tmp_path):
     with pytest.raises(SystemExit, match=r"worlds \[0, 1\] have no finished demo"):
         study.main(["--worlds", "0,1", "--steps", "20", "--work-dir", str(work), "--out", str(tmp_path / "p"),
                     "--report-only"])
+
+
+def test_a_change_of_exactly_the_target_meets_it(study, tmp_path):
+    work = tmp_path / "runs"
+    write_demo(work / "seed0", 0, {0: 40, 10: 50})  # +10 of 100 questions per hop count: +0.10 exactly
+    out = tmp_path / "page"
+    study.main(["--worlds", "0", "--steps", "20", "--work-dir", str(work), "--out", str(out), "--report-only"])
+    assert json.loads(out.with_suffix(".json").read_text())["first_meeting_step"] == 10
+    assert not study.meets({"overall": {"diff": 0.099, "low": 0.02}})
+    assert not study.meets({"overall": {"diff": 0.12, "low": 0.0}})  # the interval must lie above 0
