@@ -90,13 +90,11 @@ def world_changes(out: Path) -> dict:
     step's comparison against step 0 over the same dev questions, and the demo's time breakdown."""
     from igsearch.demo import load_evals
     from igsearch.stats import compare_records
+    from igsearch.train.logging import read_metrics
 
     evals = load_evals(out / "train")
-    elapsed = {}
-    for line in (out / "train" / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if "time/train_elapsed" in row:
-            elapsed[int(row["step"])] = row["time/train_elapsed"]
+    elapsed = {int(row["step"]): row["time/train_elapsed"] for row in read_metrics(out / "train")
+               if "time/train_elapsed" in row}
     first = evals[0]["greedy"]["records"]
     rows = []
     for step in sorted(evals):
