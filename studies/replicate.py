@@ -271,6 +271,11 @@ def warm_start_config(args):
                    policy_size=args.policy_size, max_len=args.sft_max_len)
 
 
+def setup_key(args) -> dict:
+    """What identifies the world and warm start of ``args`` (``root/setup.json``'s ``key``)."""
+    return {"world_seed": args.world_seed, "warm_start": warm_start_config(args).setup_key()}
+
+
 def prepare(args, root: Path):
     """World, tiny policy and warm start under ``root``; reused when ``root/setup.json`` matches. The demo's
     settings get the shipped warm start (``igsearch.warmstart.SHIPPED_WARM_STARTS``), as ``igsearch demo`` does.
@@ -280,7 +285,7 @@ def prepare(args, root: Path):
 
     t0 = time.perf_counter()
     ws_cfg = warm_start_config(args)
-    key = {"world_seed": args.world_seed, "warm_start": ws_cfg.setup_key()}
+    key = setup_key(args)
     setup_file = root / "setup.json"
     setup = json.loads(setup_file.read_text()) if setup_file.exists() else None
     if setup and setup.get("key") == key:
@@ -355,22 +360,37 @@ def recorded_identity(rec: dict, method: str) -> dict | None:
     return identity
 
 
-def record_runs(args, root: Path, world: Path, sft: Path) -> tuple[dict, int, str | None]:
+def _recorded(args, root: Path, world: Path, sft: Path, method: str, seed: int):
+    """(overrides, config, identity, the record when one with that identity is in ``root``, else None)."""
+    overrides = run_overrides(args, world, sft, method, seed)
+    run_cfg = run_config(args, overrides)
+    record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
+    rec = json.loads(record_file.read_text()) if record_file.exists() else None
+    identity = run_identity(run_cfg, method)
+    return overrides, run_cfg, identity, (rec if rec is not None and recorded_identity(rec, method) == identity
+                                          else None)
+
+
+def missing_runs(args, root: Path, world: Path, sft: Path) -> list[tuple[str, int]]:
+    """The (method, seed) pairs of ``args`` with no record of their settings in ``root``: what
+    :func:`record_runs` would train."""
+    return [(m, s) for s in args.seeds for m in args.methods if _recorded(args, root, world, sft, m, s)[3] is None]
+
+
+def record_runs(args, root: Path, world: Path, sft: Path, on_record=None) -> tuple[dict, int, str | None]:
     """Train, or reuse when recorded with the same settings, every (method, seed) of ``args`` from the warm
-    start ``sft`` on ``world``, each under ``root/<method>-seed<seed>/``.
+    start ``sft`` on ``world``, each under ``root/<method>-seed<seed>/``; ``on_record(method, seed, record)``
+    is called with each record, trained or reused, as soon as it is there.
 
     Returns (``runs[method][seed]``: the records, rollouts per question, the scoring's ``answer_tokens``)."""
     runs: dict = {m: {} for m in args.methods}
     config_rollouts = answer_tokens = None
     for seed in args.seeds:
         for method in args.methods:
-            overrides = run_overrides(args, world, sft, method, seed)
-            run_cfg = run_config(args, overrides)
+            overrides, run_cfg, identity, rec = _recorded(args, root, world, sft, method, seed)
             config_rollouts, answer_tokens = run_cfg.rollout.rollouts_per_question, run_cfg.scoring.answer_tokens
             record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
-            rec = json.loads(record_file.read_text()) if record_file.exists() else None
-            identity = run_identity(run_cfg, method)
-            if rec is not None and recorded_identity(rec, method) == identity:
+            if rec is not None:
                 print(f"[replicate] reusing {record_file}", flush=True)
                 rec["evals"] = {int(k): v for k, v in rec["evals"].items()}
             elif args.report_only:
@@ -386,6 +406,8 @@ def record_runs(args, root: Path, world: Path, sft: Path) -> tuple[dict, int, st
                 rec["overrides"], rec["config"] = overrides, identity
                 atomic_write_text(record_file, json.dumps(rec, indent=1, default=str))
             runs[method][seed] = rec
+            if on_record is not None:
+                on_record(method, seed, rec)
     return runs, config_rollouts, answer_tokens
 
 

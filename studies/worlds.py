@@ -30,7 +30,10 @@ The power tries (issue #38) are warm starts of other worlds and policies, built 
         --work-dir runs/power/large1400 --out studies/results/power-large1400  # ~4x the parameters
 
 Writes studies/results/worlds.{md,json} and worlds_*.png (``--quick``: worlds-quick.*). Interrupted runs are
-retrained from their start; finished ones are kept (``replicate_record.json``).
+retrained from their start; finished ones are kept (``replicate_record.json``), and also, with each world's
+warm-start evaluation, in ``<out>_records/`` (studies/worlds_store.py; commit it): a new checkout, which has no
+``runs/``, reports from them with ``--report-only`` and trains only the runs not stored, rebuilding a world's
+warm start only then (and only pooling its runs with the stored ones when it scores the same).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pathlib import Path
 
 import replicate
 from worlds_report import write_report
+from worlds_store import WorldRecords, records_dir
 
 from igsearch.io import atomic_write_text
 from igsearch.measure import add_threads_argument, apply_threads
@@ -77,6 +81,9 @@ def parse_args(argv=None):
     ap.add_argument("--sft-max-len", type=int, default=None, help="the SFT's longest sequence (default 1024)")
     ap.add_argument("--work-dir", default=None, help="worlds, warm starts and runs (default runs/worlds)")
     ap.add_argument("--out", default=None, help="output prefix (default studies/results/worlds[-quick])")
+    ap.add_argument("--records-dir", type=Path, default=None,
+                    help="where finished runs and warm-start evaluations are kept for later checkouts "
+                         "(default: beside the report, <out>_records; --quick: inside the work dir)")
     ap.add_argument("--setup-only", action="store_true", help="build and evaluate the warm starts, then stop")
     ap.add_argument("--report-only", action="store_true", help="train nothing: report from the recorded runs")
     add_threads_argument(ap)
@@ -92,6 +99,8 @@ def parse_args(argv=None):
     if not args.worlds or len(set(args.worlds)) != len(args.worlds):
         ap.error(f"--worlds must name distinct world seeds, got {args.worlds}")
     args.work_dir = Path(args.work_dir or ROOT / "runs" / ("worlds-quick" if q else "worlds"))
+    args.out = Path(args.out) if args.out else RESULTS / ("worlds-quick" if q else "worlds")
+    args.records_dir = args.records_dir or (args.work_dir / "records" if q else records_dir(args.out))
     return args
 
 
@@ -142,19 +151,32 @@ def main(argv=None) -> int:
     for w in args.worlds:
         rargs = replicate_args(args, w)
         root = Path(rargs.work_dir)
-        if args.report_only and not (root / "setup.json").exists():
-            raise SystemExit(f"worlds: --report-only but {root} holds no warm start; build it first: "
-                             f"python studies/worlds.py --setup-only --worlds {w}")
-        world, sft, manifest, setup_s = replicate.prepare(rargs, root)
-        setup_key = json.loads((root / "setup.json").read_text())["key"]
-        warm = evaluate_warm_start(sft, world, root, setup_key, quick=args.quick)
+        records = WorldRecords(args.records_dir, w, root)
+        key = replicate.setup_key(rargs)
+        stored = records.setup(key)
+        if stored is not None:
+            records.restore_runs()
+            world, sft = stored["world"], stored["sft"]
+        needs_warm_start = stored is None or (
+            not args.setup_only and not args.report_only and replicate.missing_runs(rargs, root, world, sft))
+        if needs_warm_start:
+            if args.report_only:
+                raise SystemExit(f"worlds: --report-only but world {w} has no warm start here ({root}) or in "
+                                 f"{records.dir}; build it first: python studies/worlds.py --setup-only --worlds {w}")
+            world, sft, manifest, setup_s = replicate.prepare(rargs, root)
+            warm = evaluate_warm_start(sft, world, root, key, quick=args.quick)
+            records.check_rebuilt(key, warm)
+            records.save_setup(key, sft, world, manifest, warm)
+        else:
+            manifest, warm, setup_s = stored["manifest"], stored["warm_start"], 0.0
+            print(f"[worlds] world {w}: warm start and runs from {records.dir}", flush=True)
         worlds[w] = {"manifest": manifest, "warm_start": warm, "setup_s": setup_s, "runs": {}}
         print(f"[worlds] world {w}: warm start test EM {warm['test']['overall']['em']:.3f}, "
               f"dev EM {warm['dev']['overall']['em']:.3f}", flush=True)
         if not args.setup_only:
             worlds[w]["runs"], worlds[w]["rollouts"], worlds[w]["answer_tokens"] = \
-                replicate.record_runs(rargs, root, world, sft)
-    prefix = Path(args.out) if args.out else RESULTS / ("worlds-quick" if args.quick else "worlds")
+                replicate.record_runs(rargs, root, world, sft, on_record=records.save_run)
+    prefix = args.out
     result, md = write_report(args, worlds, prefix, started=started)
     print(f"\n{md}\nJSON: {prefix.with_suffix('.json')}")
     print(result["summary_line"])

@@ -148,8 +148,9 @@ def test_each_world_is_a_replication_of_its_own():
 
 def test_report_only_builds_nothing(tmp_path):
     mod = load("worlds")
-    with pytest.raises(SystemExit, match="--report-only but .*world5 holds no warm start; build it first"):
-        mod.main(["--report-only", "--worlds", "5", "--work-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--report-only but world 5 has no warm start here .*world5.* or in .*; "
+                                         "build it first"):
+        mod.main(["--report-only", "--worlds", "5", "--work-dir", str(tmp_path), "--out", str(tmp_path / "w")])
     assert not (tmp_path / "world5" / "world").exists()
 
 
