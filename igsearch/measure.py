@@ -19,7 +19,8 @@ def device_name(device: str) -> str:
     """The device a figure was measured on: ``GPU <card>`` or ``CPU <model> (<n> threads)``."""
     if device.startswith("cuda"):
         return "GPU " + torch.cuda.get_device_name(0)
-    return f"CPU {cpu_model()} ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU {cpu_model()} ({n} thread{'' if n == 1 else 's'})"
 
 
 def measurement_header(name: str) -> dict:
