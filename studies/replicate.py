@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections import defaultdict
@@ -61,6 +62,7 @@ import torch
 from replication_report import write_report
 
 from igsearch.io import atomic_write_text
+from igsearch.machine import describe_cpu
 from igsearch.measure import add_threads_argument, apply_threads, work_root
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -377,37 +379,91 @@ def missing_runs(args, root: Path, world: Path, sft: Path) -> list[tuple[str, in
     return [(m, s) for s in args.seeds for m in args.methods if _recorded(args, root, world, sft, m, s)[3] is None]
 
 
-def record_runs(args, root: Path, world: Path, sft: Path, on_record=None) -> tuple[dict, int, str | None]:
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def claim_run(run_dir: Path) -> int | None:
+    """Take the lock of one run (``<run_dir>.lock``, holding this process's id) so that two processes working
+    on one study (e.g. one per seed order) never train the same run; a lock whose process is gone is taken
+    over. Returns None when taken, else the id of the live process that holds it."""
+    lock = run_dir.parent / f"{run_dir.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _pid_alive(holder):
+                return holder
+            lock.unlink(missing_ok=True)  # its process is gone (or it is being written: retried)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return None
+    return -1
+
+
+def release_run(run_dir: Path) -> None:
+    (run_dir.parent / f"{run_dir.name}.lock").unlink(missing_ok=True)
+
+
+def record_runs(args, root: Path, world: Path, sft: Path, on_record=None, wait_s: float = 30.0
+                ) -> tuple[dict, int, str | None]:
     """Train, or reuse when recorded with the same settings, every (method, seed) of ``args`` from the warm
-    start ``sft`` on ``world``, each under ``root/<method>-seed<seed>/``; ``on_record(method, seed, record)``
-    is called with each record, trained or reused, as soon as it is there.
+    start ``sft`` on ``world``, each under ``root/<method>-seed<seed>/``, in the order of ``args.seeds`` then
+    ``args.methods``; a run another live process is training (:func:`claim_run`) is left for later and its
+    record reused once written (checked every ``wait_s`` seconds). ``on_record(method, seed, record)`` is
+    called with each record, trained or reused, as soon as it is there.
 
     Returns (``runs[method][seed]``: the records, rollouts per question, the scoring's ``answer_tokens``)."""
     runs: dict = {m: {} for m in args.methods}
     config_rollouts = answer_tokens = None
-    for seed in args.seeds:
-        for method in args.methods:
+    pending = [(seed, method) for seed in args.seeds for method in args.methods]
+    while pending:
+        later = []
+        for seed, method in pending:
             overrides, run_cfg, identity, rec = _recorded(args, root, world, sft, method, seed)
             config_rollouts, answer_tokens = run_cfg.rollout.rollouts_per_question, run_cfg.scoring.answer_tokens
-            record_file = root / f"{method}-seed{seed}" / "replicate_record.json"
+            run_dir = root / f"{method}-seed{seed}"
+            record_file = run_dir / "replicate_record.json"
             if rec is not None:
                 print(f"[replicate] reusing {record_file}", flush=True)
                 rec["evals"] = {int(k): v for k, v in rec["evals"].items()}
             elif args.report_only:
                 raise SystemExit(f"replicate: --report-only but {record_file} is missing or was made with "
                                  "other settings; run it first")
+            elif (holder := claim_run(run_dir)) is not None:
+                print(f"[replicate] {method} seed {seed} is being trained by process {holder}: later", flush=True)
+                later.append((seed, method))
+                continue
             else:
-                run_dir = root / f"{method}-seed{seed}"
-                if run_dir.exists():  # a stale or interrupted run with other settings: start it afresh
-                    import shutil
+                try:
+                    if run_dir.exists():  # a stale or interrupted run with other settings: start it afresh
+                        import shutil
 
-                    shutil.rmtree(run_dir)
-                rec = train_one(args, overrides, run_dir)
-                rec["overrides"], rec["config"] = overrides, identity
-                atomic_write_text(record_file, json.dumps(rec, indent=1, default=str))
+                        shutil.rmtree(run_dir)
+                    rec = train_one(args, overrides, run_dir)
+                    rec["overrides"], rec["config"], rec["cpu"] = overrides, identity, describe_cpu()
+                    atomic_write_text(record_file, json.dumps(rec, indent=1, default=str))
+                finally:
+                    release_run(run_dir)
             runs[method][seed] = rec
             if on_record is not None:
                 on_record(method, seed, rec)
+        if later and len(later) == len(pending):  # only runs of other processes are left: wait for them
+            time.sleep(wait_s)
+        pending = later
+    runs = {m: {s: runs[m][s] for s in args.seeds} for m in args.methods}
     return runs, config_rollouts, answer_tokens
 
 

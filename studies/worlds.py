@@ -21,6 +21,11 @@ record per run, reused when its settings match). studies/worlds_report.py aggreg
     # on 2 cores, one process per world pair, then the report
     python studies/worlds.py --worlds 0,1 --threads 1 & python studies/worlds.py --worlds 2,3 --threads 1 & wait
     python studies/worlds.py --report-only
+    # or both cores on one world: each run is locked by the process training it, the other one skips it and
+    # takes up its record when written (a world's runs must all start from one warm-start build, see below)
+    R="--records-dir studies/results/worlds_records"   # their own pages (--out), the study's records
+    python studies/worlds.py --worlds 0 --threads 1 --out runs/w0a $R &
+    python studies/worlds.py --worlds 0 --threads 1 --seeds 2,1,0 --methods ig,rloo,grpo --out runs/w0b $R & wait
 
 The power tries (issue #38) are warm starts of other worlds and policies, built and evaluated the same way:
 
@@ -59,7 +64,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STUDY_SFT_STEPS = 2964
 EVAL_SPLITS = ("dev", "test")
 #: every run's overrides before the user's: fp32, because bf16 cost IG-Search 0.035 [0.003, 0.073] test EM on the
-#: replication (studies/results/replication_precision.md) and fp32 runs give the same records on every CPU kind
+#: replication (studies/results/replication_precision.md), and fp32 runs gave the same records on every AVX-512 CPU
+#: measured (not on an AVX2-only Zen 3: its warm starts differ, so studies/worlds_store.py checks rebuilt ones)
 STUDY_OVERRIDES = ["precision=fp32"]
 
 
@@ -143,6 +149,15 @@ def evaluate_warm_start(sft: Path, world: Path, root: Path, setup_key: dict, *, 
     return metrics
 
 
+def built_on(sft: Path) -> str:
+    """The CPU a warm start was trained on: the shipped one's provenance, else this machine (which built it, or
+    reused a build of its own ``runs/``)."""
+    from igsearch.machine import describe_cpu
+
+    prov = sft / "provenance.json"
+    return json.loads(prov.read_text()).get("trained_on", "unknown") if prov.exists() else describe_cpu()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     apply_threads(args.threads)
@@ -166,7 +181,7 @@ def main(argv=None) -> int:
             world, sft, manifest, setup_s = replicate.prepare(rargs, root)
             warm = evaluate_warm_start(sft, world, root, key, quick=args.quick)
             records.check_rebuilt(key, warm)
-            records.save_setup(key, sft, world, manifest, warm)
+            records.save_setup(key, sft, world, manifest, warm, cpu=built_on(sft))
         else:
             manifest, warm, setup_s = stored["manifest"], stored["warm_start"], 0.0
             print(f"[worlds] world {w}: warm start and runs from {records.dir}", flush=True)

@@ -46,9 +46,9 @@ def _swap(obj, old: str, new: str):
 
 
 def cut_record(rec: dict) -> dict:
-    """The parts of a studies/replicate.py record the reports read: config, overrides, evaluations, and of the
-    step metrics and probes only :data:`STEP_KEYS` and :data:`PROBE_KEYS`."""
-    return {"config": rec["config"], "overrides": rec["overrides"], "evals": rec["evals"],
+    """The parts of a studies/replicate.py record the reports read: config, overrides, evaluations, the CPU it
+    was trained on, and of the step metrics and probes only :data:`STEP_KEYS` and :data:`PROBE_KEYS`."""
+    return {"config": rec["config"], "overrides": rec["overrides"], "evals": rec["evals"], "cpu": rec.get("cpu"),
             "steps": [{k: m[k] for k in STEP_KEYS if k in m} for m in rec["steps"]],
             "probes": [{k: p[k] for k in PROBE_KEYS if k in p} for p in rec["probes"]]}
 
@@ -80,20 +80,23 @@ class WorldRecords:
             return None
         return {**stored, "sft": Path(stored["sft"]), "world": Path(stored["world"])}
 
-    def save_setup(self, key: dict, sft: Path, world: Path, manifest: dict, warm_start: dict) -> None:
+    def save_setup(self, key: dict, sft: Path, world: Path, manifest: dict, warm_start: dict,
+                   cpu: str | None = None) -> None:
         """Store the warm start of settings ``key``; refused when one of other settings is stored (its runs
         would be orphaned)."""
         path = self.dir / "setup.json"
         if path.exists() and self.setup(key) is None:
             raise SystemExit(f"worlds: {path} holds a warm start of other settings than this run's; pass another "
                              f"--records-dir (or --out), or move {self.dir} aside to start this world over")
-        doc = {"key": key, "sft": str(sft), "world": str(world), "manifest": manifest, "warm_start": warm_start}
+        doc = {"key": key, "sft": str(sft), "world": str(world), "manifest": manifest, "warm_start": warm_start,
+               "cpu": cpu}
         atomic_write_text(self.dir / "setup.json", json.dumps(self._to_store(doc), indent=1, sort_keys=True))
 
     def check_rebuilt(self, key: dict, warm_start: dict) -> None:
         """Refuse to pool runs of a warm start built here with the stored runs of another build of the same
-        settings unless both score the same on every split and hop count (fp32 builds are the same on every
-        CPU kind measured so far; a machine where they are not would mix two warm starts)."""
+        settings unless both score the same on every split and hop count. fp32 builds were the same on the
+        AVX-512 CPUs measured (Xeon, EPYC Zen 4 and Zen 5) but not on an AVX2-only EPYC Zen 3 (world 0: test EM
+        0.533 there, 0.505 on Zen 4): a world's runs must all start from one build."""
         stored = self.setup(key)
         if stored is None:
             return

@@ -21,6 +21,7 @@ def test_a_record_moves_to_another_checkout_cut_to_what_reports_read(tmp_path):
     rec["overrides"] = [f"model_path={here}/sft", "seed=1"]
     rec["steps"] = [{"step": 1, "ig/mean": 0.5, "reward/mean": 0.25, "loss/policy": 3.0, "wall_s": 2.0}]
     rec["probes"] = [{"step": 1, "n_all_fail": 2, "search_credit": {"2:fewer": {"n": 1}}, "all_fail_ids": [1, 2]}]
+    rec["cpu"] = "Test CPU (family 1, model 2), no AVX-512, no AMX, 2 cores"
     records = store.WorldRecords(tmp_path / "store", 0, here)
     records.save_run("ig", 1, rec)
     blob = (tmp_path / "store" / "world0" / "ig-seed1.json.gz").read_bytes()
@@ -35,7 +36,7 @@ def test_a_record_moves_to_another_checkout_cut_to_what_reports_read(tmp_path):
     assert back["overrides"] == [f"model_path={there}/sft", "seed=1"]
     assert back["steps"] == [{"step": 1, "ig/mean": 0.5, "reward/mean": 0.25, "wall_s": 2.0}]  # no loss/policy
     assert back["probes"] == [{"step": 1, "n_all_fail": 2, "search_credit": {"2:fewer": {"n": 1}}}]
-    assert back["evals"]["20"]["records"] == rec["evals"][20]["records"]
+    assert back["evals"]["20"]["records"] == rec["evals"][20]["records"] and back["cpu"] == rec["cpu"]
     assert elsewhere.restore_runs() == []  # a record already there is left alone
 
     (tmp_path / "store" / "world0" / "rloo-seed0.json.gz").write_text("not gzip")
@@ -48,9 +49,10 @@ def test_a_rebuilt_warm_start_must_score_what_the_stored_one_did(tmp_path):
     records = store.WorldRecords(tmp_path / "store", 2, tmp_path / "w2")
     key = {"world_seed": 2, "warm_start": {"steps": 2964}}
     warm = world({})["warm_start"]
-    records.save_setup(key, tmp_path / "w2" / "sft", tmp_path / "w2" / "world", {"relations": ["r"]}, warm)
+    records.save_setup(key, tmp_path / "w2" / "sft", tmp_path / "w2" / "world", {"relations": ["r"]}, warm,
+                       cpu="Test CPU")
     got = store.WorldRecords(tmp_path / "store", 2, tmp_path / "x").setup(key)
-    assert got["sft"] == tmp_path / "x" / "sft" and got["warm_start"] == warm
+    assert got["sft"] == tmp_path / "x" / "sft" and got["warm_start"] == warm and got["cpu"] == "Test CPU"
     assert records.setup({**key, "world_seed": 3}) is None
     records.check_rebuilt(key, warm)  # the same scores: pooled
     other = json.loads(json.dumps(warm))
