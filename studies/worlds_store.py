@@ -82,10 +82,10 @@ class WorldRecords:
 
     def save_setup(self, key: dict, sft: Path, world: Path, manifest: dict, warm_start: dict,
                    cpu: str | None = None) -> None:
-        """Store the warm start of settings ``key``; refused when one of other settings is stored (its runs
-        would be orphaned)."""
+        """Store the warm start of settings ``key``; refused when one of other settings is stored with runs
+        (they would be orphaned)."""
         path = self.dir / "setup.json"
-        if path.exists() and self.setup(key) is None:
+        if path.exists() and self.setup(key) is None and self.stored_runs():
             raise SystemExit(f"worlds: {path} holds a warm start of other settings than this run's; pass another "
                              f"--records-dir (or --out), or move {self.dir} aside to start this world over")
         doc = {"key": key, "sft": str(sft), "world": str(world), "manifest": manifest, "warm_start": warm_start,
@@ -94,11 +94,12 @@ class WorldRecords:
 
     def check_rebuilt(self, key: dict, warm_start: dict) -> None:
         """Refuse to pool runs of a warm start built here with the stored runs of another build of the same
-        settings unless both score the same on every split and hop count. fp32 builds were the same on the
+        settings unless both score the same on every split and hop count (with no stored runs the new build
+        simply replaces the stored one). fp32 builds were the same on the
         AVX-512 CPUs measured (Xeon, EPYC Zen 4 and Zen 5) but not on an AVX2-only EPYC Zen 3 (world 0: test EM
         0.533 there, 0.505 on Zen 4): a world's runs must all start from one build."""
         stored = self.setup(key)
-        if stored is None:
+        if stored is None or not self.stored_runs():  # nothing to pool with: the new build replaces it
             return
         old, new = stored["warm_start"], warm_start
         for split in sorted(set(old) | set(new)):
@@ -113,6 +114,10 @@ class WorldRecords:
 
     # ------------------------------------------------------------------ the runs
 
+    def stored_runs(self) -> list[Path]:
+        """The stored run records of this world."""
+        return sorted(self.dir.glob("*-seed*.json.gz"))
+
     def _run_path(self, method: str, seed: int) -> Path:
         return self.dir / f"{method}-seed{seed}.json.gz"
 
@@ -122,7 +127,7 @@ class WorldRecords:
         studies/replicate.py's ``record_runs`` to reuse (or retrain, when its config differs). Returns the
         files written."""
         written = []
-        for path in sorted(self.dir.glob("*-seed*.json.gz")):
+        for path in self.stored_runs():
             run = path.name[: -len(".json.gz")]
             target = self.root / run / "replicate_record.json"
             if target.exists():

@@ -57,6 +57,8 @@ def test_a_rebuilt_warm_start_must_score_what_the_stored_one_did(tmp_path):
     records.check_rebuilt(key, warm)  # the same scores: pooled
     other = json.loads(json.dumps(warm))
     other["test"]["world_2hop"]["em"] = 0.21
+    records.check_rebuilt(key, other)  # no stored runs yet: nothing to pool with, the new build replaces it
+    records.save_run("grpo", 0, {**fake_run({"world_1hop": 1}), "config": {}, "overrides": []})
     with pytest.raises(SystemExit, match="world 2 rebuilt here scores test world_2hop EM 0.21 where the stored "
                                          "one .* scored 0.2: its runs cannot be pooled"):
         records.check_rebuilt(key, other)
