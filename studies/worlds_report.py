@@ -90,6 +90,10 @@ def pooled_difference(worlds: dict, a: str, b: str, *, n_boot: int = 10_000) -> 
     return out
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def fmt(row: dict) -> str:
     return f"{row['diff']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
 
@@ -258,7 +262,7 @@ def render(result: dict, png: list[Path]) -> str:
         lines += ["> **SMOKE TEST (`--quick`)**: small worlds, a few steps; these numbers are not a result.", ""]
     seeds = [x for x in str(a["seeds"]).split(",") if x.strip()]
     if result["methods"] and (len(a["worlds"]) < FULL_WORLDS or len(seeds) < FULL_SEEDS):
-        lines += [f"> **Partial**: {len(a['worlds'])} worlds x {len(seeds)} seeds, where the study needs at least "
+        lines += [f"> **Partial**: {plural(len(a['worlds']), 'world')} x {plural(len(seeds), 'seed')}, where the study needs at least "
                   f"{FULL_WORLDS} x {FULL_SEEDS}; the rule below is applied, but this is not the study's verdict.", ""]
     lines += ["# IG-Search against GRPO over several worlds" if result["methods"] else "# Warm starts of several worlds", "",
               f"{result['device']}, {result['cpu']}, {result['time'][:10]}.", "",
@@ -293,7 +297,7 @@ def render(result: dict, png: list[Path]) -> str:
                   "not hold* when it lies below 0, and is *not shown* otherwise.", ""]
         if ig.get(OVERALL):
             lines += [f"**Verdict: {VERDICTS[judge(ig[OVERALL])]}**: IG-Search - GRPO {fmt(ig[OVERALL])} over "
-                      f"{ig[OVERALL]['worlds']} worlds.", ""]
+                      f"{plural(ig[OVERALL]['worlds'], 'world')}.", ""]
         head = "| | " + " | ".join(result["sources"]) + " |"
         lines += [head, "|---|" + "---:|" * len(result["sources"])]
         for name in pooled:
