@@ -175,7 +175,7 @@ def main(argv=None) -> int:
         needs_warm_start = stored is None or (
             not args.setup_only and not args.report_only and replicate.missing_runs(rargs, root, world, sft))
         if needs_warm_start:
-            if args.report_only:
+            if args.report_only and not (root / "setup.json").exists():  # a warm start built here is reused
                 raise SystemExit(f"worlds: --report-only but world {w} has no warm start here ({root}) or in "
                                  f"{records.dir}; build it first: python studies/worlds.py --setup-only --worlds {w}")
             world, sft, manifest, setup_s = replicate.prepare(rargs, root)
