@@ -158,3 +158,24 @@ def test_demonstrations_over_a_range_of_topk(world):
     assert sft_rollout_settings(mixed, tokenizer, template="refine", topk=[1, 2, 3], max_len=1024)["topk"] == 2
     with pytest.raises(ValueError, match="topk must be >= 1"):
         build_sft_examples(rows, tokenizer, retriever, topk=[0, 2])
+
+
+def test_sft_prompt_is_the_rollout_prompt(world):
+    """The warm start is trained on the prompt the rollouts give the policy, with or without a chat template;
+    a row whose own prompt is another template's gets this template's (the oracle answers in its tags)."""
+    import copy
+
+    from igsearch.data.loaders import load_qa
+    from igsearch.data.prompts import question_prompt
+    from igsearch.train.sft import prompt_text
+
+    _, _, tokenizer, _ = world
+    row = load_qa(world[0] / "dev.jsonl")[0]
+    plain = copy.copy(tokenizer)
+    plain.chat_template = None
+    for tok in (tokenizer, plain):
+        assert prompt_text(tok, row, REFINE_TEMPLATE) == question_prompt(tok, row, REFINE_TEMPLATE)
+    foreign = copy.copy(row)
+    foreign.prompt = [{"role": "user", "content": "Question: " + row.question}]
+    assert prompt_text(plain, foreign, REFINE_TEMPLATE) == question_prompt(plain, row, REFINE_TEMPLATE) != \
+        question_prompt(plain, foreign, REFINE_TEMPLATE)

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from igsearch.data.prompts import SEARCH_OPEN, PromptTemplate, get_template
+from igsearch.data.prompts import SEARCH_OPEN, PromptTemplate, chat_prompt, get_template
 
 #: The embedded warm start's loss weight on the injected documents and its cut of an example, in tokens
 #: (``igsearch.warmstart.WarmStartConfig``'s defaults; the PPO-ptx replay's fallback for a folder that does
@@ -69,12 +69,12 @@ def _row_hops(row) -> int:
 
 
 def prompt_text(tokenizer, row, template: PromptTemplate) -> str:
-    """The chat-templated prompt of ``row``: its own messages when they use ``template``, else the
-    question rendered with ``template``; ends with the assistant header."""
+    """The chat-templated prompt of ``row``, as the rollouts build it (``igsearch.data.prompts.chat_prompt``):
+    the row's own messages when they end with ``template``'s rendering of the question, else that rendering
+    alone (the oracle's response uses ``template``'s tags, so its prompt must too)."""
     rendered = template.render(row.question)
-    messages = row.prompt if row.prompt and row.prompt[-1].get("content") == rendered else None
-    messages = messages or [{"role": "user", "content": rendered}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    own = row.prompt if row.prompt and row.prompt[-1].get("content") == rendered else None
+    return chat_prompt(tokenizer, own or [{"role": "user", "content": rendered}])
 
 
 def tokenize_example(tokenizer, prompt: str, response: str, template: PromptTemplate, *,
