@@ -32,7 +32,7 @@ from igsearch.ig.config import ig_draw_seed  # noqa: E402
 from igsearch.integrations.verl.config import VerlIGConfig  # noqa: E402
 from igsearch.integrations.verl.estimator import ig_search_advantages  # noqa: E402
 from igsearch.integrations.verl.ig_batch import GOLDS_KEY, STEPS_KEY, steps_to_record  # noqa: E402
-from igsearch.integrations.verl.trainer import IGSearchTrainer, load_step_ig_dump  # noqa: E402
+from igsearch.integrations.verl.trainer import IGSearchTrainer, load_step_ig_dump, rescore_step_ig_dump  # noqa: E402
 from test_verl_ig_batch import setup  # noqa: E402,F401  (the rollouts and the tiny policy)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "verl"
@@ -206,6 +206,13 @@ def test_advantage_stage_scores_ig_through_the_actor_and_matches_igsearch(setup,
     assert seed == ig_draw_seed(3, step) and len(dumped) == len(trajs)
     assert [t.response_ids for t in dumped] == [t.response_ids for t in trajs]
     assert dumped_ig == [list(row) for row in step_ig[:6]]
+    # and the smokes' re-scoring of it finds igsearch's IG on every scored step
+    _, rescored, cmp = rescore_step_ig_dump(tmp_path / f"step_{step:06d}.jsonl", model, tok, ig_cfg.ig_options())
+    for got_row, want_row in zip(rescored.step_ig, ref.step_ig, strict=True):
+        assert [g is None for g in got_row] == [w is None for w in want_row]
+        assert all(abs(g - w) < 1e-6 for g, w in zip(got_row, want_row) if g is not None)
+    assert cmp["rollouts"] == 6 and cmp["none_mismatch"] == 0 and cmp["steps_compared"] >= 6
+    assert cmp["max_abs_diff"] < 1e-4
 
 
 def test_other_estimators_run_verl_unchanged(setup, transfer_queue):

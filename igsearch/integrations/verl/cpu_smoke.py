@@ -151,10 +151,9 @@ def check_step(dump: Path, adv_dump: Path, policy: Path, weights: Path | None, i
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from igsearch.algo.advantages import AdvantageInput, compute_advantages, per_token_advantages
-    from igsearch.ig import information_gain_of_trajectories
     from igsearch.integrations.verl.estimator import group_ids
     from igsearch.integrations.verl.reward import compute_score
-    from igsearch.integrations.verl.trainer import load_step_ig_dump
+    from igsearch.integrations.verl.trainer import rescore_step_ig_dump
 
     tok = AutoTokenizer.from_pretrained(policy)
     model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.float32, attn_implementation="sdpa").eval()
@@ -162,12 +161,7 @@ def check_step(dump: Path, adv_dump: Path, policy: Path, weights: Path | None, i
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(weights)), strict=False)
-    trajs, dumped, seed = load_step_ig_dump(dump, tok)
-    with torch.no_grad():
-        ref = information_gain_of_trajectories(trajs, model, tok, scorer="tree", **{**ig_options, "seed": seed})
-    ig_diffs = [abs(a - b) for got, want in zip(dumped, ref.step_ig) for a, b in zip(got, want)
-                if a is not None and b is not None]
-    none_mismatch = sum((a is None) != (b is None) for got, want in zip(dumped, ref.step_ig) for a, b in zip(got, want))
+    trajs, ref, cmp = rescore_step_ig_dump(dump, model, tok, ig_options)
 
     rows = [json.loads(line) for line in adv_dump.read_text().splitlines()]
     rewards = [compute_score("", tok.decode(t.response_ids, skip_special_tokens=True), t.golds) for t in trajs]
@@ -184,13 +178,13 @@ def check_step(dump: Path, adv_dump: Path, policy: Path, weights: Path | None, i
         if got.numel() != want.numel():
             return {"pass": False, "error": f"row {i}: {got.numel()} advantages for {want.numel()} response tokens"}
         adv_diff = max(adv_diff, float((got - want).abs().max()))
-    worst = max(ig_diffs) if ig_diffs else None
-    return {"dump": dump.name, "weights": weights.name if weights else "warm start", "rollouts": len(trajs),
-            "steps_compared": len(ig_diffs), "none_mismatch": none_mismatch, "ig_max_abs_diff": worst,
+    worst = cmp["max_abs_diff"]
+    return {"dump": dump.name, "weights": weights.name if weights else "warm start", "rollouts": cmp["rollouts"],
+            "steps_compared": cmp["steps_compared"], "none_mismatch": cmp["none_mismatch"], "ig_max_abs_diff": worst,
             "reward_max_abs_diff": reward_diff, "advantage_max_abs_diff": adv_diff, "tolerance": TOLERANCE,
-            "ig_mean": sum(x for r in ref.step_ig for x in r if x is not None) / max(1, len(ig_diffs)),
-            "pass": bool(ig_diffs) and none_mismatch == 0 and worst <= TOLERANCE and reward_diff == 0.0
-                    and adv_diff <= TOLERANCE}
+            "ig_mean": sum(x for r in ref.step_ig for x in r if x is not None) / max(1, cmp["steps_compared"]),
+            "pass": bool(cmp["steps_compared"]) and cmp["none_mismatch"] == 0 and worst <= TOLERANCE
+                    and reward_diff == 0.0 and adv_diff <= TOLERANCE}
 
 
 def main(argv=None) -> int:

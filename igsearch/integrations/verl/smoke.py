@@ -97,20 +97,14 @@ def ig_check(dump: Path, policy: Path, ig_options: dict) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from igsearch.ig import information_gain_of_trajectories
-    from igsearch.integrations.verl.trainer import load_step_ig_dump
+    from igsearch.integrations.verl.trainer import rescore_step_ig_dump
 
     tok = AutoTokenizer.from_pretrained(policy)
     model = AutoModelForCausalLM.from_pretrained(policy, dtype=torch.bfloat16, attn_implementation="sdpa").cuda().eval()
-    trajs, dumped, seed = load_step_ig_dump(dump, tok)
-    ref = information_gain_of_trajectories(trajs, model, tok, scorer="tree", **{**ig_options, "seed": seed})
-    diffs = [abs(a - b) for got, want in zip(dumped, ref.step_ig) for a, b in zip(got, want)
-             if a is not None and b is not None]
-    mismatched = sum((a is None) != (b is None) for got, want in zip(dumped, ref.step_ig) for a, b in zip(got, want))
-    worst = max(diffs) if diffs else None
-    return {"dump": str(dump), "rollouts": len(trajs), "steps_compared": len(diffs), "none_mismatch": mismatched,
-            "max_abs_diff": worst, "tolerance": IG_TOLERANCE,
-            "pass": bool(diffs) and mismatched == 0 and worst < IG_TOLERANCE}
+    _, _, cmp = rescore_step_ig_dump(dump, model, tok, ig_options)
+    worst = cmp["max_abs_diff"]
+    return {"dump": str(dump), **cmp, "tolerance": IG_TOLERANCE,
+            "pass": bool(cmp["steps_compared"]) and cmp["none_mismatch"] == 0 and worst < IG_TOLERANCE}
 
 
 def main(argv=None) -> int:

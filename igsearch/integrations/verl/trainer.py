@@ -91,6 +91,25 @@ def load_step_ig_dump(path: Path, tokenizer) -> tuple[list[Trajectory], list[lis
     return trajs, step_ig, seeds.pop()
 
 
+def rescore_step_ig_dump(path: Path, model, tokenizer, ig_options: dict):
+    """Re-score a :func:`dump_step_ig` file with igsearch's tree scorer on ``model`` (its weights and dtype).
+
+    Returns (trajectories, the re-scored ``IGResult``, comparison) where comparison holds ``rollouts``,
+    ``steps_compared`` (search steps both scored), ``none_mismatch`` (steps only one side scored) and
+    ``max_abs_diff`` (largest |dumped - re-scored| step IG, None when none was compared). The smokes' check that
+    verl's IG is igsearch's."""
+    from igsearch.ig import information_gain_of_trajectories
+
+    trajs, dumped, seed = load_step_ig_dump(path, tokenizer)
+    with torch.no_grad():
+        ref = information_gain_of_trajectories(trajs, model, tokenizer, scorer="tree", **{**ig_options, "seed": seed})
+    pairs = [(a, b) for got, want in zip(dumped, ref.step_ig, strict=True) for a, b in zip(got, want, strict=True)]
+    diffs = [abs(a - b) for a, b in pairs if a is not None and b is not None]
+    return trajs, ref, {"rollouts": len(trajs), "steps_compared": len(diffs),
+                        "none_mismatch": sum((a is None) != (b is None) for a, b in pairs),
+                        "max_abs_diff": max(diffs) if diffs else None}
+
+
 def ig_metrics(stats: dict) -> dict[str, float]:
     """igsearch's IG batch statistics under verl metric names (``ig/...``); None values dropped."""
     return {name: float(stats[k]) for k, name in _METRICS.items() if stats.get(k) is not None}
