@@ -167,15 +167,21 @@ def test_sft_prompt_is_the_rollout_prompt(world):
 
     from igsearch.data.loaders import load_qa
     from igsearch.data.prompts import question_prompt
-    from igsearch.train.sft import prompt_text
+    from igsearch.train import sft
 
-    _, _, tokenizer, _ = world
-    row = load_qa(world[0] / "dev.jsonl")[0]
+    world_dir, _, tokenizer, retriever = world
+    row = load_qa(world_dir / "dev.jsonl")[0]
     plain = copy.copy(tokenizer)
     plain.chat_template = None
-    for tok in (tokenizer, plain):
-        assert prompt_text(tok, row, REFINE_TEMPLATE) == question_prompt(tok, row, REFINE_TEMPLATE)
     foreign = copy.copy(row)
     foreign.prompt = [{"role": "user", "content": "Question: " + row.question}]
-    assert prompt_text(plain, foreign, REFINE_TEMPLATE) == question_prompt(plain, row, REFINE_TEMPLATE) != \
-        question_prompt(plain, foreign, REFINE_TEMPLATE)
+    for tok in (tokenizer, plain):
+        sft_prompt = lambda r: question_prompt(tok, r, REFINE_TEMPLATE, own_only_if_same_template=True)  # noqa: E731
+        assert sft_prompt(row) == question_prompt(tok, row, REFINE_TEMPLATE)
+        assert sft_prompt(foreign) == question_prompt(tok, row, REFINE_TEMPLATE) != \
+            question_prompt(tok, foreign, REFINE_TEMPLATE)
+    # build_sft_examples trains on exactly that prompt, ahead of the oracle's response
+    world_dir, _, tokenizer, retriever = world
+    [example] = build_sft_examples([foreign], tokenizer, retriever, max_len=None)
+    want = tokenizer(question_prompt(tokenizer, row, REFINE_TEMPLATE), add_special_tokens=False)["input_ids"]
+    assert example.ids[:example.prompt_len] == want

@@ -108,14 +108,20 @@ def chat_prompt(tokenizer, messages) -> str:
     return "\n".join(m["content"] for m in messages) + "\n"
 
 
-def question_messages(row, template: PromptTemplate) -> list[dict]:
+def question_messages(row, template: PromptTemplate, *, own_only_if_same_template: bool = False) -> list[dict]:
     """The chat messages of a question row (``igsearch.data.loaders.QARow``): its own prompt when it has one,
-    else the template's."""
-    if row.prompt:
+    else ``template``'s rendering of the question as one user message.
+
+    ``own_only_if_same_template``: keep the row's own prompt only when its last message is ``template``'s
+    rendering of the question (SFT: the oracle's response uses ``template``'s tags, so its prompt must too)."""
+    rendered = template.render(row.question)
+    if row.prompt and (not own_only_if_same_template or row.prompt[-1].get("content") == rendered):
         return list(row.prompt)
-    return [{"role": "user", "content": template.render(row.question)}]
+    return [{"role": "user", "content": rendered}]
 
 
-def question_prompt(tokenizer, row, template: PromptTemplate) -> str:
-    """The prompt text the policy is given for a question row: its chat messages through the chat template."""
-    return chat_prompt(tokenizer, question_messages(row, template))
+def question_prompt(tokenizer, row, template: PromptTemplate, *, own_only_if_same_template: bool = False) -> str:
+    """The prompt text the policy is given for a question row: its chat messages (``question_messages``)
+    through the chat template."""
+    return chat_prompt(tokenizer, question_messages(row, template,
+                                                   own_only_if_same_template=own_only_if_same_template))

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from igsearch.data.prompts import SEARCH_OPEN, PromptTemplate, chat_prompt, get_template
+from igsearch.data.prompts import SEARCH_OPEN, PromptTemplate, get_template, question_prompt
 
 #: The embedded warm start's loss weight on the injected documents and its cut of an example, in tokens
 #: (``igsearch.warmstart.WarmStartConfig``'s defaults; the PPO-ptx replay's fallback for a folder that does
@@ -66,15 +66,6 @@ def split_injected(text: str, template: PromptTemplate) -> list[tuple[str, bool]
 
 def _row_hops(row) -> int:
     return len((row.extra_info or {}).get("hops", []))
-
-
-def prompt_text(tokenizer, row, template: PromptTemplate) -> str:
-    """The chat-templated prompt of ``row``, as the rollouts build it (``igsearch.data.prompts.chat_prompt``):
-    the row's own messages when they end with ``template``'s rendering of the question, else that rendering
-    alone (the oracle's response uses ``template``'s tags, so its prompt must too)."""
-    rendered = template.render(row.question)
-    own = row.prompt if row.prompt and row.prompt[-1].get("content") == rendered else None
-    return chat_prompt(tokenizer, own or [{"role": "user", "content": rendered}])
 
 
 def tokenize_example(tokenizer, prompt: str, response: str, template: PromptTemplate, *,
@@ -133,7 +124,8 @@ def build_sft_examples(
         k = topks[0] if len(topks) == 1 else random.Random(f"sft-topk-{seed}-{row.id}").choice(topks)
         response = oracle_response(row, retriever, template=tmpl, topk=k, query_noise=query_noise,
                                    early_answer=early_answer, distractor=distractor, rng=rng)
-        tokenized = tokenize_example(tokenizer, prompt_text(tokenizer, row, tmpl), response, tmpl, max_len=max_len)
+        prompt = question_prompt(tokenizer, row, tmpl, own_only_if_same_template=True)
+        tokenized = tokenize_example(tokenizer, prompt, response, tmpl, max_len=max_len)
         if tokenized is None:
             continue
         ids, prompt_len, mask = tokenized
