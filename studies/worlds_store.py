@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 from igsearch.io import atomic_write_bytes, atomic_write_text
@@ -34,15 +35,23 @@ def records_dir(out: Path) -> Path:
     return Path(f"{out}_records")
 
 
-def _swap(obj, old: str, new: str):
-    """``obj`` (JSON-like) with ``old`` replaced by ``new`` in every string."""
-    if isinstance(obj, str):
-        return obj.replace(old, new)
-    if isinstance(obj, list):
-        return [_swap(v, old, new) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _swap(v, old, new) for k, v in obj.items()}
-    return obj
+def _swap(obj, old: str | tuple[str, ...], new: str):
+    """``obj`` (JSON-like) with the path ``old`` (or each of several, tried in order) replaced by ``new`` in
+    every string, only as a whole path: not inside a longer name (``/a/world2`` in ``/a/world20``) nor at the end
+    of a longer path (``runs/w`` in ``/elsewhere/runs/w``)."""
+    alternatives = "|".join(re.escape(o) for o in ((old,) if isinstance(old, str) else old))
+    pattern = re.compile(rf"(?<![\w.\-/])(?:{alternatives})(?![\w.\-])")
+
+    def swap(v):
+        if isinstance(v, str):
+            return pattern.sub(lambda _: new, v)
+        if isinstance(v, list):
+            return [swap(x) for x in v]
+        if isinstance(v, dict):
+            return {k: swap(x) for k, x in v.items()}
+        return v
+
+    return swap(obj)
 
 
 def cut_record(rec: dict) -> dict:
@@ -61,7 +70,10 @@ class WorldRecords:
         self.world_seed, self.root = world_seed, Path(root)
 
     def _to_store(self, obj):
-        return _swap(obj, str(self.root), WORK)
+        # the runs may have written the work folder as given or resolved (absolute): both become {work};
+        # the longer first, so a relative form inside the absolute one is not swapped half-way
+        forms = sorted({str(self.root), str(self.root.resolve())}, key=len, reverse=True)
+        return _swap(obj, tuple(forms), WORK)
 
     def _from_store(self, obj):
         return _swap(obj, WORK, str(self.root))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,23 @@ def test_a_record_moves_to_another_checkout_cut_to_what_reports_read(tmp_path):
     (tmp_path / "store" / "world0" / "rloo-seed0.json.gz").write_text("not gzip")
     with pytest.raises(SystemExit, match="rloo-seed0.json.gz is not a gzip-compressed JSON record"):
         elsewhere.restore_runs()
+
+
+def test_the_work_folder_is_swapped_as_a_whole_path_given_or_resolved(tmp_path, monkeypatch):
+    """A work folder given relative is stored as {work} whether a run wrote it relative or absolute; a longer
+    name that starts with it, or a path elsewhere that ends with it, is left alone."""
+    store = load("worlds_store")
+    monkeypatch.chdir(tmp_path)
+    rec = fake_run({"world_1hop": 40})
+    rec["config"] = {"model_path": f"{tmp_path}/runs/world2/sft", "init": "runs/world2/sft",
+                     "other": f"{tmp_path}/runs/world20/sft", "far": "/elsewhere/runs/world2/sft"}
+    rec["overrides"] = ["model_path=runs/world2", "log=runs/world2.log"]
+    records = store.WorldRecords(tmp_path / "store", 2, Path("runs/world2"))
+    records.save_run("grpo", 0, rec)
+    saved = json.loads(gzip.decompress((tmp_path / "store" / "world2" / "grpo-seed0.json.gz").read_bytes()))
+    assert saved["config"] == {"model_path": "{work}/sft", "init": "{work}/sft",
+                               "other": f"{tmp_path}/runs/world20/sft", "far": "/elsewhere/runs/world2/sft"}
+    assert saved["overrides"] == ["model_path={work}", "log=runs/world2.log"]
 
 
 def test_a_rebuilt_warm_start_must_score_what_the_stored_one_did(tmp_path):
