@@ -210,6 +210,21 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def runs_provenance(previous: Path, worlds: list[int]) -> tuple[dict, dict]:
+    """(result fields, args fields) saying where and how the demos ran, for a page regenerated with
+    ``--report-only``: this invocation's machine, date, ``--threads`` and ``--jobs`` are not the demos'. Taken from
+    the page it replaces (``previous``, same worlds), else marked not recorded."""
+    try:
+        prev = json.loads(previous.read_text()) if previous.exists() else {}
+    except ValueError:  # a damaged page is replaced; its provenance is lost with it
+        prev = {}
+    if isinstance(prev, dict) and prev.get("worlds") == worlds and "args" in prev:
+        return ({k: prev[k] for k in ("time", "cpu", "torch", "total_s") if k in prev},
+                {k: prev["args"][k] for k in ("threads", "jobs") if k in prev["args"]})
+    return ({"time": "date not recorded", "cpu": "CPU not recorded (page regenerated with --report-only)",
+             "torch": "?"}, {"threads": "?", "jobs": "?"})
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     worlds = [int(w) for w in args.worlds.split(",")]
@@ -234,6 +249,10 @@ def main(argv=None) -> int:
               "torch": torch.__version__, "args": vars(args), "worlds": worlds, "target": TARGET,
               "per_world": per_world, "first_meeting_step": first_meeting_step(per_world),
               "plot": str(out.with_name(out.name + ".png")), "total_s": time.perf_counter() - t0}
+    if args.report_only:
+        fields, run_args = runs_provenance(out.with_suffix(".json"), worlds)
+        result.update(fields)
+        result["args"] = {**result["args"], **run_args}
     plot(result, Path(result["plot"]))
     atomic_write_json(out.with_suffix(".json"), result)
     md = render(result)

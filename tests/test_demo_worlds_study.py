@@ -90,3 +90,24 @@ def test_a_change_of_exactly_the_target_meets_it(study, tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["first_meeting_step"] == 10
     assert not study.meets({"overall": {"diff": 0.099, "low": 0.02}})
     assert not study.meets({"overall": {"diff": 0.12, "low": 0.0}})  # the interval must lie above 0
+
+
+def test_a_regenerated_page_keeps_the_machine_and_jobs_the_demos_ran_with(study, tmp_path):
+    """--report-only runs no demo, so its own CPU, date, --threads and --jobs are not the demos': the page keeps
+    those of the page it replaces, or says they were not recorded."""
+    work = tmp_path / "runs"
+    write_demo(work / "seed0", 0, {0: 40, 10: 50})
+    out = tmp_path / "page"
+    argv = ["--worlds", "0", "--steps", "20", "--work-dir", str(work), "--out", str(out), "--report-only",
+            "--jobs", "1", "--threads", "1"]
+    study.main(argv)
+    assert "CPU not recorded (page regenerated with --report-only), torch ?, ? thread(s) a demo, ? side by side" \
+        in out.with_suffix(".md").read_text()
+    result = json.loads(out.with_suffix(".json").read_text())
+    result.update(cpu="Made-up CPU, 2 cores", time="2026-01-02", torch="9.9")
+    result["args"].update(jobs=2, threads="4")
+    out.with_suffix(".json").write_text(json.dumps(result))
+    study.main(argv)
+    page = out.with_suffix(".md").read_text()
+    assert "Made-up CPU, 2 cores, torch 9.9, 4 thread(s) a demo, 2 side by side, 2026-01-02." in page
+    assert json.loads(out.with_suffix(".json").read_text())["args"]["steps"] == 20  # the study's own settings stay
