@@ -199,11 +199,14 @@ def ship_warm_start(built_dir, name: str, *, config: WarmStartConfig, seed: int,
 
 def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None = None,
                      progress: bool = True, log=print, world_seed: int | None = None,
-                     threads: str | int | None = None, shipped: bool = False) -> dict:
+                     threads: str | int | None = None, shipped: bool = False,
+                     checkpoint_every: int | None = None) -> dict:
     """Build the world (with its warm-up split), the tiny policy and its SFT warm start under ``out_dir``.
 
     ``seed`` seeds the policy's initialisation and the SFT data order; ``world_seed`` (default: the
     same) the world, so warm starts of several seeds can be compared on one world's questions.
+    ``checkpoint_every``: SFT steps between checkpoints (default ``SFT_CHECKPOINT_EVERY``; 0: none), from
+    which the same call resumes a build that was killed (:func:`igsearch.train.sft.run_sft`).
     ``shipped``: when a shipped warm start was trained with this config and these seeds on this very world
     (:func:`find_shipped_warm_start`, :func:`install_shipped_warm_start`), copy it instead of training.
 
@@ -212,7 +215,7 @@ def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None =
     ``world/train.jsonl`` and evaluates on ``dev``/``test``; ``sft`` is the warm-started policy.
     """
     from igsearch.policy.tiny import build_tiny_policy, policy_shape
-    from igsearch.train.sft import run_sft
+    from igsearch.train.sft import SFT_CHECKPOINT_EVERY, run_sft
     from igsearch.world import build_world
 
     cfg = config or WarmStartConfig()
@@ -236,7 +239,8 @@ def build_warm_start(out_dir, *, seed: int = 0, config: WarmStartConfig | None =
         log(f"warm start: {found.name} was trained on another world than this code builds, or its files are "
             "damaged; training the warm start here")
     init = build_tiny_policy(world, out / "policy-init", seed=seed, vocab_size=cfg.vocab_size, **shape)
-    sft = run_sft(init, world, out / "sft", **cfg.sft_kwargs(), seed=seed, progress=progress, threads=threads)
+    sft = run_sft(init, world, out / "sft", **cfg.sft_kwargs(), seed=seed, progress=progress, threads=threads,
+                  checkpoint_every=SFT_CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every)
     return {"world": world, "policy_init": init, "sft": sft, "seconds": time.perf_counter() - t0,
             "config": asdict(cfg), "shipped": None}
 

@@ -107,6 +107,9 @@ def test_cli_parsing(tmp_path):
     add_train_command(sub)
     a = parser.parse_args(["sft", "--model", "m", "--world", "w", "--out", "o", "--hops", "1,2", "--query-noise", "0.3"])
     assert a.hops == (1, 2) and a.query_noise == 0.3 and a.func.__name__ == "run_sft_command"
+    assert a.checkpoint_every is None  # SFT_CHECKPOINT_EVERY
+    a = parser.parse_args(["sft", "--model", "m", "--world", "w", "--out", "o", "--checkpoint-every", "0"])
+    assert a.checkpoint_every == 0
     with pytest.raises(SystemExit):
         parser.parse_args(["sft", "--model", "m", "--world", "w", "--out", "o", "--query-noise", "2"])
     a = parser.parse_args(["train", "--config", "configs/tiny-cpu.yaml", "--method", "grpo", "--steps", "3",
@@ -185,3 +188,48 @@ def test_sft_prompt_is_the_rollout_prompt(world):
     [example] = build_sft_examples([foreign], tokenizer, retriever, max_len=None)
     want = tokenizer(question_prompt(tokenizer, row, REFINE_TEMPLATE), add_special_tokens=False)["input_ids"]
     assert example.ids[:example.prompt_len] == want
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+def test_an_interrupted_sft_resumes_to_the_uninterrupted_weights(world, tmp_path, monkeypatch):
+    """Killed after its step-3 checkpoint, run again with the same settings: resumes at step 3 and ends
+    on the very weights, losses and token count of a run that was never interrupted (1 thread)."""
+    import igsearch.train.sft as sft
+    from igsearch.train.sft import sft_partial_dir
+
+    world_dir, model_dir, _, retriever = world
+    kw = dict(steps=7, batch_size=4, lr=3e-3, hops=(1, 2), max_len=320, seed=1, retriever=retriever, warmup_steps=2,
+              progress=False, threads=1, checkpoint_every=3)
+    whole = run_sft(model_dir, world_dir, tmp_path / "whole", **kw)
+    assert not sft_partial_dir(whole).exists()
+
+    calls, real_loss = [0], sft.sft_loss
+
+    def dies_at_step_5(*a, **k):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return real_loss(*a, **k)
+
+    monkeypatch.setattr(sft, "sft_loss", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run_sft(model_dir, world_dir, tmp_path / "cut", **kw)
+    monkeypatch.setattr(sft, "sft_loss", real_loss)
+    assert not (tmp_path / "cut").exists() and (sft_partial_dir(tmp_path / "cut") / "checkpoints").is_dir()
+
+    # other settings: refused with the field named, and the checkpoint kept
+    with pytest.raises(ValueError, match=r"other SFT settings \(lr: 0\.003 there, 0\.002 now\)"):
+        run_sft(model_dir, world_dir, tmp_path / "cut", **{**kw, "lr": 2e-3})
+    cut = run_sft(model_dir, world_dir, tmp_path / "cut", **kw)
+    summary, reference = (json.loads((d / "sft_summary.json").read_text()) for d in (cut, whole))
+    assert summary["resumed_from_step"] == 3 and reference["resumed_from_step"] == 0
+    for field in ("loss_first", "loss_last", "tokens_per_step"):
+        assert summary[field] == reference[field], field
+    a, b = _weights(cut), _weights(whole)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not sft_partial_dir(cut).exists()

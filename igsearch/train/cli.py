@@ -63,12 +63,15 @@ def add_sft_command(subparsers) -> argparse.ArgumentParser:
                    help="compute precision (igsearch.precision): auto = bf16 where the hardware multiplies it natively")
     p.add_argument("--threads", default=None, help="torch CPU threads: auto (from the load, igsearch.threads) | N; "
                                                    "default: IGSEARCH_THREADS, else auto")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between checkpoints in OUT.partial/, from which the same command resumes a killed run "
+                        "(default 100; 0: none)")
     p.set_defaults(func=run_sft_command)
     return p
 
 
 def run_sft_command(args) -> int:
-    from igsearch.train.sft import run_sft
+    from igsearch.train.sft import SFT_CHECKPOINT_EVERY, run_sft
 
     model = Path(args.model)
     if args.model == "tiny":
@@ -84,6 +87,7 @@ def run_sft_command(args) -> int:
         hops=args.hops, max_len=args.max_len, seed=args.seed,
         template=args.template, topk=args.topk, warmup_steps=args.warmup_steps, device=args.device,
         progress=not args.no_progress, threads=args.threads, precision=args.precision,
+        checkpoint_every=SFT_CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every,
     )
     print(out)
     return 0

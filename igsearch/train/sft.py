@@ -16,9 +16,12 @@ computed on length-bucketed padded micro-batches (CPU / SDPA) or with the packed
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,9 @@ from igsearch.data.prompts import SEARCH_OPEN, PromptTemplate, get_template, que
 #: not say how it was warm-started, ``igsearch.train.replay``).
 WARM_START_DOCUMENT_WEIGHT = 1.0
 WARM_START_MAX_LEN = 1024
+#: Steps between the checkpoints of a warm-start build or ``igsearch sft`` (each ~0.1 s for the small policy
+#: against ~80 s of steps), so a build killed after an hour resumes instead of starting over.
+SFT_CHECKPOINT_EVERY = 100
 
 
 @dataclass
@@ -238,6 +244,7 @@ def run_sft(
     progress: bool = True,
     threads: str | int | None = None,
     precision: str = "auto",
+    checkpoint_every: int = 0,
 ) -> Path:
     """Fine-tune the policy in ``model_dir`` on oracle trajectories of ``world_dir`` and save it
     (model + tokenizer, atomically) to ``out_dir``; returns ``out_dir``.
@@ -252,6 +259,12 @@ def run_sft(
     else auto); ``precision``: the forwards' precision (``igsearch.precision``: auto | fp32 | bf16; bf16 is
     autocast over fp32 master weights, the loss in fp32). Writes ``sft_summary.json`` in ``out_dir`` with the settings, the threads chosen, the loss at
     the start and the end, the seconds of the training loop and the tokens (prompt + response) per step.
+
+    ``checkpoint_every`` N > 0: every N steps the whole training state (weights, AdamW, schedule, data
+    order and RNG states) is checkpointed into ``<out_dir>.partial/`` (:func:`sft_partial_dir`), and a
+    later call with the same settings and demonstrations resumes from it, to the same weights as an
+    uninterrupted run at the same thread count; the folder is removed once ``out_dir`` is written. A
+    checkpoint of other settings is an error that names the first field that differs.
     """
     from igsearch.data.loaders import load_qa
     from igsearch.io import atomic_write_json
@@ -281,6 +294,10 @@ def run_sft(
     if not examples:
         raise ValueError(f"{rows_path}: no questions with {list(hops)} hops fit max_len={max_len}")
 
+    resume_key = _resume_key(model_dir, examples, steps=steps, batch_size=batch_size, lr=lr,
+                             warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+                             document_weight=document_weight, seed=seed, precision=prec.name,
+                             max_tokens_per_forward=max_tokens_per_forward)
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -292,10 +309,20 @@ def run_sft(
     losses: list[float] = []
     tokens = 0
     threads_policy = ThreadPolicy(threads, log=None)
+    partial = sft_partial_dir(out_dir)
+    done, seconds_before = 0, 0.0
+    if checkpoint_every > 0:
+        state = _resume(partial, resume_key, model, optimizer, scheduler)
+        if state is not None:
+            done, seconds_before, tokens = state["step"], state["train_seconds"], state["tokens"]
+            order, losses = state["order"], state["losses"]
+            rng.setstate(state["python_rng"])
     t_train = time.perf_counter()
-    with TrainProgress(steps, description="sft", disable=not progress) as bar:
+    with TrainProgress(steps, initial=done, description="sft", disable=not progress) as bar:
         threads_policy.log = bar.print if progress else None
-        for step in range(1, steps + 1):
+        if done:
+            (bar.print if progress else print)(f"sft: resumed at step {done}/{steps} from {partial}")
+        for step in range(done + 1, steps + 1):
             if step % SFT_RECHECK_STEPS == 1 or SFT_RECHECK_STEPS == 1:
                 threads_policy.choose("sft")
             batch = []
@@ -317,7 +344,11 @@ def run_sft(
             scheduler.step()
             losses.append(loss.item())
             bar.update(step, {"loss": loss.item()})
-    train_seconds = time.perf_counter() - t_train
+            if checkpoint_every > 0 and step % checkpoint_every == 0 and step < steps:
+                _checkpoint(partial, resume_key, step, model, optimizer, scheduler, order=order, losses=losses,
+                            tokens=tokens, python_rng=rng.getstate(),
+                            train_seconds=seconds_before + time.perf_counter() - t_train)
+    train_seconds = seconds_before + time.perf_counter() - t_train
     model.eval()
     save_policy(model, tokenizer, out_dir)
     write_rollout_settings(out_dir, sft_rollout_settings(examples, tokenizer, template=template, topk=topk,
@@ -330,5 +361,62 @@ def run_sft(
         "precision": prec.to_dict(),
         "train_seconds": train_seconds, "tokens_per_step": tokens / max(1, steps),
         "loss_first": sum(losses[:window]) / window, "loss_last": sum(losses[-window:]) / window,
+        "resumed_from_step": done,
     })
+    shutil.rmtree(partial, ignore_errors=True)
     return out_dir
+
+
+def sft_partial_dir(out_dir) -> Path:
+    """Where :func:`run_sft` keeps the checkpoints of an unfinished run for ``out_dir``: ``<out_dir>.partial``
+    beside it (so ``out_dir`` itself only ever holds a finished policy)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
+def _resume_key(model_dir: Path, examples: Sequence[SFTExample], **settings) -> dict:
+    """What a checkpoint must match to be resumed: the settings that shape the optimisation, the starting
+    model's folder and a digest of the demonstrations (token ids and loss masks, in order)."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(repr((e.ids, e.prompt_len, e.loss_mask)).encode())
+    return {**settings, "model": str(model_dir.resolve()), "examples": len(examples),
+            "examples_sha256": digest.hexdigest()}
+
+
+def _checkpoint(partial: Path, key: dict, step: int, model, optimizer, scheduler, *, order: list[int],
+                losses: list[float], tokens: int, python_rng: tuple, train_seconds: float) -> None:
+    from igsearch.train.checkpoint import save_checkpoint
+
+    version, internal, gauss = python_rng
+    extra = {"order": torch.tensor(order, dtype=torch.int64), "losses": torch.tensor(losses, dtype=torch.float64),
+             "tokens": int(tokens), "train_seconds": float(train_seconds),
+             "python_rng": [int(version), torch.tensor(internal, dtype=torch.int64), gauss]}
+    save_checkpoint(partial, step, model, optimizer, key, extra, scheduler=scheduler, keep=1)
+
+
+def _resume(partial: Path, key: dict, model, optimizer, scheduler) -> dict | None:
+    """Load the newest checkpoint under ``partial`` into the model, optimizer and scheduler (and the
+    global RNGs); returns its step, data order, losses, tokens, seconds and the data RNG's state, or None
+    when there is none. A checkpoint that does not verify is skipped (with a line); one of other
+    settings raises ``ValueError`` naming the first field that differs."""
+    from igsearch.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, resolve_checkpoint
+
+    if latest_checkpoint(partial) is None:
+        return None
+    try:
+        path = resolve_checkpoint(partial, verify=True, log=print)
+    except CheckpointError as e:
+        print(f"sft: starting over: {e}")
+        return None
+    saved = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if saved != key:
+        field = next(k for k in sorted(set(saved) | set(key)) if saved.get(k) != key.get(k))
+        raise ValueError(f"{path}: a checkpoint of other SFT settings ({field}: {saved.get(field)!r} there, "
+                         f"{key.get(field)!r} now); remove {partial} to start over")
+    state = load_checkpoint(path, model, optimizer, scheduler=scheduler)
+    extra = state["extra"]
+    version, internal, gauss = extra["python_rng"]
+    return {"step": state["step"], "order": extra["order"].tolist(), "losses": extra["losses"].tolist(),
+            "tokens": int(extra["tokens"]), "train_seconds": float(extra["train_seconds"]),
+            "python_rng": (int(version), tuple(int(x) for x in internal.tolist()), gauss)}
