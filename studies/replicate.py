@@ -162,8 +162,9 @@ def train_one(args, cfg_overrides: list[str], run_dir: Path) -> dict:
                        "search_credit": search_credit(batch.trajectories, batch.advantages)})
         probes[-1]["seconds"] = time.perf_counter() - t0
         p = probes[-1]
+        norm = f", their grad norm {p['grad_norm']:.3g}" if "grad_norm" in p else ""  # none without such groups
         print(f"[replicate] {cfg.advantage.method} seed {cfg.seed} step {batch.step}/{cfg.steps}: all-fail groups "
-              f"{p['n_all_fail']}/{p['n_groups']}, their grad norm {p.get('grad_norm', float('nan')):.3g}", flush=True)
+              f"{p['n_all_fail']}/{p['n_groups']}{norm}", flush=True)
 
     trainer.add_hook(probe_all_fail)
     try:
